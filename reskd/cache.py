@@ -1,0 +1,106 @@
+"""A disk cache of a frozen model's outputs on each input view.
+
+Distillation runs a frozen teacher on every training batch. Because ``reskd.data.Loader`` makes each augmented view a
+pure function of (data, augmentation settings, data seed, epoch, sample index), the teacher's logits on a view can be
+computed once and reused by every later training that sees the same view: other weight seeds, later ResKD stages,
+ablations. Entries are keyed by
+
+* the model's weights (:func:`reskd.utils.state_dict_hash`),
+* the view (:meth:`reskd.data.Loader.view_key`: data fingerprint, augmentation, data seed, epoch),
+
+and stored in float16. Outputs are *always* rounded through float16, also when freshly computed, so a run with a
+warm cache is bit-for-bit the run with a cold one.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .utils import atomic_torch_save, state_dict_hash, stable_hash
+
+CACHE_DTYPE = torch.float16
+
+
+@dataclass
+class _ViewOutputs:
+    outputs: torch.Tensor  # (N, C) float16
+    filled: torch.Tensor  # (N,) bool
+    path: Path | None
+    dirty: bool = False
+
+
+@dataclass
+class CacheStats:
+    """How many samples were served from the cache and how many were computed."""
+
+    hits: int = 0
+    misses: int = 0
+
+    @property
+    def hit_rate(self) -> float:
+        total = self.hits + self.misses
+        return self.hits / total if total else 0.0
+
+
+class OutputCache:
+    """Outputs of a frozen ``model``, cached per input view on disk under ``root``.
+
+    Call it like the model, adding the sample indices and the view: ``cache(x, index, view_key, num_samples)``.
+    ``root=None`` keeps the cache in memory only.
+    """
+
+    def __init__(self, model: nn.Module, root: str | os.PathLike | None, *, name: str = "model"):
+        self.model = model.eval().requires_grad_(False)
+        self.model_key = f"{name}-{state_dict_hash(model)}"
+        self.root = Path(root) / self.model_key if root is not None else None
+        self.stats = CacheStats()
+        self._views: dict[str, _ViewOutputs] = {}
+
+    def _path(self, view_key: str) -> Path | None:
+        return self.root / f"{stable_hash(view_key)}.pt" if self.root is not None else None
+
+    def _load(self, view_key: str, num_samples: int) -> _ViewOutputs | None:
+        """The view's outputs from memory or disk, or ``None`` when nothing is stored yet."""
+        if view_key in self._views:
+            return self._views[view_key]
+        path = self._path(view_key)
+        if path is None or not path.exists():
+            return None
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # a damaged cache file only costs a recomputation
+            return None
+        if saved.get("view_key") != view_key or saved["outputs"].shape[0] != num_samples:
+            return None
+        self._views[view_key] = _ViewOutputs(saved["outputs"], saved["filled"], path)
+        return self._views[view_key]
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, index: torch.Tensor, view_key: str, num_samples: int) -> torch.Tensor:
+        """The model's outputs on the batch ``x`` (rows ``index`` of a view with ``num_samples`` samples), float32."""
+        index = index.cpu()
+        entry = self._load(view_key, num_samples)
+        if entry is not None and bool(entry.filled[index].all()):
+            self.stats.hits += len(index)
+            return entry.outputs[index].to(x.device, torch.float32)
+        out = self.model(x).to(CACHE_DTYPE)
+        if entry is None:
+            entry = _ViewOutputs(torch.zeros(num_samples, out.shape[1], dtype=CACHE_DTYPE),
+                                 torch.zeros(num_samples, dtype=torch.bool), self._path(view_key))
+            self._views[view_key] = entry
+        self.stats.misses += len(index)
+        entry.outputs[index] = out.cpu()
+        entry.filled[index] = True
+        entry.dirty = True
+        return out.float()
+
+    def flush(self) -> None:
+        """Write every view that gained outputs to disk (atomically), and drop them from memory."""
+        for key, entry in list(self._views.items()):
+            if entry.dirty and entry.path is not None:
+                atomic_torch_save({"view_key": key, "outputs": entry.outputs, "filled": entry.filled}, entry.path)
+            del self._views[key]

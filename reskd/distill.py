@@ -1,0 +1,114 @@
+"""Distillers: one class per training objective, in the spirit of mdistiller.
+
+A distiller wraps the trainable ``student`` (and any frozen models it learns from) and defines the training loss;
+``reskd.train.fit`` only calls :meth:`Distiller.loss` and :meth:`Distiller.end_epoch`. At inference a distiller is the
+student: ``distiller(x) == distiller.student(x)``.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .cache import OutputCache
+
+#: Hinton et al.'s temperature commonly used on CIFAR (CRD, mdistiller).
+DEFAULT_TEMPERATURE = 4.0
+#: Loss weights of the CIFAR KD benchmarks (CRD ``-r 0.1 -a 0.9``, mdistiller ``CE_WEIGHT 0.1, KD_WEIGHT 0.9``).
+DEFAULT_CE_WEIGHT = 0.1
+DEFAULT_KD_WEIGHT = 0.9
+
+
+@dataclass(frozen=True)
+class View:
+    """What a batch belongs to: the key of its input stream and the number of samples in it (for output caches)."""
+
+    key: str
+    num_samples: int
+
+
+def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float = DEFAULT_TEMPERATURE) -> Tensor:
+    """Hinton et al.'s soft-target loss: ``T^2 * KL(softmax(t/T) || softmax(s/T))``, averaged over the batch.
+
+    The ``T^2`` factor keeps the gradient scale independent of the temperature (Hinton et al., 2015, section 2).
+    """
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"student logits {tuple(student_logits.shape)} and teacher logits "
+                         f"{tuple(teacher_logits.shape)} differ: both models need the same number of classes.")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}.")
+    log_p_s = F.log_softmax(student_logits / temperature, dim=1)
+    log_p_t = F.log_softmax(teacher_logits / temperature, dim=1)
+    return F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True) * temperature**2
+
+
+def frozen(model: nn.Module) -> nn.Module:
+    """Put ``model`` in eval mode without gradients (a teacher, or an earlier ResKD stage)."""
+    return model.eval().requires_grad_(False)
+
+
+class Distiller(nn.Module):
+    """Base class: the trainable ``student`` plus the loss that trains it."""
+
+    def __init__(self, student: nn.Module):
+        super().__init__()
+        self.student = student
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.student(x)
+
+    def loss(self, x: Tensor, y: Tensor, index: Tensor, view: View) -> tuple[Tensor, dict[str, Tensor]]:
+        """Return the student's logits on ``x`` and the named loss terms (their sum is minimised)."""
+        raise NotImplementedError
+
+    def trainable_parameters(self):
+        """The parameters the optimiser updates: the student's."""
+        return self.student.parameters()
+
+    def end_epoch(self) -> None:
+        """Called after every training epoch (e.g. to write output caches to disk)."""
+
+
+class CE(Distiller):
+    """Plain supervised training with cross-entropy: the "student from scratch" baseline."""
+
+    def loss(self, x, y, index, view):
+        logits = self.student(x)
+        return logits, {"ce": F.cross_entropy(logits, y)}
+
+
+class KD(Distiller):
+    """Hinton knowledge distillation: ``ce_weight * CE(s, y) + kd_weight * T^2 KL(p_t^T || p_s^T)``.
+
+    Frameworks differ in which weight ``alpha`` multiplies: Hinton et al. weight the soft term, mdistiller/CRD use two
+    independent weights (0.1 CE, 0.9 KD on CIFAR), some codes use ``(1 - alpha) CE + alpha KD``. Here both weights are
+    explicit. The teacher is frozen (eval mode, no gradients) and its logits come through an :class:`OutputCache`
+    (``cache_root=None``: recomputed every time, still rounded through float16 so runs are comparable).
+    """
+
+    def __init__(self, student: nn.Module, teacher: nn.Module, *, temperature: float = DEFAULT_TEMPERATURE,
+                 ce_weight: float = DEFAULT_CE_WEIGHT, kd_weight: float = DEFAULT_KD_WEIGHT,
+                 cache_root: str | os.PathLike | None = None, teacher_name: str = "teacher"):
+        super().__init__(student)
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}.")
+        self.teacher = frozen(teacher)
+        self.temperature, self.ce_weight, self.kd_weight = temperature, ce_weight, kd_weight
+        self.teacher_outputs = OutputCache(self.teacher, cache_root, name=teacher_name)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.teacher.eval()  # the teacher never leaves eval mode
+        return self
+
+    def loss(self, x, y, index, view):
+        logits = self.student(x)
+        teacher_logits = self.teacher_outputs(x, index, view.key, view.num_samples)
+        return logits, {"ce": self.ce_weight * F.cross_entropy(logits, y),
+                        "kd": self.kd_weight * kd_loss(logits, teacher_logits, self.temperature)}
+
+    def end_epoch(self) -> None:
+        self.teacher_outputs.flush()

@@ -1,0 +1,289 @@
+"""One training loop for teachers, students and res-students.
+
+``fit`` trains a :class:`reskd.distill.Distiller` with SGD (momentum, optional Nesterov, weight decay) under a cosine,
+multi-step or one-cycle schedule stepped every batch, shows tqdm progress per epoch and batch, evaluates after every
+epoch, and writes to ``run_dir``:
+
+* ``checkpoint.pt`` every epoch, atomically: student, optimiser, scheduler and RNG state, and the history so far.
+  Re-running ``fit`` with the same ``run_dir`` resumes from it; because the data stream is a pure function of
+  (data seed, epoch), a resumed run ends with bit-for-bit the weights of an uninterrupted one.
+* ``history.csv``: one row of metrics per epoch.
+* ``model.pt`` and ``summary.json`` when training is complete (the checkpoint is then removed); a later call loads
+  them instead of training again.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .distill import Distiller, View
+from .utils import atomic_json_dump, atomic_torch_save, atomic_write, resolve_device, rng_state, set_rng_state
+
+SCHEDULES = ("cosine", "multistep", "onecycle", "constant")
+CHECKPOINT = "checkpoint.pt"
+FINAL_MODEL = "model.pt"
+HISTORY = "history.csv"
+SUMMARY = "summary.json"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint or trained artifact that cannot be read or does not belong to this run."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run besides the model, the data and the loss (torchdistill-style)."""
+
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    milestones: tuple[float, ...] = (0.5, 0.75)  # multistep: fractions of the run where the lr drops
+    gamma: float = 0.1  # multistep: the factor of each drop
+    onecycle_pct_start: float = 0.25  # onecycle: share of the run spent warming up
+    data_seed: int = 0  # the augmentation stream and batch order; shared across weight seeds so caches are reused
+    channels_last: bool = True
+
+    def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {SCHEDULES}.")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}.")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}.")
+        if any(not 0 < m < 1 for m in self.milestones):
+            raise ValueError(f"milestones are fractions of the run in (0, 1), got {self.milestones}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
+        d = dict(d)
+        if "milestones" in d:
+            d["milestones"] = tuple(d["milestones"])
+        return cls(**d)
+
+
+def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
+    """SGD with the config's momentum, Nesterov flag and weight decay."""
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
+                           weight_decay=config.weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
+    """A learning-rate schedule stepped once per batch."""
+    total = config.epochs * steps_per_epoch
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    if config.schedule == "multistep":
+        milestones = [round(m * total) for m in config.milestones]
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=config.gamma)
+    if config.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total,
+                                                   pct_start=config.onecycle_pct_start)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+
+def _loader_view(loader, epoch: int | None) -> View:
+    return View(loader.view_key(epoch), len(loader.data))
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader, *, device: str | torch.device | None = "auto",
+            progress: bool = False, desc: str = "predict") -> tuple[Tensor, Tensor]:
+    """Logits of ``model`` on every sample of an evaluation ``loader``, in sample order, with the labels (CPU)."""
+    device = resolve_device(device)
+    was_training = model.training
+    model.eval().to(device)
+    n = len(loader.data)
+    logits: Tensor | None = None
+    labels = torch.empty(n, dtype=torch.long)
+    for x, y, index in tqdm(loader, desc=desc, leave=False, disable=not progress):
+        out = model(x.to(device)).float().cpu()
+        if logits is None:
+            logits = torch.empty(n, out.shape[1])
+        logits[index] = out
+        labels[index] = y.cpu()
+    model.train(was_training)
+    if logits is None:
+        raise ValueError("the loader yielded no batches: the evaluation split is empty.")
+    return logits, labels
+
+
+def top1(logits: Tensor, labels: Tensor) -> float:
+    """Top-1 accuracy in percent."""
+    return 100.0 * (logits.argmax(1) == labels).float().mean().item()
+
+
+def evaluate(model: nn.Module, loader, *, device: str | torch.device | None = "auto") -> dict[str, float]:
+    """Top-1 (%) and mean cross-entropy of ``model`` on ``loader``."""
+    logits, labels = predict(model, loader, device=device)
+    return {"top1": top1(logits, labels), "loss": F.cross_entropy(logits, labels).item()}
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns: the trained student (on CPU), its per-epoch history and final metrics."""
+
+    model: nn.Module
+    history: pd.DataFrame
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # truncated, corrupt or not a checkpoint at all
+        raise CheckpointError(
+            f"cannot read {path}: it is truncated or corrupt ({type(e).__name__}: {e}). Delete it to restart this "
+            f"run from scratch (or pass retrain=True)."
+        ) from e
+
+
+def fit(distiller: Distiller, train_loader, config: TrainConfig, *, eval_loaders: Mapping[str, Any] | None = None,
+        run_dir: str | os.PathLike | None = None, device: str | torch.device | None = "auto",
+        progress: bool = True, retrain: bool = False, run_info: Mapping[str, Any] | None = None) -> FitResult:
+    """Train ``distiller.student`` on ``train_loader`` (a ``reskd.data.Loader``) for ``config.epochs`` epochs.
+
+    ``eval_loaders`` (e.g. ``{"val": ..., "test": ...}``) are evaluated after every epoch; their top-1 goes to the
+    history as ``<name>_top1``. With a ``run_dir`` the run is checkpointed every epoch and resumed when re-run;
+    ``retrain=True`` discards what is there. ``run_info`` (JSON) is stored with the run and must match on resume.
+    """
+    device = resolve_device(device)
+    eval_loaders = dict(eval_loaders or {})
+    run_dir = Path(run_dir) if run_dir is not None else None
+    identity = json.loads(json.dumps({"config": config.to_dict(), "run_info": dict(run_info or {}),
+                                      "batch_size": train_loader.batch_size}, default=str))
+    student = distiller.student
+
+    if run_dir is not None and retrain:
+        for name in (CHECKPOINT, FINAL_MODEL, HISTORY, SUMMARY):
+            (run_dir / name).unlink(missing_ok=True)
+    if run_dir is not None and (run_dir / FINAL_MODEL).exists():
+        return load_run(run_dir, student, identity)
+
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    distiller.to(device)
+    student.to(memory_format=memory_format)
+    optimizer = make_optimizer(distiller.trainable_parameters(), config)
+    scheduler = make_scheduler(optimizer, config, len(train_loader))
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+
+    if run_dir is not None and (run_dir / CHECKPOINT).exists():
+        ckpt = _load_checkpoint(run_dir / CHECKPOINT)
+        _check_identity(run_dir / CHECKPOINT, ckpt.get("identity"), identity)
+        student.load_state_dict(ckpt["student"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        set_rng_state(ckpt["rng"])
+        history, start_epoch = ckpt["history"], ckpt["epoch"] + 1
+
+    epochs = tqdm(range(start_epoch, config.epochs), desc="epochs", initial=start_epoch, total=config.epochs,
+                  disable=not progress, leave=True)
+    for epoch in epochs:
+        t0 = time.perf_counter()
+        train_loader.set_epoch(epoch)
+        view = _loader_view(train_loader, epoch)
+        distiller.train()
+        sums: dict[str, float] = {}
+        correct = seen = 0
+        batches = tqdm(train_loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress)
+        for x, y, index in batches:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            logits, losses = distiller.loss(x, y, index, view)
+            loss = sum(losses.values())
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"the loss became {loss.item()} at epoch {epoch + 1}; lower the learning "
+                                         f"rate (now {scheduler.get_last_lr()[0]:.4g}).")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            n = len(y)
+            seen += n
+            correct += (logits.detach().argmax(1) == y).sum().item()
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + v.item() * n
+            batches.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        distiller.end_epoch()
+        row: dict[str, Any] = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
+                               "train_loss": sum(sums.values()) / max(seen, 1),
+                               "train_top1": 100.0 * correct / max(seen, 1)}
+        row.update({f"train_{k}": v / max(seen, 1) for k, v in sums.items()})
+        for name, loader in eval_loaders.items():
+            metrics = evaluate(student, loader, device=device)
+            row.update({f"{name}_top1": metrics["top1"], f"{name}_loss": metrics["loss"]})
+        row["epoch_s"] = time.perf_counter() - t0
+        history.append(row)
+        epochs.set_postfix({k: f"{v:.2f}" for k, v in row.items() if k.endswith("_top1")}, refresh=False)
+        if run_dir is not None:
+            atomic_torch_save({"student": student.state_dict(), "optimizer": optimizer.state_dict(),
+                               "scheduler": scheduler.state_dict(), "rng": rng_state(), "epoch": epoch,
+                               "history": history, "identity": identity}, run_dir / CHECKPOINT)
+            _write_history(history, run_dir)
+
+    student.eval()
+    student.to("cpu", memory_format=torch.contiguous_format)
+    frame = pd.DataFrame(history)
+    summary = {"identity": identity, "final": history[-1] if history else {},
+               "best": _best(frame, eval_loaders)}
+    if run_dir is not None:
+        atomic_torch_save(student.state_dict(), run_dir / FINAL_MODEL)
+        atomic_json_dump(summary, run_dir / SUMMARY)
+        (run_dir / CHECKPOINT).unlink(missing_ok=True)
+    return FitResult(student, frame, summary)
+
+
+def _best(frame: pd.DataFrame, eval_loaders: Mapping[str, Any]) -> dict[str, Any]:
+    """The epoch with the best top-1 on each evaluation split (reported beside the last epoch, never selected on)."""
+    best = {}
+    for name in eval_loaders:
+        col = f"{name}_top1"
+        if col in frame:
+            i = int(frame[col].idxmax())
+            best[name] = {"epoch": int(frame.loc[i, "epoch"]), "top1": float(frame.loc[i, col])}
+    return best
+
+
+def _write_history(history: list[dict[str, Any]], run_dir: Path) -> None:
+    atomic_write(run_dir / HISTORY, lambda f: pd.DataFrame(history).to_csv(f, index=False), "w")
+
+
+def _check_identity(path: Path, found: Any, expected: dict[str, Any]) -> None:
+    if found != expected:
+        raise CheckpointError(
+            f"{path} belongs to a different run (its settings differ from this call's: found {found}, expected "
+            f"{expected}). Use another run_dir, or pass retrain=True to discard it."
+        )
+
+
+def load_run(run_dir: str | os.PathLike, student: nn.Module, identity: Mapping[str, Any] | None = None) -> FitResult:
+    """Load a finished run's weights into ``student`` and return it with its history and summary."""
+    run_dir = Path(run_dir)
+    try:
+        state = torch.load(run_dir / FINAL_MODEL, map_location="cpu", weights_only=True)
+        summary = json.loads((run_dir / SUMMARY).read_text())
+        history = pd.read_csv(run_dir / HISTORY)
+    except Exception as e:
+        raise CheckpointError(f"cannot read the finished run in {run_dir} ({type(e).__name__}: {e}); delete the "
+                              f"folder or pass retrain=True to train it again.") from e
+    if identity is not None:
+        _check_identity(run_dir / SUMMARY, summary.get("identity"), json.loads(json.dumps(identity, default=str)))
+    student.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    return FitResult(student.eval(), history, summary)

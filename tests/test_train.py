@@ -1,0 +1,179 @@
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from reskd.data import Loader
+from reskd.distill import CE, KD
+from reskd.train import CheckpointError, TrainConfig, evaluate, fit, make_optimizer, make_scheduler, predict
+
+from helpers import TinyNet, tiny_images, tiny_spec
+
+FAST = dict(batch_size=16, lr=0.05, weight_decay=5e-4)
+
+
+def loaders(n=96, batch_size=16, seed=0):
+    spec = tiny_spec()
+    data = tiny_images(n)
+    test = tiny_images(32, seed=1)
+    return (Loader(data, spec, batch_size, train=True, seed=seed),
+            Loader(test, spec, 32, train=False))
+
+
+def test_fit_learns_and_records_history(tmp_path):
+    torch.manual_seed(0)
+    train, test = loaders()
+    model = TinyNet()
+    before = evaluate(model, test, device="cpu")["top1"]
+    result = fit(CE(model), train, TrainConfig(epochs=4, **FAST), eval_loaders={"test": test},
+                 run_dir=tmp_path, device="cpu", progress=False)
+    assert list(result.history["epoch"]) == [1, 2, 3, 4]
+    assert result.history["test_top1"].iloc[-1] > max(before, 60.0)
+    assert result.history["train_loss"].iloc[-1] < result.history["train_loss"].iloc[0]
+    assert (tmp_path / "model.pt").exists() and (tmp_path / "history.csv").exists()
+    assert not (tmp_path / "checkpoint.pt").exists()
+    assert result.summary["best"]["test"]["top1"] == result.history["test_top1"].max()
+
+
+def test_finished_run_is_loaded_not_retrained(tmp_path):
+    train, test = loaders()
+    torch.manual_seed(0)
+    first = fit(CE(TinyNet()), train, TrainConfig(epochs=2, **FAST), run_dir=tmp_path, device="cpu", progress=False)
+
+    class Exploding(CE):
+        def loss(self, *args):
+            raise AssertionError("a finished run must not train again")
+
+    torch.manual_seed(1)
+    again = fit(Exploding(TinyNet()), train, TrainConfig(epochs=2, **FAST), run_dir=tmp_path, device="cpu",
+                progress=False)
+    for a, b in zip(first.model.state_dict().values(), again.model.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(CheckpointError, match="different run"):
+        fit(CE(TinyNet()), train, TrainConfig(epochs=3, **FAST), run_dir=tmp_path, device="cpu", progress=False)
+    retrained = fit(CE(TinyNet()), train, TrainConfig(epochs=3, **FAST), run_dir=tmp_path, device="cpu",
+                    progress=False, retrain=True)
+    assert len(retrained.history) == 3
+
+
+def test_corrupt_checkpoint_names_file_and_fix(tmp_path):
+    train, _ = loaders()
+    (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint, cut short")
+    with pytest.raises(CheckpointError) as info:
+        fit(CE(TinyNet()), train, TrainConfig(epochs=2, **FAST), run_dir=tmp_path, device="cpu", progress=False)
+    message = str(info.value)
+    assert "checkpoint.pt" in message and "corrupt" in message and "retrain=True" in message
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "multistep", "onecycle", "constant"])
+def test_schedules(schedule):
+    config = TrainConfig(epochs=4, lr=0.1, schedule=schedule, milestones=(0.5,), gamma=0.1)
+    opt = make_optimizer(torch.nn.Linear(2, 2).parameters(), config)
+    sched = make_scheduler(opt, config, steps_per_epoch=10)
+    lrs = []
+    for _ in range(40):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    if schedule == "cosine":
+        assert lrs[0] == pytest.approx(0.1) and lrs[-1] < 0.001 and lrs == sorted(lrs, reverse=True)
+    elif schedule == "multistep":
+        assert lrs[19] == pytest.approx(0.1) and lrs[20] == pytest.approx(0.01)
+    elif schedule == "onecycle":
+        assert max(lrs) == pytest.approx(0.1, rel=0.02) and lrs[0] < 0.01 and lrs[-1] < 0.001
+    else:
+        assert set(lrs) == {0.1}
+
+
+def test_bad_config_is_rejected():
+    with pytest.raises(ValueError, match="unknown schedule"):
+        TrainConfig(schedule="linear")
+    with pytest.raises(ValueError, match="milestones"):
+        TrainConfig(milestones=(50,))
+    with pytest.raises(ValueError, match="lr"):
+        TrainConfig(lr=0)
+
+
+def test_predict_returns_sample_order():
+    _, test = loaders()
+    model = TinyNet()
+    logits, labels = predict(model, test, device="cpu")
+    assert logits.shape == (32, 4)
+    assert torch.equal(labels, test.data.labels)
+    model.eval()
+    with torch.no_grad():
+        direct = model(((test.data.images.float() / 255) - torch.tensor(test.spec.mean)[:, None, None])
+                       / torch.tensor(test.spec.std)[:, None, None])
+    torch.testing.assert_close(logits, direct, atol=1e-4, rtol=1e-4)
+
+
+RUN_SCRIPT = textwrap.dedent("""
+    import sys, time, torch
+    sys.path.insert(0, {tests!r})
+    torch.set_num_threads(1)
+    from helpers import TinyNet, tiny_images, tiny_spec
+    from reskd.data import Loader
+    from reskd.distill import CE
+    from reskd.train import TrainConfig, fit
+
+    class Slow(CE):  # long enough epochs that the kill lands mid-run
+        def loss(self, *args):
+            time.sleep({sleep})
+            return super().loss(*args)
+
+    torch.manual_seed(0)
+    loader = Loader(tiny_images(96), tiny_spec(), 16, train=True, seed=3)
+    fit(Slow(TinyNet()), loader, TrainConfig(epochs=3, batch_size=16, lr=0.05), run_dir=sys.argv[1],
+        device="cpu", progress=False)
+""")
+
+
+def _run(run_dir: Path, sleep: float) -> subprocess.Popen:
+    script = RUN_SCRIPT.format(tests=str(Path(__file__).parent), sleep=sleep)
+    return subprocess.Popen([sys.executable, "-c", script, str(run_dir)])
+
+
+def test_resume_after_kill_is_bit_exact(tmp_path):
+    """Kill a 3-epoch run after its first checkpoint, resume it, and compare with an uninterrupted run."""
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    assert _run(whole, 0.0).wait(timeout=120) == 0
+
+    proc = _run(resumed, 0.05)
+    deadline = time.time() + 120
+    while not (resumed / "checkpoint.pt").exists():
+        assert proc.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (resumed / "model.pt").exists(), "the run finished before it was killed"
+    assert _run(resumed, 0.0).wait(timeout=120) == 0
+
+    a = torch.load(whole / "model.pt", weights_only=True)
+    b = torch.load(resumed / "model.pt", weights_only=True)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    hist = (resumed / "history.csv").read_text().splitlines()
+    assert len(hist) == 1 + 3
+
+
+def test_kd_trains_with_frozen_teacher(tmp_path):
+    train, test = loaders()
+    torch.manual_seed(0)
+    teacher = fit(CE(TinyNet(width=16)), train, TrainConfig(epochs=3, **FAST), device="cpu", progress=False).model
+    frozen_state = {k: v.clone() for k, v in teacher.state_dict().items()}
+    distiller = KD(TinyNet(), teacher, temperature=4.0, cache_root=tmp_path / "cache")
+    distiller.train()
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    result = fit(distiller, train, TrainConfig(epochs=3, **FAST), eval_loaders={"test": test}, device="cpu",
+                 progress=False)
+    assert result.history["test_top1"].iloc[-1] > 60.0
+    for k, v in teacher.state_dict().items():  # BN running stats included: the teacher never trained
+        assert torch.equal(v, frozen_state[k]), k
+    assert {"train_ce", "train_kd"} <= set(result.history.columns)
