@@ -59,6 +59,7 @@ class OutputCache:
         self.root = Path(root) / self.model_key if root is not None else None
         self.stats = CacheStats()
         self._views: dict[str, _ViewOutputs] = {}
+        self._memory_format: torch.memory_format | None = None
 
     def _path(self, view_key: str) -> Path | None:
         return self.root / f"{stable_hash(view_key)}.pt" if self.root is not None else None
@@ -87,7 +88,11 @@ class OutputCache:
         if entry is not None and bool(entry.filled[index].all()):
             self.stats.hits += len(index)
             return entry.outputs[index].to(x.device, torch.float32)
-        out = self.model(x).to(CACHE_DTYPE)
+        if self._memory_format is None:  # channels_last where it is safe (see reskd.train.memory_format_for)
+            from .train import memory_format_for
+            self._memory_format = memory_format_for(self.model, x.device)
+            self.model.to(memory_format=self._memory_format)
+        out = self.model(x.contiguous(memory_format=self._memory_format)).to(CACHE_DTYPE)
         if entry is None:
             entry = _ViewOutputs(torch.zeros(num_samples, out.shape[1], dtype=CACHE_DTYPE),
                                  torch.zeros(num_samples, dtype=torch.bool), self._path(view_key))

@@ -79,6 +79,33 @@ class TrainConfig:
         return cls(**d)
 
 
+#: oneDNN's channels_last convolutions in the CPU build of torch 2.14 corrupt memory (a crash or a hang) when a
+#: convolution has fewer than this many channels, e.g. resnet8 at width 0.25; such models stay contiguous.
+MIN_CHANNELS_LAST_CHANNELS = 8
+
+
+def memory_format_for(model: nn.Module, device: torch.device, requested: bool = True) -> torch.memory_format:
+    """``channels_last`` when requested and safe for ``model`` on ``device``, else the contiguous format."""
+    if not requested:
+        return torch.contiguous_format
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    narrow = any(min(m.in_channels, m.out_channels) < MIN_CHANNELS_LAST_CHANNELS and m.in_channels != 3
+                 for m in convs)
+    if not convs or (narrow and device.type == "cpu"):
+        return torch.contiguous_format
+    return torch.channels_last
+
+
+def model_memory_format(model: nn.Module) -> torch.memory_format:
+    """The memory format ``model``'s first convolution is stored in (inputs should match it)."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d) and m.weight.dim() == 4:
+            if m.weight.is_contiguous(memory_format=torch.channels_last) and not m.weight.is_contiguous():
+                return torch.channels_last
+            return torch.contiguous_format
+    return torch.contiguous_format
+
+
 def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
     """SGD with the config's momentum, Nesterov flag and weight decay."""
     return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
@@ -113,8 +140,9 @@ def predict(model: nn.Module, loader, *, device: str | torch.device | None = "au
     n = len(loader.data)
     logits: Tensor | None = None
     labels = torch.empty(n, dtype=torch.long)
+    memory_format = model_memory_format(model)
     for x, y, index in tqdm(loader, desc=desc, leave=False, disable=not progress):
-        out = model(x.to(device)).float().cpu()
+        out = model(x.to(device).contiguous(memory_format=memory_format)).float().cpu()
         if logits is None:
             logits = torch.empty(n, out.shape[1])
         logits[index] = out
@@ -177,7 +205,7 @@ def fit(distiller: Distiller, train_loader, config: TrainConfig, *, eval_loaders
     if run_dir is not None and (run_dir / FINAL_MODEL).exists():
         return load_run(run_dir, student, identity)
 
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    memory_format = memory_format_for(student, device, config.channels_last)
     distiller.to(device)
     student.to(memory_format=memory_format)
     optimizer = make_optimizer(distiller.trainable_parameters(), config)
@@ -205,7 +233,8 @@ def fit(distiller: Distiller, train_loader, config: TrainConfig, *, eval_loaders
         correct = seen = 0
         batches = tqdm(train_loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress)
         for x, y, index in batches:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+            y = y.to(device, non_blocking=True)
             logits, losses = distiller.loss(x, y, index, view)
             loss = sum(losses.values())
             if not torch.isfinite(loss):

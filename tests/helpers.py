@@ -12,18 +12,18 @@ NUM_CLASSES = 4
 IMAGE_SIZE = 8
 
 
-def tiny_spec() -> DatasetSpec:
-    """A CIFAR-like spec for 8x8 images and 4 classes."""
-    return dataclasses.replace(SPECS["cifar10"], name="tiny-test", num_classes=NUM_CLASSES, image_size=IMAGE_SIZE,
-                               crop_size=IMAGE_SIZE, pad=1, val_size=8, display_name="tiny test")
+def tiny_spec(size: int = IMAGE_SIZE) -> DatasetSpec:
+    """A CIFAR-like spec for ``size`` x ``size`` images and 4 classes."""
+    return dataclasses.replace(SPECS["cifar10"], name="tiny-test", num_classes=NUM_CLASSES, image_size=size,
+                               crop_size=size, pad=1, val_size=8, display_name="tiny test")
 
 
-def tiny_images(n: int = 96, seed: int = 0) -> ImageTensors:
+def tiny_images(n: int = 96, seed: int = 0, size: int = IMAGE_SIZE) -> ImageTensors:
     """A learnable problem: the class sets the mean colour of each image, plus noise."""
     g = torch.Generator().manual_seed(seed)
     labels = torch.arange(n) % NUM_CLASSES
     colours = torch.tensor([[200, 40, 40], [40, 200, 40], [40, 40, 200], [200, 200, 40]], dtype=torch.float32)
-    images = colours[labels][:, :, None, None] + 40 * torch.randn(n, 3, IMAGE_SIZE, IMAGE_SIZE, generator=g)
+    images = colours[labels][:, :, None, None] + 40 * torch.randn(n, 3, size, size, generator=g)
     images = images.clamp(0, 255).to(torch.uint8)
     return ImageTensors(images=images, labels=labels, classes=[f"c{i}" for i in range(NUM_CLASSES)],
                         source="synthetic", fingerprint=f"synthetic-{n}-{seed}")

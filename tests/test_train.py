@@ -177,3 +177,41 @@ def test_kd_trains_with_frozen_teacher(tmp_path):
     for k, v in teacher.state_dict().items():  # BN running stats included: the teacher never trained
         assert torch.equal(v, frozen_state[k]), k
     assert {"train_ce", "train_kd"} <= set(result.history.columns)
+
+
+def test_narrow_models_stay_contiguous_on_cpu():
+    """oneDNN's channels_last convolutions crash on CPU below 8 channels; such models must stay contiguous."""
+    from reskd.models import create_model
+    from reskd.train import memory_format_for
+
+    cpu = torch.device("cpu")
+    assert memory_format_for(create_model("resnet8", 10, width=0.25), cpu) == torch.contiguous_format
+    assert memory_format_for(create_model("resnet8", 10, width=0.5), cpu) == torch.channels_last
+    assert memory_format_for(create_model("resnet8", 10, width=0.5), cpu, requested=False) == torch.contiguous_format
+
+
+def test_narrow_model_trains_with_channels_last_inputs():
+    """A width-0.25 resnet8 fed by a channels_last Loader trains without the memory corruption (run in a subprocess
+    so a crash fails this test instead of killing the suite)."""
+    script = textwrap.dedent("""
+        import sys, torch
+        sys.path.insert(0, {tests!r})
+        from helpers import tiny_images, tiny_spec
+        from reskd.data import Loader
+        from reskd.distill import CE
+        from reskd.models import create_model
+        from reskd.train import TrainConfig, fit
+        torch.manual_seed(0)
+        import reskd.train
+        reskd.train.MIN_CHANNELS_LAST_CHANNELS = {min_channels}
+        loader = Loader(tiny_images(512, size=32), tiny_spec(32), 64, train=True)
+        fit(CE(create_model("resnet8", 4, width=0.25)), loader, TrainConfig(epochs=5, batch_size=64, lr=0.05),
+            device="cpu", progress=False)
+        print("trained")
+    """)
+    from reskd.train import MIN_CHANNELS_LAST_CHANNELS
+
+    done = subprocess.run([sys.executable, "-c", script.format(tests=str(Path(__file__).parent),
+                                                               min_channels=MIN_CHANNELS_LAST_CHANNELS)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "trained" in done.stdout, done.stderr[-2000:]
