@@ -68,6 +68,10 @@ class Distiller(nn.Module):
         """The parameters the optimiser updates: the student's."""
         return self.student.parameters()
 
+    def eval_model(self) -> nn.Module:
+        """The model whose accuracy the training loop reports on evaluation splits: the student."""
+        return self.student
+
     def end_epoch(self) -> None:
         """Called after every training epoch (e.g. to write output caches to disk)."""
 

@@ -13,20 +13,26 @@ trains what is missing.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
+import pandas as pd
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from . import data as rdata
-from .artifacts import artifacts_root, run_dir
+from .artifacts import run_dir, run_key
+
+from .adaptive import Policy, StagedOutputs, collect, evaluate_policy
 from .distill import CE, KD, Distiller
+from .flops import count_macs
 from .models import create_model
-from .train import FitResult, TrainConfig, fit
+from .reskd import FeatureHead, ResidualDistiller, ResKDEnsemble, residual_energy
+from .train import FitResult, TrainConfig, fit, predict
 from .utils import resolve_device, seed_everything
 
 PROFILE_NAMES = ("smoke", "cpu", "paper")
@@ -165,34 +171,156 @@ class Experiment:
         self.results[name] = result
         return result
 
+    def teacher_spec(self, seed: int = 0) -> dict[str, Any]:
+        p = self.profile
+        return self._spec("teacher", p.teacher, seed, p.teacher_train, loss="ce")
+
     def teacher(self, seed: int = 0) -> nn.Module:
         """The trained teacher (cross-entropy from scratch)."""
         p = self.profile
-        spec = self._spec("teacher", p.teacher, seed, p.teacher_train, loss="ce")
-        return self.run(f"teacher-{p.teacher.label}-s{seed}", CE(self.build(p.teacher, seed)), spec,
+        return self.run(f"teacher-{p.teacher.label}-s{seed}", CE(self.build(p.teacher, seed)), self.teacher_spec(seed),
                         p.teacher_train).model
+
+    def student_spec(self, kind: str, arch: Arch | None = None, seed: int = 0) -> dict[str, Any]:
+        p = self.profile
+        arch = arch or p.student
+        if kind == "scratch":
+            return self._spec("scratch", arch, seed, p.student_train, loss="ce")
+        if kind == "kd":
+            return self._spec("kd", arch, seed, p.student_train, loss="kd", temperature=p.temperature,
+                              teacher=run_key(self.teacher_spec()))
+        raise ValueError(f"unknown student kind {kind!r}; choose 'scratch' or 'kd'.")
 
     def student(self, kind: str = "kd", arch: Arch | None = None, seed: int = 0) -> nn.Module:
         """A student trained from scratch (``kind="scratch"``) or with Hinton KD from the teacher (``"kd"``)."""
         p = self.profile
         arch = arch or p.student
-        if kind == "scratch":
-            spec = self._spec("scratch", arch, seed, p.student_train, loss="ce")
-            distiller: Distiller = CE(self.build(arch, seed))
-        elif kind == "kd":
-            teacher = self.teacher()
-            spec = self._spec("kd", arch, seed, p.student_train, loss="kd", temperature=p.temperature,
-                              teacher=self.run_key_of("teacher"))
-            distiller = KD(self.build(arch, seed), teacher, temperature=p.temperature, cache_root=self.output_cache)
+        spec = self.student_spec(kind, arch, seed)
+        if kind == "kd":
+            distiller: Distiller = KD(self.build(arch, seed), self.teacher(), temperature=p.temperature,
+                                      cache_root=self.output_cache)
         else:
-            raise ValueError(f"unknown student kind {kind!r}; choose 'scratch' or 'kd'.")
+            distiller = CE(self.build(arch, seed))
         return self.run(f"{kind}-{arch.label}-s{seed}", distiller, spec, p.student_train).model
 
-    def run_key_of(self, role: str, seed: int = 0) -> str:
-        """The key of the teacher run (students record it, so a new teacher means new students)."""
-        p = self.profile
-        from .artifacts import run_key
-        return run_key(self._spec(role, p.teacher, seed, p.teacher_train, loss="ce"))
+
+# ----------------------------------------------------------------------------------------------- ResKD
+FEATURE_HEAD = "feature_head"  # Arch(FEATURE_HEAD, w): a FeatureHead with round(64 * w) channels on S0's features
+FEATURE_HEAD_BASE_CHANNELS = 64
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    t = torch.tensor(values, dtype=torch.float64)
+    return t.mean().item(), (t.std().item() if len(t) > 1 else 0.0)
+
+
+class ResKDRuns:
+    """ResKD stages and their baselines for one :class:`Experiment` (all through the artifact store)."""
+
+    def __init__(self, exp: Experiment, *, loss: str = "kd", input: str = "image", feature_index: int = -1):
+        self.exp, self.loss, self.input, self.feature_index = exp, loss, input, feature_index
+
+    def _res_student(self, arch: Arch, s0: nn.Module, seed: int) -> nn.Module:
+        seed_everything(seed)
+        if arch.name == FEATURE_HEAD:
+            channels = max(1, round(FEATURE_HEAD_BASE_CHANNELS * arch.width))
+            return FeatureHead(s0.feature_channels[self.feature_index], self.exp.num_classes, channels=channels)
+        return create_model(arch.name, self.exp.num_classes, width=arch.width)
+
+    def ensemble(self, res_archs: Sequence[Arch], seed: int = 0) -> ResKDEnsemble:
+        """S0 (the KD student of ``seed``) plus res-students ``res_archs``, each trained on the residual of the
+        frozen ensemble before it (trained now when missing)."""
+        exp, p = self.exp, self.exp.profile
+        s0 = exp.student("kd", seed=seed)
+        ens = ResKDEnsemble(s0, feature_index=self.feature_index)
+        chain = [run_key(exp.student_spec("kd", seed=seed))]
+        teacher = exp.teacher()
+        for k, arch in enumerate(res_archs, start=1):
+            kind = "features" if arch.name == FEATURE_HEAD else self.input
+            spec = exp._spec(f"res{k}", arch, seed, p.student_train, loss=self.loss, input=kind,
+                             temperature=p.temperature, teacher=run_key(exp.teacher_spec()), previous=list(chain),
+                             feature_index=self.feature_index)
+            distiller = ResidualDistiller(self._res_student(arch, s0, seed + 1000 * k), teacher, ens, loss=self.loss,
+                                          input=kind, temperature=p.temperature, cache_root=exp.output_cache)
+            name = f"res{k}-{arch.label}-{self.loss}-{kind}-s{seed}"
+            stage = exp.run(name, distiller, spec, p.student_train).model
+            ens = ResKDEnsemble(s0, list(ens.stages)[1:] + [stage], ens.inputs[1:] + [kind],
+                                feature_index=self.feature_index)
+            chain.append(run_key(spec))
+        return ens.eval()
+
+    def staged(self, ens: ResKDEnsemble, split: str) -> StagedOutputs:
+        """Cumulative stage logits on ``split`` with the teacher's logits (for agreement and residual energy)."""
+        return collect(ens, self.exp.eval_loader(split), teacher=self.exp.teacher(), device=self.exp.device)
+
+
+def stage_records(staged_by_split: dict[str, StagedOutputs], teacher_macs: int) -> pd.DataFrame:
+    """Per stage: top-1 and teacher agreement on each split, residual energy E_k (after stage k), cumulative MACs."""
+    rows = []
+    first = next(iter(staged_by_split.values()))
+    for k in range(first.num_stages):
+        row: dict[str, Any] = {"stage": k, "macs": first.cumulative_macs[k],
+                               "pct_teacher": 100.0 * first.cumulative_macs[k] / teacher_macs}
+        for split, st in staged_by_split.items():
+            z = st.logits[k]
+            row[f"{split}_top1"] = 100.0 * (z.argmax(1) == st.labels).float().mean().item()
+            if st.teacher_logits is not None:
+                row[f"{split}_agreement_teacher"] = 100.0 * (z.argmax(1) == st.teacher_logits.argmax(1)).float().mean().item()
+                row[f"{split}_residual_energy"] = residual_energy(st.teacher_logits, z).item()
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def grow(runs: ResKDRuns, candidates: Sequence[Arch], *, max_stages: int = 3, macs_budget: float | None = None,
+         min_gain_per_mmac: float | None = None, seed: int = 0) -> tuple[ResKDEnsemble, pd.DataFrame]:
+    """Add res-students greedily, each the candidate with the best validation gain per added MAC, until a rule fires:
+    ``max_stages``, the cumulative MACs passing ``macs_budget`` (a fraction of the teacher's), or the validation
+    top-1 gain per added million MACs falling below ``min_gain_per_mmac``. Only validation data is used to decide."""
+    exp = runs.exp
+    teacher_macs = count_macs(exp.teacher(), exp.input_size)
+    chosen: list[Arch] = []
+    ens = runs.ensemble(chosen, seed)
+    val = runs.staged(ens, "val")
+    log = [{"stage": 0, "arch": exp.profile.student.label, "val_top1": evaluate_policy(val, _all_stages(val))["top1"],
+            "macs": val.cumulative_macs[-1], "decision": "student"}]
+    while len(chosen) < max_stages:
+        best = None
+        for arch in candidates:
+            trial = runs.ensemble(chosen + [arch], seed)
+            st = runs.staged(trial, "val")
+            top1 = evaluate_policy(st, _all_stages(st))["top1"]
+            added = st.cumulative_macs[-1] - val.cumulative_macs[-1]
+            gain = (top1 - log[-1]["val_top1"]) / max(added / 1e6, 1e-9)
+            if macs_budget is not None and st.cumulative_macs[-1] > macs_budget * teacher_macs:
+                continue
+            if best is None or gain > best[0]:
+                best = (gain, arch, trial, st, top1)
+        if best is None:
+            log.append({"stage": len(chosen) + 1, "decision": "stop: every candidate exceeds the MACs budget"})
+            break
+        gain, arch, trial, st, top1 = best
+        if min_gain_per_mmac is not None and gain < min_gain_per_mmac:
+            log.append({"stage": len(chosen) + 1, "arch": arch.label, "val_top1": top1, "macs": st.cumulative_macs[-1],
+                        "decision": f"stop: gain {gain:.3f} points/MMAC < {min_gain_per_mmac}"})
+            break
+        chosen.append(arch)
+        ens, val = trial, st
+        log.append({"stage": len(chosen), "arch": arch.label, "val_top1": top1, "macs": st.cumulative_macs[-1],
+                    "decision": f"added ({gain:.3f} points/MMAC)"})
+    return ens, pd.DataFrame(log)
+
+
+def _all_stages(st: StagedOutputs) -> Policy:
+    return Policy("max_prob", [math.inf] * (st.num_stages - 1))
+
+
+def plain_ensemble_logits(exp: Experiment, archs: Sequence[Arch], split: str, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Averaged logits of independently trained KD students with the architectures ``archs`` (the equal-cost
+    ensemble baseline); the i-th member uses weight seed ``seed + 100 * i``."""
+    members = [exp.student("kd", arch=a, seed=seed + 100 * i) for i, a in enumerate(archs)]
+    loader = exp.eval_loader(split)
+    outs = [predict(m, loader, device=exp.device) for m in members]
+    return torch.stack([o[0] for o in outs]).mean(0), outs[0][1]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -256,7 +256,7 @@ def fit(distiller: Distiller, train_loader, config: TrainConfig, *, eval_loaders
                                "train_top1": 100.0 * correct / max(seen, 1)}
         row.update({f"train_{k}": v / max(seen, 1) for k, v in sums.items()})
         for name, loader in eval_loaders.items():
-            metrics = evaluate(student, loader, device=device)
+            metrics = evaluate(distiller.eval_model(), loader, device=device)
             row.update({f"{name}_top1": metrics["top1"], f"{name}_loss": metrics["loss"]})
         row["epoch_s"] = time.perf_counter() - t0
         history.append(row)

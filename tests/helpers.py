@@ -37,6 +37,7 @@ class TinyNet(nn.Module):
         self.body = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
                                   nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.fc = nn.Linear(width, num_classes)
+        self.num_classes = num_classes
 
     def forward(self, x):
         return self.fc(self.body(x))

@@ -1,0 +1,270 @@
+"""The residual-guided ensemble of ResKD (Li et al., IEEE TIP 2021) and the losses that train its res-students.
+
+Notation (used throughout the book): ``z_T(x)`` the teacher's logits, ``z_k(x)`` the logits of stage ``k`` (stage 0
+is the KD student S0, stages 1, 2, ... the res-students), ``Z_k = z_0 + ... + z_k`` the ensemble after stage ``k``.
+The residual that stage ``k`` learns is
+
+    r_k(x) = z_T(x) - Z_{k-1}(x),
+
+computed with the teacher and the earlier stages frozen. From the paper: the residual in logit space as the target of
+a lighter res-student, the sum of the stages as the new student, and the repetition until the user's balance of
+accuracy and cost. Our choices, exposed as parameters and ablated in the book (the paper's text with the exact losses
+and architectures was not available to us): the loss (:data:`RESIDUAL_LOSSES`), the res-student's input (the image,
+or the frozen student's feature maps), and the zero-initialised last layer, so that a new stage starts from the
+previous ensemble's predictions.
+"""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .cache import OutputCache
+from .distill import DEFAULT_CE_WEIGHT, DEFAULT_KD_WEIGHT, DEFAULT_TEMPERATURE, Distiller, View, frozen, kd_loss
+from .flops import count_macs
+
+#: The res-student losses. ``s`` is the new stage's output, ``r`` the residual, ``Z = Z_{k-1} + s``.
+RESIDUAL_LOSSES = {
+    "mse": "mean squared error between s and r (regression of the raw logit residual)",
+    "mse_centered": "MSE between s and r after removing each sample's mean over classes (softmax ignores a shift)",
+    "logprob": "T^2 * MSE between log-softmax(Z/T) and log-softmax(z_T/T): the residual of log-probabilities",
+    "kd": "Hinton KD between the teacher and the combined logits Z (plus weighted CE on Z)",
+    "mse+ce": "MSE between s and r plus weighted cross-entropy on the combined logits Z",
+}
+INPUTS = ("image", "features")
+
+
+def centered(z: Tensor) -> Tensor:
+    """Logits minus their per-sample mean over classes."""
+    return z - z.mean(dim=1, keepdim=True)
+
+
+def residual_energy(teacher_logits: Tensor, ensemble_logits: Tensor, *, center: bool = False) -> Tensor:
+    """``E = mean_x ||z_T(x) - Z(x)||^2`` (optionally of the centered residual)."""
+    r = teacher_logits - ensemble_logits
+    return (centered(r) if center else r).pow(2).sum(1).mean()
+
+
+def residual_loss(kind: str, s: Tensor, previous: Tensor, teacher: Tensor, y: Tensor, *,
+                  temperature: float = DEFAULT_TEMPERATURE, ce_weight: float = DEFAULT_CE_WEIGHT,
+                  kd_weight: float = DEFAULT_KD_WEIGHT) -> dict[str, Tensor]:
+    """The named loss terms that train a res-student's output ``s`` on top of the frozen ensemble's ``previous``."""
+    combined = previous + s
+    r = teacher - previous
+    if kind == "mse":
+        return {"mse": F.mse_loss(s, r)}
+    if kind == "mse_centered":
+        return {"mse": F.mse_loss(centered(s), centered(r))}
+    if kind == "logprob":
+        T = temperature
+        return {"logprob": T * T * F.mse_loss(F.log_softmax(combined / T, 1), F.log_softmax(teacher / T, 1))}
+    if kind == "kd":
+        return {"kd": kd_weight * kd_loss(combined, teacher, temperature),
+                "ce": ce_weight * F.cross_entropy(combined, y)}
+    if kind == "mse+ce":
+        return {"mse": F.mse_loss(s, r), "ce": ce_weight * F.cross_entropy(combined, y)}
+    raise ValueError(f"unknown residual loss {kind!r}; choose one of {', '.join(RESIDUAL_LOSSES)}.")
+
+
+class FeatureHead(nn.Module):
+    """A light res-student on the frozen student's feature map: ``blocks`` conv-BN-ReLU layers, pool, ``fc``."""
+
+    def __init__(self, in_channels: int, num_classes: int, *, channels: int = 32, blocks: int = 1):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c = in_channels
+        for _ in range(blocks):
+            layers += [nn.Conv2d(c, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(True)]
+            c = channels
+        self.body = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(c, num_classes)
+        self.num_classes = num_classes
+
+    def forward(self, feature_map: Tensor) -> Tensor:
+        return self.fc(torch.flatten(self.pool(self.body(feature_map)), 1))
+
+
+def num_classes_of(model: nn.Module) -> int | None:
+    """A model's number of classes: its ``num_classes`` attribute, else its ``fc`` layer's outputs, else None."""
+    n = getattr(model, "num_classes", None)
+    if n is None and isinstance(getattr(model, "fc", None), nn.Linear):
+        n = model.fc.out_features
+    return n
+
+
+def zero_last_layer(model: nn.Module) -> nn.Module:
+    """Zero the final linear layer (``model.fc``), so the stage outputs 0 and the ensemble starts where it was."""
+    fc = getattr(model, "fc", None)
+    if not isinstance(fc, nn.Linear):
+        raise ValueError(f"{type(model).__name__} has no linear layer `fc` to zero; res-students need one.")
+    nn.init.zeros_(fc.weight)
+    nn.init.zeros_(fc.bias)
+    return model
+
+
+class ResKDEnsemble(nn.Module):
+    """The student S0 followed by res-students S1..Sk; the output is the sum of the stages' logits.
+
+    ``inputs[k]`` says what stage ``k >= 1`` reads: ``"image"`` (an independent light network) or ``"features"``
+    (a :class:`FeatureHead` on S0's feature map number ``feature_index``, so the res-student sees what S0 saw).
+    """
+
+    def __init__(self, student: nn.Module, res_students: Sequence[nn.Module] = (), inputs: Sequence[str] = (),
+                 *, feature_index: int = -1):
+        super().__init__()
+        self.stages = nn.ModuleList([student])
+        self.inputs: list[str] = ["image"]
+        self.feature_index = feature_index
+        inputs = list(inputs) or ["image"] * len(res_students)
+        if len(inputs) != len(res_students):
+            raise ValueError(f"{len(res_students)} res-students but {len(inputs)} inputs; give one input per stage.")
+        for module, kind in zip(res_students, inputs):
+            self.add_stage(module, kind)
+
+    @property
+    def num_classes(self) -> int:
+        return num_classes_of(self.stages[0])
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.stages)
+
+    def add_stage(self, module: nn.Module, input: str = "image") -> "ResKDEnsemble":
+        """Append a res-student (reading ``input``: ``"image"`` or ``"features"``)."""
+        if input not in INPUTS:
+            raise ValueError(f"unknown res-student input {input!r}; choose one of {INPUTS}.")
+        n = num_classes_of(module)
+        if n is not None and n != self.num_classes:
+            raise ValueError(f"the res-student predicts {n} classes but the student {self.num_classes}; "
+                             f"build it with num_classes={self.num_classes}.")
+        if input == "features" and not hasattr(self.stages[0], "forward_features"):
+            raise ValueError("feature-input res-students need a student with forward_features (see reskd.models).")
+        self.stages.append(module)
+        self.inputs.append(input)
+        return self
+
+    def _needs_features(self, upto: int) -> bool:
+        return any(kind == "features" for kind in self.inputs[1:upto])
+
+    def stage_logits(self, x: Tensor, upto: int | None = None) -> list[Tensor]:
+        """The logits of stages ``0 .. upto-1`` (all by default) on ``x``."""
+        upto = self.num_stages if upto is None else upto
+        s0 = self.stages[0]
+        features = None
+        if self._needs_features(upto):
+            features = s0.forward_features(x)
+            outputs = [s0.head(features[-1])]
+        else:
+            outputs = [s0(x)]
+        for stage, kind in zip(list(self.stages)[1:upto], self.inputs[1:upto]):
+            outputs.append(stage(features[self.feature_index] if kind == "features" else x))
+        return outputs
+
+    def cumulative_logits(self, x: Tensor) -> list[Tensor]:
+        """``[Z_0, Z_1, ...]``: the ensemble's logits after each stage."""
+        out, total = [], None
+        for z in self.stage_logits(x):
+            total = z if total is None else total + z
+            out.append(total)
+        return out
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.stack(self.stage_logits(x)).sum(0)
+
+    def feature_shape(self, input_size: tuple[int, int, int]) -> tuple[int, ...]:
+        """The shape (C, H, W) of the feature map feature-input stages read."""
+        s0 = self.stages[0]
+        was = s0.training
+        s0.eval()
+        param = next(s0.parameters())
+        with torch.no_grad():
+            f = s0.forward_features(torch.zeros(1, *input_size, device=param.device))[self.feature_index]
+        s0.train(was)
+        return tuple(f.shape[1:])
+
+    def stage_macs(self, input_size: tuple[int, int, int]) -> list[int]:
+        """The MACs each stage adds (a feature-input stage costs only its head: S0's features are already paid)."""
+        macs = []
+        for stage, kind in zip(self.stages, self.inputs):
+            size = self.feature_shape(input_size) if kind == "features" else input_size
+            macs.append(count_macs(stage, size))
+        return macs
+
+
+class _Combined(nn.Module):
+    """Frozen earlier stages plus the stage being trained: what a res-student's training is evaluated on."""
+
+    def __init__(self, previous: ResKDEnsemble, res_student: nn.Module, input: str):
+        super().__init__()
+        self.previous, self.res_student, self.input = previous, res_student, input
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.previous.eval()  # frozen stages never leave eval mode
+        return self
+
+    def forward(self, x: Tensor) -> Tensor:
+        with torch.no_grad():
+            prev = self.previous(x)
+            feats = (self.previous.stages[0].forward_features(x)[self.previous.feature_index]
+                     if self.input == "features" else None)
+        return prev + self.res_student(feats if feats is not None else x)
+
+
+class ResidualDistiller(Distiller):
+    """Trains one res-student on the residual of the frozen ensemble ``previous`` w.r.t. the frozen ``teacher``.
+
+    Teacher and previous-ensemble logits come through :class:`reskd.cache.OutputCache`, so every stage, seed and
+    ablation that sees the same augmented view reuses them. ``loss`` is one of :data:`RESIDUAL_LOSSES`.
+    """
+
+    def __init__(self, res_student: nn.Module, teacher: nn.Module, previous: ResKDEnsemble, *, loss: str = "kd",
+                 input: str = "image", temperature: float = DEFAULT_TEMPERATURE,
+                 ce_weight: float = DEFAULT_CE_WEIGHT, kd_weight: float = DEFAULT_KD_WEIGHT,
+                 cache_root: str | os.PathLike | None = None, zero_init: bool = True):
+        super().__init__(res_student)
+        if loss not in RESIDUAL_LOSSES:
+            raise ValueError(f"unknown residual loss {loss!r}; choose one of {', '.join(RESIDUAL_LOSSES)}.")
+        if input not in INPUTS:
+            raise ValueError(f"unknown res-student input {input!r}; choose one of {INPUTS}.")
+        t_classes = num_classes_of(teacher)
+        if t_classes is not None and t_classes != previous.num_classes:
+            raise ValueError(f"the teacher predicts {t_classes} classes but the ensemble {previous.num_classes}; "
+                             "teacher and stages must share the label space.")
+        if zero_init:
+            zero_last_layer(res_student)
+        self.teacher, self.previous = frozen(teacher), frozen(previous)
+        self.loss_kind, self.input = loss, input
+        self.temperature, self.ce_weight, self.kd_weight = temperature, ce_weight, kd_weight
+        self.teacher_outputs = OutputCache(self.teacher, cache_root, name="teacher")
+        self.previous_outputs = OutputCache(self.previous, cache_root, name="ensemble")
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.teacher.eval()
+        self.previous.eval()
+        return self
+
+    def loss(self, x, y, index, view: View):
+        teacher = self.teacher_outputs(x, index, view.key, view.num_samples)
+        previous = self.previous_outputs(x, index, view.key, view.num_samples)
+        if self.input == "features":
+            with torch.no_grad():
+                inp = self.previous.stages[0].forward_features(x)[self.previous.feature_index]
+        else:
+            inp = x
+        s = self.student(inp)
+        losses = residual_loss(self.loss_kind, s, previous, teacher, y, temperature=self.temperature,
+                               ce_weight=self.ce_weight, kd_weight=self.kd_weight)
+        return previous + s.detach(), losses
+
+    def eval_model(self) -> nn.Module:
+        return _Combined(self.previous, self.student, self.input)
+
+    def end_epoch(self) -> None:
+        self.teacher_outputs.flush()
+        self.previous_outputs.flush()

@@ -1,0 +1,135 @@
+"""Sample-adaptive inference: exits, costs, calibration on validation data, and masked execution."""
+import math
+
+import pytest
+import torch
+
+from reskd.adaptive import (CRITERIA, AdaptiveEnsemble, LearnedGate, Policy, StagedOutputs, calibrate, collect,
+                            confidence, evaluate_policy, exit_stages, sweep)
+from reskd.data import Loader
+from reskd.reskd import ResKDEnsemble
+
+from helpers import TinyNet, tiny_images, tiny_spec
+
+MACS = [100, 30, 20]
+
+
+def staged(n=200, seed=0, K=3, C=5):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, C, (n,), generator=g)
+    logits, z = [], torch.zeros(n, C)
+    for k in range(K):  # each stage adds signal towards the label
+        z = z + torch.randn(n, C, generator=g) + 1.5 * torch.nn.functional.one_hot(labels, C)
+        logits.append(z.clone())
+    return StagedOutputs(torch.stack(logits), labels, MACS[:K], teacher_logits=logits[-1] * 2)
+
+
+def test_stop_everyone_after_s0_costs_s0():
+    s = staged()
+    m = evaluate_policy(s, Policy("max_prob", [-math.inf, -math.inf]), teacher_macs=1000)
+    assert m["avg_macs"] == MACS[0] and m["pct_teacher"] == pytest.approx(10.0)
+    assert m["top1"] == pytest.approx(100 * (s.logits[0].argmax(1) == s.labels).float().mean().item())
+    assert m["exit_frac_0"] == 1.0
+
+
+def test_stop_no_one_costs_all_stages():
+    s = staged()
+    m = evaluate_policy(s, Policy("margin", [math.inf, math.inf]))
+    assert m["avg_macs"] == sum(MACS) and m["exit_frac_2"] == 1.0
+    assert m["top1"] == pytest.approx(100 * (s.logits[-1].argmax(1) == s.labels).float().mean().item())
+
+
+def test_average_macs_match_a_hand_count():
+    logits = torch.tensor([[[5.0, 0.0]], [[0.0, 0.0]], [[0.0, 0.0]]]).repeat(1, 4, 1)
+    logits[0, 1] = torch.tensor([0.1, 0.0])  # unsure after S0
+    logits[0, 2] = torch.tensor([0.2, 0.0])
+    logits[1, 2] = torch.tensor([9.0, 0.0])  # sure after S1
+    logits[0, 3] = torch.tensor([0.0, 0.1])
+    s = StagedOutputs(logits, torch.zeros(4, dtype=torch.long), MACS)
+    exits = exit_stages(s, Policy("max_prob", [0.9, 0.9]))
+    assert exits.tolist() == [0, 2, 1, 2]
+    m = evaluate_policy(s, Policy("max_prob", [0.9, 0.9]))
+    assert m["avg_macs"] == pytest.approx((100 + 150 + 130 + 150) / 4)
+
+
+@pytest.mark.parametrize("criterion", CRITERIA)
+def test_sweep_traces_a_monotone_cost_curve_from_validation(criterion):
+    val, test = staged(seed=1), staged(seed=2)
+    curve = sweep(val, criterion, test=test, teacher_macs=1000, points=20)
+    assert curve["val_avg_macs"].iloc[0] == MACS[0] and curve["val_avg_macs"].iloc[-1] == sum(MACS)
+    assert curve["val_avg_macs"].is_monotonic_increasing
+    assert {"test_top1", "test_avg_macs", "test_pct_teacher"} <= set(curve.columns)
+
+
+def test_calibrate_uses_only_validation():
+    val, test = staged(seed=1), staged(seed=2)
+    full = evaluate_policy(val, Policy("max_prob", [math.inf, math.inf]))["top1"]
+    policy = calibrate(val, "max_prob", target_top1=full - 2.0)
+    m = evaluate_policy(val, policy)
+    assert m["top1"] >= full - 2.0 and m["avg_macs"] < sum(MACS)
+    budget = calibrate(val, "neg_entropy", target_macs=120)
+    assert evaluate_policy(val, budget)["avg_macs"] <= 120
+    # changing the test split changes nothing about the policy
+    assert calibrate(val, "max_prob", target_top1=full - 2.0).thresholds == policy.thresholds
+    with pytest.raises(ValueError, match="exactly one"):
+        calibrate(val, "max_prob")
+
+
+def test_learned_gate_predicts_changes():
+    val = staged(n=400, seed=3)
+    gate = LearnedGate.fit(val)
+    conf = gate.confidence(val.logits[0], 0)
+    changed = val.logits[0].argmax(1) != val.logits[-1].argmax(1)
+    assert conf[~changed].mean() > conf[changed].mean()
+    assert 0 <= conf.min() and conf.max() <= 1
+
+
+def test_bad_input_is_rejected():
+    s = staged()
+    with pytest.raises(ValueError, match="outside the range"):
+        exit_stages(s, Policy("max_prob", [1.5, 0.5]))
+    with pytest.raises(ValueError, match="outside the range"):
+        exit_stages(s, Policy("neg_entropy", [0.5, -0.1]))
+    with pytest.raises(ValueError, match="one per stage"):
+        exit_stages(s, Policy("max_prob", [0.5]))
+    with pytest.raises(ValueError, match="unknown criterion"):
+        confidence(s.logits[0], "variance")
+    with pytest.raises(ValueError, match="unknown criterion"):
+        exit_stages(s, Policy("variance", [0.5, 0.5]))
+    with pytest.raises(ValueError, match="LearnedGate"):
+        exit_stages(s, Policy("gate", [0.5, 0.5]))
+    empty = StagedOutputs(torch.zeros(3, 0, 5), torch.zeros(0, dtype=torch.long), MACS)
+    with pytest.raises(ValueError, match="validation split is empty"):
+        sweep(empty, "max_prob")
+    with pytest.raises(ValueError, match="validation split is empty"):
+        calibrate(empty, "max_prob", target_top1=50)
+    with pytest.raises(ValueError, match="validation split is empty"):
+        LearnedGate.fit(empty)
+
+
+@pytest.mark.parametrize("input_kind", ["image", "features"])
+def test_masked_execution_matches_full_execution(input_kind):
+    from reskd.models import create_model
+    from reskd.reskd import FeatureHead
+
+    torch.manual_seed(0)
+    s0 = create_model("resnet8", 4, width=0.5)
+    if input_kind == "image":
+        stages = [create_model("resnet8", 4, width=0.5), create_model("resnet8", 4, width=0.5)]
+    else:
+        stages = [FeatureHead(s0.feature_channels[-1], 4, channels=8), FeatureHead(s0.feature_channels[-1], 4)]
+    ens = ResKDEnsemble(s0, stages, [input_kind] * 2).eval()
+    spec, data = tiny_spec(16), tiny_images(64, size=16)
+    loader = Loader(data, spec, 64, train=False)
+    full = collect(ens, loader, device="cpu")
+    tau = float(confidence(full.logits[0], "max_prob").median())
+    policy = Policy("max_prob", [tau, tau])
+    exits = exit_stages(full, policy)
+    assert 0 < (exits == 0).sum() < len(exits)  # some samples stop early, some do not
+    x = next(iter(loader))[0]
+    adaptive = AdaptiveEnsemble(ens, policy)
+    out = adaptive(x)
+    assert torch.equal(adaptive.last_exits, exits)
+    expected = full.logits[exits, torch.arange(len(exits))]
+    torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4)
+    assert torch.equal(out.argmax(1), expected.argmax(1))
