@@ -62,8 +62,11 @@ class Profile:
     res_students: tuple[Arch, ...]
     teacher_train: TrainConfig
     student_train: TrainConfig
+    equal_cost: Arch | None = None  # a single KD student about as costly as S0 plus all res-students
     seeds: tuple[int, ...] = (0, 1, 2)
     temperature: float = 4.0
+    residual_loss: str = "kd"  # the res-students' loss (reskd.reskd.RESIDUAL_LOSSES); ablated in the book
+    residual_input: str = "image"  # "image" or "features"
     val_size: int | None = None  # None: the data set's default (5,000 on CIFAR)
     split_seed: int = 0
     train_subset: int | None = None
@@ -85,12 +88,14 @@ def _cifar_profiles(dataset: str) -> dict[str, Profile]:
     res = (Arch("resnet8", 0.5), Arch("resnet8", 0.5), Arch("resnet8", 0.5))
     return {
         "smoke": Profile("smoke", dataset, Arch("resnet8", 0.5), Arch("resnet8", 0.25), (Arch("resnet8", 0.25),),
-                         _SMOKE, _SMOKE, seeds=(0,), val_size=500, train_subset=1000, test_subset=500,
+                         _SMOKE, _SMOKE, equal_cost=Arch("resnet8", 0.35), seeds=(0,), val_size=500, train_subset=1000, test_subset=500,
                          notes="tiny models on 1,000 training images, 2 epochs: checks that the chapter runs, "
                                "its numbers mean nothing"),
         "cpu": Profile("cpu", dataset, Arch("resnet56"), Arch("resnet8"), res, _CIFAR_TEACHER_CPU, _CIFAR_STUDENT_CPU,
+                       equal_cost=Arch("resnet8", 1.35),
                        notes="resnet56 teacher and resnet8 students, 30 epochs each, on two CPU cores"),
         "paper": Profile("paper", dataset, Arch("resnet110"), Arch("resnet8"), res, _CIFAR_PAPER, _CIFAR_PAPER,
+                         equal_cost=Arch("resnet8", 1.35),
                          notes="paper-scale settings for a GPU (240 epochs, CRD/mdistiller recipe)"),
     }
 
@@ -217,8 +222,11 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
 class ResKDRuns:
     """ResKD stages and their baselines for one :class:`Experiment` (all through the artifact store)."""
 
-    def __init__(self, exp: Experiment, *, loss: str = "kd", input: str = "image", feature_index: int = -1):
-        self.exp, self.loss, self.input, self.feature_index = exp, loss, input, feature_index
+    def __init__(self, exp: Experiment, *, loss: str | None = None, input: str | None = None,
+                 feature_index: int = -1):
+        self.exp, self.feature_index = exp, feature_index
+        self.loss = loss or exp.profile.residual_loss
+        self.input = input or exp.profile.residual_input
 
     def _res_student(self, arch: Arch, s0: nn.Module, seed: int) -> nn.Module:
         seed_everything(seed)

@@ -1,0 +1,74 @@
+"""The glue the chapters call: profiles, the artifact store, ResKD stages and baselines, on a fixture CIFAR-10."""
+import pytest
+import torch
+
+from reskd.artifacts import run_key
+from reskd.experiment import (FEATURE_HEAD, Arch, Experiment, ResKDRuns, get_profile, grow, plain_ensemble_logits,
+                              stage_records)
+from reskd.train import TrainConfig
+
+TINY = TrainConfig(epochs=1, batch_size=16, lr=0.05)
+
+
+@pytest.fixture
+def exp(make_cifar_pickles, tmp_path, monkeypatch):
+    monkeypatch.setenv("RESKD_CACHE", str(tmp_path / "cache"))
+    data = make_cifar_pickles("cifar10")
+    profile = get_profile("cifar10", "smoke").replace(
+        teacher=Arch("resnet8", 0.5), student=Arch("resnet8", 0.5), res_students=(Arch("resnet8", 0.5),),
+        equal_cost=Arch("resnet8", 0.7), teacher_train=TINY, student_train=TINY, val_size=10, train_subset=None,
+        test_subset=None)
+
+    def make(**kw):
+        return Experiment(profile, data_root=data.root, artifacts=tmp_path / "artifacts", device="cpu",
+                          progress=False, **kw)
+
+    return make
+
+
+def test_runs_are_stored_by_configuration_and_reloaded(exp, tmp_path):
+    first = exp()
+    teacher = first.teacher()
+    folder = tmp_path / "artifacts" / "cifar10" / f"teacher-resnet8x0.5-s0-{run_key(first.teacher_spec())}"
+    assert (folder / "model.pt").exists() and (folder / "spec.json").exists()
+    again = exp().teacher()
+    for a, b in zip(teacher.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)
+    assert first.student_spec("kd")["teacher"] == run_key(first.teacher_spec())
+    assert run_key(first.student_spec("kd", seed=1)) != run_key(first.student_spec("kd", seed=0))
+
+
+def test_unknown_profile_and_split_are_clear_errors(exp):
+    with pytest.raises(ValueError, match="unknown profile"):
+        get_profile("cifar10", "laptop")
+    with pytest.raises(ValueError, match="no profiles"):
+        get_profile("mnist", "cpu")
+    with pytest.raises(ValueError, match="unknown split"):
+        exp().eval_loader("holdout")
+
+
+def test_reskd_stages_records_and_baselines(exp):
+    e = exp()
+    runs = ResKDRuns(e, loss="mse")
+    ens = runs.ensemble([Arch("resnet8", 0.5)])
+    assert ens.num_stages == 2
+    staged = {split: runs.staged(ens, split) for split in ("val", "test")}
+    records = stage_records(staged, teacher_macs=10 * staged["val"].cumulative_macs[-1])
+    assert list(records["stage"]) == [0, 1]
+    assert records["macs"].is_monotonic_increasing
+    assert {"val_top1", "test_agreement_teacher", "test_residual_energy"} <= set(records.columns)
+    # a different loss is a different run
+    other = ResKDRuns(e, loss="kd").ensemble([Arch("resnet8", 0.5)])
+    assert not torch.equal(other.stages[1].fc.weight, ens.stages[1].fc.weight)
+    logits, labels = plain_ensemble_logits(e, [Arch("resnet8", 0.5), Arch("resnet8", 0.5)], "test")
+    assert logits.shape == (len(e.data.test), 10) and len(labels) == len(e.data.test)
+
+
+def test_grow_stops_on_budget_and_uses_feature_heads(exp):
+    e = exp()
+    runs = ResKDRuns(e)
+    ens, log = grow(runs, [Arch("resnet8", 0.5)], max_stages=2, macs_budget=0.01)
+    assert ens.num_stages == 1 and "budget" in log["decision"].iloc[-1]
+    ens, log = grow(runs, [Arch(FEATURE_HEAD, 0.25)], max_stages=1)
+    assert ens.num_stages == 2 and ens.inputs[1] == "features"
+    assert log["decision"].iloc[-1].startswith("added")
