@@ -1,0 +1,97 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Reproduction summary
+#
+# What the paper claims, what we measured, and under which setting.
+
+# %% tags=["remove-cell"]
+# In Colab only: fetch the reskd repository and install the package (elsewhere this cell does nothing).
+import os
+import subprocess
+import sys
+
+REPOSITORY_URL = ""  # the git URL of the reskd repository (what `git remote get-url origin` prints)
+if "google.colab" in sys.modules:
+    if not os.path.exists("reskd/pyproject.toml"):
+        if not REPOSITORY_URL:
+            raise RuntimeError("Set REPOSITORY_URL in this cell to the git URL of the reskd repository, then re-run.")
+        subprocess.run(["git", "clone", "--depth", "1", REPOSITORY_URL, "reskd"], check=True)
+    os.chdir("reskd")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "-e", "."], check=True)
+    sys.path.insert(0, os.getcwd())
+
+# %% tags=["parameters"]
+profile = "smoke"  # "smoke" (CI, seconds), "cpu" (the real run on two CPU cores), "paper" (a GPU)
+data_root = None  # folder holding the data sets; None: $RESKD_DATA, else the project's data/
+seeds = None  # student seeds, e.g. [0, 1, 2]; None: the profile's
+retrain = False  # True: train again even where finished runs exist
+device = "auto"  # "auto": the GPU when there is one, else the CPU
+results_dir = None  # where results/<dataset>.json goes; None: the project's results/
+
+# %% [markdown]
+# ## The paper's headline numbers
+#
+# The paper {cite}`li2021reskd` reports that ResKD, with adaptive inference, reaches accuracy competitive with the
+# teacher at the following share of the teacher's computational cost. Our numbers below are read **only** from
+# the results files the chapters wrote (`results/*.json`); a data set that was not run says so instead of a number.
+
+# %%
+import pandas as pd
+
+from reskd import results
+
+pd.set_option("display.precision", 2)
+pd.set_option("display.max_colwidth", 100)
+
+PAPER_PCT_TEACHER = {"cifar10": 18.04, "cifar100": 23.14, "tiny-imagenet": 53.59, "imagenet": 56.86}
+DISPLAY = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "tiny-imagenet": "Tiny-ImageNet", "imagenet": "ImageNet"}
+records = {r["dataset"]: r for r in results.load_results(results_dir).values()}
+
+
+def ours(dataset: str) -> dict:
+    """Our ResKD (adaptive) cost and accuracy beside the teacher's, or why there is no number."""
+    record = records.get(dataset)
+    if record is None:
+        return {"ours: % of teacher": "not run (no results file)"}
+    if record["status"] == results.STATUS_NOT_RUN:
+        return {"ours: % of teacher": f"not run: {record['reason']}", "profile": record["profile"]}
+    by_kind = {m["kind"]: m for m in record["models"]}
+    row = {"profile": record["profile"], "data": record["data_source"],
+           "teacher top-1 (%)": by_kind["teacher"]["top1_mean"]}
+    if "reskd-adaptive" in by_kind:
+        m = by_kind["reskd-adaptive"]
+        return {"ours: % of teacher": f"{m['pct_teacher']:.2f}", "ResKD top-1 (%)": m["top1_mean"], **row}
+    return {"ours: % of teacher": "ResKD not run yet (baselines only)", **row}
+
+
+summary = pd.DataFrame([{"data set": DISPLAY[d], "paper: % of teacher": pct, **ours(d)}
+                        for d, pct in PAPER_PCT_TEACHER.items()])
+results.for_display(summary.set_index("data set"))
+
+# %% [markdown]
+# ## Every model we ran
+#
+# All models of every results file, with their cost (millions of MACs and % of the teacher), test top-1 (mean and
+# standard deviation over seeds) and top-1 agreement with the teacher. The *profile* column says which setting
+# produced the numbers: **smoke** numbers come from tiny models trained for seconds and only show that the
+# pipeline runs.
+
+# %%
+results.for_display(results.results_table(records, datasets=list(PAPER_PCT_TEACHER)).set_index("dataset"))
+
+# %%
+smoke = sorted(d for d, r in records.items() if r["profile"] == "smoke" and d in PAPER_PCT_TEACHER)
+if smoke:
+    print("Ran only in the smoke profile (numbers not comparable with the paper): " + ", ".join(smoke))

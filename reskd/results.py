@@ -1,0 +1,198 @@
+"""The book's results: one JSON file per data set under ``results/``, written by the chapters, read by the summary.
+
+Schema of ``results/<dataset>.json`` (validated on write, so a chapter cannot store a malformed file)::
+
+    {"chapter": "02_cifar", "dataset": "cifar10", "data_source": "CIFAR-10 JPEG copy", "profile": "smoke",
+     "device": "cpu", "status": "run",
+     "models": [{"name": "KD student", "kind": "kd", "stages": 1, "macs": 1.2e6, "pct_teacher": 25.0,
+                 "top1_mean": 41.2, "top1_std": 0.0, "seeds": [0], "agreement_teacher": 55.0}, ...],
+     "extra": {...}}
+
+``top1_*`` and ``agreement_teacher`` (top-1 agreement with the teacher) are percentages on the test split;
+``macs`` are multiply-accumulates per image (see :mod:`reskd.flops`). A data set that could not be run is recorded
+with :func:`write_not_run` (``"status": "not run"``, a ``reason`` and no models), so the summary can say so.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+import torch
+
+from .experiment import PROFILE_NAMES
+from .utils import atomic_json_dump, project_root
+
+RESULTS_DIR = "results"
+MODEL_KINDS = ("teacher", "scratch", "kd", "kd-equal-cost", "reskd-stage", "reskd-adaptive")
+STATUS_RUN, STATUS_NOT_RUN = "run", "not run"
+_REQUIRED_TEXT = ("chapter", "dataset", "data_source", "profile", "device")
+_MODEL_NUMBERS = ("macs", "pct_teacher", "top1_mean", "top1_std", "agreement_teacher")
+_PERCENTAGES = ("top1_mean", "agreement_teacher")  # pct_teacher may exceed 100 (a model dearer than the teacher)
+MAX_PERCENT = 100.0
+
+
+class ResultsError(ValueError):
+    """A results record does not follow the schema (the message names the field and the fix)."""
+
+
+def results_root(root: str | os.PathLike | None = None) -> Path:
+    """``root``, else the project's ``results/`` folder."""
+    return Path(root) if root is not None else project_root() / RESULTS_DIR
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _check_model(i: int, model: Any) -> dict[str, Any]:
+    where = f"models[{i}]"
+    if not isinstance(model, Mapping):
+        raise ResultsError(f"{where} must be a dict with the model's fields, got {type(model).__name__}.")
+    model = dict(model)
+    if not isinstance(model.get("name"), str) or not model["name"]:
+        raise ResultsError(f"{where}.name must be a non-empty string (e.g. 'KD student').")
+    where = f"{where} ({model['name']!r})"
+    if model.get("kind") not in MODEL_KINDS:
+        raise ResultsError(f"{where}.kind is {model.get('kind')!r}; use one of {', '.join(MODEL_KINDS)}.")
+    stages = model.get("stages")
+    if not isinstance(stages, int) or isinstance(stages, bool) or stages < 0:
+        raise ResultsError(f"{where}.stages must be a non-negative int (0 for the teacher, 1 for a plain student, "
+                           f"k+1 for S0 + k res-students), got {stages!r}.")
+    for key in _MODEL_NUMBERS:
+        value = model.get(key)
+        if key == "agreement_teacher" and value is None:
+            continue  # the teacher itself, or not measured
+        if not _is_number(value) or value < 0:
+            raise ResultsError(f"{where}.{key} must be a finite number >= 0, got {value!r}.")
+        if key in _PERCENTAGES and value > MAX_PERCENT:
+            raise ResultsError(f"{where}.{key} is a percentage and must be <= 100, got {value!r}.")
+    seeds = model.get("seeds")
+    if not isinstance(seeds, (list, tuple)) or not seeds or not all(isinstance(s, int) for s in seeds):
+        raise ResultsError(f"{where}.seeds must be a non-empty list of ints (the seeds behind top1_mean), "
+                           f"got {seeds!r}.")
+    model["seeds"] = list(seeds)
+    return model
+
+
+def validate(record: Mapping[str, Any]) -> dict[str, Any]:
+    """Check ``record`` against the schema; return it as a plain dict, or raise :class:`ResultsError`."""
+    if not isinstance(record, Mapping):
+        raise ResultsError(f"a results record must be a dict, got {type(record).__name__}.")
+    record = dict(record)
+    for key in _REQUIRED_TEXT:
+        if not isinstance(record.get(key), str) or not record[key]:
+            raise ResultsError(f"field {key!r} must be a non-empty string, got {record.get(key)!r}.")
+    if record["profile"] not in PROFILE_NAMES:
+        raise ResultsError(f"field 'profile' is {record['profile']!r}; use one of {', '.join(PROFILE_NAMES)}.")
+    status = record.setdefault("status", STATUS_RUN)
+    if status not in (STATUS_RUN, STATUS_NOT_RUN):
+        raise ResultsError(f"field 'status' is {status!r}; use {STATUS_RUN!r} or {STATUS_NOT_RUN!r}.")
+    models = record.get("models")
+    if not isinstance(models, (list, tuple)):
+        raise ResultsError(f"field 'models' must be a list of dicts, got {type(models).__name__}.")
+    if status == STATUS_RUN and not models:
+        raise ResultsError("field 'models' is empty; record at least the teacher, or use write_not_run().")
+    if status == STATUS_NOT_RUN and not isinstance(record.get("reason"), str):
+        raise ResultsError("a 'not run' record needs a 'reason' string saying why (e.g. 'data not found').")
+    record["models"] = [_check_model(i, m) for i, m in enumerate(models)]
+    names = [m["name"] for m in record["models"]]
+    if len(set(names)) != len(names):
+        raise ResultsError(f"model names must be unique within a record, got {names}.")
+    if record.get("extra") is not None and not isinstance(record["extra"], Mapping):
+        raise ResultsError(f"field 'extra' must be a dict or None, got {type(record['extra']).__name__}.")
+    try:
+        json.dumps(record, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ResultsError(f"the record is not plain JSON ({e}); convert tensors/arrays with float() or .tolist().")
+    return record
+
+
+def write_results(chapter: str, dataset: str, data_source: str, profile: str, device: str,
+                  models: Sequence[Mapping[str, Any]], extra: Mapping[str, Any] | None = None,
+                  root: str | os.PathLike | None = None) -> Path:
+    """Validate and atomically write ``<root>/<dataset>.json``; return its path."""
+    record = validate({"chapter": chapter, "dataset": dataset, "data_source": data_source, "profile": profile,
+                       "device": str(device), "status": STATUS_RUN, "models": list(models),
+                       "extra": dict(extra) if extra is not None else None})
+    return atomic_json_dump(record, results_root(root) / f"{dataset}.json")
+
+
+def write_not_run(chapter: str, dataset: str, reason: str, profile: str, *, data_source: str = "unavailable",
+                  device: str = "none", root: str | os.PathLike | None = None) -> Path:
+    """Record that ``dataset`` was not run, and why (the summary shows the reason instead of numbers)."""
+    record = validate({"chapter": chapter, "dataset": dataset, "data_source": data_source, "profile": profile,
+                       "device": str(device), "status": STATUS_NOT_RUN, "reason": reason, "models": []})
+    return atomic_json_dump(record, results_root(root) / f"{dataset}.json")
+
+
+def load_results(root: str | os.PathLike | None = None) -> dict[str, dict[str, Any]]:
+    """Every valid ``<root>/*.json`` record, keyed by file stem (a malformed file raises, naming the file)."""
+    records = {}
+    for path in sorted(results_root(root).glob("*.json")):
+        try:
+            records[path.stem] = validate(json.loads(path.read_text()))
+        except (ResultsError, json.JSONDecodeError) as e:
+            raise ResultsError(f"{path.name}: {e} Re-run the chapter that writes it.") from e
+    return records
+
+
+def results_table(records: Mapping[str, Mapping[str, Any]], *, datasets: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per (data set, model): profile, kind, stages, MACs, % of teacher, top-1 and agreement.
+
+    ``datasets`` lists the data sets to show, in order; one without a record, or recorded as not run, gets a single
+    row saying so (numbers left empty) instead of being silently dropped.
+    """
+    by_dataset = {r["dataset"]: r for r in records.values()}
+    rows = []
+    for dataset in (datasets if datasets is not None else list(by_dataset)):
+        record = by_dataset.get(dataset)
+        if record is None or record.get("status") == STATUS_NOT_RUN or not record["models"]:
+            reason = record.get("reason", "not run") if record is not None else "not run: no results file"
+            rows.append({"dataset": dataset, "profile": record["profile"] if record else "", "model": reason})
+            continue
+        for m in record["models"]:
+            rows.append({"dataset": dataset, "profile": record["profile"], "model": m["name"], "kind": m["kind"],
+                         "stages": m["stages"], "MMACs": m["macs"] / 1e6, "% of teacher": m["pct_teacher"],
+                         "top-1 (%)": m["top1_mean"], "± (std)": m["top1_std"], "seeds": len(m["seeds"]),
+                         "agreement (%)": m["agreement_teacher"]})
+    columns = ["dataset", "profile", "model", "kind", "stages", "MMACs", "% of teacher", "top-1 (%)", "± (std)",
+               "seeds", "agreement (%)"]
+    table = pd.DataFrame(rows, columns=columns)
+    return table.astype({"stages": "Int64", "seeds": "Int64"})
+
+
+def for_display(frame: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
+    """``frame`` with floats rounded to ``digits`` and missing values blank (for tables in the book)."""
+    rounded = frame.round(digits).astype(object)
+    return rounded.where(frame.notna(), "")
+
+
+def agreement(logits: torch.Tensor, teacher_logits: torch.Tensor) -> float:
+    """Top-1 agreement with the teacher (%): how often both models predict the same class."""
+    return 100.0 * (logits.argmax(1) == teacher_logits.argmax(1)).float().mean().item()
+
+
+def model_record(name: str, kind: str, *, stages: int, macs: float, teacher_macs: float, top1: Sequence[float],
+                 seeds: Sequence[int], agreement_teacher: Sequence[float] | None = None) -> dict[str, Any]:
+    """One entry of ``models``: the per-seed top-1 (and agreement) values averaged, MACs as % of the teacher's."""
+    if len(top1) != len(seeds):
+        raise ResultsError(f"{name!r}: {len(top1)} top-1 values for {len(seeds)} seeds; give one value per seed.")
+    mean = sum(top1) / len(top1)
+    std = math.sqrt(sum((t - mean) ** 2 for t in top1) / (len(top1) - 1)) if len(top1) > 1 else 0.0
+    agree = sum(agreement_teacher) / len(agreement_teacher) if agreement_teacher else None
+    return {"name": name, "kind": kind, "stages": int(stages), "macs": float(macs),
+            "pct_teacher": 100.0 * float(macs) / float(teacher_macs), "top1_mean": float(mean), "top1_std": float(std),
+            "seeds": [int(s) for s in seeds], "agreement_teacher": None if agree is None else float(agree)}
+
+
+def models_frame(models: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """A chapter's ``models`` entries as a readable table (MACs in millions, percentages)."""
+    frame = pd.DataFrame(list(models), columns=["name", "kind", "stages", "macs", "pct_teacher", "top1_mean",
+                                                "top1_std", "agreement_teacher"])
+    frame["macs"] = frame["macs"] / 1e6
+    return frame.rename(columns={"name": "model", "macs": "MMACs", "pct_teacher": "% of teacher",
+                                 "top1_mean": "top-1 (%)", "top1_std": "± (std)", "agreement_teacher": "agreement (%)"})

@@ -1,0 +1,103 @@
+"""reskd.results: schema validation, round trip, atomic writes, the summary table."""
+import json
+import os
+
+import pytest
+
+from reskd import results as R
+
+
+def _model(name="KD student", kind="kd", **changes):
+    model = {"name": name, "kind": kind, "stages": 1, "macs": 1.5e6, "pct_teacher": 25.0, "top1_mean": 61.5,
+             "top1_std": 0.4, "seeds": [0, 1], "agreement_teacher": 70.0}
+    model.update(changes)
+    return model
+
+
+def _write(root, dataset="cifar10", models=None, **kw):
+    models = models if models is not None else [_model("teacher", "teacher", stages=0, pct_teacher=100.0,
+                                                       agreement_teacher=None), _model()]
+    args = dict(chapter="02_cifar", dataset=dataset, data_source="CIFAR-10 JPEG copy", profile="smoke",
+                device="cpu", models=models, root=root)
+    args.update(kw)
+    return R.write_results(**args)
+
+
+def test_round_trip(tmp_path):
+    path = _write(tmp_path, extra={"epochs": 2})
+    assert path == tmp_path / "cifar10.json"
+    record = R.load_results(tmp_path)["cifar10"]
+    assert record["profile"] == "smoke" and record["status"] == "run" and record["extra"] == {"epochs": 2}
+    assert record["models"][1] == _model()
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"kind": "distilled"}, "kind"),
+    ({"top1_mean": 101.0}, "top1_mean"),
+    ({"macs": float("nan")}, "macs"),
+    ({"stages": -1}, "stages"),
+    ({"seeds": []}, "seeds"),
+    ({"name": ""}, "name"),
+])
+def test_bad_model_field_is_named(tmp_path, change, field):
+    with pytest.raises(R.ResultsError, match=field):
+        _write(tmp_path, models=[_model(**change)])
+    assert not (tmp_path / "cifar10.json").exists()
+
+
+def test_bad_record_fields_are_named(tmp_path):
+    with pytest.raises(R.ResultsError, match="profile"):
+        _write(tmp_path, profile="gpu")
+    with pytest.raises(R.ResultsError, match="data_source"):
+        _write(tmp_path, data_source="")
+    with pytest.raises(R.ResultsError, match="models"):
+        _write(tmp_path, models=[])
+    with pytest.raises(R.ResultsError, match="unique"):
+        _write(tmp_path, models=[_model(), _model()])
+
+
+def test_write_is_atomic(tmp_path, monkeypatch):
+    _write(tmp_path)
+    before = (tmp_path / "cifar10.json").read_text()
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", fail)  # the rename is what makes the new file visible
+    with pytest.raises(OSError):
+        _write(tmp_path, profile="cpu")
+    assert (tmp_path / "cifar10.json").read_text() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["cifar10.json"]
+
+
+def test_load_names_a_malformed_file(tmp_path):
+    (tmp_path / "broken.json").write_text(json.dumps({"chapter": "x"}))
+    with pytest.raises(R.ResultsError, match="broken.json"):
+        R.load_results(tmp_path)
+
+
+def test_summary_table_says_what_was_not_run(tmp_path):
+    _write(tmp_path)
+    R.write_not_run("03_imagenet", "imagenet", "ImageNet is not available here", "smoke", root=tmp_path)
+    table = R.results_table(R.load_results(tmp_path), datasets=["cifar10", "cifar100", "imagenet"])
+    assert list(table["dataset"]) == ["cifar10", "cifar10", "cifar100", "imagenet"]
+    assert table.loc[1, "% of teacher"] == 25.0 and table.loc[1, "MMACs"] == 1.5
+    assert table.loc[2, "model"] == "not run: no results file"
+    assert table.loc[3, "model"] == "ImageNet is not available here"
+    assert table.loc[3, "top-1 (%)"] != table.loc[3, "top-1 (%)"]  # NaN: no number for a data set not run
+
+
+def test_model_record_averages_seeds():
+    record = R.model_record("KD", "kd", stages=1, macs=2e6, teacher_macs=8e6, top1=[60.0, 62.0], seeds=[0, 1],
+                            agreement_teacher=[70.0, 72.0])
+    assert record["pct_teacher"] == 25.0 and record["top1_mean"] == 61.0 and record["agreement_teacher"] == 71.0
+    assert abs(record["top1_std"] - 2 ** 0.5) < 1e-12
+    with pytest.raises(R.ResultsError, match="one value per seed"):
+        R.model_record("KD", "kd", stages=1, macs=1, teacher_macs=1, top1=[60.0], seeds=[0, 1])
+
+
+def test_models_frame_is_readable():
+    frame = R.models_frame([_model()])
+    assert list(frame.columns) == ["model", "kind", "stages", "MMACs", "% of teacher", "top-1 (%)", "± (std)",
+                                   "agreement (%)"]
+    assert frame.loc[0, "MMACs"] == 1.5
