@@ -63,3 +63,12 @@ def test_launch_buttons_only_with_a_repository(monkeypatch):
     assert config["launch_buttons"]["colab_url"] == book_config.COLAB_URL
     monkeypatch.setattr(book_config, "_git", lambda *args: "git@github.com:owner/reskd.git")
     assert book_config.repository_url() == "https://github.com/owner/reskd"
+
+
+def test_local_remotes_give_no_buttons(monkeypatch):
+    """A clone of a local folder (as CI makes) has no owner/name: the buttons stay off instead of breaking the theme."""
+    book_config = _tool("book_config")
+    for remote in ("/srv/checkouts/reskd", "file:///srv/reskd.git", "../reskd"):
+        monkeypatch.setattr(book_config, "_git", lambda *args, r=remote: r)
+        assert book_config.repository_url() is None, remote
+    assert book_config.normalise_url("ssh://git@gitlab.com/group/reskd.git") == "https://gitlab.com/group/reskd"

@@ -28,14 +28,23 @@ def _git(*args: str) -> str | None:
     return out or None
 
 
-def repository_url() -> str | None:
-    """``origin``'s URL as ``https://host/owner/name`` (None without a remote)."""
-    url = _git("remote", "get-url", "origin")
+HOSTED_URL = re.compile(r"^https://[^/\s]+/[^/\s]+/[^/\s]+$")  # https://host/owner/name
+
+
+def normalise_url(url: str | None) -> str | None:
+    """A remote URL as ``https://host/owner/name``; None when it is not a hosted repository (e.g. a local clone's
+    path), since the theme's repository and launch buttons need an owner and a name."""
     if url is None:
         return None
     url = re.sub(r"^git@([^:]+):", r"https://\1/", url)  # scp-like SSH form
     url = re.sub(r"^ssh://git@", "https://", url)
-    return re.sub(r"\.git$", "", url)
+    url = re.sub(r"\.git$", "", url.rstrip("/"))
+    return url if HOSTED_URL.match(url) else None
+
+
+def repository_url() -> str | None:
+    """``origin``'s URL as ``https://host/owner/name`` (None without a hosted remote)."""
+    return normalise_url(_git("remote", "get-url", "origin"))
 
 
 def build_config(url: str | None) -> dict:
