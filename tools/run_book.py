@@ -11,6 +11,7 @@ committed artifacts and evaluates them, and trains whatever is missing, which ta
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -60,7 +61,19 @@ def run_chapter(chapter: str, output_dir: Path, parameters: dict) -> float:
         jupytext.write(notebook, staged)
         papermill.execute_notebook(staged, output_dir / f"{chapter}.ipynb", parameters=parameters,
                                    kernel_name=KERNEL, cwd=str(BOOK), progress_bar=False, log_output=False)
+    strip_machine_paths(output_dir / f"{chapter}.ipynb")
     return time.perf_counter() - start
+
+
+def strip_machine_paths(path: Path) -> None:
+    """Replace papermill's absolute input/output paths in the notebook's metadata with the chapter's file name, so a
+    committed notebook names no machine's folders."""
+    notebook = json.loads(path.read_text())
+    meta = notebook.get("metadata", {}).get("papermill", {})
+    for key in ("input_path", "output_path"):
+        if meta.get(key):
+            meta[key] = Path(meta[key]).name
+    path.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:
