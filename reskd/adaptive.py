@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .utils import model_memory_format, resolve_device
+
 CRITERIA = ("max_prob", "margin", "neg_entropy", "gate")
 GATE_FEATURES = ("max_prob", "margin", "neg_entropy")
 
@@ -284,9 +286,6 @@ def collect(ensemble: nn.Module, loader, *, teacher: nn.Module | None = None,
             device: str | torch.device | None = "auto") -> StagedOutputs:
     """Run every stage of ``ensemble`` (and the ``teacher``) on an evaluation ``loader``: the cumulative logits of
     each stage in sample order, the labels, and each stage's MACs on the loader's input size."""
-    from .train import model_memory_format
-    from .utils import resolve_device
-
     device = resolve_device(device)
     ensemble.eval().to(device)
     if teacher is not None:

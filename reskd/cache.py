@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .utils import atomic_torch_save, state_dict_hash, stable_hash
+from .utils import atomic_torch_save, memory_format_for, state_dict_hash, stable_hash
 
 CACHE_DTYPE = torch.float16
 
@@ -89,7 +89,6 @@ class OutputCache:
             self.stats.hits += len(index)
             return entry.outputs[index].to(x.device, torch.float32)
         if self._memory_format is None:  # channels_last where it is safe (see reskd.train.memory_format_for)
-            from .train import memory_format_for
             self._memory_format = memory_format_for(self.model, x.device)
             self.model.to(memory_format=self._memory_format)
         out = self.model(x.contiguous(memory_format=self._memory_format)).to(CACHE_DTYPE)

@@ -125,6 +125,8 @@ class Experiment:
     progress: bool = True
     download: bool = False
     results: dict[str, FitResult] = field(default_factory=dict)
+    _teachers: dict[int, nn.Module] = field(default_factory=dict, repr=False)
+    _teacher_logits: dict[str, Tensor] = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
         self.device = resolve_device(self.device)
@@ -181,10 +183,18 @@ class Experiment:
         return self._spec("teacher", p.teacher, seed, p.teacher_train, loss="ce")
 
     def teacher(self, seed: int = 0) -> nn.Module:
-        """The trained teacher (cross-entropy from scratch)."""
-        p = self.profile
-        return self.run(f"teacher-{p.teacher.label}-s{seed}", CE(self.build(p.teacher, seed)), self.teacher_spec(seed),
-                        p.teacher_train).model
+        """The trained teacher (cross-entropy from scratch), loaded or trained once per experiment."""
+        if seed not in self._teachers:
+            p = self.profile
+            self._teachers[seed] = self.run(f"teacher-{p.teacher.label}-s{seed}", CE(self.build(p.teacher, seed)),
+                                            self.teacher_spec(seed), p.teacher_train).model
+        return self._teachers[seed]
+
+    def teacher_logits(self, split: str) -> Tensor:
+        """The teacher's logits on an evaluation split, computed once per experiment."""
+        if split not in self._teacher_logits:
+            self._teacher_logits[split] = predict(self.teacher(), self.eval_loader(split), device=self.device)[0]
+        return self._teacher_logits[split]
 
     def student_spec(self, kind: str, arch: Arch | None = None, seed: int = 0) -> dict[str, Any]:
         p = self.profile
@@ -259,7 +269,9 @@ class ResKDRuns:
 
     def staged(self, ens: ResKDEnsemble, split: str) -> StagedOutputs:
         """Cumulative stage logits on ``split`` with the teacher's logits (for agreement and residual energy)."""
-        return collect(ens, self.exp.eval_loader(split), teacher=self.exp.teacher(), device=self.exp.device)
+        staged = collect(ens, self.exp.eval_loader(split), device=self.exp.device)
+        staged.teacher_logits = self.exp.teacher_logits(split)
+        return staged
 
 
 def stage_records(staged_by_split: dict[str, StagedOutputs], teacher_macs: int) -> pd.DataFrame:

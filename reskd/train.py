@@ -28,7 +28,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .distill import Distiller, View
-from .utils import atomic_json_dump, atomic_torch_save, atomic_write, resolve_device, rng_state, set_rng_state
+from .utils import (MIN_CHANNELS_LAST_CHANNELS, atomic_json_dump, atomic_torch_save, atomic_write,  # noqa: F401
+                    memory_format_for, model_memory_format, resolve_device, rng_state, set_rng_state)
 
 SCHEDULES = ("cosine", "multistep", "onecycle", "constant")
 CHECKPOINT = "checkpoint.pt"
@@ -77,33 +78,6 @@ class TrainConfig:
         if "milestones" in d:
             d["milestones"] = tuple(d["milestones"])
         return cls(**d)
-
-
-#: oneDNN's channels_last convolutions in the CPU build of torch 2.14 corrupt memory (a crash or a hang) when a
-#: convolution has fewer than this many channels, e.g. resnet8 at width 0.25; such models stay contiguous.
-MIN_CHANNELS_LAST_CHANNELS = 8
-
-
-def memory_format_for(model: nn.Module, device: torch.device, requested: bool = True) -> torch.memory_format:
-    """``channels_last`` when requested and safe for ``model`` on ``device``, else the contiguous format."""
-    if not requested:
-        return torch.contiguous_format
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    narrow = any(min(m.in_channels, m.out_channels) < MIN_CHANNELS_LAST_CHANNELS and m.in_channels != 3
-                 for m in convs)
-    if not convs or (narrow and device.type == "cpu"):
-        return torch.contiguous_format
-    return torch.channels_last
-
-
-def model_memory_format(model: nn.Module) -> torch.memory_format:
-    """The memory format ``model``'s first convolution is stored in (inputs should match it)."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d) and m.weight.dim() == 4:
-            if m.weight.is_contiguous(memory_format=torch.channels_last) and not m.weight.is_contiguous():
-                return torch.channels_last
-            return torch.contiguous_format
-    return torch.contiguous_format
 
 
 def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:

@@ -100,3 +100,30 @@ def state_dict_hash(module: torch.nn.Module, n: int = HASH_CHARS) -> str:
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:n]
+
+
+#: oneDNN's channels_last convolutions in the CPU build of torch 2.14 corrupt memory (a crash or a hang) when a
+#: convolution has fewer than this many channels, e.g. resnet8 at width 0.25; such models stay contiguous.
+MIN_CHANNELS_LAST_CHANNELS = 8
+
+
+def memory_format_for(model: torch.nn.Module, device: torch.device, requested: bool = True) -> torch.memory_format:
+    """``channels_last`` when requested and safe for ``model`` on ``device``, else the contiguous format."""
+    if not requested:
+        return torch.contiguous_format
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    narrow = any(min(m.in_channels, m.out_channels) < MIN_CHANNELS_LAST_CHANNELS and m.in_channels != 3
+                 for m in convs)
+    if not convs or (narrow and device.type == "cpu"):
+        return torch.contiguous_format
+    return torch.channels_last
+
+
+def model_memory_format(model: torch.nn.Module) -> torch.memory_format:
+    """The memory format ``model``'s first convolution is stored in (inputs should match it)."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d) and m.weight.dim() == 4:
+            if m.weight.is_contiguous(memory_format=torch.channels_last) and not m.weight.is_contiguous():
+                return torch.channels_last
+            return torch.contiguous_format
+    return torch.contiguous_format

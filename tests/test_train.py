@@ -202,14 +202,14 @@ def test_narrow_model_trains_with_channels_last_inputs():
         from reskd.models import create_model
         from reskd.train import TrainConfig, fit
         torch.manual_seed(0)
-        import reskd.train
-        reskd.train.MIN_CHANNELS_LAST_CHANNELS = {min_channels}
+        import reskd.utils
+        reskd.utils.MIN_CHANNELS_LAST_CHANNELS = {min_channels}
         loader = Loader(tiny_images(512, size=32), tiny_spec(32), 64, train=True)
         fit(CE(create_model("resnet8", 4, width=0.25)), loader, TrainConfig(epochs=5, batch_size=64, lr=0.05),
             device="cpu", progress=False)
         print("trained")
     """)
-    from reskd.train import MIN_CHANNELS_LAST_CHANNELS
+    from reskd.utils import MIN_CHANNELS_LAST_CHANNELS
 
     done = subprocess.run([sys.executable, "-c", script.format(tests=str(Path(__file__).parent),
                                                                min_channels=MIN_CHANNELS_LAST_CHANNELS)],
