@@ -229,6 +229,15 @@ def _find_source(spec: DatasetSpec, root: Path, download: bool) -> _Source:
         f"environment variable{fetch}.")
 
 
+def is_available(name: str | DatasetSpec, root: str | os.PathLike | None = None) -> bool:
+    """Whether data set ``name`` is on disk under the data root (no download is attempted)."""
+    try:
+        _find_source(get_spec(name), data_root(root), download=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def _stat_identity(path: Path, name: str) -> list:
     st = path.stat()
     return [name, st.st_size, st.st_mtime_ns]

@@ -31,12 +31,13 @@ from .adaptive import Policy, StagedOutputs, collect, evaluate_policy
 from .distill import CE, KD, Distiller
 from .flops import count_macs
 from .models import create_model
-from .reskd import FeatureHead, ResidualDistiller, ResKDEnsemble, residual_energy
+from .reskd import RESIDUAL_LOSSES, FeatureHead, ResidualDistiller, ResKDEnsemble, residual_energy
 from .train import FitResult, TrainConfig, fit, predict
 from .utils import resolve_device, seed_everything
 
 PROFILE_NAMES = ("smoke", "cpu", "paper")
 EVAL_BATCH_SIZE = 500
+TRAIN_SAMPLE, TRAIN_SAMPLE_SIZE = "train-sample", 10_000  # statistics on training images use a fixed subset
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ class Profile:
     equal_cost: Arch | None = None  # a single KD student about as costly as S0 plus all res-students
     seeds: tuple[int, ...] = (0, 1, 2)
     temperature: float = 4.0
-    residual_loss: str = "kd"  # the res-students' loss (reskd.reskd.RESIDUAL_LOSSES); ablated in the book
+    residual_loss: str = "auto"  # a loss of reskd.reskd.RESIDUAL_LOSSES, or "auto": the one the ablation picks on val
     residual_input: str = "image"  # "image" or "features"
     val_size: int | None = None  # None: the data set's default (5,000 on CIFAR)
     split_seed: int = 0
@@ -78,7 +79,9 @@ class Profile:
 
 
 _CIFAR_TEACHER_CPU = TrainConfig(epochs=30, batch_size=128, lr=0.1, schedule="cosine", weight_decay=5e-4)
-_CIFAR_STUDENT_CPU = TrainConfig(epochs=30, batch_size=128, lr=0.1, schedule="cosine", weight_decay=5e-4)
+# Students, res-students and baselines share one recipe; 15 epochs keep the ~30 student runs of the profile (3 seeds
+# of every configuration plus the ablations) within a few hours on two cores.
+_CIFAR_STUDENT_CPU = TrainConfig(epochs=15, batch_size=128, lr=0.1, schedule="cosine", weight_decay=5e-4)
 _CIFAR_PAPER = TrainConfig(epochs=240, batch_size=64, lr=0.05, schedule="multistep", milestones=(0.625, 0.75, 0.875),
                            weight_decay=5e-4)
 _SMOKE = TrainConfig(epochs=2, batch_size=64, lr=0.05, schedule="cosine", weight_decay=5e-4)
@@ -93,7 +96,7 @@ def _cifar_profiles(dataset: str) -> dict[str, Profile]:
                                "its numbers mean nothing"),
         "cpu": Profile("cpu", dataset, Arch("resnet56"), Arch("resnet8"), res, _CIFAR_TEACHER_CPU, _CIFAR_STUDENT_CPU,
                        equal_cost=Arch("resnet8", 1.35),
-                       notes="resnet56 teacher and resnet8 students, 30 epochs each, on two CPU cores"),
+                       notes="resnet56 teacher (30 epochs) and resnet8 students (15 epochs), on two CPU cores"),
         "paper": Profile("paper", dataset, Arch("resnet110"), Arch("resnet8"), res, _CIFAR_PAPER, _CIFAR_PAPER,
                          equal_cost=Arch("resnet8", 1.35),
                          notes="paper-scale settings for a GPU (240 epochs, CRD/mdistiller recipe)"),
@@ -125,6 +128,7 @@ class Experiment:
     progress: bool = True
     download: bool = False
     results: dict[str, FitResult] = field(default_factory=dict)
+    specs: dict[str, dict[str, Any]] = field(default_factory=dict)
     _teachers: dict[int, nn.Module] = field(default_factory=dict, repr=False)
     _teacher_logits: dict[str, Tensor] = field(default_factory=dict, repr=False)
 
@@ -150,10 +154,22 @@ class Experiment:
                             device=self.device)
 
     def eval_loader(self, split: str) -> rdata.Loader:
+        """Un-augmented batches of ``split``: "train", "val", "test", or "train-sample" (a fixed random
+        :data:`TRAIN_SAMPLE_SIZE`-image subset of the training split, for statistics on training data)."""
         splits = {"train": self.data.train, "val": self.data.val, "test": self.data.test}
+        if split == TRAIN_SAMPLE:
+            return rdata.Loader(self.train_sample, self.data.spec, EVAL_BATCH_SIZE, train=False, device=self.device)
         if split not in splits:
-            raise ValueError(f"unknown split {split!r}; choose one of {', '.join(splits)}.")
+            raise ValueError(f"unknown split {split!r}; choose one of {', '.join([*splits, TRAIN_SAMPLE])}.")
         return rdata.Loader(splits[split], self.data.spec, EVAL_BATCH_SIZE, train=False, device=self.device)
+
+    @cached_property
+    def train_sample(self) -> rdata.ImageTensors:
+        n = len(self.data.train)
+        if n <= TRAIN_SAMPLE_SIZE:
+            return self.data.train
+        generator = torch.Generator().manual_seed(self.profile.split_seed)
+        return self.data.train.subset(torch.randperm(n, generator=generator)[:TRAIN_SAMPLE_SIZE].sort().values)
 
     @property
     def output_cache(self) -> Path:
@@ -175,8 +191,21 @@ class Experiment:
                      eval_loaders={"val": self.eval_loader("val"), "test": self.eval_loader("test")},
                      run_dir=folder, device=self.device, progress=self.progress, retrain=self.retrain,
                      run_info=spec)
-        self.results[name] = result
+        self.results[name], self.specs[name] = result, spec
         return result
+
+    def training_table(self) -> pd.DataFrame:
+        """One row per run this experiment trained or loaded: its role, architecture, seed, epochs, and the validation
+        and test top-1 of the last epoch beside the best epoch's (the best is the max over epochs: optimistic)."""
+        rows = []
+        for name, result in self.results.items():
+            spec, final, best = self.specs[name], result.summary.get("final", {}), result.summary.get("best", {})
+            rows.append({"run": name, "role": spec["role"], "arch": Arch(spec["arch"], spec["width"]).label,
+                         "loss": spec.get("loss"), "seed": spec["seed"], "epochs": spec["train"]["epochs"],
+                         "val_top1": final.get("val_top1"), "test_top1": final.get("test_top1"),
+                         "best_test_top1": best.get("test", {}).get("top1"),
+                         "best_test_epoch": best.get("test", {}).get("epoch")})
+        return pd.DataFrame(rows)
 
     def teacher_spec(self, seed: int = 0) -> dict[str, Any]:
         p = self.profile
@@ -220,6 +249,7 @@ class Experiment:
 
 
 # ----------------------------------------------------------------------------------------------- ResKD
+PLAIN_SEED_OFFSET = 100  # plain-ensemble member i of seed s has weight seed s + 100 * i
 FEATURE_HEAD = "feature_head"  # Arch(FEATURE_HEAD, w): a FeatureHead with round(64 * w) channels on S0's features
 FEATURE_HEAD_BASE_CHANNELS = 64
 
@@ -230,13 +260,29 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 
 class ResKDRuns:
-    """ResKD stages and their baselines for one :class:`Experiment` (all through the artifact store)."""
+    """ResKD stages and their baselines for one :class:`Experiment` (all through the artifact store).
+
+    ``loss`` and ``input`` default to the profile's; ``loss="auto"`` means the loss with the best validation top-1
+    in the first-stage ablation (:func:`ablate_losses`, seed ``AUTO_SEED``), trained on demand. ``train`` overrides
+    the res-students' training recipe (default: the profile's student recipe).
+    """
 
     def __init__(self, exp: Experiment, *, loss: str | None = None, input: str | None = None,
-                 feature_index: int = -1):
+                 feature_index: int = -1, train: TrainConfig | None = None):
         self.exp, self.feature_index = exp, feature_index
-        self.loss = loss or exp.profile.residual_loss
         self.input = input or exp.profile.residual_input
+        self.train = train or exp.profile.student_train
+        loss = loss or exp.profile.residual_loss
+        if loss != AUTO and loss not in RESIDUAL_LOSSES:
+            raise ValueError(f"unknown residual loss {loss!r}; choose {AUTO!r} or one of {', '.join(RESIDUAL_LOSSES)}.")
+        self._loss = loss
+
+    @property
+    def loss(self) -> str:
+        """The res-students' loss (``"auto"`` resolved by the validation ablation on first use)."""
+        if self._loss == AUTO:
+            self._loss = pick_best(ablate_losses(self.exp, seed=AUTO_SEED, input=self.input), "loss")
+        return self._loss
 
     def _res_student(self, arch: Arch, s0: nn.Module, seed: int) -> nn.Module:
         seed_everything(seed)
@@ -255,13 +301,14 @@ class ResKDRuns:
         teacher = exp.teacher()
         for k, arch in enumerate(res_archs, start=1):
             kind = "features" if arch.name == FEATURE_HEAD else self.input
-            spec = exp._spec(f"res{k}", arch, seed, p.student_train, loss=self.loss, input=kind,
+            spec = exp._spec(f"res{k}", arch, seed, self.train, loss=self.loss, input=kind,
                              temperature=p.temperature, teacher=run_key(exp.teacher_spec()), previous=list(chain),
                              feature_index=self.feature_index)
             distiller = ResidualDistiller(self._res_student(arch, s0, seed + 1000 * k), teacher, ens, loss=self.loss,
                                           input=kind, temperature=p.temperature, cache_root=exp.output_cache)
-            name = f"res{k}-{arch.label}-{self.loss}-{kind}-s{seed}"
-            stage = exp.run(name, distiller, spec, p.student_train).model
+            epochs = "" if self.train == p.student_train else f"-e{self.train.epochs}"
+            name = f"res{k}-{arch.label}-{self.loss}-{kind}{epochs}-s{seed}"
+            stage = exp.run(name, distiller, spec, self.train).model
             ens = ResKDEnsemble(s0, list(ens.stages)[1:] + [stage], ens.inputs[1:] + [kind],
                                 feature_index=self.feature_index)
             chain.append(run_key(spec))
@@ -272,6 +319,84 @@ class ResKDRuns:
         staged = collect(ens, self.exp.eval_loader(split), device=self.exp.device)
         staged.teacher_logits = self.exp.teacher_logits(split)
         return staged
+
+
+# ------------------------------------------------------------------------------------------- the ablation
+AUTO = "auto"
+AUTO_SEED = 0
+ABLATION_SPLITS = (TRAIN_SAMPLE, "val", "test")
+
+
+@dataclass(frozen=True)
+class StageOption:
+    """One way to train the first res-student: its architecture, loss and epochs (None: the profile's)."""
+
+    arch: Arch
+    loss: str
+    epochs: int | None = None
+
+    @property
+    def input(self) -> str:
+        return "features" if self.arch.name == FEATURE_HEAD else "image"
+
+    @property
+    def label(self) -> str:
+        epochs = "" if self.epochs is None else f", {self.epochs} epochs"
+        return f"{self.arch.label} on the {self.input}, {self.loss}{epochs}"
+
+
+def _option_row(exp: Experiment, option: StageOption, seed: int, input: str | None) -> dict[str, Any]:
+    train = exp.profile.student_train
+    if option.epochs is not None:
+        train = dataclasses.replace(train, epochs=option.epochs)
+    runs = ResKDRuns(exp, loss=option.loss, input=input, train=train)
+    ens = runs.ensemble([option.arch], seed)
+    records = stage_records({split: runs.staged(ens, split) for split in ABLATION_SPLITS},
+                            count_macs(exp.teacher(), exp.input_size))
+    before, after = records.iloc[0], records.iloc[1]
+    row: dict[str, Any] = {"option": option.label, "arch": option.arch.label, "input": option.input,
+                           "loss": option.loss, "epochs": option.epochs or train.epochs, "seed": seed,
+                           "added_mmacs": (after["macs"] - before["macs"]) / 1e6}
+    for split in ABLATION_SPLITS:
+        tag = "train" if split == TRAIN_SAMPLE else split
+        row[f"{tag}_top1_s0"], row[f"{tag}_top1"] = before[f"{split}_top1"], after[f"{split}_top1"]
+        row[f"{tag}_gain"] = after[f"{split}_top1"] - before[f"{split}_top1"]
+        row[f"{tag}_energy_s0"] = before[f"{split}_residual_energy"]
+        row[f"{tag}_energy"] = after[f"{split}_residual_energy"]
+        row[f"{tag}_energy_change_pct"] = 100.0 * (after[f"{split}_residual_energy"] / before[f"{split}_residual_energy"] - 1)
+    return row
+
+
+def ablate(exp: Experiment, options: Sequence[StageOption], *, seed: int = AUTO_SEED,
+           input: str | None = None) -> pd.DataFrame:
+    """Train (or load) S0 + S1 for every option and tabulate, on training images (a fixed sample), validation and
+    test: S0's and S0+S1's top-1, the gain, the residual energy before and after, and S1's MACs."""
+    return pd.DataFrame([_option_row(exp, option, seed, input) for option in options])
+
+
+def ablate_losses(exp: Experiment, *, seed: int = AUTO_SEED, input: str | None = None) -> pd.DataFrame:
+    """The first-stage ablation of every residual loss, with the profile's first res-student architecture."""
+    arch = exp.profile.res_students[0]
+    return ablate(exp, [StageOption(arch, loss) for loss in RESIDUAL_LOSSES], seed=seed, input=input)
+
+
+def pick_best(frame: pd.DataFrame, column: str, *, by: str = "val_top1") -> Any:
+    """The value of ``column`` in the row with the highest ``by`` (validation top-1: never the test split)."""
+    if by.startswith("test"):
+        raise ValueError(f"choices are made on validation data; pick by a val_* column, not {by!r}.")
+    if frame.empty:
+        raise ValueError("nothing to pick from: the ablation table is empty.")
+    return frame.loc[frame[by].idxmax(), column]
+
+
+def other_options(profile: Profile, loss: str) -> list[StageOption]:
+    """The ablation around the first res-student with loss ``loss``: the input (a light head on S0's last feature
+    maps instead of the image), the size (half and twice the width) and the training length (twice the epochs)."""
+    base = profile.res_students[0]
+    return [StageOption(Arch(FEATURE_HEAD, 1.0), loss),
+            StageOption(Arch(base.name, base.width / 2), loss),
+            StageOption(Arch(base.name, base.width * 2), loss),
+            StageOption(base, loss, epochs=2 * profile.student_train.epochs)]
 
 
 def stage_records(staged_by_split: dict[str, StagedOutputs], teacher_macs: int) -> pd.DataFrame:
@@ -334,38 +459,77 @@ def _all_stages(st: StagedOutputs) -> Policy:
     return Policy("max_prob", [math.inf] * (st.num_stages - 1))
 
 
+def plain_members(exp: Experiment, archs: Sequence[Arch], seed: int = 0) -> list[nn.Module]:
+    """Independently trained KD students with the architectures ``archs``; the i-th uses weight seed
+    ``seed + PLAIN_SEED_OFFSET * i`` (so member 0 is the ResKD chain's own S0)."""
+    return [exp.student("kd", arch=a, seed=seed + PLAIN_SEED_OFFSET * i) for i, a in enumerate(archs)]
+
+
 def plain_ensemble_logits(exp: Experiment, archs: Sequence[Arch], split: str, seed: int = 0) -> tuple[Tensor, Tensor]:
     """Averaged logits of independently trained KD students with the architectures ``archs`` (the equal-cost
-    ensemble baseline); the i-th member uses weight seed ``seed + 100 * i``."""
-    members = [exp.student("kd", arch=a, seed=seed + 100 * i) for i, a in enumerate(archs)]
+    ensemble baseline, members from :func:`plain_members`)."""
+    members = plain_members(exp, archs, seed)
     loader = exp.eval_loader(split)
     outs = [predict(m, loader, device=exp.device) for m in members]
     return torch.stack([o[0] for o in outs]).mean(0), outs[0][1]
+
+
+JOBS = ("teacher", "scratch", "kd", "ablation", "reskd", "equal-cost", "plain")
+
+
+def run_jobs(exp: Experiment, jobs: Sequence[str], seeds: Sequence[int] | None = None) -> None:
+    """Train (or load) the runs behind ``jobs`` (see :data:`JOBS`) for ``seeds`` (default: the profile's), in the
+    order given; every run is resumable, so an interrupted call picks up where it stopped."""
+    p = exp.profile
+    seeds = list(seeds) if seeds is not None else list(p.seeds)
+    unknown = sorted(set(jobs) - set(JOBS))
+    if unknown:
+        raise ValueError(f"unknown job(s) {unknown}; choose from {', '.join(JOBS)}.")
+    for job in jobs:
+        if job == "teacher":
+            exp.teacher()
+        elif job in ("scratch", "kd"):
+            for seed in seeds:
+                exp.student(job, seed=seed)
+        elif job == "ablation":
+            runs = ResKDRuns(exp)
+            for option in other_options(p, runs.loss):
+                ablate(exp, [option])
+        elif job == "reskd":
+            runs = ResKDRuns(exp)
+            for seed in seeds:
+                runs.ensemble(list(p.res_students), seed)
+        elif job == "equal-cost":
+            if p.equal_cost is None:
+                raise ValueError(f"profile {p.name!r} has no equal-cost architecture.")
+            for seed in seeds:
+                exp.student("kd", arch=p.equal_cost, seed=seed)
+        elif job == "plain":
+            for seed in seeds:
+                plain_members(exp, [p.student, *p.res_students], seed)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Train (or resume) a profile's runs from the command line, e.g. in the background before a chapter is run:
 
         python -m reskd.experiment cifar10 cpu teacher
-        python -m reskd.experiment cifar10 cpu kd --seed 1
+        python -m reskd.experiment cifar10 cpu kd ablation reskd --seeds 0 1 2
+        python -m reskd.experiment cifar10 cpu scratch equal-cost plain   # a second worker, on the other core
     """
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
     parser.add_argument("dataset", choices=sorted(PROFILES))
     parser.add_argument("profile", choices=PROFILE_NAMES)
-    parser.add_argument("what", choices=("teacher", "scratch", "kd"))
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("jobs", nargs="+", choices=JOBS, metavar="job", help=f"any of: {', '.join(JOBS)}")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the profile's seeds")
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--retrain", action="store_true")
     args = parser.parse_args(argv)
     exp = Experiment(get_profile(args.dataset, args.profile), data_root=args.data_root, device=args.device,
                      retrain=args.retrain)
-    if args.what == "teacher":
-        exp.teacher(args.seed)
-    else:
-        exp.student(args.what, seed=args.seed)
+    run_jobs(exp, args.jobs, args.seeds)
     for name, result in exp.results.items():
         print(name, result.summary.get("final"))
 

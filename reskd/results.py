@@ -11,6 +11,10 @@ Schema of ``results/<dataset>.json`` (validated on write, so a chapter cannot st
 ``top1_*`` and ``agreement_teacher`` (top-1 agreement with the teacher) are percentages on the test split;
 ``macs`` are multiply-accumulates per image (see :mod:`reskd.flops`). A data set that could not be run is recorded
 with :func:`write_not_run` (``"status": "not run"``, a ``reason`` and no models), so the summary can say so.
+
+Chapters that measure something other than a list of models (the theory checks, the adaptive-inference ablations)
+write an *analysis* record, ``results/<name>.json`` with the same text fields and an ``analysis`` dict instead of
+``models`` (:func:`write_analysis`, :func:`load_analysis`); :func:`load_results` leaves those out.
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ from .utils import atomic_json_dump, project_root
 RESULTS_DIR = "results"
 MODEL_KINDS = ("teacher", "scratch", "kd", "kd-equal-cost", "reskd-stage", "reskd-adaptive")
 STATUS_RUN, STATUS_NOT_RUN = "run", "not run"
+ANALYSIS = "analysis"
 _REQUIRED_TEXT = ("chapter", "dataset", "data_source", "profile", "device")
 _MODEL_NUMBERS = ("macs", "pct_teacher", "top1_mean", "top1_std", "agreement_teacher")
 _PERCENTAGES = ("top1_mean", "agreement_teacher")  # pct_teacher may exceed 100 (a model dearer than the teacher)
@@ -129,12 +134,57 @@ def write_not_run(chapter: str, dataset: str, reason: str, profile: str, *, data
     return atomic_json_dump(record, results_root(root) / f"{dataset}.json")
 
 
+def validate_analysis(record: Mapping[str, Any]) -> dict[str, Any]:
+    """Check an analysis record (text fields as in :func:`validate`, plus an ``analysis`` dict of plain JSON)."""
+    if not isinstance(record, Mapping):
+        raise ResultsError(f"an analysis record must be a dict, got {type(record).__name__}.")
+    record = dict(record)
+    for key in _REQUIRED_TEXT:
+        if not isinstance(record.get(key), str) or not record[key]:
+            raise ResultsError(f"field {key!r} must be a non-empty string, got {record.get(key)!r}.")
+    if record["profile"] not in PROFILE_NAMES:
+        raise ResultsError(f"field 'profile' is {record['profile']!r}; use one of {', '.join(PROFILE_NAMES)}.")
+    if not isinstance(record.get(ANALYSIS), Mapping) or not record[ANALYSIS]:
+        raise ResultsError(f"field {ANALYSIS!r} must be a non-empty dict of the chapter's measurements.")
+    try:
+        json.dumps(record, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ResultsError(f"the record is not plain JSON ({e}); convert tensors/arrays with float() or .tolist(), "
+                           "and NaN/inf to None.")
+    return record
+
+
+def write_analysis(name: str, chapter: str, dataset: str, data_source: str, profile: str, device: str,
+                   analysis: Mapping[str, Any], root: str | os.PathLike | None = None) -> Path:
+    """Validate and atomically write the analysis record ``<root>/<name>.json``; return its path."""
+    if not name or "/" in name or name.endswith(".json"):
+        raise ResultsError(f"analysis name {name!r} must be a plain file stem such as 'theory'.")
+    record = validate_analysis({"chapter": chapter, "dataset": dataset, "data_source": data_source,
+                                "profile": profile, "device": str(device), ANALYSIS: dict(analysis)})
+    return atomic_json_dump(record, results_root(root) / f"{name}.json")
+
+
+def load_analysis(name: str, root: str | os.PathLike | None = None) -> dict[str, Any] | None:
+    """The analysis record ``<root>/<name>.json``, or None when no chapter wrote it yet."""
+    path = results_root(root) / f"{name}.json"
+    if not path.exists():
+        return None
+    try:
+        return validate_analysis(json.loads(path.read_text()))
+    except (ResultsError, json.JSONDecodeError) as e:
+        raise ResultsError(f"{path.name}: {e} Re-run the chapter that writes it.") from e
+
+
 def load_results(root: str | os.PathLike | None = None) -> dict[str, dict[str, Any]]:
-    """Every valid ``<root>/*.json`` record, keyed by file stem (a malformed file raises, naming the file)."""
+    """Every valid ``<root>/*.json`` model record, keyed by file stem (a malformed file raises, naming the file);
+    analysis records (:func:`write_analysis`) are left out."""
     records = {}
     for path in sorted(results_root(root).glob("*.json")):
         try:
-            records[path.stem] = validate(json.loads(path.read_text()))
+            record = json.loads(path.read_text())
+            if isinstance(record, Mapping) and ANALYSIS in record:
+                continue
+            records[path.stem] = validate(record)
         except (ResultsError, json.JSONDecodeError) as e:
             raise ResultsError(f"{path.name}: {e} Re-run the chapter that writes it.") from e
     return records
@@ -163,6 +213,12 @@ def results_table(records: Mapping[str, Mapping[str, Any]], *, datasets: Sequenc
                "seeds", "agreement (%)"]
     table = pd.DataFrame(rows, columns=columns)
     return table.astype({"stages": "Int64", "seeds": "Int64"})
+
+
+def frame_records(frame: pd.DataFrame, digits: int = 4) -> list[dict[str, Any]]:
+    """``frame``'s rows as plain-JSON dicts (floats rounded to ``digits``, missing values as None), for ``extra``."""
+    rounded = frame.round(digits).astype(object)
+    return rounded.where(frame.notna(), None).to_dict(orient="records")
 
 
 def for_display(frame: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
@@ -196,3 +252,24 @@ def models_frame(models: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     frame["macs"] = frame["macs"] / 1e6
     return frame.rename(columns={"name": "model", "macs": "MMACs", "pct_teacher": "% of teacher",
                                  "top1_mean": "top-1 (%)", "top1_std": "± (std)", "agreement_teacher": "agreement (%)"})
+
+
+def check_target(models: Sequence[Mapping[str, Any]], *, max_pct_teacher: float, max_drop: float) -> dict[str, Any]:
+    """Whether ResKD reached a target like the paper's: a ResKD entry (adaptive or a static stage) within
+    ``max_drop`` top-1 points of the teacher at no more than ``max_pct_teacher`` % of its MACs, and above every
+    equal-cost baseline. Picks the most accurate ResKD entry within the budget; says why when none qualifies."""
+    teacher = next((m for m in models if m["kind"] == "teacher"), None)
+    if teacher is None:
+        raise ResultsError("the models hold no teacher; the target is relative to the teacher's top-1.")
+    within = [m for m in models if m["kind"] in ("reskd-stage", "reskd-adaptive") and m["pct_teacher"] <= max_pct_teacher]
+    out: dict[str, Any] = {"max_pct_teacher": max_pct_teacher, "max_drop": max_drop, "teacher_top1": teacher["top1_mean"]}
+    if not within:
+        return {**out, "reached": False, "why": f"no ResKD entry costs at most {max_pct_teacher}% of the teacher"}
+    best = max(within, key=lambda m: m["top1_mean"])
+    drop = teacher["top1_mean"] - best["top1_mean"]
+    beats = {m["name"]: best["top1_mean"] > m["top1_mean"] for m in models if m["kind"] == "kd-equal-cost"}
+    reached = drop <= max_drop and all(beats.values())
+    why = [] if drop <= max_drop else [f"{drop:.2f} points below the teacher (allowed {max_drop})"]
+    why += [f"not above {name}" for name, ok in beats.items() if not ok]
+    return {**out, "reskd": best["name"], "reskd_top1": best["top1_mean"], "reskd_pct_teacher": best["pct_teacher"],
+            "drop": drop, "beats": beats, "reached": reached, "why": "; ".join(why) or "reached"}

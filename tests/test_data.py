@@ -470,3 +470,10 @@ def test_view_keys():
     assert other_data.view_key() != evaluation.view_key()
     other_crop = Loader(tensors, dataclasses.replace(spec, pad=2), 5, train=True, seed=0)
     assert other_crop.view_key(0) != train.view_key(0)
+
+
+def test_is_available_finds_a_data_set_without_downloading(make_cifar_pickles, tmp_path):
+    ns = make_cifar_pickles("cifar100")
+    assert data.is_available("cifar100", ns.root)
+    assert not data.is_available("cifar10", ns.root)
+    assert not data.is_available("cifar10", tmp_path / "nowhere")

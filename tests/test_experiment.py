@@ -3,8 +3,10 @@ import pytest
 import torch
 
 from reskd.artifacts import run_key
-from reskd.experiment import (FEATURE_HEAD, Arch, Experiment, ResKDRuns, get_profile, grow, plain_ensemble_logits,
-                              stage_records)
+from reskd import experiment as E
+from reskd.experiment import (FEATURE_HEAD, Arch, Experiment, ResKDRuns, StageOption, ablate, ablate_losses,
+                              get_profile, grow, pick_best, plain_ensemble_logits, run_jobs, stage_records)
+from reskd.reskd import RESIDUAL_LOSSES
 from reskd.train import TrainConfig
 
 TINY = TrainConfig(epochs=1, batch_size=16, lr=0.05)
@@ -66,9 +68,48 @@ def test_reskd_stages_records_and_baselines(exp):
 
 def test_grow_stops_on_budget_and_uses_feature_heads(exp):
     e = exp()
-    runs = ResKDRuns(e)
+    runs = ResKDRuns(e, loss="kd")
     ens, log = grow(runs, [Arch("resnet8", 0.5)], max_stages=2, macs_budget=0.01)
     assert ens.num_stages == 1 and "budget" in log["decision"].iloc[-1]
     ens, log = grow(runs, [Arch(FEATURE_HEAD, 0.25)], max_stages=1)
     assert ens.num_stages == 2 and ens.inputs[1] == "features"
     assert log["decision"].iloc[-1].startswith("added")
+
+
+def test_auto_loss_is_the_validation_winner_of_the_ablation(exp):
+    e = exp()
+    table = ablate_losses(e)
+    assert sorted(table["loss"]) == sorted(RESIDUAL_LOSSES)
+    assert {"train_energy", "test_energy", "val_gain", "test_gain", "added_mmacs"} <= set(table.columns)
+    best = table.loc[table["val_top1"].idxmax(), "loss"]
+    assert ResKDRuns(e).loss == best  # "auto" resolves to the validation winner (the runs exist now: loaded)
+    with pytest.raises(ValueError, match="validation"):
+        pick_best(table, "loss", by="test_top1")
+    with pytest.raises(ValueError, match="unknown residual loss"):
+        ResKDRuns(e, loss="huber")
+
+
+def test_ablation_options_are_distinct_runs(exp):
+    e = exp()
+    options = [StageOption(Arch("resnet8", 0.5), "mse"), StageOption(Arch("resnet8", 0.5), "mse", epochs=2),
+               StageOption(Arch(FEATURE_HEAD, 0.25), "mse")]
+    table = ablate(e, options)
+    assert list(table["epochs"]) == [1, 2, 1] and list(table["input"]) == ["image", "image", "features"]
+    assert table["added_mmacs"].iloc[2] < table["added_mmacs"].iloc[0]  # a head on S0's features is cheaper
+    names = [name for name in e.results if name.startswith("res1")]
+    assert len(names) == 3 and any(name.endswith("-e2-s0") for name in names)
+
+
+def test_train_sample_is_a_fixed_subset(exp, monkeypatch):
+    monkeypatch.setattr(E, "TRAIN_SAMPLE_SIZE", 7)
+    e = exp()
+    first, again = e.eval_loader("train-sample").data, exp().eval_loader("train-sample").data
+    assert len(first) == 7 and first.fingerprint == again.fingerprint
+
+
+def test_run_jobs_trains_what_is_asked_and_refuses_unknown_jobs(exp):
+    e = exp()
+    run_jobs(e, ["scratch"], seeds=[0, 1])
+    assert sorted(e.results) == ["scratch-resnet8x0.5-s0", "scratch-resnet8x0.5-s1"]
+    with pytest.raises(ValueError, match="unknown job"):
+        run_jobs(e, ["distill-everything"])

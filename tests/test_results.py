@@ -101,3 +101,42 @@ def test_models_frame_is_readable():
     assert list(frame.columns) == ["model", "kind", "stages", "MMACs", "% of teacher", "top-1 (%)", "± (std)",
                                    "agreement (%)"]
     assert frame.loc[0, "MMACs"] == 1.5
+
+
+def test_analysis_round_trip_and_is_kept_out_of_model_records(tmp_path):
+    _write(tmp_path)
+    analysis = {"stages": [{"stage": 0, "train_energy": 3.5, "test_energy": 4.0}]}
+    path = R.write_analysis("theory", "01_residual_theory", "cifar10", "CIFAR-10 JPEG copy", "smoke", "cpu",
+                                  analysis, root=tmp_path)
+    assert path.name == "theory.json"
+    assert R.load_analysis("theory", root=tmp_path)["analysis"] == analysis
+    assert list(R.load_results(tmp_path)) == ["cifar10"]
+    assert R.load_analysis("missing", root=tmp_path) is None
+
+
+@pytest.mark.parametrize("analysis, message", [({}, "non-empty dict"), ({"x": float("nan")}, "plain JSON")])
+def test_bad_analysis_is_refused(tmp_path, analysis, message):
+    with pytest.raises(R.ResultsError, match=message):
+        R.write_analysis("theory", "01", "cifar10", "CIFAR-10", "smoke", "cpu", analysis, root=tmp_path)
+
+
+def test_check_target_names_what_is_missing():
+    teacher = _model("teacher", "teacher", stages=0, pct_teacher=100.0, top1_mean=90.0, agreement_teacher=None)
+    equal = _model("equal-cost KD", "kd-equal-cost", pct_teacher=18.0, top1_mean=86.0)
+    stage = _model("ResKD S0..S2", "reskd-stage", stages=3, pct_teacher=17.0, top1_mean=89.5)
+    dear = _model("ResKD S0..S3", "reskd-stage", stages=4, pct_teacher=30.0, top1_mean=95.0)
+    verdict = R.check_target([teacher, equal, stage, dear], max_pct_teacher=18.04, max_drop=1.0)
+    assert verdict["reached"] and verdict["reskd"] == "ResKD S0..S2" and verdict["drop"] == pytest.approx(0.5)
+    weak = dict(stage, top1_mean=85.0)
+    verdict = R.check_target([teacher, equal, weak], max_pct_teacher=18.04, max_drop=1.0)
+    assert not verdict["reached"] and "5.00 points below" in verdict["why"] and "not above equal-cost KD" in verdict["why"]
+    assert "no ResKD entry" in R.check_target([teacher, dear], max_pct_teacher=18.04, max_drop=1.0)["why"]
+    with pytest.raises(R.ResultsError, match="no teacher"):
+        R.check_target([stage], max_pct_teacher=18.04, max_drop=1.0)
+
+
+def test_frame_records_are_plain_json():
+    import pandas as pd
+    rows = R.frame_records(pd.DataFrame({"a": [1.23456, float("nan")], "b": ["x", None]}), digits=2)
+    assert rows == [{"a": 1.23, "b": "x"}, {"a": None, "b": None}]
+    json.dumps(rows, allow_nan=False)
