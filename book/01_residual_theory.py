@@ -15,8 +15,22 @@
 # # Residuals: derivation and theory
 #
 # ResKD's central move is to train each new, lighter network on what the previous ones got wrong: the residual
-# between the teacher's logits and the student's. This chapter derives what that means, connects it to gradient
-# boosting, proves two small facts that make the method sensible, and checks them on a two-dimensional toy problem.
+# between the teacher's logits and the student's. This chapter derives what that means, starting from Hinton et al.'s
+# distillation loss, connects it to gradient boosting, argues why a res-student can be much lighter than the student,
+# and proves two small facts that make the method sensible. It then checks everything twice: on a two-dimensional
+# toy problem small enough to draw, and on the trained CIFAR-10 models of the next chapter, where it also looks at
+# how the residual differs between training and unseen images.
+#
+# ```{note}
+# The outputs stored in this page come from the **smoke** profile: tiny CIFAR-10 models trained for seconds. They
+# show that the chapter runs; their numbers mean nothing (the statements are proved, so their checks hold whatever
+# the numbers). The same chapter is re-run with `profile="cpu"` on the trained CIFAR-10 models.
+# ```
+#
+# **What is the paper's and what is ours.** The paper {cite}`li2021reskd` gives the residual in logit space as the
+# res-students' target, the additive ensemble, the lighter res-students and the sample-adaptive inference. The
+# derivations, the two statements with their proofs, the link to boosting spelled out here, the toy problem and the
+# measurements are ours.
 
 # %% tags=["remove-cell"]
 # In Colab only: fetch the reskd repository and install the package (elsewhere this cell does nothing).
@@ -37,10 +51,10 @@ if "google.colab" in sys.modules:
 # %% tags=["parameters"]
 profile = "smoke"  # "smoke" (CI, seconds), "cpu" (the real run on two CPU cores), "paper" (a GPU)
 data_root = None  # folder holding the data sets; None: $RESKD_DATA, else the project's data/
-seeds = None  # student seeds, e.g. [0, 1, 2]; None: the profile's
+seeds = None  # seeds, e.g. [0, 1, 2]; None: the profile's (CIFAR-10 uses the first; the toy all of them, default [0])
 retrain = False  # True: train again even where finished runs exist
 device = "auto"  # "auto": the GPU when there is one, else the CPU
-results_dir = None  # where results/<dataset>.json goes; None: the project's results/
+results_dir = None  # where results/<name>.json goes; None: the project's results/
 
 # %% [markdown]
 # ## Residuals as an additive model
@@ -56,9 +70,67 @@ results_dir = None  # where results/<dataset>.json goes; None: the project's res
 #
 # with $F_0 = 0$ and $r_0 = z_T$. The next, still lighter *res-student* $S_k$ is trained to predict $r_k$, and
 # $F_{k+1} = F_k + z_k$ is the new student. The student is therefore an **additive model**, built one stage at a
-# time.
+# time. (The package's docstrings write $Z_k = z_0 + \dots + z_k$ for the ensemble *after* stage $k$, so
+# $Z_k = F_{k+1}$; the residual $r_k$ is the same in both.)
 #
-# ### Functional gradient boosting
+# Softmax ignores a per-sample shift of the logits, $\operatorname{softmax}(z + a\mathbf 1) = \operatorname{softmax}(z)$,
+# so only the *centered* logits $\bar z = z - \tfrac1C \mathbf 1 \mathbf 1^\top z$ (each sample's mean over the classes
+# removed) matter for predictions. The residual splits orthogonally into its centered part and its mean $m(r)$,
+#
+# $$
+# \lVert r \rVert_2^2 = \lVert \bar r \rVert_2^2 + C\, m(r)^2, \qquad m(r) = \tfrac1C \textstyle\sum_c r_c ,
+# $$
+#
+# and only the first term can change a prediction. Below we track both.
+#
+# ## From Hinton's distillation to logit regression
+#
+# $S_0$ is trained with Hinton et al.'s soft-target loss {cite}`hinton2015distilling`: with
+# $p = \operatorname{softmax}(z_T/T)$ and $q = \operatorname{softmax}(z_S/T)$ at temperature $T$,
+#
+# $$
+# \mathcal{L}_T(z_S) = T^2\, \mathrm{KL}(p \,\|\, q), \qquad
+# \frac{\partial \mathcal{L}_T}{\partial z_{S}} = T\,(q - p) .
+# $$
+#
+# (Without the factor $T^2$ the gradient is $(q - p)/T$, Hinton et al.'s eq. 2; the factor keeps the gradient's
+# scale independent of $T$.) When $T$ is large compared with the logits, $e^{z_c/T} \approx 1 + z_c/T$, and if the
+# logits have zero mean per sample ($\sum_c z_c = 0$) then $q_c \approx \tfrac1C + \tfrac{z_{S,c}}{CT}$ and likewise
+# for $p$. The gradient becomes
+#
+# $$
+# \frac{\partial \mathcal{L}_T}{\partial z_S} \approx T \cdot \frac{z_S - z_T}{C\,T} = \frac{z_S - z_T}{C},
+# $$
+#
+# the gradient of $\tfrac{1}{2C} \lVert z_S - z_T \rVert_2^2$: "in the high temperature limit, distillation is
+# equivalent to minimizing $\tfrac12 (z_i - v_i)^2$, provided the logits are zero-meaned separately for each transfer
+# case" (Hinton et al., section 2.1, where the unscaled loss has gradient $\approx (z_S - z_T)/(C T^2)$).
+#
+# The zero-mean proviso is not needed if we say what the limit is. Write $u = (z_S - z_T)/T$ and
+# $\operatorname{lse}(v) = \log \sum_c e^{v_c}$. Since $\log \operatorname{softmax}(v)_c = v_c - \operatorname{lse}(v)$,
+#
+# $$
+# \mathrm{KL}(p \,\|\, q) = \operatorname{lse}(z_T/T + u) - \operatorname{lse}(z_T/T) - \langle p, u \rangle
+# = \tfrac12\, u^\top H u + O(\lVert u \rVert^3),
+# $$
+#
+# with $H = \nabla^2 \operatorname{lse} = \operatorname{diag}(p) - p p^\top$. As $T \to \infty$, $p \to \tfrac1C \mathbf 1$
+# and $H \to \tfrac1C (I - \tfrac1C \mathbf 1 \mathbf 1^\top)$, whose quadratic form is
+# $u^\top H u = \tfrac1C \lVert \bar u \rVert^2$. The $T^2$ cancels the $1/T^2$ in $\lVert u \rVert^2$, so
+#
+# $$
+# \lim_{T \to \infty} T^2\, \mathrm{KL}\bigl(\operatorname{softmax}(z_T/T) \,\big\|\, \operatorname{softmax}(z_S/T)\bigr)
+# = \frac{1}{2C}\, \lVert \bar z_S - \bar z_T \rVert_2^2 .
+# $$
+#
+# **Distillation at a high temperature is least-squares regression of the centered logits**, and the error it leaves
+# is the centered residual $\bar r_1 = \bar z_T - \bar z_0$. The same limit applied to a res-student's output $s$ trained
+# with KD on the sum $F_k + s$ (one of the losses in `reskd.reskd.RESIDUAL_LOSSES`) gives
+# $\tfrac{1}{2C} \lVert \bar s - \bar r_k \rVert^2$: KD on the ensemble is regression of the residual. The other losses
+# of that module regress $r_k$ (`mse`) or $\bar r_k$ (`mse_centered`) directly. At a finite temperature the
+# equivalence is approximate; the CIFAR-10 section measures how close it is on real logits (`reskd.theory.kd_limit`).
+#
+# ## Functional gradient boosting
 #
 # Measure how far the student is from the teacher with the squared loss
 # $L(F) = \tfrac12\, \mathbb{E}_x \lVert z_T(x) - F(x) \rVert_2^2$. Its functional gradient at $F_k$ is
@@ -67,38 +139,101 @@ results_dir = None  # where results/<dataset>.json goes; None: the project's res
 # exactly gradient boosting with squared loss {cite}`friedman2001greedy`. ResKD's res-students are boosting's weak
 # learners, with the teacher's logits as regression targets.
 #
-# ### Each useful stage lowers the residual energy
-#
-# Call $E_k = \mathbb{E}_x \lVert r_k(x) \rVert_2^2$ the residual energy. If stage $S_k$ is trained with the
-# regression loss $\ell_k = \mathbb{E}_x \lVert r_k(x) - z_k(x) \rVert_2^2$, then the next residual is
-# $r_{k+1} = z_T - F_k - z_k = r_k - z_k$, so
+# Friedman's algorithm adds a line search: the fitted learner $h$ enters as $F_k + \rho h$ with the $\rho$ that
+# minimises the loss. For the squared loss that is the least-squares coefficient
 #
 # $$
-# E_{k+1} = \mathbb{E}_x \lVert r_k(x) - z_k(x) \rVert_2^2 = \ell_k .
+# \rho^\star = \frac{\mathbb{E}_x \langle r_k, h \rangle}{\mathbb{E}_x \lVert h \rVert^2}, \qquad
+# \mathbb{E}_x \lVert r_k - \rho^\star h \rVert^2 = E_k - \frac{(\mathbb{E}_x \langle r_k, h\rangle)^2}{\mathbb{E}_x
+# \lVert h \rVert^2} \le E_k ,
 # $$
 #
-# The new energy *is* the stage's loss. Predicting zero costs $\ell_k = E_k$, so any stage whose regression loss is
-# below the current residual energy, $\ell_k < E_k$, strictly lowers it, $E_{k+1} < E_k$. (The bound holds on the
-# data the loss is measured on; on new data it holds as far as the stage generalises.)
+# so a line-searched stage never raises the energy $E_k$ defined below. ResKD adds each stage with $\rho = 1$. The
+# measured $\rho^\star$ of a trained stage (column `step` below, on centered logits) is a diagnostic: near 1 the stage
+# has the residual's size; above 1 it is too timid; below 1 it overshoots; near 0 its output is unrelated to the
+# residual on that data.
 #
-# ### A small logit residual means nearly the teacher's predictions
+# ## Why a res-student can be far lighter
 #
-# Why is matching logits enough? Write $\delta = z_T - F$ for the residual at one input and
-# $\operatorname{lse}(z) = \log \sum_c e^{z_c}$, so that $\log \operatorname{softmax}(z)_c = z_c - \operatorname{lse}(z)$.
-# The gradient of $\operatorname{lse}$ is $\operatorname{softmax}(z)$, whose entries are non-negative and sum to one,
-# so by the mean value theorem $\lvert \operatorname{lse}(z_T) - \operatorname{lse}(F) \rvert \le
-# \lVert \delta \rVert_\infty$. Hence, for every class $c$,
+# The student $S_0$ has to produce all of $\bar z_T$; the res-student $S_1$ only $\bar r_1$, which is smaller in
+# three ways that matter for how much capacity it needs. This is an argument, not a theorem:
+#
+# * **Less energy.** If $S_0$ is a reasonable student, $\mathbb{E}\lVert \bar r_1 \rVert^2$ is a fraction of
+#   $\mathbb{E}\lVert \bar z_T \rVert^2$. A regression target with less variation is easier to fit, and a stage only
+#   has to beat the trivial prediction $s = 0$ to help (statement 1 below): *any* correlation with the residual,
+#   scaled right, lowers the energy.
+# * **Concentrated on hard samples.** Where $S_0$ is confident and right, it has largely matched the teacher and the
+#   residual is small; the energy sits on the samples $S_0$ finds hard. A light network that corrects those and
+#   outputs about zero elsewhere removes most of the energy. With the paper's sample-adaptive inference
+#   {cite}`li2021reskd` the res-students run only on those samples anyway.
+# * **Only the part above the teacher's margin matters.** By statement 2 below, a residual smaller than the teacher's
+#   top-1 margin cannot change the predicted class, so the res-student need not be precise where the teacher is
+#   decisive.
+#
+# The CIFAR-10 section measures each of the three: the energy per stage, its distribution over samples and its
+# relation to $S_0$'s confidence, and the margin condition.
+#
+# ## Statement 1: a stage that beats zero lowers the residual energy
+#
+# Call $E_k = \mathbb{E}_x \lVert r_k(x) \rVert_2^2$ the residual energy, with the expectation over any fixed set of
+# inputs (the training images, or the test images), and $\ell_k = \mathbb{E}_x \lVert r_k(x) - z_k(x) \rVert_2^2$ the
+# squared error of stage $S_k$ on its target, over the same inputs.
+#
+# **Statement 1.** $E_{k+1} = \ell_k$. Hence $E_{k+1} < E_k$ if and only if $\ell_k < E_k$, i.e. if and only if the
+# stage beats the trivial prediction $z_k = 0$ (whose error is $E_k$); equivalently, if and only if
+# $2\,\mathbb{E}_x\langle r_k, z_k\rangle > \mathbb{E}_x \lVert z_k \rVert^2$. The same holds with every residual and
+# output centered (with $\bar E_k = \mathbb{E}_x \lVert \bar r_k \rVert^2$).
+#
+# *Proof.* $r_{k+1} = z_T - F_{k+1} = z_T - F_k - z_k = r_k - z_k$ at every input, so
+# $E_{k+1} = \mathbb{E}_x \lVert r_k - z_k \rVert^2 = \ell_k$; expanding the square gives
+# $E_{k+1} = E_k - 2\,\mathbb{E}_x\langle r_k, z_k\rangle + \mathbb{E}_x\lVert z_k\rVert^2$. Centering is linear, so
+# $\bar r_{k+1} = \bar r_k - \bar z_k$ and the same lines hold for the centered quantities. $\square$
+#
+# The statement is exact on whatever inputs the expectation runs over, but a stage is *trained* to make $\ell_k$ small
+# on the training images only. On the test images $\ell_k < E_k$ holds only as far as the stage generalises: comparing
+# the energy drop on training and test images is the real content of the check.
+#
+# ## Statement 2: a small logit residual means nearly the teacher's predictions
+#
+# Why is matching logits enough? Write $r = z_T - F$ for the residual at one input and define its *oscillation*
+# $\operatorname{osc}(r) = \max_c r_c - \min_c r_c$.
+#
+# **Statement 2.** For every class $c$,
 #
 # $$
 # \bigl\lvert \log \operatorname{softmax}(z_T)_c - \log \operatorname{softmax}(F)_c \bigr\rvert
-# \le \lvert \delta_c \rvert + \lvert \operatorname{lse}(z_T) - \operatorname{lse}(F) \rvert
-# \le 2\, \lVert z_T - F \rVert_\infty .
+# \;\le\; \operatorname{osc}(r) \;\le\; 2 \min\bigl(\lVert r \rVert_\infty,\; \lVert \bar r \rVert_\infty\bigr) .
 # $$
 #
-# Driving the logit residual to zero drives the student's log-probabilities (and so its KL divergence to the teacher
-# and its predicted class, wherever the teacher is not near a tie) to the teacher's.
+# *Proof.* $\operatorname{lse}$ is increasing in every coordinate and $\operatorname{lse}(v + a\mathbf 1) =
+# \operatorname{lse}(v) + a$. Since $F + (\min_j r_j)\mathbf 1 \le z_T \le F + (\max_j r_j)\mathbf 1$ coordinate-wise,
+# $\delta := \operatorname{lse}(z_T) - \operatorname{lse}(F) \in [\min_j r_j, \max_j r_j]$ (log-sum-exp is
+# 1-Lipschitz in the max-norm). The gap of class $c$ is $r_c - \delta$, the difference of two numbers in that interval,
+# so its absolute value is at most $\operatorname{osc}(r)$. Finally $\operatorname{osc}(r) = \operatorname{osc}(r -
+# a\mathbf 1) \le 2\lVert r - a \mathbf 1 \rVert_\infty$ for every shift $a$; $a = 0$ and $a = m(r)$ give the two
+# max-norms. $\square$
 #
-# The rest of this chapter checks these statements on a problem small enough to draw.
+# The oscillation is the tightest bound of the family: it equals $\min_a 2 \lVert r - a\mathbf 1\rVert_\infty$ (take $a$
+# halfway between the largest and smallest entry) and, unlike $\lVert r \rVert_\infty$, it ignores the part of the
+# residual softmax cannot see. It is attained in the limit where $F$ puts all its mass on the class where $r$ is
+# largest and $c$ is the class where $r$ is smallest; with $r = (a, -a, \dots, -a)$ that limit also shows the factor 2
+# in front of $\lVert r \rVert_\infty$ cannot be dropped (both are tests of `reskd.theory`). Every log-ratio being
+# bounded, so is $\mathrm{KL}(\operatorname{softmax}(z_T) \,\|\, \operatorname{softmax}(F)) \le \operatorname{osc}(r)$.
+#
+# **Corollary (top-1 agreement).** Let $c^\star$ be the teacher's class and $\mu(z_T) = z_{T,c^\star} - \max_{c \ne
+# c^\star} z_{T,c}$ its top-1 margin. If $\mu(z_T) > \operatorname{osc}(r)$, the student predicts $c^\star$ too.
+#
+# *Proof.* For $c \ne c^\star$: $F_{c^\star} - F_c = (z_{T,c^\star} - z_{T,c}) - (r_{c^\star} - r_c) \ge \mu(z_T) -
+# \operatorname{osc}(r) > 0$. $\square$
+#
+# So the rate at which the student's top-1 class differs from the teacher's is at most the fraction of samples with
+# $\mu(z_T(x)) \le \operatorname{osc}(r(x))$, a bound that can be checked sample by sample (a teacher tie, $\mu = 0$,
+# counts as a possible disagreement). Driving the logit residual to zero drives the student's log-probabilities, its KL
+# divergence to the teacher and, wherever the teacher is not near a tie, its predicted class to the teacher's.
+#
+# `reskd.theory` implements these quantities (`logprob_gap`, `logprob_gap_bound`, `top1_margin`,
+# `disagreement_bound`) and tabulates them per stage (`stage_theory_records`); the rest of the chapter checks the
+# statements, first on a problem small enough to draw.
 
 # %% [markdown]
 # ## A toy problem: three spirals
@@ -117,18 +252,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reskd import results
+from reskd import results, theory
+from reskd.adaptive import StagedOutputs
 from reskd.utils import seed_everything
 
 sns.set_theme(style="whitegrid", context="notebook")
 pd.set_option("display.precision", 3)
 
-CHAPTER, DATASET = "01_residual_theory", "toy-spirals"
+CHAPTER, TOY_DATASET = "01_residual_theory", "toy-spirals"
 NUM_CLASSES, POINTS_PER_CLASS, NOISE, TURNS = 3, 200, 0.25, 1.5
 TEACHER_HIDDEN, STUDENT_HIDDEN, NUM_STAGES = 64, 8, 4  # S0 plus three res-students
 STEPS = {"smoke": 600, "cpu": 2000, "paper": 2000}[profile]  # full-batch Adam steps per model
 LEARNING_RATE = 0.01
-seeds = list(seeds) if seeds is not None else [0]
+toy_seeds = list(seeds) if seeds is not None else [0]
+threads = torch.get_num_threads()
 torch.set_num_threads(1)  # models this small have no parallel work to share: one thread is the fastest
 print(f"{STEPS} full-batch Adam steps per model")
 
@@ -174,7 +311,9 @@ print(f"{len(x_train)} training and {len(x_test)} test points, {NUM_CLASSES} cla
 # %% [markdown]
 # ## Teacher, student and res-students
 #
-# The stages are trained one after another; stage $k$ sees only the residual the previous stages left.
+# The stages are trained one after another; stage $k$ sees only the residual the previous stages left. Their
+# cumulative logits $F_1, \dots, F_4$ go into the same container the CIFAR-10 models use
+# (`reskd.adaptive.StagedOutputs`), so `reskd.theory.stage_theory_records` checks both the same way.
 
 # %%
 def fit_stages(seed: int) -> tuple[nn.Module, list[nn.Module]]:
@@ -194,43 +333,54 @@ def fit_stages(seed: int) -> tuple[nn.Module, list[nn.Module]]:
 
 
 @torch.no_grad()
-def stage_report(teacher: nn.Module, stages: list[nn.Module], x: torch.Tensor, y: torch.Tensor) -> pd.DataFrame:
-    """Per stage k: residual energy before/after, the stage's loss, accuracy, agreement and the log-softmax bound."""
-    z_t = teacher(x)
-    total = torch.zeros_like(z_t)
-    rows = []
-    for k, stage in enumerate(stages):
-        r_k = z_t - total
-        z_k = stage(x)
-        total = total + z_k
-        gap = (F.log_softmax(z_t, 1) - F.log_softmax(total, 1)).abs().amax(1)
-        bound = 2 * (z_t - total).abs().amax(1)
-        rows.append({"stages": k + 1, "energy before E_k": (r_k ** 2).sum(1).mean().item(),
-                     "stage loss l_k": ((r_k - z_k) ** 2).sum(1).mean().item(),
-                     "energy after E_k+1": ((z_t - total) ** 2).sum(1).mean().item(),
-                     "top-1 (%)": 100 * (total.argmax(1) == y).float().mean().item(),
-                     "agreement (%)": results.agreement(total, z_t),
-                     "max log-softmax gap": gap.max().item(), "bound holds": bool((gap <= bound + 1e-5).all())})
-    return pd.DataFrame(rows)
+def staged_outputs(teacher: nn.Module, stages: list[nn.Module], x: torch.Tensor, y: torch.Tensor) -> StagedOutputs:
+    """The cumulative logits F_1, ..., F_K of the stages on ``x``, with the labels and the teacher's logits."""
+    cumulative = torch.stack([stage(x) for stage in stages]).cumsum(0)
+    return StagedOutputs(cumulative, y, [macs(s) for s in stages], teacher(x))
 
 
-runs = {seed: fit_stages(seed) for seed in seeds}
-teacher, stages = runs[seeds[0]]
-train_report = stage_report(teacher, stages, x_train, y_train)
-test_report = stage_report(teacher, stages, x_test, y_test)
+def top1_per_stage(st: StagedOutputs) -> list[float]:
+    return [100.0 * (z.argmax(1) == st.labels).float().mean().item() for z in st.logits]
+
+
+STATEMENT_COLUMNS = {"stage": "stage k", "energy_before": "E_k", "stage_mse": "stage loss l_k",
+                     "energy_after": "E_k+1", "lowers_energy": "E falls", "gap_max": "max log-prob gap",
+                     "bound_max": "max bound osc(r)", "disagreement_pct": "disagreement (%)",
+                     "disagreement_bound_pct": "its bound (%)", "statement1_holds": "(1) holds",
+                     "statement2_holds": "(2) holds"}
+
+
+def stage_name(k: int) -> str:
+    """The ensemble after stage k, for titles and legends."""
+    return {0: "$S_0$", 1: "$S_0+S_1$"}.get(k, f"$S_0+\\dots+S_{{{k}}}$")
+
+
+def show(records: pd.DataFrame, split: str, columns: dict[str, str] = STATEMENT_COLUMNS) -> pd.DataFrame:
+    """The rows of one split, with the chosen columns under readable names."""
+    return records[records["split"] == split][list(columns)].rename(columns=columns).reset_index(drop=True)
+
+
+runs = {seed: fit_stages(seed) for seed in toy_seeds}
+toy_staged = {seed: {"train": staged_outputs(t, s, x_train, y_train), "test": staged_outputs(t, s, x_test, y_test)}
+              for seed, (t, s) in runs.items()}
+teacher, stages = runs[toy_seeds[0]]
+toy_records = theory.stage_theory_records(toy_staged[toy_seeds[0]])
 teacher_top1 = 100 * (teacher(x_test).argmax(1) == y_test).float().mean().item()
 print(f"teacher: top-1 {teacher_top1:.1f}% on the test points, {macs(teacher):,} MACs; "
       f"each stage {macs(stages[0]):,} MACs")
-train_report
+show(toy_records, "train").assign(**{"top-1 (%)": top1_per_stage(toy_staged[toy_seeds[0]]["train"])})
 
 # %% [markdown]
-# On the training points the columns "stage loss" and "energy after" are equal, as derived above, and the energy
-# falls at every stage whose loss is below the energy before it. On the test points the identity
-# $E_{k+1} = \ell_k$ still holds, but the stages were not fitted there, so a decrease is not guaranteed; here the
-# energy falls all the same. The last columns check the log-softmax bound at every test point.
+# On the training points the columns "stage loss" and $E_{k+1}$ are equal, as statement 1 says, and the energy falls
+# exactly at the stages whose loss is below the energy before them. The log-probability gap stays below the
+# oscillation of the residual, and the top-1 disagreement with the teacher below its bound. On the test points the
+# identity $E_{k+1} = \ell_k$ still holds, but the stages were not fitted there, so a decrease is not guaranteed:
 
 # %%
-test_report
+toy_test = toy_staged[toy_seeds[0]]["test"]
+print("test points: the energy falls at stages", list(toy_records.query("split == 'test' and lowers_energy")["stage"]),
+      f"of 0..{NUM_STAGES - 1}")
+show(toy_records, "test").assign(**{"top-1 (%)": top1_per_stage(toy_test)})
 
 # %% [markdown]
 # ## Decision regions, stage by stage
@@ -258,15 +408,22 @@ def plot_regions(models: dict[str, list[nn.Module]]) -> None:
     plt.show()
 
 
-plot_regions({"teacher $T$": [teacher], **{("$S_0$" if k == 0 else f"$S_0+\\dots+S_{k}$"): stages[:k + 1]
-                                            for k in range(NUM_STAGES)}})
+plot_regions({"teacher $T$": [teacher], **{stage_name(k): stages[:k + 1] for k in range(NUM_STAGES)}})
+
 
 # %%
+def energy_curve(records: pd.DataFrame, *, centered: bool = False) -> pd.DataFrame:
+    """E_0 (no model), E_1 (after S0), ... per split (of the centered residual if ``centered``), for plotting."""
+    suffix = "_centered" if centered else ""
+    rows = []
+    for split, part in records.groupby("split", sort=False):
+        values = [part[f"energy_before{suffix}"].iloc[0], *part[f"energy_after{suffix}"]]
+        rows += [{"split": split, "stages": k, "energy": v} for k, v in enumerate(values)]
+    return pd.DataFrame(rows)
+
+
 fig, ax = plt.subplots(figsize=(5.5, 3.5))
-energy = pd.concat([pd.DataFrame({"stages": range(NUM_STAGES + 1), "split": split,
-                                  "energy": [report["energy before E_k"].iloc[0], *report["energy after E_k+1"]]})
-                    for split, report in (("train", train_report), ("test", test_report))])
-sns.lineplot(data=energy, x="stages", y="energy", hue="split", marker="o", ax=ax)
+sns.lineplot(data=energy_curve(toy_records), x="stages", y="energy", hue="split", marker="o", ax=ax)
 ax.set_xticks(range(NUM_STAGES + 1))
 ax.set_xlabel("stages $k$ in the student (0: none, 1: $S_0$, 2: $S_0+S_1$, ...)")
 ax.set_ylabel("residual energy $E_k$ (squared logits)")
@@ -275,22 +432,225 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# ## Results file
+# ## CIFAR-10: the trained models
+#
+# The same checks on real artifacts: the CIFAR-10 teacher, the KD student $S_0$ and the res-students of the next
+# chapter, for the first seed, loaded exactly as that chapter loads them (trained if missing). Statistics on training
+# images use a fixed random sample of the training split (`reskd.experiment.TRAIN_SAMPLE`; the whole split when it is
+# smaller), un-augmented like the validation and test images.
+
+# %%
+from reskd.distill import kd_loss
+from reskd.experiment import TRAIN_SAMPLE, Experiment, ResKDRuns, get_profile
+
+torch.set_num_threads(threads)  # back to every core for the convolutional networks
+DATASET = "cifar10"
+config = get_profile(DATASET, profile)
+if seeds is not None:
+    config = config.replace(seeds=tuple(seeds))
+exp = Experiment(config, data_root=data_root, device=device, retrain=retrain, progress=False)
+seed = config.seeds[0]
+res_runs = ResKDRuns(exp)
+ensemble = res_runs.ensemble(list(config.res_students), seed=seed)
+splits = {"train": TRAIN_SAMPLE, "val": "val", "test": "test"}
+staged = {name: res_runs.staged(ensemble, split) for name, split in splits.items()}
+records = theory.stage_theory_records(staged)
+num_stages = staged["test"].num_stages
+print(f"profile {config.name!r}: {config.notes}")
+print(f"data: {exp.data.spec.display_name}; images: " +
+      ", ".join(f"{name} {st.num_samples:,}" for name, st in staged.items()))
+print(f"teacher {config.teacher.label}, student {config.student.label}, res-students "
+      f"{[a.label for a in config.res_students]} (loss {res_runs.loss!r}), seed {seed}, device {exp.device.type}")
+
+# %% [markdown]
+# ### How close distillation is to logit regression
+#
+# The ratio of Hinton's $T^2$-scaled loss between $S_0$ and the teacher to its high-temperature limit
+# $\tfrac{1}{2C}\,\mathbb{E}\lVert \bar z_0 - \bar z_T \rVert^2$, on the test images: it tends to 1 as $T$ grows, and
+# its value at the profile's temperature says how far the student's training loss is from a regression of centered
+# logits.
+
+# %%
+TEMPERATURES = sorted({1.0, 2.0, config.temperature, 16.0, 64.0, 256.0})
+test = staged["test"]
+limit = theory.kd_limit(test.logits[0], test.teacher_logits).item()
+kd_vs_limit = pd.DataFrame({"temperature T": TEMPERATURES,
+                            "KD loss / limit": [kd_loss(test.logits[0].double(), test.teacher_logits.double(), T).item()
+                                                / limit for T in TEMPERATURES]})
+print(f"limit (1/2C) E||centered(z_0) - centered(z_T)||^2 = {limit:.4g}; profile temperature {config.temperature:g}")
+kd_vs_limit
+
+# %% [markdown]
+# ### Residual energy per stage, on training and test images
+#
+# The energy before any model ($E_0 = \mathbb{E}\lVert z_T\rVert^2$) and after each stage, raw and centered, with the
+# line-search coefficient $\rho^\star$ of each stage (`step`, centered). A naive res-student was found to add almost
+# nothing in this project; one suspect is that the residual on training images, which $S_0$ was fitted to, differs
+# from the residual on unseen images. If so, the energy after $S_0$ is smaller on training than on test images, and a
+# res-student removes a larger share of it on training images (with $\rho^\star$ near 1 there) than on test images
+# (with $\rho^\star$ well below 1).
+
+# %%
+ENERGY_COLUMNS = {"split": "split", "stage": "stage k", "energy_before": "E_k", "energy_after": "E_k+1",
+                  "energy_before_centered": "centered E_k", "energy_after_centered": "centered E_k+1",
+                  "step": "step rho*"}
+energy_table = records[records["split"] != "val"][list(ENERGY_COLUMNS)].rename(columns=ENERGY_COLUMNS)
+energy_table.set_index(["split", "stage k"])
+
+# %%
+by_split = {split: part.set_index("stage") for split, part in records.groupby("split")}
+for split in ("train", "test"):
+    part = by_split[split]
+    print(f"{split}: centered energy of the teacher's logits {part.loc[0, 'energy_before_centered']:.4g}, "
+          f"after S0 {part.loc[0, 'energy_after_centered']:.4g} "
+          f"({100 * part.loc[0, 'energy_after_centered'] / part.loc[0, 'energy_before_centered']:.1f}% left)")
+ratio = by_split["test"].loc[0, "energy_after_centered"] / by_split["train"].loc[0, "energy_after_centered"]
+print(f"after S0 the test residual carries {ratio:.2f} times the training residual's centered energy")
+for k in range(1, num_stages):
+    drop = {split: 100 * (1 - by_split[split].loc[k, "energy_after_centered"]
+                          / by_split[split].loc[k, "energy_before_centered"]) for split in ("train", "test")}
+    print(f"S{k} removes {drop['train']:.1f}% of the centered residual energy on training images and "
+          f"{drop['test']:.1f}% on test images; step rho* {by_split['train'].loc[k, 'step']:.2f} (train) vs "
+          f"{by_split['test'].loc[k, 'step']:.2f} (test)")
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharex=True)
+for ax, centered, title in zip(axes, (False, True), ("raw residual", "centered residual")):
+    sns.lineplot(data=energy_curve(records, centered=centered), x="stages", y="energy", hue="split", marker="o",
+                 ax=ax)
+    ax.set_xticks(range(num_stages + 1))
+    ax.set_yscale("log")
+    ax.set_xlabel("stages in the student (0: none, 1: $S_0$, ...)")
+    ax.set_ylabel("residual energy (squared logits)")
+    ax.set_title(f"{exp.data.spec.display_name}: {title}")
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ### Where the residual lives
+#
+# The distribution of the per-sample centered energy $\lVert \bar r(x) \rVert^2$ over the test images, before any
+# model (the teacher's centered logits) and after each stage, as empirical CDFs on a log scale. A curve further left
+# is a smaller residual; a long right tail is a residual concentrated on few images.
+
+# %%
+per_sample = [pd.DataFrame({"energy": theory.sample_energy(test.teacher_logits, torch.zeros_like(test.teacher_logits),
+                                                           center=True).numpy(), "after": "$z_T$ (no model)"})]
+for k in range(num_stages):
+    per_sample.append(pd.DataFrame({"energy": theory.sample_energy(test.teacher_logits, test.logits[k],
+                                                                   center=True).numpy(), "after": stage_name(k)}))
+per_sample = pd.concat(per_sample, ignore_index=True)
+fig, ax = plt.subplots(figsize=(6.5, 3.8))
+sns.ecdfplot(data=per_sample, x="energy", hue="after", log_scale=True, ax=ax)
+ax.set_xlabel(r"per-image centered residual energy $\|\bar r(x)\|^2$ (test)")
+ax.set_ylabel("fraction of test images")
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ### The residual and the student's confidence
+#
+# The test images in five equal groups by $S_0$'s largest softmax probability: per group the mean centered residual
+# energy $\lVert \bar r_1(x) \rVert^2$ left by $S_0$, the group's share of the total, and $S_0$'s accuracy. If the
+# residual concentrates on the images $S_0$ is unsure of, the least confident group's share is well above an even
+# fifth: that is what makes the sample-adaptive rule of the adaptive-inference chapter sensible (run the
+# res-students where $S_0$ is unsure, skip them elsewhere).
+
+# %%
+CONFIDENCE_BINS = 5
+by_confidence = theory.energy_by_confidence(test.teacher_logits, test.logits[0], test.labels, bins=CONFIDENCE_BINS,
+                                            center=True)
+least, most = by_confidence.iloc[0], by_confidence.iloc[-1]
+print(f"least confident {100 / CONFIDENCE_BINS:.0f}% of test images (max prob <= {least['confidence_high']:.3f}): "
+      f"{least['energy_share_pct']:.1f}% of S0's residual energy, S0 top-1 {least['top1_pct']:.1f}%")
+print(f"most confident {100 / CONFIDENCE_BINS:.0f}% (max prob >= {most['confidence_low']:.3f}): "
+      f"{most['energy_share_pct']:.1f}% of the energy, S0 top-1 {most['top1_pct']:.1f}%")
+by_confidence.rename(columns={"confidence_low": "max prob from", "confidence_high": "to",
+                              "energy_mean": "mean energy", "top1_pct": "S0 top-1 (%)",
+                              "energy_share_pct": "share of energy (%)"})
+
+# %%
+fig, ax = plt.subplots(figsize=(6.5, 3.6))
+groups = [f"{lo:.3f}-{hi:.3f}" for lo, hi in zip(by_confidence["confidence_low"], by_confidence["confidence_high"])]
+ax.bar(groups, by_confidence["energy_share_pct"], color=sns.color_palette("deep")[0], label="share of energy (%)")
+ax.plot(groups, by_confidence["top1_pct"], color=sns.color_palette("deep")[3], marker="o", label="$S_0$ top-1 (%)")
+ax.axhline(100 / CONFIDENCE_BINS, color="gray", ls="--", lw=1, label="even spread")
+ax.set_xlabel("$S_0$'s max softmax probability (equal-count groups of test images)")
+ax.set_ylabel("%")
+ax.legend(fontsize=8)
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ### Checking the two statements
+#
+# Per split and stage: statement 1 ($E_{k+1}$ equals the stage's loss $\ell_k$; the energy falls exactly when
+# $\ell_k < E_k$) and statement 2 (the largest log-probability gap over the images against the largest oscillation,
+# and the top-1 disagreement with the teacher against its per-sample bound). A `False` in a "holds" column would be a
+# bug, in the proofs or in the code. "E falls" may well be `False`: a stage trained with a loss that cannot see a
+# per-sample shift (KD, for $S_0$ always) can raise the raw energy while it lowers the centered one; statement 1 then
+# only says that its raw squared error on $r_k$ is above $E_k$.
+
+# %%
+checks = records[list(STATEMENT_COLUMNS) + ["split"]].rename(columns=STATEMENT_COLUMNS)
+print("statement 1 holds on every split and stage:", bool(records["statement1_holds"].all()))
+print("statement 2 holds on every split and stage:", bool(records["statement2_holds"].all()))
+checks.set_index(["split", "stage k"])
+
+# %% [markdown]
+# The bound is a worst case over classes and samples; how tight it is shows per image. Each point is a test image:
+# its measured gap $\max_c \lvert \log \operatorname{softmax}(z_T)_c - \log \operatorname{softmax}(F)_c \rvert$ against
+# $\operatorname{osc}(r)$; the statement says every point lies below the diagonal.
+
+# %%
+fig, axes = plt.subplots(1, num_stages, figsize=(4 * num_stages, 3.6), squeeze=False)
+for k, ax in enumerate(axes[0]):
+    gap = theory.logprob_gap(test.teacher_logits, test.logits[k]).numpy()
+    bound = theory.logprob_gap_bound(test.teacher_logits, test.logits[k]).numpy()
+    ax.scatter(bound, gap, s=4, alpha=0.4, linewidths=0)
+    top = float(max(bound.max(), gap.max()))
+    ax.plot([0, top], [0, top], color="gray", lw=1, ls="--", label="gap = bound")
+    ax.set_xlabel(r"oscillation of the residual $\mathrm{osc}(r)$")
+    ax.set_title(stage_name(k), fontsize=10)
+axes[0][0].set_ylabel("largest log-probability gap")
+axes[0][0].legend(fontsize=8)
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## Results files
 #
 # The toy's numbers (cost in MACs of the linear layers, test accuracy, agreement with the teacher) go to
-# `results/toy-spirals.json`.
+# `results/toy-spirals.json`; the checks on CIFAR-10 (per split and stage: the residual energies, the stage losses,
+# the gap and its bound, the disagreement and its bound), the distillation limit, the energy by confidence and the
+# toy's per-stage checks go to `results/theory.json` (`reskd.results.write_analysis`).
 
 # %%
 teacher_macs = macs(teacher)
 models = [results.model_record("teacher MLP", "teacher", stages=0, macs=teacher_macs, teacher_macs=teacher_macs,
-                               top1=[teacher_top1], seeds=[seeds[0]])]
+                               top1=[teacher_top1], seeds=[toy_seeds[0]])]
 for k in range(NUM_STAGES):
-    per_seed = [stage_report(t, s, x_test, y_test).iloc[k] for t, s in runs.values()]
+    per_seed = [st["test"] for st in toy_staged.values()]
     models.append(results.model_record(
         "S0" if k == 0 else f"S0+...+S{k}", "kd" if k == 0 else "reskd-stage", stages=k + 1,
-        macs=(k + 1) * macs(stages[0]), teacher_macs=teacher_macs, top1=[r["top-1 (%)"] for r in per_seed],
-        seeds=seeds, agreement_teacher=[r["agreement (%)"] for r in per_seed]))
-path = results.write_results(CHAPTER, DATASET, "synthetic three spirals (NumPy)", profile, "cpu", models,
+        macs=(k + 1) * macs(stages[0]), teacher_macs=teacher_macs, top1=[top1_per_stage(st)[k] for st in per_seed],
+        seeds=toy_seeds, agreement_teacher=[results.agreement(st.logits[k], st.teacher_logits) for st in per_seed]))
+path = results.write_results(CHAPTER, TOY_DATASET, "synthetic three spirals (NumPy)", profile, "cpu", models,
                              extra={"steps": STEPS, "train_points": len(x_train), "test_points": len(x_test)},
                              root=results_dir)
 print(f"wrote {path.parent.name}/{path.name} (profile {profile!r})")
+
+# %%
+analysis = {
+    "notes": config.notes, "seed": seed, "teacher": config.teacher.label, "student": config.student.label,
+    "res_students": [a.label for a in config.res_students], "residual_loss": res_runs.loss, "bound": "oscillation",
+    "train_split": TRAIN_SAMPLE, "samples": {name: st.num_samples for name, st in staged.items()},
+    "stages": theory.json_ready(records),
+    "kd_limit": {"limit": limit, "ratios": theory.json_ready(kd_vs_limit.rename(
+        columns={"temperature T": "temperature", "KD loss / limit": "ratio"}))},
+    "energy_by_confidence": theory.json_ready(by_confidence),
+    "toy": {"dataset": TOY_DATASET, "steps": STEPS, "seed": toy_seeds[0], "stages": theory.json_ready(toy_records)},
+}
+path = results.write_analysis("theory", CHAPTER, DATASET, exp.data.source, config.name, exp.device.type, analysis,
+                              root=results_dir)
+print(f"wrote {path.parent.name}/{path.name} (profile {config.name!r})")

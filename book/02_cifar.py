@@ -67,7 +67,7 @@ import seaborn as sns
 import torch
 
 from reskd import results
-from reskd.adaptive import calibrate, evaluate_policy, sweep
+from reskd.adaptive import sweep
 from reskd.data import is_available
 from reskd.experiment import (PLAIN_SEED_OFFSET, Experiment, ResKDRuns, ablate, ablate_losses, get_profile,
                               other_options, plain_ensemble_logits, stage_records)
@@ -251,25 +251,8 @@ plt.show()
 # split so that validation top-1 stays within 0.5 or 1.0 points of the full ensemble's.
 
 # %%
-stage_models: list[dict] = []
+stage_models = results.reskd_records(staged, teacher_macs, drops=OPERATING_POINTS)
 first = staged[config.seeds[0]]["test"]
-for k in range(first.num_stages):
-    tops = [100.0 * (st["test"].logits[k].argmax(1) == labels).float().mean().item() for st in staged.values()]
-    agree_k = [results.agreement(st["test"].logits[k], teacher_logits) for st in staged.values()]
-    stage_models.append(results.model_record("ResKD S0" if k == 0 else f"ResKD S0..S{k}", "reskd-stage", stages=k + 1,
-                                             macs=first.cumulative_macs[k], teacher_macs=teacher_macs, top1=tops,
-                                             seeds=list(staged), agreement_teacher=agree_k))
-for drop in OPERATING_POINTS:
-    adaptive_runs = []
-    for seed, st in staged.items():
-        full_val = 100.0 * (st["val"].logits[-1].argmax(1) == st["val"].labels).float().mean().item()
-        policy = calibrate(st["val"], "max_prob", target_top1=full_val - drop)
-        adaptive_runs.append(evaluate_policy(st["test"], policy, teacher_macs=teacher_macs))
-    stage_models.append(results.model_record(
-        f"ResKD adaptive (val -{drop:g} pt)", "reskd-adaptive", stages=first.num_stages,
-        macs=sum(r["avg_macs"] for r in adaptive_runs) / len(adaptive_runs), teacher_macs=teacher_macs,
-        top1=[r["top1"] for r in adaptive_runs], seeds=list(staged),
-        agreement_teacher=[r["agreement_teacher"] for r in adaptive_runs]))
 equal = {seed: exp.student("kd", arch=config.equal_cost, seed=seed) for seed in config.seeds}
 equal_logits = {seed: predict(m, test_loader, device=exp.device)[0] for seed, m in equal.items()}
 stage_models.append(results.model_record(

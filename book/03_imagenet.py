@@ -60,7 +60,7 @@ import pandas as pd
 import seaborn as sns
 
 from reskd import results
-from reskd.experiment import Arch, Experiment, Profile
+from reskd.experiment import Arch, Experiment, Profile, ResKDRuns
 from reskd.flops import model_cost
 from reskd.train import TrainConfig, predict, top1
 
@@ -123,11 +123,22 @@ else:
 
 # %% [markdown]
 # <!-- reskd: stages -->
-# The ResKD stages on Tiny-ImageNet are added together with the method.
+# ## Tiny-ImageNet: ResKD stages
+#
+# The same method as in the CIFAR chapter, unchanged: the residual loss chosen by the first-stage ablation on this
+# data set's validation split (`loss="auto"`), the profile's res-students trained one after the other, and the
+# adaptive rule calibrated on the validation split.
 
 # %%
 # reskd: stages
-stage_models: list[dict] = []  # ResKD's entries (kinds "reskd-stage" and "reskd-adaptive") go here
+stage_models: list[dict] = []  # ResKD's entries (kinds "reskd-stage" and "reskd-adaptive")
+if problem is None:
+    runs = ResKDRuns(exp)
+    staged = {seed: {split: runs.staged(runs.ensemble(list(config.res_students), seed=seed), split)
+                     for split in ("val", "test")} for seed in config.seeds}
+    stage_models = results.reskd_records(staged, teacher_macs)
+    print(f"residual loss chosen on validation: {runs.loss!r}")
+    display(results.for_display(results.models_frame(stage_models)))
 
 # %%
 if problem is None:

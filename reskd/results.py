@@ -27,6 +27,7 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 import torch
 
+from .adaptive import StagedOutputs, calibrate, evaluate_policy
 from .experiment import PROFILE_NAMES
 from .utils import atomic_json_dump, project_root
 
@@ -273,3 +274,36 @@ def check_target(models: Sequence[Mapping[str, Any]], *, max_pct_teacher: float,
     why += [f"not above {name}" for name, ok in beats.items() if not ok]
     return {**out, "reskd": best["name"], "reskd_top1": best["top1_mean"], "reskd_pct_teacher": best["pct_teacher"],
             "drop": drop, "beats": beats, "reached": reached, "why": "; ".join(why) or "reached"}
+
+
+def reskd_records(staged: Mapping[int, Mapping[str, StagedOutputs]], teacher_macs: float, *,
+                  drops: Sequence[float] = (0.5, 1.0), criterion: str = "max_prob") -> list[dict[str, Any]]:
+    """Model entries of a ResKD chain, from ``staged[seed]["val" | "test"]`` (cumulative stage outputs with the
+    teacher's logits): every static stage, and the adaptive rule calibrated on the validation split to keep its
+    top-1 within each of ``drops`` points of the full ensemble's (the test split is only evaluated)."""
+    seeds = list(staged)
+    if not seeds:
+        raise ResultsError("no staged outputs: give at least one seed's {'val': ..., 'test': ...}.")
+    first = staged[seeds[0]]["test"]
+    entries = []
+    for k in range(first.num_stages):
+        tests = [staged[seed]["test"] for seed in seeds]
+        entries.append(model_record(
+            "ResKD S0" if k == 0 else f"ResKD S0..S{k}", "reskd-stage", stages=k + 1, macs=first.cumulative_macs[k],
+            teacher_macs=teacher_macs, top1=[100.0 * (t.logits[k].argmax(1) == t.labels).float().mean().item()
+                                             for t in tests], seeds=seeds,
+            agreement_teacher=[agreement(t.logits[k], t.teacher_logits) for t in tests]
+            if first.teacher_logits is not None else None))
+    for drop in drops:
+        runs = []
+        for seed in seeds:
+            val = staged[seed]["val"]
+            full_val = 100.0 * (val.logits[-1].argmax(1) == val.labels).float().mean().item()
+            policy = calibrate(val, criterion, target_top1=full_val - drop)
+            runs.append(evaluate_policy(staged[seed]["test"], policy, teacher_macs=teacher_macs))
+        entries.append(model_record(
+            f"ResKD adaptive (val -{drop:g} pt)", "reskd-adaptive", stages=first.num_stages,
+            macs=sum(r["avg_macs"] for r in runs) / len(runs), teacher_macs=teacher_macs,
+            top1=[r["top1"] for r in runs], seeds=seeds,
+            agreement_teacher=[r["agreement_teacher"] for r in runs] if "agreement_teacher" in runs[0] else None))
+    return entries

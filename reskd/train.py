@@ -13,6 +13,7 @@ epoch, and writes to ``run_dir``:
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -29,7 +30,7 @@ from tqdm.auto import tqdm
 
 from .distill import Distiller, View
 from .utils import (MIN_CHANNELS_LAST_CHANNELS, atomic_json_dump, atomic_torch_save, atomic_write,  # noqa: F401
-                    memory_format_for, model_memory_format, resolve_device, rng_state, set_rng_state)
+                    folder_lock, memory_format_for, model_memory_format, resolve_device, rng_state, set_rng_state)
 
 SCHEDULES = ("cosine", "multistep", "onecycle", "constant")
 CHECKPOINT = "checkpoint.pt"
@@ -165,6 +166,7 @@ def fit(distiller: Distiller, train_loader, config: TrainConfig, *, eval_loaders
     ``eval_loaders`` (e.g. ``{"val": ..., "test": ...}``) are evaluated after every epoch; their top-1 goes to the
     history as ``<name>_top1``. With a ``run_dir`` the run is checkpointed every epoch and resumed when re-run;
     ``retrain=True`` discards what is there. ``run_info`` (JSON) is stored with the run and must match on resume.
+    A process that finds the run being trained by another one waits for it and then loads the result.
     """
     device = resolve_device(device)
     eval_loaders = dict(eval_loaders or {})
@@ -173,84 +175,87 @@ def fit(distiller: Distiller, train_loader, config: TrainConfig, *, eval_loaders
                                       "batch_size": train_loader.batch_size}, default=str))
     student = distiller.student
 
-    if run_dir is not None and retrain:
-        for name in (CHECKPOINT, FINAL_MODEL, HISTORY, SUMMARY):
-            (run_dir / name).unlink(missing_ok=True)
-    if run_dir is not None and (run_dir / FINAL_MODEL).exists():
-        return load_run(run_dir, student, identity)
+    with contextlib.ExitStack() as stack:
+        if run_dir is not None:  # one process per run: a second one waits, then loads what the first trained
+            stack.enter_context(folder_lock(run_dir))
+        if run_dir is not None and retrain:
+            for name in (CHECKPOINT, FINAL_MODEL, HISTORY, SUMMARY):
+                (run_dir / name).unlink(missing_ok=True)
+        if run_dir is not None and (run_dir / FINAL_MODEL).exists():
+            return load_run(run_dir, student, identity)
 
-    memory_format = memory_format_for(student, device, config.channels_last)
-    distiller.to(device)
-    student.to(memory_format=memory_format)
-    optimizer = make_optimizer(distiller.trainable_parameters(), config)
-    scheduler = make_scheduler(optimizer, config, len(train_loader))
-    history: list[dict[str, Any]] = []
-    start_epoch = 0
+        memory_format = memory_format_for(student, device, config.channels_last)
+        distiller.to(device)
+        student.to(memory_format=memory_format)
+        optimizer = make_optimizer(distiller.trainable_parameters(), config)
+        scheduler = make_scheduler(optimizer, config, len(train_loader))
+        history: list[dict[str, Any]] = []
+        start_epoch = 0
 
-    if run_dir is not None and (run_dir / CHECKPOINT).exists():
-        ckpt = _load_checkpoint(run_dir / CHECKPOINT)
-        _check_identity(run_dir / CHECKPOINT, ckpt.get("identity"), identity)
-        student.load_state_dict(ckpt["student"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        set_rng_state(ckpt["rng"])
-        history, start_epoch = ckpt["history"], ckpt["epoch"] + 1
+        if run_dir is not None and (run_dir / CHECKPOINT).exists():
+            ckpt = _load_checkpoint(run_dir / CHECKPOINT)
+            _check_identity(run_dir / CHECKPOINT, ckpt.get("identity"), identity)
+            student.load_state_dict(ckpt["student"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            set_rng_state(ckpt["rng"])
+            history, start_epoch = ckpt["history"], ckpt["epoch"] + 1
 
-    epochs = tqdm(range(start_epoch, config.epochs), desc="epochs", initial=start_epoch, total=config.epochs,
-                  disable=not progress, leave=True)
-    for epoch in epochs:
-        t0 = time.perf_counter()
-        train_loader.set_epoch(epoch)
-        view = _loader_view(train_loader, epoch)
-        distiller.train()
-        sums: dict[str, float] = {}
-        correct = seen = 0
-        batches = tqdm(train_loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress)
-        for x, y, index in batches:
-            x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-            y = y.to(device, non_blocking=True)
-            logits, losses = distiller.loss(x, y, index, view)
-            loss = sum(losses.values())
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"the loss became {loss.item()} at epoch {epoch + 1}; lower the learning "
-                                         f"rate (now {scheduler.get_last_lr()[0]:.4g}).")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            n = len(y)
-            seen += n
-            correct += (logits.detach().argmax(1) == y).sum().item()
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + v.item() * n
-            batches.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-        distiller.end_epoch()
-        row: dict[str, Any] = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
-                               "train_loss": sum(sums.values()) / max(seen, 1),
-                               "train_top1": 100.0 * correct / max(seen, 1)}
-        row.update({f"train_{k}": v / max(seen, 1) for k, v in sums.items()})
-        for name, loader in eval_loaders.items():
-            metrics = evaluate(distiller.eval_model(), loader, device=device)
-            row.update({f"{name}_top1": metrics["top1"], f"{name}_loss": metrics["loss"]})
-        row["epoch_s"] = time.perf_counter() - t0
-        history.append(row)
-        epochs.set_postfix({k: f"{v:.2f}" for k, v in row.items() if k.endswith("_top1")}, refresh=False)
+        epochs = tqdm(range(start_epoch, config.epochs), desc="epochs", initial=start_epoch, total=config.epochs,
+                      disable=not progress, leave=True)
+        for epoch in epochs:
+            t0 = time.perf_counter()
+            train_loader.set_epoch(epoch)
+            view = _loader_view(train_loader, epoch)
+            distiller.train()
+            sums: dict[str, float] = {}
+            correct = seen = 0
+            batches = tqdm(train_loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress)
+            for x, y, index in batches:
+                x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+                y = y.to(device, non_blocking=True)
+                logits, losses = distiller.loss(x, y, index, view)
+                loss = sum(losses.values())
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"the loss became {loss.item()} at epoch {epoch + 1}; lower the learning "
+                                             f"rate (now {scheduler.get_last_lr()[0]:.4g}).")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                n = len(y)
+                seen += n
+                correct += (logits.detach().argmax(1) == y).sum().item()
+                for k, v in losses.items():
+                    sums[k] = sums.get(k, 0.0) + v.item() * n
+                batches.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+            distiller.end_epoch()
+            row: dict[str, Any] = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
+                                   "train_loss": sum(sums.values()) / max(seen, 1),
+                                   "train_top1": 100.0 * correct / max(seen, 1)}
+            row.update({f"train_{k}": v / max(seen, 1) for k, v in sums.items()})
+            for name, loader in eval_loaders.items():
+                metrics = evaluate(distiller.eval_model(), loader, device=device)
+                row.update({f"{name}_top1": metrics["top1"], f"{name}_loss": metrics["loss"]})
+            row["epoch_s"] = time.perf_counter() - t0
+            history.append(row)
+            epochs.set_postfix({k: f"{v:.2f}" for k, v in row.items() if k.endswith("_top1")}, refresh=False)
+            if run_dir is not None:
+                atomic_torch_save({"student": student.state_dict(), "optimizer": optimizer.state_dict(),
+                                   "scheduler": scheduler.state_dict(), "rng": rng_state(), "epoch": epoch,
+                                   "history": history, "identity": identity}, run_dir / CHECKPOINT)
+                _write_history(history, run_dir)
+
+        student.eval()
+        student.to("cpu", memory_format=torch.contiguous_format)
+        frame = pd.DataFrame(history)
+        summary = {"identity": identity, "final": history[-1] if history else {},
+                   "best": _best(frame, eval_loaders)}
         if run_dir is not None:
-            atomic_torch_save({"student": student.state_dict(), "optimizer": optimizer.state_dict(),
-                               "scheduler": scheduler.state_dict(), "rng": rng_state(), "epoch": epoch,
-                               "history": history, "identity": identity}, run_dir / CHECKPOINT)
-            _write_history(history, run_dir)
-
-    student.eval()
-    student.to("cpu", memory_format=torch.contiguous_format)
-    frame = pd.DataFrame(history)
-    summary = {"identity": identity, "final": history[-1] if history else {},
-               "best": _best(frame, eval_loaders)}
-    if run_dir is not None:
-        atomic_torch_save(student.state_dict(), run_dir / FINAL_MODEL)
-        atomic_json_dump(summary, run_dir / SUMMARY)
-        (run_dir / CHECKPOINT).unlink(missing_ok=True)
-    return FitResult(student, frame, summary)
+            atomic_torch_save(student.state_dict(), run_dir / FINAL_MODEL)
+            atomic_json_dump(summary, run_dir / SUMMARY)
+            (run_dir / CHECKPOINT).unlink(missing_ok=True)
+        return FitResult(student, frame, summary)
 
 
 def _best(frame: pd.DataFrame, eval_loaders: Mapping[str, Any]) -> dict[str, Any]:

@@ -140,3 +140,29 @@ def test_frame_records_are_plain_json():
     rows = R.frame_records(pd.DataFrame({"a": [1.23456, float("nan")], "b": ["x", None]}), digits=2)
     assert rows == [{"a": 1.23, "b": "x"}, {"a": None, "b": None}]
     json.dumps(rows, allow_nan=False)
+
+
+def test_reskd_records_stages_and_adaptive_points():
+    import torch
+
+    from reskd.adaptive import StagedOutputs
+
+    def staged(seed):
+        g = torch.Generator().manual_seed(seed)
+        labels = torch.randint(0, 5, (200,), generator=g)
+        teacher = torch.nn.functional.one_hot(labels, 5).float() * 6
+        s0 = teacher + 4 * torch.randn(200, 5, generator=g)  # a noisy student; the stage moves it to the teacher
+        logits = torch.stack([s0, 0.5 * (s0 + teacher)])
+        return StagedOutputs(logits, labels, [100, 40], teacher_logits=teacher)
+
+    by_seed = {seed: {"val": staged(10 + seed), "test": staged(20 + seed)} for seed in (0, 1)}
+    entries = R.reskd_records(by_seed, teacher_macs=1000, drops=(0.5, 100.0))
+    assert [e["name"] for e in entries] == ["ResKD S0", "ResKD S0..S1", "ResKD adaptive (val -0.5 pt)",
+                                            "ResKD adaptive (val -100 pt)"]
+    assert entries[0]["macs"] == 100 and entries[1]["macs"] == 140 and entries[1]["pct_teacher"] == 14.0
+    assert entries[1]["top1_mean"] > entries[0]["top1_mean"] and entries[1]["seeds"] == [0, 1]
+    loose = entries[3]  # allowed to lose 100 points: everybody stops after S0
+    assert loose["macs"] == 100 and loose["top1_mean"] == entries[0]["top1_mean"]
+    assert 100 <= entries[2]["macs"] <= 140
+    with pytest.raises(R.ResultsError, match="no staged outputs"):
+        R.reskd_records({}, teacher_macs=1000)

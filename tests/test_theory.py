@@ -1,0 +1,191 @@
+"""The residual statements of chapter 01 on random logits and small constructed cases."""
+import json
+import math
+
+import pytest
+import torch
+
+from reskd.adaptive import StagedOutputs
+from reskd.distill import kd_loss
+from reskd.reskd import residual_energy
+from reskd.theory import (BOUNDS, disagreement_bound, disagreement_rate, energy_by_confidence, json_ready, kd_limit,
+                          logprob_gap, logprob_gap_bound, oscillation, sample_energy, stage_theory_records,
+                          top1_margin)
+
+SCALES = (1e-3, 0.1, 1.0, 10.0, 100.0, 1e4)  # logit magnitudes, from nearly uniform to saturated softmax
+
+
+def random_pairs(seed: int = 0):
+    """(teacher, ensemble) logits over many shapes and scales, with residuals from tiny to larger than the logits."""
+    g = torch.Generator().manual_seed(seed)
+    for classes in (2, 3, 10, 100):
+        for scale in SCALES:
+            for residual_scale in (1e-3, 0.3, 3.0):
+                teacher = scale * torch.randn(64, classes, generator=g)
+                shift = scale * torch.randn(64, 1, generator=g)  # a per-sample shift, invisible to softmax
+                yield teacher, teacher - residual_scale * scale * torch.randn(64, classes, generator=g) + shift
+
+
+def staged(teacher: torch.Tensor, cumulative: list[torch.Tensor]) -> StagedOutputs:
+    return StagedOutputs(torch.stack(cumulative), torch.zeros(len(teacher), dtype=torch.long), [1] * len(cumulative),
+                         teacher)
+
+
+def test_gap_never_exceeds_any_bound_on_random_logits():
+    checked = 0
+    for teacher, logits in random_pairs():
+        gap = logprob_gap(teacher, logits)
+        osc = logprob_gap_bound(teacher, logits)
+        assert (gap <= osc * (1 + 1e-9) + 1e-12).all()
+        for kind in BOUNDS:
+            assert (osc <= logprob_gap_bound(teacher, logits, kind=kind) * (1 + 1e-12) + 1e-12).all(), kind
+        checked += len(gap)
+    assert checked == 4 * len(SCALES) * 3 * 64
+
+
+def test_oscillation_bound_is_tight():
+    """Z puts nearly all its mass on class 0 and the residual is (a, b, ..., b): the gap of class 1 is a - b."""
+    a, b, peak = 3.0, -1.0, 60.0
+    logits = torch.tensor([[peak, 0.0, 0.0, 0.0]])
+    teacher = logits + torch.tensor([[a, b, b, b]])
+    assert logprob_gap(teacher, logits).item() == pytest.approx(a - b, rel=1e-12)
+    assert logprob_gap_bound(teacher, logits).item() == pytest.approx(a - b)
+
+
+def test_two_max_norms_are_needed_and_attained():
+    """With the residual (a, -a, -a) the gap reaches 2 ||r||_inf: ||r||_inf alone is not a bound."""
+    a = 2.5
+    logits = torch.tensor([[60.0, 0.0, 0.0]])
+    teacher = logits + torch.tensor([[a, -a, -a]])
+    gap = logprob_gap(teacher, logits).item()
+    assert gap == pytest.approx(2 * a, rel=1e-12)
+    assert gap > (teacher - logits).abs().max().item()
+    assert logprob_gap_bound(teacher, logits, kind="max_norm").item() == pytest.approx(2 * a)
+
+
+def test_bounds_ignore_or_see_a_per_sample_shift():
+    teacher, logits = torch.tensor([[1.0, 0.0, -2.0]]), torch.tensor([[0.5, 0.5, -1.0]])
+    shifted = logits + 7.0
+    torch.testing.assert_close(logprob_gap(teacher, shifted), logprob_gap(teacher, logits))
+    for kind in ("oscillation", "centered_max_norm"):
+        torch.testing.assert_close(logprob_gap_bound(teacher, shifted, kind=kind),
+                                   logprob_gap_bound(teacher, logits, kind=kind))
+    assert logprob_gap_bound(teacher, shifted, kind="max_norm").item() > 14.0  # the raw max-norm pays for the shift
+    torch.testing.assert_close(oscillation(torch.tensor([[1.0, -2.0, 0.5]])), torch.tensor([3.0]))
+
+
+def test_top1_margin():
+    margin = top1_margin(torch.tensor([[3.0, 1.0, 2.5], [1.0, 1.0, 0.0]]))
+    torch.testing.assert_close(margin, torch.tensor([0.5, 0.0], dtype=torch.float64))
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        top1_margin(torch.zeros(4, 1))
+
+
+def test_disagreement_bound_on_a_small_case():
+    teacher = torch.tensor([[1.0, 0.0], [10.0, 0.0], [0.0, 4.0], [2.0, 0.0]])
+    logits = torch.tensor([[0.0, 1.0],  # margin 1 <= osc 2: counted, and the prediction flips
+                           [9.0, 0.5],  # margin 10 > osc 1.5: safe
+                           [0.0, 1.0],  # margin 4 > osc 3: safe
+                           [0.0, 0.0]])  # margin 2 <= osc 2: counted, and argmax picks class 0 on the tie
+    assert disagreement_rate(teacher, logits) == pytest.approx(0.25)
+    assert disagreement_bound(teacher, logits) == pytest.approx(0.5)
+    assert disagreement_bound(teacher, logits, kind="max_norm") == pytest.approx(0.75)
+
+
+def test_disagreement_bound_covers_measured_disagreement():
+    for teacher, logits in random_pairs(seed=1):
+        rate = disagreement_rate(teacher, logits)
+        for kind in BOUNDS:
+            assert rate <= disagreement_bound(teacher, logits, kind=kind), kind
+    teacher = torch.randn(500, 10)
+    assert disagreement_bound(teacher, teacher + 0.5) == 0.0  # a pure shift never changes the prediction
+
+
+def test_statement1_on_constructed_stages():
+    """Stage 1 fits half the residual (energy falls to a quarter), stage 2 overshoots three-fold (energy rises)."""
+    g = torch.Generator().manual_seed(0)
+    teacher = 4 * torch.randn(200, 5, generator=g)
+    z0 = teacher + torch.randn(200, 5, generator=g)
+    z1 = z0 + 0.5 * (teacher - z0)
+    z2 = z1 + 3.0 * (teacher - z1)
+    splits = {"train": staged(teacher, [z0, z1, z2]), "test": staged(teacher[:50], [z0[:50], z1[:50], z2[:50]])}
+    rows = stage_theory_records(splits)
+    assert list(rows["split"]) == ["train"] * 3 + ["test"] * 3 and list(rows["stage"]) == [0, 1, 2] * 2
+    train = rows[rows["split"] == "train"].set_index("stage")
+    assert train.loc[0, "energy_before"] == pytest.approx(residual_energy(teacher, torch.zeros_like(teacher)).item())
+    assert train.loc[1, "energy_after"] == pytest.approx(0.25 * train.loc[1, "energy_before"])
+    assert train.loc[2, "energy_after"] == pytest.approx(4.0 * train.loc[2, "energy_before"])
+    assert list(train["lowers_energy"]) == [True, True, False]
+    assert list(train["stage_mse"] < train["energy_before"]) == list(train["lowers_energy"])
+    assert train["statement1_holds"].all() and rows["statement2_holds"].all()
+    assert train.loc[1, "step"] == pytest.approx(2.0) and train.loc[2, "step"] == pytest.approx(1 / 3)
+    assert train.loc[2, "energy_after"] == pytest.approx(residual_energy(teacher, z2).item())
+
+
+def test_stage_records_report_the_bounds():
+    g = torch.Generator().manual_seed(1)
+    teacher = 3 * torch.randn(300, 10, generator=g)
+    z0 = teacher + 2 * torch.randn(300, 10, generator=g)
+    rows = stage_theory_records({"test": staged(teacher, [z0])})
+    row = rows.iloc[0]
+    assert row["gap_max"] <= row["bound_max"] and row["gap_mean"] <= row["bound_mean"]
+    assert row["disagreement_pct"] == pytest.approx(100 * disagreement_rate(teacher, z0))
+    assert row["disagreement_pct"] <= row["disagreement_bound_pct"] and bool(row["bound_holds"])
+    json.dumps(json_ready(rows), allow_nan=False)
+
+
+def test_stage_with_zero_output_has_step_zero():
+    teacher, z0 = torch.randn(20, 3), torch.randn(20, 3)
+    row = stage_theory_records({"val": staged(teacher, [z0, z0.clone()])}).iloc[1]
+    assert row["step"] == 0.0 and not row["lowers_energy"] and row["energy_after"] == row["energy_before"]
+
+
+def test_kd_tends_to_centered_logit_regression():
+    g = torch.Generator().manual_seed(0)
+    teacher, student = 3 * torch.randn(100, 10, generator=g).double(), 3 * torch.randn(100, 10, generator=g).double()
+    limit = kd_limit(student, teacher).item()
+    errors = [abs(kd_loss(student, teacher, temperature).item() / limit - 1) for temperature in (4.0, 64.0, 1024.0)]
+    assert errors[0] > errors[1] > errors[2] and errors[2] < 1e-3
+    assert kd_limit(student + 5.0, teacher).item() == pytest.approx(limit)  # centered: the shift drops out
+
+
+def test_energy_by_confidence_bins():
+    g = torch.Generator().manual_seed(0)
+    teacher = torch.zeros(100, 4)
+    teacher[:, 0] = 10.0
+    confident = torch.arange(100) >= 50
+    logits = torch.where(confident[:, None], teacher, 0.1 * torch.randn(100, 4, generator=g))
+    labels = torch.zeros(100, dtype=torch.long)
+    table = energy_by_confidence(teacher, logits, labels, bins=2)
+    assert list(table["samples"]) == [50, 50]
+    assert table["energy_share_pct"].sum() == pytest.approx(100.0)
+    assert table.loc[0, "energy_share_pct"] == pytest.approx(100.0)  # the unsure half carries the whole residual
+    assert table.loc[1, "top1_pct"] == 100.0 and table.loc[0, "confidence_high"] < table.loc[1, "confidence_low"]
+    assert sample_energy(teacher, logits).mean().item() == pytest.approx(residual_energy(teacher, logits).item())
+
+
+def test_bad_inputs_name_the_problem():
+    with pytest.raises(ValueError, match=r"\(4, 3\).*\(4, 5\)"):
+        logprob_gap(torch.zeros(4, 3), torch.zeros(4, 5))
+    with pytest.raises(ValueError, match=r"\(4,\).*\(4,\)"):
+        logprob_gap(torch.zeros(4), torch.zeros(4))
+    with pytest.raises(ValueError, match="unknown bound 'l2'"):
+        logprob_gap_bound(torch.zeros(2, 3), torch.zeros(2, 3), kind="l2")
+    with pytest.raises(ValueError, match="no samples"):
+        disagreement_bound(torch.zeros(0, 3), torch.zeros(0, 3))
+    with pytest.raises(ValueError, match="one per sample"):
+        energy_by_confidence(torch.zeros(4, 3), torch.zeros(4, 3), torch.zeros(3, dtype=torch.long))
+    no_teacher = StagedOutputs(torch.zeros(1, 4, 3), torch.zeros(4, dtype=torch.long), [1])
+    with pytest.raises(ValueError, match="'test' have no teacher logits"):
+        stage_theory_records({"test": no_teacher})
+    t = torch.zeros(4, 3)
+    with pytest.raises(ValueError, match="different numbers of stages"):
+        stage_theory_records({"a": staged(t, [t]), "b": staged(t, [t, t])})
+
+
+def test_json_ready_gives_plain_json():
+    import pandas as pd
+
+    rows = json_ready(pd.DataFrame({"x": [1.0, math.nan], "ok": [True, False], "n": [1, 2]}))
+    assert rows == [{"x": 1.0, "ok": True, "n": 1}, {"x": None, "ok": False, "n": 2}]
+    json.dumps(rows, allow_nan=False)
