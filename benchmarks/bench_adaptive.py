@@ -12,32 +12,16 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 from pathlib import Path
 
 import torch
 
-from reskd.adaptive import AdaptiveEnsemble, Policy, StagedOutputs, confidence, evaluate_policy
+from reskd.adaptive import AdaptiveEnsemble, Policy, StagedOutputs, compare_latency, confidence, evaluate_policy
 from reskd.flops import count_macs
 from reskd.models import create_model
 from reskd.reskd import ResKDEnsemble
 
-
-def interleaved_latency(fns: dict, inputs: list[torch.Tensor], repeats: int = 1) -> dict[str, float]:
-    """Median seconds per call of each function, timed in rotation on the same inputs (so drift in the machine's
-    load hits every function alike), after a warm-up."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    with torch.no_grad():
-        for fn in fns.values():
-            for _ in range(3):
-                fn(inputs[0])
-        for _ in range(repeats):
-            for x in inputs:
-                for name, fn in fns.items():
-                    t0 = time.perf_counter()
-                    fn(x)
-                    times[name].append(time.perf_counter() - t0)
-    return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
+WARMUP = 1  # untimed passes before timing
 
 
 def main() -> None:
@@ -45,6 +29,7 @@ def main() -> None:
     parser.add_argument("--stop-frac", type=float, default=0.6, help="share of active samples stopping per stage")
     parser.add_argument("--large-batch", type=int, default=1000)
     parser.add_argument("--single", type=int, default=200, help="samples timed one at a time")
+    parser.add_argument("--repeats", type=int, default=5, help="timed passes per model (the median is reported)")
     parser.add_argument("--out", default="benchmarks/out/adaptive.json")
     args = parser.parse_args()
 
@@ -70,15 +55,11 @@ def main() -> None:
     full_macs, teacher_macs = sum(staged.stage_macs), count_macs(teacher, size)
 
     fns = {"teacher": teacher, "all_stages": ens, "adaptive": adaptive}
-    large = interleaved_latency(fns, [x], repeats=7)
-    # batch 1: the mean over samples of the median of repeated calls (each sample's exit decides its cost)
-    single = {name: 0.0 for name in fns}
-    for s in x[: args.single]:
-        t = interleaved_latency(fns, [s[None]], repeats=3)
-        for name in fns:
-            single[name] += t[name] / args.single
-    rows = {name: {"large_batch_ms_per_image": 1000 * large[name] / len(x), "batch1_ms": 1000 * single[name]}
-            for name in fns}
+    # models timed in rotation on the same inputs (reskd.adaptive.compare_latency); at batch 1 each sample's exit
+    # decides its cost, and the result is the mean over the samples
+    large = compare_latency(fns, x, batch_size=len(x), repeats=args.repeats, warmup=WARMUP)
+    single = compare_latency(fns, x[: args.single], batch_size=1, repeats=args.repeats, warmup=WARMUP)
+    rows = {name: {"large_batch_ms_per_image": 1000 * large[name], "batch1_ms": 1000 * single[name]} for name in fns}
     macs_speedup = full_macs / m["avg_macs"]
     report = {
         "what": "resnet8 + 2 x resnet8x0.5 ResKD ensemble vs resnet56 teacher, CIFAR-size inputs, eval mode",

@@ -14,12 +14,25 @@
 # %% [markdown]
 # # Adaptive inference
 #
-# At inference ResKD lets easy samples stop after the light student and sends only the hard ones through the
-# res-students. This chapter studies that rule; for now it examines the quantity the rule thresholds.
+# ResKD's student is a sum of stages, $Z_K = z_0 + z_1 + \dots + z_K$: the light student $S_0$ and the res-students
+# $S_1, \dots, S_K$, each trained on the residual the earlier ones left. Because the sum is built stage by stage, the
+# ensemble has an answer after every stage, $Z_k = z_0 + \dots + z_k$, and an easy sample need not pay for the later
+# stages. This chapter makes that decision per sample, calibrates it on validation data, compares four ways to
+# decide, and checks whether the MACs it saves become saved time.
 #
 # ```{note}
-# The outputs stored in this page come from the **smoke** profile: tiny models trained for seconds.
+# The outputs stored in this page come from the **smoke** profile: tiny models trained for seconds, with a single
+# res-student. They show that the chapter runs; their numbers mean nothing. The same chapter is re-run with
+# `profile="cpu"` on the trained CIFAR-10 models.
 # ```
+#
+# **What is the paper's and what is ours.** The paper {cite}`li2021reskd` proposes a *sample-adaptive* inference
+# strategy: for each sample, decide which res-students are unnecessary and skip them, so that the ensemble's cost
+# follows the sample's difficulty. Everything that turns that idea into a rule here is our choice: the four stopping
+# criteria and the learned gate with its features, one threshold per stage, the calibration of the thresholds on the
+# validation split against an accuracy target or a MACs budget (and the coordinate search for per-stage
+# thresholds), the accuracy-vs-average-MACs sweep borrowed from budgeted classification {cite}`huang2018multiscale`,
+# and the masked execution whose wall-clock time we measure.
 
 # %% tags=["remove-cell"]
 # In Colab only: fetch the reskd repository and install the package (elsewhere this cell does nothing).
@@ -43,16 +56,16 @@ data_root = None  # folder holding the data sets; None: $RESKD_DATA, else the pr
 seeds = None  # student seeds, e.g. [0, 1, 2]; None: the profile's
 retrain = False  # True: train again even where finished runs exist
 device = "auto"  # "auto": the GPU when there is one, else the CPU
-results_dir = None  # where results/<dataset>.json goes; None: the project's results/
+results_dir = None  # where results/adaptive.json goes; None: the project's results/
+
 
 # %% [markdown]
-# ## The student's confidence
+# ## Setup
 #
-# ResKD's adaptive inference runs the cheap student $S_0$ first and calls the res-students only for the samples it
-# is unsure of. The natural measure of sureness is the maximum softmax probability
-# $c(x) = \max_c \operatorname{softmax}(z_0(x))_c$. This chapter loads the CIFAR-10 models of the CIFAR chapter
-# (same profile; they are trained there, and only loaded here) and looks at $c(x)$ on the **validation split**,
-# the split reserved for calibrating thresholds (the test split stays untouched until the final numbers).
+# The models are those of the CIFAR chapter, for the same profile: the teacher, and for every seed of the profile a
+# ResKD ensemble ($S_0$, the KD student, plus the profile's res-students). They are loaded from `artifacts/` (missing
+# ones are trained). `runs.staged` runs every stage on the validation and the test split and keeps the cumulative
+# logits $Z_k$ of each stage, so that any stopping rule can be scored without running the networks again.
 
 # %%
 import matplotlib.pyplot as plt
@@ -60,58 +73,360 @@ import pandas as pd
 import seaborn as sns
 import torch
 
-from reskd.experiment import Experiment, get_profile
-from reskd.train import predict
+from reskd import results
+from reskd.adaptive import (CRITERIA, AdaptiveEnsemble, LearnedGate, calibrate, calibrate_per_stage,
+                            compare_latency, confidence, evaluate_policy, sweep)
+from reskd.experiment import Experiment, ResKDRuns, get_profile
+from reskd.flops import model_cost
+from reskd.train import top1
+from reskd.utils import model_memory_format
 
 sns.set_theme(style="whitegrid", context="notebook")
 pd.set_option("display.precision", 2)
 
 DATASET = "cifar10"
-SHARES_ALONE = (0.25, 0.5, 0.75)  # shares of samples the student answers alone
+CHAPTER = "04_adaptive"
 config = get_profile(DATASET, profile)
 if seeds is not None:
     config = config.replace(seeds=tuple(seeds))
 exp = Experiment(config, data_root=data_root, device=device, retrain=retrain, progress=False)
-student = exp.student("kd", seed=config.seeds[0])
-logits, labels = predict(student, exp.eval_loader("val"), device=exp.device)
-confidence, predicted = torch.softmax(logits, 1).max(1)
-val = pd.DataFrame({"confidence": confidence.numpy(), "correct": (predicted == labels).numpy()})
-print(f"profile {config.name!r}: KD student {config.student.label} (seed {config.seeds[0]}) on "
-      f"{len(val):,} validation images, top-1 {100 * val.correct.mean():.1f}%")
+runs = ResKDRuns(exp)
+ensembles = {seed: runs.ensemble(list(config.res_students), seed=seed) for seed in config.seeds}
+staged = {seed: {split: runs.staged(ens, split) for split in ("val", "test")} for seed, ens in ensembles.items()}
+teacher = exp.teacher()
+teacher_macs = model_cost(teacher, exp.input_size).macs
+first_seed = config.seeds[0]
+first = staged[first_seed]
+num_stages, stage_macs, cumulative_macs = first["val"].num_stages, first["val"].stage_macs, first["val"].cumulative_macs
+teacher_top1 = top1(first["test"].teacher_logits, first["test"].labels)
+print(f"profile {config.name!r}: {config.notes}")
+print(f"ResKD: S0 = KD student {config.student.label}, res-students {[a.label for a in config.res_students]}, "
+      f"seeds {list(config.seeds)}; {first['val'].num_samples:,} validation / {first['test'].num_samples:,} test "
+      f"images; device {exp.device.type}")
+print(f"MMACs per image: stages {[round(m / 1e6, 2) for m in stage_macs]}, all {num_stages} stages "
+      f"{cumulative_macs[-1] / 1e6:.2f} = {100 * cumulative_macs[-1] / teacher_macs:.1f}% of the teacher "
+      f"{config.teacher.label} ({teacher_macs / 1e6:.2f} MMACs, test top-1 {teacher_top1:.2f}%)")
+
+# %% [markdown]
+# ## Why stopping early can work: the student's confidence
+#
+# The natural measure of how sure $S_0$ is about a sample is its maximum softmax probability
+# $c(x) = \max_j \operatorname{softmax}(z_0(x))_j$. On the **validation split** (the split reserved for calibrating
+# thresholds; the test split is only evaluated), the left panel shows how $c(x)$ is spread over the samples $S_0$
+# gets right and wrong. The right panel cuts the samples into equal-count bins of $c(x)$ and compares, in each bin,
+# the accuracy of $S_0$ alone with that of the whole ensemble (first seed). If the confidence is informative, the
+# confident bins are mostly right already and the two curves meet there, while the gap the res-students open lies in
+# the unsure bins: the samples worth their MACs. A stopping rule bets on exactly this pattern.
 
 # %%
-fig, ax = plt.subplots(figsize=(6, 3.8))
-sns.histplot(data=val.assign(prediction=val.correct.map({True: "correct", False: "wrong"})), x="confidence",
-             hue="prediction", bins=20, binrange=(0, 1), multiple="stack", ax=ax)
-ax.set_xlabel("max softmax probability of the KD student")
-ax.set_ylabel("validation images (count)")
-ax.set_title(f"{exp.data.spec.display_name}, profile {config.name!r}")
+CONFIDENCE_BINS = 5  # equal-count bins of S0's confidence
+val0 = first["val"]
+frame = pd.DataFrame({"confidence": confidence(val0.logits[0], "max_prob").numpy(),
+                      "S0": (val0.logits[0].argmax(1) == val0.labels).numpy(),
+                      "all": (val0.logits[-1].argmax(1) == val0.labels).numpy()})
+frame["bin"] = pd.qcut(frame["confidence"], CONFIDENCE_BINS, duplicates="drop")
+by_bin = frame.groupby("bin", observed=True)[["confidence", "S0", "all"]].mean()
+
+fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+sns.histplot(data=frame.assign(prediction=frame["S0"].map({True: "correct", False: "wrong"})), x="confidence",
+             hue="prediction", hue_order=["correct", "wrong"], bins=20, binrange=(0, 1), multiple="stack", ax=left)
+left.set_xlabel("max softmax probability of S0")
+left.set_ylabel("validation images (count)")
+right.plot(by_bin["confidence"], 100 * by_bin["S0"], "o-", label="S0 alone")
+right.plot(by_bin["confidence"], 100 * by_bin["all"], "s-", label=f"all {num_stages} stages")
+right.set_xlabel("max softmax probability of S0 (bin mean)")
+right.set_ylabel("validation top-1 in the bin (%)")
+right.legend()
+fig.suptitle(f"{exp.data.spec.display_name}, profile {config.name!r}, seed {first_seed}")
 fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# If confident predictions are more often right, a threshold $\tau$ on $c(x)$ splits the samples into those the
-# student answers alone and those that go on to the res-students. Below, $\tau$ is set at quantiles of $c(x)$ so that
-# the student answers 25%, 50% or 75% of the validation images alone; the table compares its accuracy on those
-# with its accuracy on the rest.
+# ## The stopping rule and four criteria
+#
+# After stage $k$ a criterion gives each sample a confidence $c_k(x)$ computed from the combined logits $Z_k(x)$,
+# and the sample stops at the first stage whose confidence reaches that stage's threshold:
+#
+# $$
+# e(x) = \min\{k : c_k(x) \ge \tau_k\}, \qquad \tau_K = -\infty, \qquad
+# \hat y(x) = \arg\max_j Z_{e(x)}(x)_j .
+# $$
+#
+# A sample pays for the stages it ran, $M(x) = \sum_{j \le e(x)} m_j$ with $m_j$ the MACs of stage $j$, and the
+# cost of a rule is the average $\bar M = \frac1N \sum_x M(x)$, the unit of budgeted classification
+# {cite}`huang2018multiscale`. With $p = \operatorname{softmax}(Z_k(x))$ and $p_{(1)} \ge p_{(2)}$ its two largest
+# entries, the criteria (`reskd.adaptive.CRITERIA`) are
+#
+# * `max_prob`: $c_k = p_{(1)}$;
+# * `margin`: $c_k = p_{(1)} - p_{(2)}$;
+# * `neg_entropy`: $c_k = \sum_j p_j \log p_j$ (minus the entropy);
+# * `gate`: $c_k = 1 - \sigma(w_k^\top \phi(Z_k) + b_k)$, a logistic regression per stage on the three features
+#   $\phi = (p_{(1)},\ p_{(1)} - p_{(2)},\ \sum_j p_j \log p_j)$, fitted on the validation split to predict whether
+#   the later stages change the prediction ($\arg\max Z_k \ne \arg\max Z_K$). It is trained for *whether the rest
+#   of the ensemble would disagree*, not merely for how peaked $p$ is, and its weights differ per stage.
+#
+# The gate is fitted once per seed on the validation split, the same split that calibrates the thresholds.
 
 # %%
-rows = []
-for share in SHARES_ALONE:
-    tau = val.confidence.quantile(1 - share)
-    alone = val[val.confidence >= tau]
-    rows.append({"threshold τ": tau, "answered by S0 alone (%)": 100 * len(alone) / len(val),
-                 "top-1 on those (%)": 100 * alone.correct.mean() if len(alone) else float("nan"),
-                 "top-1 on the rest (%)": 100 * val[val.confidence < tau].correct.mean()
-                 if len(alone) < len(val) else float("nan")})
-pd.DataFrame(rows)
+gates = {seed: LearnedGate.fit(st["val"]) for seed, st in staged.items()}
+
+
+def gate_for(criterion: str, seed: int) -> LearnedGate | None:
+    return gates[seed] if criterion == "gate" else None
+
 
 # %% [markdown]
-# <!-- reskd: adaptive -->
-# ## Ablations
+# ### Accuracy against average cost
 #
-# The adaptive-inference ablations (the paper's rule against alternatives, thresholds calibrated on the validation
-# split, accuracy against average cost) are added here together with the method.
+# One threshold shared by all stages traces a curve: at $\tau = -\infty$ every sample stops after $S_0$, at
+# $\tau = +\infty$ every sample runs all stages. `reskd.adaptive.sweep` takes the thresholds at quantiles of the
+# criterion on the **validation** split and evaluates each on the **test** split (first seed). The static ensembles
+# (always stopping after $S_0$, after $S_1$, ...) are the black points (mean over seeds), the teacher the dashed line.
+# A criterion is better where its curve lies higher at the same average cost.
 
 # %%
-# reskd: adaptive
+SWEEP_POINTS = 30  # thresholds per criterion
+curves = pd.concat([sweep(first["val"], criterion, test=first["test"], gate=gate_for(criterion, first_seed),
+                          teacher_macs=teacher_macs, points=SWEEP_POINTS) for criterion in CRITERIA])
+static = pd.DataFrame([{"stages": f"S0..S{k}" if k else "S0", "macs": cumulative_macs[k],
+                        "pct_teacher": 100 * cumulative_macs[k] / teacher_macs,
+                        "test_top1": sum(top1(st["test"].logits[k], st["test"].labels) for st in staged.values())
+                        / len(staged)} for k in range(num_stages)])
+
+fig, ax = plt.subplots(figsize=(8.5, 4.2))
+for criterion, curve in curves.groupby("criterion", sort=False):
+    ax.plot(curve["test_pct_teacher"], curve["test_top1"], marker=".", lw=1.2, label=criterion)
+ax.scatter(static["pct_teacher"], static["test_top1"], color="black", zorder=3, label="static stages")
+for _, row in static.iterrows():
+    ax.annotate(row["stages"], (row["pct_teacher"], row["test_top1"]), textcoords="offset points", xytext=(4, -12),
+                fontsize=8)
+ax.axhline(teacher_top1, color="gray", ls="--", label=f"teacher {config.teacher.label} (100% of its MACs)")
+ax.set_xlim(0, 1.1 * static["pct_teacher"].max())
+ax.set_xlabel("average MACs per test image (% of the teacher's)")
+ax.set_ylabel("top-1 accuracy on the test split (%)")
+ax.set_title(f"{exp.data.spec.display_name}, profile {config.name!r}: thresholds from val, seed {first_seed}")
+ax.legend(fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## Operating points calibrated on validation
+#
+# A deployed rule needs one threshold, chosen before the test data is seen. `reskd.adaptive.calibrate` picks it on
+# the validation split for one of two targets: the **cheapest** rule whose validation top-1 is at most 0.5 or 1.0
+# points below the full ensemble's ("full − 0.5", "full − 1"), or the **most accurate** rule whose average MACs stay
+# within $S_0$'s MACs plus 25% or 50% of the res-students' ("S0 + 25% res", "S0 + 50% res"). Each policy is then
+# evaluated once on the test split. The table gives, per operating point and criterion, the validation numbers the
+# calibration saw, the test top-1 (mean over seeds, with its standard deviation when there are several seeds), the
+# test average MACs, their share of the teacher's, and the agreement with the teacher's predictions.
+
+# %%
+ACCURACY_DROPS = (0.5, 1.0)  # points of validation top-1 below the full ensemble's
+BUDGET_SHARES = (0.25, 0.5)  # of the res-students' MACs, on top of S0's
+CALIBRATIONS = {"shared": calibrate, "per stage": calibrate_per_stage}
+
+
+def operating_points(val) -> dict[str, dict[str, float]]:
+    """The calibration targets on one seed's validation outputs, by name."""
+    full = top1(val.logits[-1], val.labels)
+    points = {f"full − {drop:g}": {"target_top1": full - drop} for drop in ACCURACY_DROPS}
+    res_macs = sum(val.stage_macs[1:])
+    points.update({f"S0 + {share:.0%} res": {"target_macs": val.stage_macs[0] + share * res_macs}
+                   for share in BUDGET_SHARES})
+    return points
+
+
+rows, policies = [], {}
+for seed, st in staged.items():
+    for point, target in operating_points(st["val"]).items():
+        for criterion in CRITERIA:
+            for kind, calibrate_fn in CALIBRATIONS.items():
+                policy = calibrate_fn(st["val"], criterion, gate=gate_for(criterion, seed), **target)
+                policies[seed, point, criterion, kind] = policy
+                v = evaluate_policy(st["val"], policy)
+                t = evaluate_policy(st["test"], policy, teacher_macs=teacher_macs)
+                rows.append({"seed": seed, "operating point": point, "criterion": criterion, "thresholds": kind,
+                             "val top-1": v["top1"], "val MMACs": v["avg_macs"] / 1e6, "test top-1": t["top1"],
+                             "test MMACs": t["avg_macs"] / 1e6, "% of teacher": t["pct_teacher"],
+                             "agreement (%)": t["agreement_teacher"],
+                             **{f"S{k}": t[f"exit_frac_{k}"] for k in range(num_stages)}})
+ops = pd.DataFrame(rows)
+shared = ops[ops["thresholds"] == "shared"]
+grouped = shared.groupby(["operating point", "criterion"], sort=False)
+table = grouped[["val top-1", "val MMACs", "test top-1"]].mean()
+table["± (std)"] = grouped["test top-1"].std()
+table = table.join(grouped[["test MMACs", "% of teacher", "agreement (%)"]].mean())
+results.for_display(table)
+
+# %% [markdown]
+# ## Where the samples stop
+#
+# The operating point "full − 0.5" asks for nearly the full ensemble's accuracy at the lowest cost. Among the
+# criteria, the one whose calibrated rule is cheapest **on validation** at that point is the chapter's choice (the
+# test split plays no part in choosing it). The bars show, for every criterion at that operating point, the share of
+# test samples that stop after each stage (mean over seeds).
+
+# %%
+CHOSEN_POINT = f"full − {ACCURACY_DROPS[0]:g}"
+at_point = shared[shared["operating point"] == CHOSEN_POINT]
+chosen = at_point.groupby("criterion", sort=False)["val MMACs"].mean().idxmin()
+stage_columns = [f"S{k}" for k in range(num_stages)]
+exit_fractions = at_point.groupby("criterion", sort=False)[stage_columns].mean()
+print(f"chosen on validation: {chosen!r} (lowest validation MACs at {CHOSEN_POINT!r}); test exit fractions "
+      + ", ".join(f"{s} {100 * f:.1f}%" for s, f in exit_fractions.loc[chosen].items()))
+
+ax = (100 * exit_fractions).plot.bar(stacked=True, figsize=(6.5, 3.8), rot=0, colormap="viridis")
+ax.set_xlabel("criterion")
+ax.set_ylabel("test samples stopping after the stage (%)")
+ax.set_title(f"where samples stop at {CHOSEN_POINT!r} (thresholds from val)")
+ax.legend(title="stopped after", bbox_to_anchor=(1.02, 1), loc="upper left")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## One threshold, or one per stage
+#
+# The rule holds one threshold per stage but the last. So far all stages shared one value: a one-parameter family,
+# cheap to calibrate and hard to overfit. The confidence of $Z_k$ is not on the same scale at every stage, though,
+# so separate thresholds may buy more. `reskd.adaptive.calibrate_per_stage` starts from the shared threshold and
+# runs a coordinate search on the validation split: it sets one stage's threshold at a time to the value (among
+# quantiles of that stage's confidence) that most improves the objective while meeting the target, for a few passes.
+# Since it only accepts improvements, on validation it is never worse than the shared threshold; whether the gain
+# survives on the test split is what the table below checks (means over seeds).
+
+# %%
+compare = ops.groupby(["operating point", "criterion", "thresholds"], sort=False)[
+    ["val top-1", "val MMACs", "test top-1", "test MMACs"]].mean().unstack("thresholds")
+if num_stages == 2:
+    print("this profile has a single res-student, hence a single threshold: the two calibrations coincide.")
+else:
+    diff = compare.xs("per stage", axis=1, level="thresholds") - compare.xs("shared", axis=1, level="thresholds")
+    accuracy_points = [p for p in diff.index.get_level_values(0).unique() if p.startswith("full")]
+    budget_points = [p for p in diff.index.get_level_values(0).unique() if p.startswith("S0")]
+    print(f"per stage minus shared, mean over criteria and seeds: at the accuracy targets "
+          f"{diff.loc[accuracy_points, 'val MMACs'].mean():+.3f} MMACs on val, "
+          f"{diff.loc[accuracy_points, 'test MMACs'].mean():+.3f} on test "
+          f"({diff.loc[accuracy_points, 'test top-1'].mean():+.2f} points of test top-1); at the budgets "
+          f"{diff.loc[budget_points, 'val top-1'].mean():+.2f} points of val top-1, "
+          f"{diff.loc[budget_points, 'test top-1'].mean():+.2f} on test")
+results.for_display(compare)
+
+# %% [markdown]
+# ## Does it save time?
+#
+# MACs are a proxy. `reskd.adaptive.AdaptiveEnsemble` executes the rule for real: it runs $S_0$ on the batch, and
+# stage $k$ only on the samples still active (gather, run, scatter back). We time it against running every stage
+# (`ResKDEnsemble`) and against the teacher, on the chapter's device, with the chosen criterion's shared-threshold
+# policy at "full − 0.5" (first seed), on the first test images: one image at a time, and in one large batch.
+# `reskd.adaptive.compare_latency` times the three models in rotation (so drift in the machine's load hits them
+# alike) and reports the median pass, in seconds per image; at batch 1 that is the mean over the images, each paying
+# for its own exit.
+#
+# The comparison that matters is the **realized speedup** of adaptive over all stages, set against the speedup its
+# average MACs promise on the same images:
+#
+# $$
+# \frac{t_{\text{all stages}} / t_{\text{adaptive}}}{M_{\text{all stages}} / \bar M_{\text{adaptive}}} .
+# $$
+#
+# The project's target is at least 0.8: masked execution should deliver most of what the MACs promise. Two effects
+# pull the ratio away from 1. Fixed costs per stage call (Python, the decision, the gather and scatter) lower it.
+# And the time of a small network is not proportional to its MACs, which moves the ratio either way: at batch 1 on a
+# CPU, per-layer overheads make a light res-student cost nearly as much time as $S_0$, so skipping it saves more
+# time than MACs. Timings vary from run to run (the stored ones are from one run on a shared machine).
+
+# %%
+LATENCY_IMAGES = 1000  # test images in the large batch (fewer when the test split is smaller)
+BATCH1_IMAGES = 50 if config.name == "smoke" else 200  # images timed one at a time
+REPEATS = 2 if config.name == "smoke" else 5  # timed passes (the median is kept)
+TARGET_RATIO = 0.8  # the project's target for realized / MACs speedup
+
+ensemble = ensembles[first_seed].to(exp.device).eval()
+policy = policies[first_seed, CHOSEN_POINT, chosen, "shared"]
+adaptive = AdaptiveEnsemble(ensemble, policy).to(exp.device).eval()
+teacher = teacher.to(exp.device).eval()
+batches, count = [], 0
+for x, _, _ in exp.eval_loader("test"):
+    batches.append(x)
+    count += len(x)
+    if count >= LATENCY_IMAGES:
+        break
+images = torch.cat(batches)[:LATENCY_IMAGES].contiguous(memory_format=model_memory_format(ensemble.stages[0]))
+with torch.inference_mode():
+    adaptive(images)
+exits = adaptive.last_exits.cpu()
+cum = torch.tensor(cumulative_macs, dtype=torch.float64)
+models = {"teacher": teacher, "all stages": ensemble, "adaptive": adaptive}
+settings = {"batch 1": (images[:BATCH1_IMAGES], 1), f"batch {len(images)}": (images, len(images))}
+print(f"policy: {policy.criterion}, thresholds {[round(t, 4) for t in policy.thresholds]}; timing "
+      f"{BATCH1_IMAGES} images one at a time and {len(images)} in one batch, {REPEATS} timed passes each")
+
+# %% tags=["nbval-ignore-output"]
+latency_rows = []
+for setting, (x, batch_size) in settings.items():
+    seconds = compare_latency(models, x, batch_size=batch_size, repeats=REPEATS)
+    macs_speedup = cum[-1].item() / cum[exits[:len(x)]].mean().item()
+    realized = seconds["all stages"] / seconds["adaptive"]
+    latency_rows.append({"setting": setting, "images": len(x), "batch size": batch_size,
+                         **{f"{name} (ms/image)": 1e3 * s for name, s in seconds.items()},
+                         "MACs speedup": macs_speedup, "realized speedup": realized,
+                         "realized / MACs speedup": realized / macs_speedup,
+                         "adaptive vs teacher": seconds["teacher"] / seconds["adaptive"]})
+latency = pd.DataFrame(latency_rows).set_index("setting")
+for setting, row in latency.iterrows():
+    verdict = "meets" if row["realized / MACs speedup"] >= TARGET_RATIO else "misses"
+    print(f"{setting}: realized speedup {row['realized speedup']:.2f}x of a promised {row['MACs speedup']:.2f}x "
+          f"(ratio {row['realized / MACs speedup']:.2f}, {verdict} the target {TARGET_RATIO}); "
+          f"speedup over the teacher {row['adaptive vs teacher']:.2f}x")
+latency
+
+# %% [markdown]
+# ## Results file
+#
+# The chapter's measurements go to `results/adaptive.json` (`reskd.results.write_analysis`): the static stages, every
+# criterion at every calibrated operating point (shared and per-stage thresholds, means over seeds), the sweeps of
+# the first seed, the exit fractions at the chosen operating point, and the latency.
+
+# %%
+def number(x) -> float | None:
+    """A plain float for JSON (None for NaN)."""
+    x = float(x)
+    return None if x != x else x
+
+
+summary = ops.groupby(["operating point", "criterion", "thresholds"], sort=False)
+operating_rows = []
+for (point, criterion, kind), group in summary:
+    operating_rows.append({
+        "operating_point": point, "criterion": criterion, "thresholds": kind, "seeds": len(group),
+        "val_top1": number(group["val top-1"].mean()), "val_macs": number(1e6 * group["val MMACs"].mean()),
+        "test_top1_mean": number(group["test top-1"].mean()),
+        "test_top1_std": number(group["test top-1"].std()) if len(group) > 1 else 0.0,
+        "test_macs": number(1e6 * group["test MMACs"].mean()), "pct_teacher": number(group["% of teacher"].mean()),
+        "agreement_teacher": number(group["agreement (%)"].mean()),
+        "exit_fractions": [number(group[c].mean()) for c in stage_columns]})
+analysis = {
+    "seeds": list(config.seeds), "criteria": list(CRITERIA), "num_stages": num_stages,
+    "stage_macs": [int(m) for m in stage_macs], "teacher_macs": int(teacher_macs), "teacher_top1": teacher_top1,
+    "static_stages": [{"stages": k + 1, "macs": number(r["macs"]), "pct_teacher": number(r["pct_teacher"]),
+                       "test_top1_mean": number(r["test_top1"])} for k, r in static.iterrows()],
+    "operating_points": operating_rows,
+    "sweeps": {criterion: [{"val_top1": number(r["val_top1"]), "val_macs": number(r["val_avg_macs"]),
+                            "test_top1": number(r["test_top1"]), "test_macs": number(r["test_avg_macs"]),
+                            "test_pct_teacher": number(r["test_pct_teacher"])} for _, r in curve.iterrows()]
+               for criterion, curve in curves.groupby("criterion", sort=False)},
+    "chosen": {"operating_point": CHOSEN_POINT, "criterion": chosen,
+               "exit_fractions": [number(f) for f in exit_fractions.loc[chosen]]},
+    "latency": {"device": exp.device.type, "threads": torch.get_num_threads(), "repeats": REPEATS,
+                "target_ratio": TARGET_RATIO,
+                "settings": [{"setting": setting, "images": int(row["images"]), "batch_size": int(row["batch size"]),
+                              "ms_per_image": {name: number(row[f"{name} (ms/image)"]) for name in models},
+                              "macs_speedup": number(row["MACs speedup"]),
+                              "realized_speedup": number(row["realized speedup"]),
+                              "realized_over_macs_speedup": number(row["realized / MACs speedup"]),
+                              "speedup_vs_teacher": number(row["adaptive vs teacher"])}
+                             for setting, row in latency.iterrows()]},
+}
+path = results.write_analysis("adaptive", CHAPTER, DATASET, exp.data.source, config.name, exp.device.type, analysis,
+                              root=results_dir)
+print(f"wrote {path.parent.name}/{path.name} (profile {config.name!r})")

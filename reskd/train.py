@@ -175,6 +175,8 @@ def fit(distiller: Distiller, train_loader, config: TrainConfig, *, eval_loaders
                                       "batch_size": train_loader.batch_size}, default=str))
     student = distiller.student
 
+    if run_dir is not None and not retrain and (run_dir / FINAL_MODEL).exists():
+        return load_run(run_dir, student, identity)  # finished: loading needs no lock
     with contextlib.ExitStack() as stack:
         if run_dir is not None:  # one process per run: a second one waits, then loads what the first trained
             stack.enter_context(folder_lock(run_dir))

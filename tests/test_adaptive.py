@@ -1,11 +1,13 @@
-"""Sample-adaptive inference: exits, costs, calibration on validation data, and masked execution."""
+"""Sample-adaptive inference: exits, costs, calibration on validation data, masked execution and its latency."""
 import math
+import time
 
 import pytest
 import torch
 
-from reskd.adaptive import (CRITERIA, AdaptiveEnsemble, LearnedGate, Policy, StagedOutputs, calibrate, collect,
-                            confidence, evaluate_policy, exit_stages, sweep)
+from reskd.adaptive import (CRITERIA, AdaptiveEnsemble, LearnedGate, Policy, StagedOutputs, calibrate,
+                            calibrate_per_stage, collect, compare_latency, confidence, evaluate_policy, exit_stages,
+                            measure_latency, sweep)
 from reskd.data import Loader
 from reskd.reskd import ResKDEnsemble
 
@@ -133,3 +135,84 @@ def test_masked_execution_matches_full_execution(input_kind):
     expected = full.logits[exits, torch.arange(len(exits))]
     torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4)
     assert torch.equal(out.argmax(1), expected.argmax(1))
+
+
+@pytest.mark.parametrize("criterion", CRITERIA)
+def test_per_stage_calibration_meets_its_target_and_beats_the_shared_threshold(criterion):
+    val = staged(n=400, seed=0)
+    full = evaluate_policy(val, Policy("max_prob", [math.inf, math.inf]))["top1"]
+    gate = LearnedGate.fit(val) if criterion == "gate" else None
+    shared = evaluate_policy(val, calibrate(val, criterion, target_top1=full - 1.0, gate=gate))
+    per_stage = evaluate_policy(val, calibrate_per_stage(val, criterion, target_top1=full - 1.0, gate=gate))
+    assert per_stage["top1"] >= full - 1.0 and per_stage["avg_macs"] <= shared["avg_macs"]
+    shared = evaluate_policy(val, calibrate(val, criterion, target_macs=125, gate=gate))
+    per_stage = evaluate_policy(val, calibrate_per_stage(val, criterion, target_macs=125, gate=gate))
+    assert per_stage["avg_macs"] <= 125 and per_stage["top1"] >= shared["top1"]
+
+
+def test_per_stage_thresholds_can_be_strictly_cheaper():
+    val = staged(n=400, seed=0)
+    full = evaluate_policy(val, Policy("max_prob", [math.inf, math.inf]))["top1"]
+    shared = calibrate(val, "max_prob", target_top1=full - 1.0)
+    per_stage = calibrate_per_stage(val, "max_prob", target_top1=full - 1.0)
+    assert per_stage.thresholds[0] != per_stage.thresholds[1]
+    assert evaluate_policy(val, per_stage)["avg_macs"] < evaluate_policy(val, shared)["avg_macs"]
+    with pytest.raises(ValueError, match="rounds"):
+        calibrate_per_stage(val, "max_prob", target_top1=50, rounds=0)
+    with pytest.raises(ValueError, match="exactly one"):
+        calibrate_per_stage(val, "max_prob")
+
+
+class Sleeper(torch.nn.Module):
+    """Takes ``seconds`` per call whatever the batch: its latency per image is known."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds = seconds
+
+    def forward(self, x):
+        time.sleep(self.seconds)
+        return x
+
+
+def test_latency_is_seconds_per_image():
+    x = torch.zeros(4, 3, 8, 8)
+    per_call = 0.01
+    one = measure_latency(Sleeper(per_call), x, batch_size=1, repeats=2, warmup=0)
+    four = measure_latency(Sleeper(per_call), x, batch_size=4, repeats=2, warmup=0)
+    assert math.isfinite(one) and per_call <= one < 5 * per_call
+    assert per_call / 4 <= four < 5 * per_call / 4
+    times = compare_latency({"fast": torch.nn.Identity(), "slow": Sleeper(per_call)}, x, batch_size=2, repeats=1)
+    assert set(times) == {"fast", "slow"} and 0 < times["fast"] < times["slow"]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"batch_size": 0}, "batch_size"), ({"batch_size": 5}, "batch_size"), ({"batch_size": 2.0}, "batch_size"),
+    ({"batch_size": 1, "repeats": 0}, "repeats"), ({"batch_size": 1, "warmup": -1}, "warmup"),
+])
+def test_latency_rejects_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        measure_latency(torch.nn.Identity(), torch.zeros(4, 3, 8, 8), **kwargs)
+
+
+def test_latency_rejects_empty_inputs():
+    with pytest.raises(ValueError, match="non-empty"):
+        measure_latency(torch.nn.Identity(), torch.zeros(0, 3, 8, 8), batch_size=1)
+    with pytest.raises(ValueError, match="models is empty"):
+        compare_latency({}, torch.zeros(4, 3, 8, 8), batch_size=1)
+
+
+def test_masked_execution_with_the_learned_gate():
+    from reskd.models import create_model
+
+    torch.manual_seed(0)
+    ens = ResKDEnsemble(create_model("resnet8", 4, width=0.5), [create_model("resnet8", 4, width=0.5)]).eval()
+    loader = Loader(tiny_images(64, size=16), tiny_spec(16), 64, train=False)
+    full = collect(ens, loader, device="cpu")
+    full.logits[1] = full.logits[1] + torch.randn_like(full.logits[1])  # make later stages change some predictions
+    gate = LearnedGate.fit(full)
+    tau = float(gate.confidence(full.logits[0], 0).median())
+    adaptive = AdaptiveEnsemble(ens, Policy("gate", [tau], gate))
+    assert adaptive.gate is gate  # registered: moves with the ensemble to the device
+    adaptive(next(iter(loader))[0])
+    assert torch.equal(adaptive.last_exits, exit_stages(full, Policy("gate", [tau], gate)))
