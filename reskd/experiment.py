@@ -15,10 +15,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import pickle
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import pandas as pd
 import torch
@@ -33,7 +34,7 @@ from .flops import count_macs
 from .models import create_model
 from .reskd import RESIDUAL_LOSSES, FeatureHead, ResidualDistiller, ResKDEnsemble, residual_energy
 from .train import FitResult, TrainConfig, fit, predict
-from .utils import resolve_device, seed_everything
+from .utils import atomic_torch_save, resolve_device, seed_everything, stable_hash, state_dict_hash
 
 PROFILE_NAMES = ("smoke", "cpu", "paper")
 EVAL_BATCH_SIZE = 500
@@ -114,6 +115,24 @@ def get_profile(dataset: str, profile: str) -> Profile:
     if profile not in PROFILES[dataset]:
         raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES[dataset])}.")
     return PROFILES[dataset][profile]
+
+
+EVAL_CACHE = "eval"
+
+
+def cached_eval(model: nn.Module, loader: rdata.Loader, compute: Callable[[], Any]) -> Any:
+    """``compute()`` (a frozen model's outputs on an evaluation loader), stored under the cache folder keyed by a hash
+    of the model's weights and the loader's images, so chapters that evaluate the same models share the work."""
+    wiring = [loader.view_key(0), getattr(model, "inputs", None), getattr(model, "feature_index", None)]
+    path = rdata.cache_dir() / EVAL_CACHE / f"{state_dict_hash(model)}-{stable_hash(wiring)}.pt"
+    if path.exists():
+        try:
+            return torch.load(path, weights_only=False)
+        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):
+            path.unlink(missing_ok=True)  # a damaged entry is recomputed
+    value = compute()
+    atomic_torch_save(value, path)
+    return value
 
 
 @dataclass
@@ -220,9 +239,11 @@ class Experiment:
         return self._teachers[seed]
 
     def teacher_logits(self, split: str) -> Tensor:
-        """The teacher's logits on an evaluation split, computed once per experiment."""
+        """The teacher's logits on an evaluation split, computed once (then read from the evaluation cache)."""
         if split not in self._teacher_logits:
-            self._teacher_logits[split] = predict(self.teacher(), self.eval_loader(split), device=self.device)[0]
+            teacher, loader = self.teacher(), self.eval_loader(split)
+            self._teacher_logits[split] = cached_eval(
+                teacher, loader, lambda: predict(teacher, loader, device=self.device)[0])
         return self._teacher_logits[split]
 
     def student_spec(self, kind: str, arch: Arch | None = None, seed: int = 0) -> dict[str, Any]:
@@ -316,7 +337,8 @@ class ResKDRuns:
 
     def staged(self, ens: ResKDEnsemble, split: str) -> StagedOutputs:
         """Cumulative stage logits on ``split`` with the teacher's logits (for agreement and residual energy)."""
-        staged = collect(ens, self.exp.eval_loader(split), device=self.exp.device)
+        loader = self.exp.eval_loader(split)
+        staged = cached_eval(ens, loader, lambda: collect(ens, loader, device=self.exp.device))
         staged.teacher_logits = self.exp.teacher_logits(split)
         return staged
 

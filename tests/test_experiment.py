@@ -113,3 +113,21 @@ def test_run_jobs_trains_what_is_asked_and_refuses_unknown_jobs(exp):
     assert sorted(e.results) == ["scratch-resnet8x0.5-s0", "scratch-resnet8x0.5-s1"]
     with pytest.raises(ValueError, match="unknown job"):
         run_jobs(e, ["distill-everything"])
+
+
+def test_evaluations_are_cached_by_weights_and_images(exp, tmp_path):
+    e = exp()
+    teacher, loader = e.teacher(), e.eval_loader("val")
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return torch.arange(3.0)
+
+    assert torch.equal(E.cached_eval(teacher, loader, compute), torch.arange(3.0))
+    assert torch.equal(E.cached_eval(teacher, loader, compute), torch.arange(3.0)) and len(calls) == 1
+    E.cached_eval(teacher, e.eval_loader("test"), compute)  # other images: computed
+    assert len(calls) == 2
+    for entry in (tmp_path / "cache" / E.EVAL_CACHE).iterdir():
+        entry.write_bytes(b"damaged")
+    assert torch.equal(E.cached_eval(teacher, loader, compute), torch.arange(3.0)) and len(calls) == 3
