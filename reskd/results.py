@@ -84,16 +84,22 @@ def _check_model(i: int, model: Any) -> dict[str, Any]:
     return model
 
 
-def validate(record: Mapping[str, Any]) -> dict[str, Any]:
-    """Check ``record`` against the schema; return it as a plain dict, or raise :class:`ResultsError`."""
+def _check_header(record: Any, what: str) -> dict[str, Any]:
+    """``record`` as a plain dict whose text fields (:data:`_REQUIRED_TEXT`) and profile are valid."""
     if not isinstance(record, Mapping):
-        raise ResultsError(f"a results record must be a dict, got {type(record).__name__}.")
+        raise ResultsError(f"{what} must be a dict, got {type(record).__name__}.")
     record = dict(record)
     for key in _REQUIRED_TEXT:
         if not isinstance(record.get(key), str) or not record[key]:
             raise ResultsError(f"field {key!r} must be a non-empty string, got {record.get(key)!r}.")
     if record["profile"] not in PROFILE_NAMES:
         raise ResultsError(f"field 'profile' is {record['profile']!r}; use one of {', '.join(PROFILE_NAMES)}.")
+    return record
+
+
+def validate(record: Mapping[str, Any]) -> dict[str, Any]:
+    """Check ``record`` against the schema; return it as a plain dict, or raise :class:`ResultsError`."""
+    record = _check_header(record, "a results record")
     status = record.setdefault("status", STATUS_RUN)
     if status not in (STATUS_RUN, STATUS_NOT_RUN):
         raise ResultsError(f"field 'status' is {status!r}; use {STATUS_RUN!r} or {STATUS_NOT_RUN!r}.")
@@ -137,14 +143,7 @@ def write_not_run(chapter: str, dataset: str, reason: str, profile: str, *, data
 
 def validate_analysis(record: Mapping[str, Any]) -> dict[str, Any]:
     """Check an analysis record (text fields as in :func:`validate`, plus an ``analysis`` dict of plain JSON)."""
-    if not isinstance(record, Mapping):
-        raise ResultsError(f"an analysis record must be a dict, got {type(record).__name__}.")
-    record = dict(record)
-    for key in _REQUIRED_TEXT:
-        if not isinstance(record.get(key), str) or not record[key]:
-            raise ResultsError(f"field {key!r} must be a non-empty string, got {record.get(key)!r}.")
-    if record["profile"] not in PROFILE_NAMES:
-        raise ResultsError(f"field 'profile' is {record['profile']!r}; use one of {', '.join(PROFILE_NAMES)}.")
+    record = _check_header(record, "an analysis record")
     if not isinstance(record.get(ANALYSIS), Mapping) or not record[ANALYSIS]:
         raise ResultsError(f"field {ANALYSIS!r} must be a non-empty dict of the chapter's measurements.")
     try:
