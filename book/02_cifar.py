@@ -292,6 +292,19 @@ runs_table["config"] = (role + " " + runs_table["arch"] + ", " + runs_table["los
  .agg(runs=("seed", "size"), last_top1=("test_top1", "mean"),
       last_std=("test_top1", "std"), best_top1=("best_test_top1", "mean"), best_epoch=("best_test_epoch", "mean")))
 
+# %% [markdown]
+# What the runs cost, as measured while they trained (hours of wall-clock per run, training plus the per-epoch
+# evaluation; the cpu profile ran two one-thread workers side by side on two cores, so these are contended times).
+# Everything after the teacher runs in parallel, so the profile's wall-clock on two workers is about the teacher's
+# hours plus half of the rest.
+
+# %%
+cost = runs_table.assign(part=runs_table["role"].where(runs_table["role"] == "teacher", "students and res-students"))
+hours = cost.groupby("part")["train_hours"].sum()
+print(hours.round(2).to_string())
+print(f"about {hours.get('teacher', 0.0) + hours.drop('teacher', errors='ignore').sum() / 2:.1f} hours of wall-clock "
+      f"on two workers ({profile} profile, {len(runs_table)} runs)")
+
 # %%
 fig, ax = plt.subplots(figsize=(7.5, 4.5))
 sns.scatterplot(data=table, x="MMACs", y="top-1 (%)", hue="kind", style="kind", s=90, ax=ax)

@@ -36,11 +36,16 @@ def run_key(spec: Mapping[str, Any]) -> str:
     return stable_hash(dict(spec), KEY_CHARS)
 
 
-def run_dir(spec: Mapping[str, Any], name: str, *, root: str | os.PathLike | None = None) -> Path:
-    """The folder of the run described by ``spec`` (created, with ``spec.json`` written into it)."""
+def run_path(spec: Mapping[str, Any], name: str, *, root: str | os.PathLike | None = None) -> Path:
+    """Where the run described by ``spec`` lives (nothing is created)."""
     if "dataset" not in spec:
         raise ValueError("a run spec needs a 'dataset' entry (e.g. 'cifar10') to file the run under.")
-    path = artifacts_root(root) / str(spec["dataset"]) / f"{name}-{run_key(spec)}"
+    return artifacts_root(root) / str(spec["dataset"]) / f"{name}-{run_key(spec)}"
+
+
+def run_dir(spec: Mapping[str, Any], name: str, *, root: str | os.PathLike | None = None) -> Path:
+    """The folder of the run described by ``spec`` (created, with ``spec.json`` written into it)."""
+    path = run_path(spec, name, root=root)
     spec_path = path / SPEC_FILE
     if not spec_path.exists():
         atomic_json_dump(json.loads(json.dumps(dict(spec), default=str)), spec_path)

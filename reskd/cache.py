@@ -13,6 +13,7 @@ warm cache is bit-for-bit the run with a cold one.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +21,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .utils import atomic_torch_save, memory_format_for, state_dict_hash, stable_hash
+from .utils import atomic_torch_save, folder_lock, memory_format_for, state_dict_hash, stable_hash
 
 CACHE_DTYPE = torch.float16
+TEACHER_CACHE_NAME = "teacher"  # the name the teacher's outputs are cached under (shared by KD and ResKD runs)
 
 
 @dataclass
@@ -79,6 +81,19 @@ class OutputCache:
             return None
         self._views[view_key] = _ViewOutputs(saved["outputs"], saved["filled"], path)
         return self._views[view_key]
+
+    def is_stored(self, view_key: str, num_samples: int) -> bool:
+        """Whether the view's outputs are stored. Views are written after a whole pass over the loader (a training
+        epoch, or :meth:`reskd.experiment.Experiment.warm_teacher_cache`), so a stored view has every sample the
+        loader yields (a loader that drops its last partial batch never yields some samples of a view)."""
+        return self._load(view_key, num_samples) is not None
+
+    def view_lock(self, view_key: str, *, wait: bool = True):
+        """An exclusive lock on one view (see :func:`reskd.utils.folder_lock`), so that two processes filling the
+        cache split the views between them instead of computing the same ones."""
+        if self.root is None:
+            return contextlib.nullcontext()
+        return folder_lock(self.root / "locks" / stable_hash(view_key), wait=wait)
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, index: torch.Tensor, view_key: str, num_samples: int) -> torch.Tensor:

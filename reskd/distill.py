@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .cache import OutputCache
+from .cache import TEACHER_CACHE_NAME, OutputCache
 
 #: Hinton et al.'s temperature commonly used on CIFAR (CRD, mdistiller).
 DEFAULT_TEMPERATURE = 4.0
@@ -95,7 +95,7 @@ class KD(Distiller):
 
     def __init__(self, student: nn.Module, teacher: nn.Module, *, temperature: float = DEFAULT_TEMPERATURE,
                  ce_weight: float = DEFAULT_CE_WEIGHT, kd_weight: float = DEFAULT_KD_WEIGHT,
-                 cache_root: str | os.PathLike | None = None, teacher_name: str = "teacher"):
+                 cache_root: str | os.PathLike | None = None, teacher_name: str = TEACHER_CACHE_NAME):
         super().__init__(student)
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}.")

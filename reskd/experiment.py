@@ -24,17 +24,20 @@ from typing import Any, Callable, Sequence
 import pandas as pd
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from . import data as rdata
-from .artifacts import run_dir, run_key
+from .artifacts import run_dir, run_key, run_path
 
 from .adaptive import Policy, StagedOutputs, collect, evaluate_policy
+from .cache import TEACHER_CACHE_NAME, OutputCache
 from .distill import CE, KD, Distiller
 from .flops import count_macs
 from .models import create_model
 from .reskd import RESIDUAL_LOSSES, FeatureHead, ResidualDistiller, ResKDEnsemble, residual_energy
-from .train import FitResult, TrainConfig, fit, predict
-from .utils import atomic_torch_save, resolve_device, seed_everything, stable_hash, state_dict_hash
+from .train import FINAL_MODEL, FitResult, TrainConfig, fit, predict
+from .utils import (RunLockedError, atomic_torch_save, resolve_device, seed_everything, stable_hash,
+                    state_dict_hash)
 
 PROFILE_NAMES = ("smoke", "cpu", "paper")
 EVAL_BATCH_SIZE = 500
@@ -135,6 +138,10 @@ def cached_eval(model: nn.Module, loader: rdata.Loader, compute: Callable[[], An
     return value
 
 
+class MissingRunError(RuntimeError):
+    """A run an :class:`Experiment` with ``train_missing=False`` needs is not trained."""
+
+
 @dataclass
 class Experiment:
     """A profile bound to a data root, an artifacts root and a device; hands out trained models."""
@@ -146,6 +153,7 @@ class Experiment:
     retrain: bool = False
     progress: bool = True
     download: bool = False
+    train_missing: bool = True  # False: a run that is not finished raises MissingRunError instead of training
     results: dict[str, FitResult] = field(default_factory=dict)
     specs: dict[str, dict[str, Any]] = field(default_factory=dict)
     _teachers: dict[int, nn.Module] = field(default_factory=dict, repr=False)
@@ -205,6 +213,12 @@ class Experiment:
 
     def run(self, name: str, distiller: Distiller, spec: dict[str, Any], config: TrainConfig) -> FitResult:
         """Train (or load, or resume) one run described by ``spec``."""
+        folder = run_path(spec, name, root=self.artifacts)
+        if not self.train_missing and (self.retrain or not (folder / FINAL_MODEL).exists()):
+            raise MissingRunError(
+                f"the run {folder.name} is not trained (and train_missing=False). Train it in the background with "
+                f"`python -m reskd.experiment {self.profile.dataset} {self.profile.name} <jobs>` (see the README), "
+                f"or pass train_missing=True to train it here.")
         folder = run_dir(spec, name, root=self.artifacts)
         result = fit(distiller, self.train_loader(config), config,
                      eval_loaders={"val": self.eval_loader("val"), "test": self.eval_loader("test")},
@@ -214,17 +228,47 @@ class Experiment:
         return result
 
     def training_table(self) -> pd.DataFrame:
-        """One row per run this experiment trained or loaded: its role, architecture, seed, epochs, and the validation
-        and test top-1 of the last epoch beside the best epoch's (the best is the max over epochs: optimistic)."""
+        """One row per run this experiment trained or loaded: its role, architecture, seed, epochs, the validation
+        and test top-1 of the last epoch beside the best epoch's (the best is the max over epochs: optimistic), and
+        ``train_hours``, the wall-clock time its epochs took (training plus the per-epoch evaluation, as measured
+        where it ran, on whatever else shared the machine)."""
         rows = []
         for name, result in self.results.items():
             spec, final, best = self.specs[name], result.summary.get("final", {}), result.summary.get("best", {})
+            seconds = result.history["epoch_s"].sum() if "epoch_s" in result.history else float("nan")
             rows.append({"run": name, "role": spec["role"], "arch": Arch(spec["arch"], spec["width"]).label,
                          "loss": spec.get("loss"), "seed": spec["seed"], "epochs": spec["train"]["epochs"],
                          "val_top1": final.get("val_top1"), "test_top1": final.get("test_top1"),
                          "best_test_top1": best.get("test", {}).get("top1"),
-                         "best_test_epoch": best.get("test", {}).get("epoch")})
+                         "best_test_epoch": best.get("test", {}).get("epoch"), "train_hours": seconds / 3600})
         return pd.DataFrame(rows)
+
+    def warm_teacher_cache(self, epochs: Sequence[int] | None = None) -> int:
+        """Compute the teacher's outputs on the students' training views ahead of the students (each epoch of the
+        student recipe is one view) and store them in the output cache that every KD student and res-student reads.
+
+        Views already cached are skipped, and a view another process is computing right now is left to it, so two
+        workers calling this split the views between them. Returns the number of views computed by this call."""
+        p = self.profile
+        loader = self.train_loader(p.student_train)
+        cache = OutputCache(self.teacher(), self.output_cache, name=TEACHER_CACHE_NAME)
+        cache.model.to(self.device)
+        computed = 0
+        for epoch in range(p.student_train.epochs) if epochs is None else epochs:
+            key, num_samples = loader.view_key(epoch), len(loader.data)
+            try:
+                with cache.view_lock(key, wait=False):
+                    if cache.is_stored(key, num_samples):
+                        continue
+                    loader.set_epoch(epoch)
+                    for x, _, index in tqdm(loader, desc=f"teacher outputs, view {epoch + 1}", leave=False,
+                                            disable=not self.progress):
+                        cache(x.to(self.device), index, key, num_samples)
+                    cache.flush()
+                    computed += 1
+            except RunLockedError:
+                continue
+        return computed
 
     def teacher_spec(self, seed: int = 0) -> dict[str, Any]:
         p = self.profile
@@ -496,7 +540,7 @@ def plain_ensemble_logits(exp: Experiment, archs: Sequence[Arch], split: str, se
     return torch.stack([o[0] for o in outs]).mean(0), outs[0][1]
 
 
-JOBS = ("teacher", "scratch", "kd", "ablation", "reskd", "equal-cost", "plain")
+JOBS = ("teacher", "teacher-cache", "scratch", "kd", "ablation", "reskd", "equal-cost", "plain")
 
 
 def run_jobs(exp: Experiment, jobs: Sequence[str], seeds: Sequence[int] | None = None) -> None:
@@ -510,6 +554,8 @@ def run_jobs(exp: Experiment, jobs: Sequence[str], seeds: Sequence[int] | None =
     for job in jobs:
         if job == "teacher":
             exp.teacher()
+        elif job == "teacher-cache":
+            exp.warm_teacher_cache()
         elif job in ("scratch", "kd"):
             for seed in seeds:
                 exp.student(job, seed=seed)

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .cache import OutputCache
+from .cache import TEACHER_CACHE_NAME, OutputCache
 from .distill import DEFAULT_CE_WEIGHT, DEFAULT_KD_WEIGHT, DEFAULT_TEMPERATURE, Distiller, View, frozen, kd_loss
 from .flops import count_macs
 
@@ -240,7 +240,7 @@ class ResidualDistiller(Distiller):
         self.teacher, self.previous = frozen(teacher), frozen(previous)
         self.loss_kind, self.input = loss, input
         self.temperature, self.ce_weight, self.kd_weight = temperature, ce_weight, kd_weight
-        self.teacher_outputs = OutputCache(self.teacher, cache_root, name="teacher")
+        self.teacher_outputs = OutputCache(self.teacher, cache_root, name=TEACHER_CACHE_NAME)
         self.previous_outputs = OutputCache(self.previous, cache_root, name="ensemble")
 
     def train(self, mode: bool = True):

@@ -131,3 +131,45 @@ def test_evaluations_are_cached_by_weights_and_images(exp, tmp_path):
     for entry in (tmp_path / "cache" / E.EVAL_CACHE).iterdir():
         entry.write_bytes(b"damaged")
     assert torch.equal(E.cached_eval(teacher, loader, compute), torch.arange(3.0)) and len(calls) == 3
+
+
+def test_training_table_reports_last_and_best_epoch_and_time(exp):
+    e = exp()
+    e.teacher()
+    e.student("kd")
+    table = e.training_table()
+    assert list(table["role"]) == ["teacher", "kd"]
+    history = e.results[table["run"].iloc[1]].history
+    assert table["test_top1"].iloc[1] == pytest.approx(history["test_top1"].iloc[-1])
+    assert table["best_test_top1"].iloc[1] == pytest.approx(history["test_top1"].max())
+    assert table["train_hours"].iloc[1] == pytest.approx(history["epoch_s"].sum() / 3600)
+    assert (table["train_hours"] > 0).all()
+
+
+def test_warm_teacher_cache_fills_the_students_views_and_skips_locked_ones(exp):
+    from reskd.cache import TEACHER_CACHE_NAME, OutputCache
+    from reskd.utils import folder_lock
+
+    e = exp()
+    loader = e.train_loader(e.profile.student_train)
+    cache = OutputCache(e.teacher(), e.output_cache, name=TEACHER_CACHE_NAME)
+    key, n = loader.view_key(0), len(loader.data)
+    with folder_lock(cache.root / "locks" / E.stable_hash(key), wait=False):  # another worker computes view 0
+        assert e.warm_teacher_cache() == 0
+    assert not cache.is_stored(key, n)
+    assert e.warm_teacher_cache() == e.profile.student_train.epochs
+    assert cache.is_stored(key, n)
+    assert e.warm_teacher_cache() == 0  # nothing left to compute
+    files = {f: f.stat().st_mtime_ns for f in cache.root.glob("*.pt")}
+    assert len(files) == e.profile.student_train.epochs
+    exp().student("kd")  # every teacher output is served from the cache: no view is written again
+    assert {f: f.stat().st_mtime_ns for f in cache.root.glob("*.pt")} == files
+
+
+def test_train_missing_false_loads_finished_runs_and_names_the_missing_one(exp):
+    exp().teacher()
+    loader = exp(train_missing=False)
+    assert loader.teacher() is not None  # finished: loaded
+    with pytest.raises(E.MissingRunError, match=r"kd-resnet8x0.5-s0-.*python -m reskd.experiment cifar10 smoke"):
+        loader.student("kd")
+    assert not any(p.name.startswith("kd-") for p in (loader.artifacts / "cifar10").iterdir())  # nothing created
