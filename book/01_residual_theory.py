@@ -22,9 +22,10 @@
 # how the residual differs between training and unseen images.
 #
 # ```{note}
-# The outputs stored in this page come from the **smoke** profile: tiny CIFAR-10 models trained for seconds. They
-# show that the chapter runs; their numbers mean nothing (the statements are proved, so their checks hold whatever
-# the numbers). The same chapter is re-run with `profile="cpu"` on the trained CIFAR-10 models.
+# The toy problem is the same in every profile. The CIFAR-10 section uses the trained models of the next chapter,
+# and a line under its setup cell says which profile produced the outputs stored in this page. In the `smoke`
+# profile (tiny models trained for seconds, what CI runs) the numbers mean nothing; the statements are proved, so
+# their checks hold whatever the numbers.
 # ```
 #
 # **What is the paper's and what is ours.** The paper {cite}`li2021reskd` gives the residual in logit space as the
@@ -441,7 +442,9 @@ plt.show()
 
 # %%
 from reskd.distill import kd_loss
-from reskd.experiment import TRAIN_SAMPLE, Experiment, ResKDRuns, get_profile
+from IPython.display import Markdown, display
+
+from reskd.experiment import TRAIN_SAMPLE, Experiment, ResKDRuns, get_profile, profile_banner
 
 torch.set_num_threads(threads)  # back to every core for the convolutional networks
 DATASET = "cifar10"
@@ -456,7 +459,7 @@ splits = {"train": TRAIN_SAMPLE, "val": "val", "test": "test"}
 staged = {name: res_runs.staged(ensemble, split) for name, split in splits.items()}
 records = theory.stage_theory_records(staged)
 num_stages = staged["test"].num_stages
-print(f"profile {config.name!r}: {config.notes}")
+display(Markdown(profile_banner(config, exp.data.source)))
 print(f"data: {exp.data.spec.display_name}; images: " +
       ", ".join(f"{name} {st.num_samples:,}" for name, st in staged.items()))
 print(f"teacher {config.teacher.label}, student {config.student.label}, res-students "

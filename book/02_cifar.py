@@ -19,8 +19,8 @@
 # question: do residual stages pay for their cost?
 #
 # ```{note}
-# The outputs stored in this page come from the **smoke** profile: tiny models trained for seconds. They show that
-# the pipeline works; their accuracies are not a reproduction.
+# A line under *Setup* says which profile produced the outputs stored in this page. The `smoke` profile (tiny
+# models trained for seconds, what CI runs) only shows that the pipeline works; the `cpu` profile is the real run.
 # ```
 
 # %% tags=["remove-cell"]
@@ -69,8 +69,10 @@ import torch
 from reskd import results
 from reskd.adaptive import sweep
 from reskd.data import is_available
+from IPython.display import Markdown, display
+
 from reskd.experiment import (PLAIN_SEED_OFFSET, Experiment, ResKDRuns, ablate, ablate_losses, get_profile,
-                              other_options, plain_ensemble_logits, stage_records)
+                              other_options, plain_ensemble_logits, profile_banner, stage_records)
 from reskd.flops import model_cost
 from reskd.train import predict, top1
 
@@ -86,7 +88,7 @@ config = get_profile(dataset, profile)
 if seeds is not None:
     config = config.replace(seeds=tuple(seeds))
 exp = Experiment(config, data_root=data_root, device=device, retrain=retrain, progress=False, download=download)
-print(f"profile {config.name!r}: {config.notes}")
+display(Markdown(profile_banner(config, exp.data.source)))
 print(f"data: {exp.data.source}: {len(exp.data.train):,} training / {len(exp.data.val):,} validation / "
       f"{len(exp.data.test):,} test images")
 print(f"teacher {config.teacher.label}, student {config.student.label}, res-students "

@@ -21,9 +21,9 @@
 # decide, and checks whether the MACs it saves become saved time.
 #
 # ```{note}
-# The outputs stored in this page come from the **smoke** profile: tiny models trained for seconds, with a single
-# res-student. They show that the chapter runs; their numbers mean nothing. The same chapter is re-run with
-# `profile="cpu"` on the trained CIFAR-10 models.
+# A line under *Setup* says which profile produced the outputs stored in this page. The `smoke` profile (tiny
+# models trained for seconds with a single res-student, what CI runs) only shows that the chapter runs; the `cpu`
+# profile uses the trained CIFAR-10 models.
 # ```
 #
 # **What is the paper's and what is ours.** The paper {cite}`li2021reskd` proposes a *sample-adaptive* inference
@@ -72,11 +72,12 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 import torch
+from IPython.display import Markdown, display
 
 from reskd import results
 from reskd.adaptive import (CRITERIA, AdaptiveEnsemble, LearnedGate, calibrate, calibrate_per_stage,
                             compare_latency, confidence, evaluate_policy, sweep)
-from reskd.experiment import Experiment, ResKDRuns, get_profile
+from reskd.experiment import Experiment, ResKDRuns, get_profile, profile_banner
 from reskd.flops import model_cost
 from reskd.train import top1
 from reskd.utils import model_memory_format
@@ -99,7 +100,7 @@ first_seed = config.seeds[0]
 first = staged[first_seed]
 num_stages, stage_macs, cumulative_macs = first["val"].num_stages, first["val"].stage_macs, first["val"].cumulative_macs
 teacher_top1 = top1(first["test"].teacher_logits, first["test"].labels)
-print(f"profile {config.name!r}: {config.notes}")
+display(Markdown(profile_banner(config, exp.data.source)))
 print(f"ResKD: S0 = KD student {config.student.label}, res-students {[a.label for a in config.res_students]}, "
       f"seeds {list(config.seeds)}; {first['val'].num_samples:,} validation / {first['test'].num_samples:,} test "
       f"images; device {exp.device.type}")

@@ -96,8 +96,7 @@ def _cifar_profiles(dataset: str) -> dict[str, Profile]:
     return {
         "smoke": Profile("smoke", dataset, Arch("resnet8", 0.5), Arch("resnet8", 0.25), (Arch("resnet8", 0.25),),
                          _SMOKE, _SMOKE, equal_cost=Arch("resnet8", 0.35), seeds=(0,), val_size=500, train_subset=1000, test_subset=500,
-                         notes="tiny models on 1,000 training images, 2 epochs: checks that the chapter runs, "
-                               "its numbers mean nothing"),
+                         notes="tiny models on 1,000 training images, 2 epochs"),
         "cpu": Profile("cpu", dataset, Arch("resnet56"), Arch("resnet8"), res, _CIFAR_TEACHER_CPU, _CIFAR_STUDENT_CPU,
                        equal_cost=Arch("resnet8", 1.35),
                        notes="resnet56 teacher (30 epochs) and resnet8 students (15 epochs), on two CPU cores"),
@@ -109,6 +108,22 @@ def _cifar_profiles(dataset: str) -> dict[str, Profile]:
 
 PROFILES: dict[str, dict[str, Profile]] = {"cifar10": _cifar_profiles("cifar10"),
                                            "cifar100": _cifar_profiles("cifar100")}
+
+
+PROFILE_TRUST = {
+    "smoke": "it checks that the chapter runs, and its numbers mean nothing (they are not a reproduction)",
+    "cpu": "the real runs two CPU cores afford, shorter than the paper's (compare them with each other, and with the "
+           "paper's only in spirit)",
+    "paper": "paper-scale settings",
+}
+
+
+def profile_banner(profile: Profile, data_source: str | None = None) -> str:
+    """A Markdown paragraph for a chapter's setup: which profile produced the outputs below, on which data, and how
+    far its numbers can be trusted."""
+    data = f" Data: {data_source}." if data_source else ""
+    trust = PROFILE_TRUST.get(profile.name, "a custom profile")
+    return f"**The outputs on this page come from the `{profile.name}` profile**: {profile.notes}; {trust}.{data}"
 
 
 def get_profile(dataset: str, profile: str) -> Profile:

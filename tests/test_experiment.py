@@ -173,3 +173,10 @@ def test_train_missing_false_loads_finished_runs_and_names_the_missing_one(exp):
     with pytest.raises(E.MissingRunError, match=r"kd-resnet8x0.5-s0-.*python -m reskd.experiment cifar10 smoke"):
         loader.student("kd")
     assert not any(p.name.startswith("kd-") for p in (loader.artifacts / "cifar10").iterdir())  # nothing created
+
+
+def test_profile_banner_names_the_profile_its_data_and_what_to_trust():
+    smoke = E.profile_banner(get_profile("cifar10", "smoke"), "CIFAR-10 (JPEG copy)")
+    assert "`smoke` profile" in smoke and "not a reproduction" in smoke and "CIFAR-10 (JPEG copy)" in smoke
+    cpu = E.profile_banner(get_profile("cifar10", "cpu"))
+    assert "`cpu` profile" in cpu and "resnet56 teacher" in cpu and "not a reproduction" not in cpu
