@@ -50,3 +50,53 @@ def run_dir(spec: Mapping[str, Any], name: str, *, root: str | os.PathLike | Non
     if not spec_path.exists():
         atomic_json_dump(json.loads(json.dumps(dict(spec), default=str)), spec_path)
     return path
+
+
+RUN_STATES = ("finished", "training now", "interrupted", "not started")
+
+
+def _is_locked(folder: Path) -> bool:
+    """Whether a process holds the run folder's lock (see :func:`reskd.utils.folder_lock`)."""
+    from .utils import RunLockedError, folder_lock
+
+    if not (folder / ".lock").exists():
+        return False
+    try:
+        with folder_lock(folder, wait=False):
+            return False
+    except RunLockedError:
+        return True
+
+
+def runs_table(dataset: str | None = None, *, root: str | os.PathLike | None = None):
+    """Every run folder under the artifacts root (of ``dataset``, or all): its state (one of :data:`RUN_STATES`),
+    epochs done of the epochs planned, and the last epoch's validation top-1. What to look at before resuming a
+    profile in the background, or to see how far the background workers are."""
+    import pandas as pd
+
+    from .train import CHECKPOINT, FINAL_MODEL, HISTORY
+
+    base = artifacts_root(root)
+    folders = sorted(p.parent for p in base.glob(f"{dataset or '*'}/*/{SPEC_FILE}"))
+    rows = []
+    for folder in folders:
+        spec = json.loads((folder / SPEC_FILE).read_text())
+        history = pd.read_csv(folder / HISTORY) if (folder / HISTORY).exists() else pd.DataFrame()
+        if (folder / FINAL_MODEL).exists():
+            state = "finished"
+        elif _is_locked(folder):
+            state = "training now"
+        elif (folder / CHECKPOINT).exists():
+            state = "interrupted"
+        else:
+            state = "not started"
+        rows.append({"dataset": folder.parent.name, "run": folder.name, "state": state,
+                     "epochs_done": len(history), "epochs": spec.get("train", {}).get("epochs"),
+                     "val_top1": history["val_top1"].iloc[-1] if "val_top1" in history else None})
+    return pd.DataFrame(rows, columns=["dataset", "run", "state", "epochs_done", "epochs", "val_top1"])
+
+
+if __name__ == "__main__":  # python -m reskd.artifacts [dataset]: the state of every run
+    import sys
+
+    print(runs_table(sys.argv[1] if len(sys.argv) > 1 else None).to_string(index=False))

@@ -180,3 +180,25 @@ def test_profile_banner_names_the_profile_its_data_and_what_to_trust():
     assert "`smoke` profile" in smoke and "not a reproduction" in smoke and "CIFAR-10 (JPEG copy)" in smoke
     cpu = E.profile_banner(get_profile("cifar10", "cpu"))
     assert "`cpu` profile" in cpu and "resnet56 teacher" in cpu and "not a reproduction" not in cpu
+
+
+def test_runs_table_tells_finished_interrupted_running_and_unstarted_runs(exp):
+    from reskd.artifacts import run_dir, runs_table
+    from reskd.utils import folder_lock
+
+    e = exp()
+    e.teacher()
+    spec = e.student_spec("kd")
+    interrupted = run_dir({**spec, "seed": 7}, "kd-interrupted", root=e.artifacts)
+    (interrupted / "checkpoint.pt").write_bytes(b"")
+    (interrupted / "history.csv").write_text("epoch,val_top1\n1,12.5\n")
+    running = run_dir({**spec, "seed": 8}, "kd-running", root=e.artifacts)
+    run_dir({**spec, "seed": 9}, "kd-unstarted", root=e.artifacts)
+    with folder_lock(running, wait=False):
+        table = runs_table("cifar10", root=e.artifacts).set_index("run")
+    states = {name.rsplit("-", 1)[0]: row["state"] for name, row in table.iterrows()}  # names without their keys
+    assert states == {"teacher-resnet8x0.5-s0": "finished", "kd-interrupted": "interrupted", "kd-running": "training now",
+                      "kd-unstarted": "not started"}
+    done = table.loc[table.index.str.startswith("kd-interrupted")].iloc[0]
+    assert (done["epochs_done"], done["epochs"], done["val_top1"]) == (1, spec["train"]["epochs"], 12.5)
+    assert runs_table("cifar100", root=e.artifacts).empty
