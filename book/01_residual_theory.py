@@ -441,9 +441,9 @@ plt.show()
 # smaller), un-augmented like the validation and test images.
 
 # %%
-from reskd.distill import kd_loss
 from IPython.display import Markdown, display
 
+from reskd.distill import kd_loss
 from reskd.experiment import TRAIN_SAMPLE, Experiment, ResKDRuns, get_profile, profile_banner
 
 torch.set_num_threads(threads)  # back to every core for the convolutional networks

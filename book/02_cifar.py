@@ -65,12 +65,11 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 import torch
+from IPython.display import Markdown, display
 
 from reskd import results
 from reskd.adaptive import sweep
 from reskd.data import is_available
-from IPython.display import Markdown, display
-
 from reskd.experiment import (PLAIN_SEED_OFFSET, Experiment, ResKDRuns, ablate, ablate_losses, get_profile,
                               other_options, plain_ensemble_logits, profile_banner, stage_records)
 from reskd.flops import model_cost

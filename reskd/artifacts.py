@@ -57,9 +57,9 @@ RUN_STATES = ("finished", "training now", "interrupted", "not started")
 
 def _is_locked(folder: Path) -> bool:
     """Whether a process holds the run folder's lock (see :func:`reskd.utils.folder_lock`)."""
-    from .utils import RunLockedError, folder_lock
+    from .utils import LOCK_FILE, RunLockedError, folder_lock
 
-    if not (folder / ".lock").exists():
+    if not (folder / LOCK_FILE).exists():
         return False
     try:
         with folder_lock(folder, wait=False):

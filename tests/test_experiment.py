@@ -148,13 +148,12 @@ def test_training_table_reports_last_and_best_epoch_and_time(exp):
 
 def test_warm_teacher_cache_fills_the_students_views_and_skips_locked_ones(exp):
     from reskd.cache import TEACHER_CACHE_NAME, OutputCache
-    from reskd.utils import folder_lock
 
     e = exp()
     loader = e.train_loader(e.profile.student_train)
     cache = OutputCache(e.teacher(), e.output_cache, name=TEACHER_CACHE_NAME)
     key, n = loader.view_key(0), len(loader.data)
-    with folder_lock(cache.root / "locks" / E.stable_hash(key), wait=False):  # another worker computes view 0
+    with cache.view_lock(key, wait=False):  # another worker computes view 0
         assert e.warm_teacher_cache() == 0
     assert not cache.is_stored(key, n)
     assert e.warm_teacher_cache() == e.profile.student_train.epochs
