@@ -327,6 +327,22 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
+# ## Do residual stages pay?
+#
+# The chapter's question, answered from the table above: the full ResKD chain against the KD student it starts from
+# (what the res-students add) and against the two ways of spending the same MACs without residuals. A difference
+# counts only when it exceeds twice its standard error over seeds (`reskd.results.compare_at_cost`); with a single
+# seed there is no noise estimate, and the verdict says so.
+
+# %%
+at_cost = results.compare_at_cost(models)
+for _, row in at_cost.iterrows():
+    print(f"{row['ResKD']} ({row['ResKD MMACs']:.1f} MMACs) vs {row['versus']} ({row['versus MMACs']:.1f} MMACs): "
+          f"{row['ResKD top-1']:.2f}% vs {row['versus top-1']:.2f}%, difference {row['difference']:+.2f} points "
+          f"-> {row['verdict']}")
+results.for_display(at_cost.drop(columns=["ResKD", "ResKD MMACs", "ResKD top-1"]))
+
+# %% [markdown]
 # ## The paper's claim beside ours
 #
 # The paper reports accuracy competitive with the teacher at 18.04% of its compute on CIFAR-10 (23.14% on
@@ -347,7 +363,7 @@ print("target reached" if verdict["reached"] else f"target NOT reached: {verdict
 
 # %%
 extra = {"notes": config.notes, "train_images": len(exp.data.train), "test_images": len(exp.data.test),
-         "residual_loss": runs.loss, "target": verdict,
+         "residual_loss": runs.loss, "target": verdict, "at_equal_cost": results.frame_records(at_cost),
          "ablation": results.frame_records(ablation[ENERGY_COLUMNS]),
          "per_stage": results.frame_records(per_stage_mean.reset_index())}
 path = results.write_results(CHAPTER, dataset, exp.data.source, config.name, exp.device.type, models, extra=extra,

@@ -52,6 +52,7 @@ results_dir = None  # where results/<dataset>.json goes; None: the project's res
 
 # %%
 import pandas as pd
+from IPython.display import display
 
 from reskd import results
 
@@ -88,6 +89,23 @@ def ours(dataset: str) -> dict:
 summary = pd.DataFrame([{"data set": DISPLAY[d], "paper: % of teacher": pct, **ours(d)}
                         for d, pct in PAPER_PCT_TEACHER.items()])
 results.for_display(summary.set_index("data set"))
+
+# %% [markdown]
+# ## Do residual stages pay at equal cost?
+#
+# Each chapter compares its full ResKD chain with the KD student it starts from and with what the same MACs buy
+# without residuals (a larger KD student, a plain ensemble). A difference counts when it exceeds twice its standard
+# error over seeds; the verdict says "one seed" where there is no noise estimate.
+
+# %%
+at_cost = pd.DataFrame([{"data set": DISPLAY[d], "profile": records[d]["profile"], **row}
+                        for d in PAPER_PCT_TEACHER if d in records
+                        for row in (records[d].get("extra") or {}).get("at_equal_cost") or []])
+if at_cost.empty:
+    print("No chapter has recorded the equal-cost comparison yet.")
+else:
+    columns = ["profile", "ResKD", "ResKD top-1", "versus", "versus top-1", "difference", "std. error", "verdict"]
+    display(results.for_display(at_cost.set_index("data set")[columns]))
 
 # %% [markdown]
 # ## Every model we ran

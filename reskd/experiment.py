@@ -123,7 +123,12 @@ def profile_banner(profile: Profile, data_source: str | None = None) -> str:
     far its numbers can be trusted."""
     data = f" Data: {data_source}." if data_source else ""
     trust = PROFILE_TRUST.get(profile.name, "a custom profile")
-    return f"**The outputs on this page come from the `{profile.name}` profile**: {profile.notes}; {trust}.{data}"
+    banner = f"**The outputs on this page come from the `{profile.name}` profile**: {profile.notes}; {trust}.{data}"
+    default = PROFILES.get(profile.dataset, {}).get(profile.name)
+    if default is not None and len(profile.seeds) < len(default.seeds):
+        banner += (f" **Only seeds {list(profile.seeds)} of the profile's {list(default.seeds)} were run**, so a "
+                   f"standard deviation over seeds is missing or rests on few runs.")
+    return banner
 
 
 def get_profile(dataset: str, profile: str) -> Profile:

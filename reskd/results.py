@@ -275,6 +275,36 @@ def check_target(models: Sequence[Mapping[str, Any]], *, max_pct_teacher: float,
             "drop": drop, "beats": beats, "reached": reached, "why": "; ".join(why) or "reached"}
 
 
+NOISE_Z = 2.0  # a difference counts when it exceeds this many standard errors of the difference of seed means
+
+
+def compare_at_cost(models: Sequence[Mapping[str, Any]], *, against: Sequence[str] = ("kd", "kd-equal-cost"),
+                    z: float = NOISE_Z) -> pd.DataFrame:
+    """The full ResKD chain (the static entry with the most stages) against every model of the kinds ``against``:
+    both top-1 means, their difference, its standard error over seeds, sqrt(s_a^2/n_a + s_b^2/n_b), and a verdict:
+    ResKD ahead or behind when the difference exceeds ``z`` standard errors, else within the seed noise (and
+    "one seed" when either side has a single seed, so no noise estimate exists)."""
+    chains = [m for m in models if m["kind"] == "reskd-stage"]
+    if not chains:
+        raise ResultsError("the models hold no 'reskd-stage' entry; add the ResKD chain (reskd_records) first.")
+    chain = max(chains, key=lambda m: m["stages"])
+    rows = []
+    for other in (m for m in models if m["kind"] in against):
+        diff = chain["top1_mean"] - other["top1_mean"]
+        n_a, n_b = len(chain["seeds"]), len(other["seeds"])
+        se = math.sqrt(chain["top1_std"] ** 2 / n_a + other["top1_std"] ** 2 / n_b) if min(n_a, n_b) > 1 else None
+        if se is None:
+            verdict = "one seed: no noise estimate"
+        elif abs(diff) > z * se:
+            verdict = "ResKD ahead" if diff > 0 else "ResKD behind"
+        else:
+            verdict = "within seed noise"
+        rows.append({"ResKD": chain["name"], "ResKD MMACs": chain["macs"] / 1e6, "ResKD top-1": chain["top1_mean"],
+                     "versus": other["name"], "versus MMACs": other["macs"] / 1e6, "versus top-1": other["top1_mean"],
+                     "difference": diff, "std. error": se, "verdict": verdict})
+    return pd.DataFrame(rows)
+
+
 def reskd_records(staged: Mapping[int, Mapping[str, StagedOutputs]], teacher_macs: float, *,
                   drops: Sequence[float] = (0.5, 1.0), criterion: str = "max_prob") -> list[dict[str, Any]]:
     """Model entries of a ResKD chain, from ``staged[seed]["val" | "test"]`` (cumulative stage outputs with the

@@ -179,6 +179,9 @@ def test_profile_banner_names_the_profile_its_data_and_what_to_trust():
     assert "`smoke` profile" in smoke and "not a reproduction" in smoke and "CIFAR-10 (JPEG copy)" in smoke
     cpu = E.profile_banner(get_profile("cifar10", "cpu"))
     assert "`cpu` profile" in cpu and "resnet56 teacher" in cpu and "not a reproduction" not in cpu
+    assert "Only seeds" not in cpu
+    fewer = E.profile_banner(get_profile("cifar10", "cpu").replace(seeds=(0,)))
+    assert "Only seeds [0] of the profile's [0, 1, 2]" in fewer
 
 
 def test_runs_table_tells_finished_interrupted_running_and_unstarted_runs(exp):

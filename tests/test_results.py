@@ -135,6 +135,24 @@ def test_check_target_names_what_is_missing():
         R.check_target([stage], max_pct_teacher=18.04, max_drop=1.0)
 
 
+def test_compare_at_cost_uses_the_longest_chain_and_the_seed_noise():
+    kd = _model("KD student", "kd", top1_mean=80.0, top1_std=0.5, seeds=[0, 1, 2])
+    equal = _model("equal-cost KD", "kd-equal-cost", top1_mean=81.0, top1_std=0.2, seeds=[0, 1, 2])
+    short = _model("ResKD S0..S1", "reskd-stage", stages=2, top1_mean=90.0, seeds=[0, 1, 2])
+    chain = _model("ResKD S0..S2", "reskd-stage", stages=3, top1_mean=81.2, top1_std=0.3, seeds=[0, 1, 2])
+    table = R.compare_at_cost([kd, equal, short, chain]).set_index("versus")
+    assert set(table["ResKD"]) == {"ResKD S0..S2"}
+    assert table.loc["KD student", "difference"] == pytest.approx(1.2)
+    assert table.loc["KD student", "verdict"] == "ResKD ahead"  # 1.2 > 2 * sqrt((0.09 + 0.25) / 3) = 0.67
+    assert table.loc["equal-cost KD", "verdict"] == "within seed noise"  # 0.2 < 2 * sqrt((0.09 + 0.04) / 3) = 0.42
+    behind = R.compare_at_cost([dict(equal, top1_mean=83.0), chain])
+    assert behind["verdict"].item() == "ResKD behind"
+    single = R.compare_at_cost([dict(equal, seeds=[0], top1_std=0.0), chain])
+    assert single["verdict"].item() == "one seed: no noise estimate" and single["std. error"].item() is None
+    with pytest.raises(R.ResultsError, match="no 'reskd-stage'"):
+        R.compare_at_cost([kd, equal])
+
+
 def test_frame_records_are_plain_json():
     import pandas as pd
     rows = R.frame_records(pd.DataFrame({"a": [1.23456, float("nan")], "b": ["x", None]}), digits=2)

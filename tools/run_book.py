@@ -83,6 +83,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chapters", nargs="*", help="a subset, e.g. 02 04 (default: all, in order)")
     parser.add_argument("--output-dir", type=Path, default=BOOK, help="where executed notebooks go (default: book/)")
     parser.add_argument("--data-root", default=None, help="the data sets' folder (default: $RESKD_DATA, else data/)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="student seeds, e.g. 0 (default: the profile's; fewer is an interim run, and says so)")
     args = parser.parse_args(argv)
 
     chapters = select(args.chapters)
@@ -91,6 +93,8 @@ def main(argv: list[str] | None = None) -> None:
     parameters = {"profile": args.profile}
     if args.data_root is not None:
         parameters["data_root"] = str(Path(args.data_root).resolve())
+    if args.seeds is not None:
+        parameters["seeds"] = args.seeds
     if output_dir != BOOK.resolve():
         parameters["results_dir"] = str(output_dir / "results")
     if args.profile != "smoke":
