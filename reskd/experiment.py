@@ -551,13 +551,49 @@ def plain_members(exp: Experiment, archs: Sequence[Arch], seed: int = 0) -> list
     return [exp.student("kd", arch=a, seed=seed + PLAIN_SEED_OFFSET * i) for i, a in enumerate(archs)]
 
 
-def plain_ensemble_logits(exp: Experiment, archs: Sequence[Arch], split: str, seed: int = 0) -> tuple[Tensor, Tensor]:
-    """Averaged logits of independently trained KD students with the architectures ``archs`` (the equal-cost
-    ensemble baseline, members from :func:`plain_members`)."""
+PLAIN_WEIGHTINGS = ("equal", "val")
+MEMBER_WEIGHT_STEPS = 50  # L-BFGS iterations; a handful of weights converge long before
+
+
+def fit_member_weights(logits: Sequence[Tensor], labels: Tensor, steps: int = MEMBER_WEIGHT_STEPS) -> Tensor:
+    """Non-negative weights ``w`` (one per member) that minimise the cross-entropy of ``sum_i w_i * logits[i]`` on
+    held-out images (stacking); they start from equal averaging, and the test split must never be given here."""
+    if not logits:
+        raise ValueError("no member logits: give at least one member's (N x C) logits.")
+    stacked = torch.stack([z.detach().float() for z in logits])
+    raw = torch.full((len(logits),), math.log(math.expm1(1.0 / len(logits))), requires_grad=True)
+    optimizer = torch.optim.LBFGS([raw], max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        optimizer.zero_grad()
+        weights = nn.functional.softplus(raw)
+        loss = nn.functional.cross_entropy(torch.einsum("m,mnc->nc", weights, stacked), labels)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return nn.functional.softplus(raw).detach()
+
+
+def plain_ensemble_logits(exp: Experiment, archs: Sequence[Arch], split: str, seed: int = 0,
+                          weighting: str = "equal") -> tuple[Tensor, Tensor]:
+    """Combined logits of independently trained KD students with the architectures ``archs`` (the equal-cost
+    ensemble baseline, members from :func:`plain_members`): averaged (``weighting="equal"``), or weighted by
+    :func:`fit_member_weights` on the validation split (``"val"``), so that weak members cannot drag a strong one
+    down."""
+    if weighting not in PLAIN_WEIGHTINGS:
+        raise ValueError(f"unknown weighting {weighting!r}; choose one of {', '.join(PLAIN_WEIGHTINGS)}.")
     members = plain_members(exp, archs, seed)
-    loader = exp.eval_loader(split)
-    outs = [predict(m, loader, device=exp.device) for m in members]
-    return torch.stack([o[0] for o in outs]).mean(0), outs[0][1]
+
+    def member_logits(name: str) -> tuple[list[Tensor], Tensor]:
+        outs = [predict(m, exp.eval_loader(name), device=exp.device) for m in members]
+        return [o[0] for o in outs], outs[0][1]
+
+    logits, labels = member_logits(split)
+    if weighting == "equal":
+        return torch.stack(logits).mean(0), labels
+    weights = fit_member_weights(*member_logits("val"))
+    return torch.einsum("m,mnc->nc", weights, torch.stack(logits)), labels
 
 
 JOBS = ("teacher", "teacher-cache", "scratch", "kd", "ablation", "reskd", "equal-cost", "plain")

@@ -1,6 +1,7 @@
 """The glue the chapters call: profiles, the artifact store, ResKD stages and baselines, on a fixture CIFAR-10."""
 import pytest
 import torch
+from torch import nn
 
 from reskd.artifacts import run_key
 from reskd import experiment as E
@@ -64,6 +65,28 @@ def test_reskd_stages_records_and_baselines(exp):
     assert not torch.equal(other.stages[1].fc.weight, ens.stages[1].fc.weight)
     logits, labels = plain_ensemble_logits(e, [Arch("resnet8", 0.5), Arch("resnet8", 0.5)], "test")
     assert logits.shape == (len(e.data.test), 10) and len(labels) == len(e.data.test)
+    weighted, _ = plain_ensemble_logits(e, [Arch("resnet8", 0.5), Arch("resnet8", 0.5)], "test", weighting="val")
+    assert weighted.shape == logits.shape and not torch.allclose(weighted, logits)
+    with pytest.raises(ValueError, match="unknown weighting 'best'"):
+        plain_ensemble_logits(e, [Arch("resnet8", 0.5)], "test", weighting="best")
+
+
+def test_member_weights_follow_the_better_member_and_never_lose_to_averaging():
+    from reskd.experiment import fit_member_weights
+
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 10, (2000,), generator=gen)
+    good = 4.0 * nn.functional.one_hot(labels, 10).float() + torch.randn(2000, 10, generator=gen)
+    noise = 4.0 * torch.randn(2000, 10, generator=gen)
+    weights = fit_member_weights([good, noise], labels)
+    assert (weights >= 0).all() and weights[0] > 5 * weights[1]
+
+    def ce(w):
+        return nn.functional.cross_entropy(w[0] * good + w[1] * noise, labels).item()
+
+    assert ce(weights) <= ce(torch.tensor([0.5, 0.5]))
+    with pytest.raises(ValueError, match="no member logits"):
+        fit_member_weights([], labels)
 
 
 def test_grow_stops_on_budget_and_uses_feature_heads(exp):
