@@ -174,11 +174,14 @@ options = ablate(exp, other_options(config, runs.loss))
 ablation = pd.concat([losses[losses["loss"] == runs.loss], options], ignore_index=True)
 val_s0, test_s0 = ablation["val_top1_s0"].iloc[0], ablation["test_top1_s0"].iloc[0]
 pair = [config.student, config.res_students[0]]
-plain_pair = {split: plain_ensemble_logits(exp, pair, split, seed=0) for split in ("val", "test")}
-ablation.loc[len(ablation), ["option", "added_mmacs", "val_gain", "test_gain"]] = [
-    f"plain ensemble: S0 + independent KD {config.res_students[0].label}",
-    model_cost(exp.student("kd", arch=config.res_students[0], seed=PLAIN_SEED_OFFSET), exp.input_size).macs / 1e6,
-    top1(*plain_pair["val"]) - val_s0, top1(*plain_pair["test"]) - test_s0]
+member_mmacs = model_cost(exp.student("kd", arch=config.res_students[0], seed=PLAIN_SEED_OFFSET),
+                          exp.input_size).macs / 1e6
+for weighting, how in (("equal", "averaged"), ("val", "weights fit on val")):
+    plain_pair = {split: plain_ensemble_logits(exp, pair, split, seed=0, weighting=weighting)
+                  for split in ("val", "test")}
+    ablation.loc[len(ablation), ["option", "added_mmacs", "val_gain", "test_gain"]] = [
+        f"plain ensemble: S0 + independent KD {config.res_students[0].label} ({how})", member_mmacs,
+        top1(*plain_pair["val"]) - val_s0, top1(*plain_pair["test"]) - test_s0]
 ablation[ENERGY_COLUMNS].set_index("option")
 
 # %% [markdown]
