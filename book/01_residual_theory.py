@@ -536,7 +536,7 @@ plt.show()
 # (about a tenth) of the residual on both. That tenth hardly moves the predictions (the next chapter measures the
 # top-1), and $S_2$ and $S_3$, the same architecture fitted to what $S_1$ left, remove about 0.1% each: the residual
 # after $S_1$ holds nothing a resnet8x0.5 looking at the image can fit. Two further hints for the next chapter: the
-# line-search step $ho^\star$ above 1 says each stage's output is too small (scaling it by about 1.3 would remove
+# line-search step $\rho^\star$ above 1 says each stage's output is too small (scaling it by about 1.3 would remove
 # more), and the second statement's bound on the top-1 disagreement is loose (about three times the measured one).
 
 # %% [markdown]
