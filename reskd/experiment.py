@@ -586,7 +586,10 @@ def plain_ensemble_logits(exp: Experiment, archs: Sequence[Arch], split: str, se
     members = plain_members(exp, archs, seed)
 
     def member_logits(name: str) -> tuple[list[Tensor], Tensor]:
-        outs = [predict(m, exp.eval_loader(name), device=exp.device) for m in members]
+        """Each member's logits and the labels on ``name``, through the evaluation cache (so both weightings, and
+        the validation pass that fits the weights, predict every member once)."""
+        loader = exp.eval_loader(name)
+        outs = [cached_eval(m, loader, lambda m=m: predict(m, loader, device=exp.device)) for m in members]
         return [o[0] for o in outs], outs[0][1]
 
     logits, labels = member_logits(split)
