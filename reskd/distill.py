@@ -72,6 +72,13 @@ class Distiller(nn.Module):
         """The model whose accuracy the training loop reports on evaluation splits: the student."""
         return self.student
 
+    def frozen_addend(self) -> nn.Module | None:
+        """The frozen part of :meth:`eval_model` whose logits are added to the student's, or ``None``.
+
+        When there is one, the training loop predicts it once per evaluation split and then only the student each
+        epoch (the sum is the same numbers as evaluating :meth:`eval_model`)."""
+        return None
+
     def end_epoch(self) -> None:
         """Called after every training epoch (e.g. to write output caches to disk)."""
 

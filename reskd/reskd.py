@@ -265,6 +265,11 @@ class ResidualDistiller(Distiller):
     def eval_model(self) -> nn.Module:
         return _Combined(self.previous, self.student, self.input)
 
+    def frozen_addend(self) -> nn.Module | None:
+        """The frozen earlier stages, when the res-student reads the image (a features-input res-student needs
+        S0's feature maps on every evaluation, so then the whole combined model is evaluated)."""
+        return self.previous if self.input == "image" else None
+
     def end_epoch(self) -> None:
         self.teacher_outputs.flush()
         self.previous_outputs.flush()

@@ -107,15 +107,18 @@ def _loader_view(loader, epoch: int | None) -> View:
 
 @torch.no_grad()
 def predict(model: nn.Module, loader, *, device: str | torch.device | None = "auto",
-            progress: bool = False, desc: str = "predict") -> tuple[Tensor, Tensor]:
-    """Logits of ``model`` on every sample of an evaluation ``loader``, in sample order, with the labels (CPU)."""
+            progress: bool = False, desc: str = "predict",
+            memory_format: torch.memory_format | None = None) -> tuple[Tensor, Tensor]:
+    """Logits of ``model`` on every sample of an evaluation ``loader``, in sample order, with the labels (CPU).
+
+    Inputs are laid out in ``memory_format`` (default: that of the model's first convolution)."""
     device = resolve_device(device)
     was_training = model.training
     model.eval().to(device)
     n = len(loader.data)
     logits: Tensor | None = None
     labels = torch.empty(n, dtype=torch.long)
-    memory_format = model_memory_format(model)
+    memory_format = model_memory_format(model) if memory_format is None else memory_format
     for x, y, index in tqdm(loader, desc=desc, leave=False, disable=not progress):
         out = model(x.to(device).contiguous(memory_format=memory_format)).float().cpu()
         if logits is None:
@@ -135,8 +138,30 @@ def top1(logits: Tensor, labels: Tensor) -> float:
 
 def evaluate(model: nn.Module, loader, *, device: str | torch.device | None = "auto") -> dict[str, float]:
     """Top-1 (%) and mean cross-entropy of ``model`` on ``loader``."""
-    logits, labels = predict(model, loader, device=device)
+    return _metrics(*predict(model, loader, device=device))
+
+
+def _metrics(logits: Tensor, labels: Tensor) -> dict[str, float]:
     return {"top1": top1(logits, labels), "loss": F.cross_entropy(logits, labels).item()}
+
+
+def evaluate_distiller(distiller: Distiller, loader, *, device: str | torch.device | None = "auto",
+                       frozen_logits: dict[int, tuple[Tensor, Tensor]] | None = None) -> dict[str, float]:
+    """Top-1 (%) and mean cross-entropy of ``distiller.eval_model()`` on ``loader``.
+
+    When the distiller has a frozen addend (a res-student's earlier stages), its logits are predicted once per loader
+    and kept in ``frozen_logits`` (keyed by the loader's id), so later epochs only run the student: the same numbers
+    as evaluating the whole model, at the student's cost."""
+    model, addend = distiller.eval_model(), distiller.frozen_addend()
+    if addend is None:
+        return evaluate(model, loader, device=device)
+    memory_format = model_memory_format(model)  # the layout the whole model would see
+    memo = {} if frozen_logits is None else frozen_logits
+    if id(loader) not in memo:
+        memo[id(loader)] = predict(addend, loader, device=device, memory_format=memory_format)
+    fixed, labels = memo[id(loader)]
+    logits, _ = predict(distiller.student, loader, device=device, memory_format=memory_format)
+    return _metrics(fixed + logits, labels)
 
 
 @dataclass
@@ -193,6 +218,7 @@ def fit(distiller: Distiller, train_loader, config: TrainConfig, *, eval_loaders
         scheduler = make_scheduler(optimizer, config, len(train_loader))
         history: list[dict[str, Any]] = []
         start_epoch = 0
+        frozen_logits: dict[int, tuple[Tensor, Tensor]] = {}  # a frozen addend's evaluation logits, per loader
 
         if run_dir is not None and (run_dir / CHECKPOINT).exists():
             ckpt = _load_checkpoint(run_dir / CHECKPOINT)
@@ -237,7 +263,7 @@ def fit(distiller: Distiller, train_loader, config: TrainConfig, *, eval_loaders
                                    "train_top1": 100.0 * correct / max(seen, 1)}
             row.update({f"train_{k}": v / max(seen, 1) for k, v in sums.items()})
             for name, loader in eval_loaders.items():
-                metrics = evaluate(distiller.eval_model(), loader, device=device)
+                metrics = evaluate_distiller(distiller, loader, device=device, frozen_logits=frozen_logits)
                 row.update({f"{name}_top1": metrics["top1"], f"{name}_loss": metrics["loss"]})
             row["epoch_s"] = time.perf_counter() - t0
             history.append(row)

@@ -8,7 +8,7 @@ from reskd.distill import View
 from reskd.models import create_model
 from reskd.reskd import (RESIDUAL_LOSSES, FeatureHead, ResidualDistiller, ResKDEnsemble, residual_energy,
                          residual_loss, zero_last_layer)
-from reskd.train import TrainConfig, fit, predict
+from reskd.train import TrainConfig, evaluate, evaluate_distiller, fit, predict
 
 from helpers import NUM_CLASSES, TinyNet, tiny_images, tiny_spec
 
@@ -115,3 +115,28 @@ def test_mismatched_classes_are_rejected():
         ensemble.add_stage(wrong)
     with pytest.raises(ValueError, match="unknown res-student input"):
         ensemble.add_stage(TinyNet(), "logits")
+
+
+def test_training_loop_evaluates_earlier_stages_once_with_the_same_numbers():
+    """fit's evaluation predicts a res-student's frozen earlier stages once per split, then only the res-student;
+    the metrics equal those of evaluating the whole combined model."""
+    torch.manual_seed(0)
+    spec, data = tiny_spec(), tiny_images(96)
+    teacher, student = TinyNet(width=8), TinyNet(width=4)
+    ensemble = ResKDEnsemble(student, [TinyNet(width=2)])
+    d = ResidualDistiller(TinyNet(width=2), teacher, ensemble, loss="mse", zero_init=False)
+    loader = Loader(data, spec, 40, train=False)
+    calls = []
+    handle = ensemble.register_forward_hook(lambda *_: calls.append(1))
+    memo = {}
+    for _ in range(2):
+        fast = evaluate_distiller(d, loader, device="cpu", frozen_logits=memo)
+    assert len(calls) == 3  # the 3 batches of the split, on the first evaluation only
+    handle.remove()
+    assert fast == evaluate(d.eval_model(), loader, device="cpu")
+    with torch.no_grad():
+        d.student.fc.weight.add_(1.0)  # the res-student changes between epochs: the memo must not hide that
+    assert evaluate_distiller(d, loader, device="cpu", frozen_logits=memo) == evaluate(d.eval_model(), loader,
+                                                                                        device="cpu")
+    features = ResidualDistiller(FeatureHead(4, NUM_CLASSES), teacher, ensemble, input="features")
+    assert d.frozen_addend() is ensemble and features.frozen_addend() is None
