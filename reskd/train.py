@@ -146,20 +146,21 @@ def _metrics(logits: Tensor, labels: Tensor) -> dict[str, float]:
 
 
 def evaluate_distiller(distiller: Distiller, loader, *, device: str | torch.device | None = "auto",
-                       frozen_logits: dict[int, tuple[Tensor, Tensor]] | None = None) -> dict[str, float]:
+                       frozen_logits: dict[Any, tuple[Tensor, Tensor]] | None = None) -> dict[str, float]:
     """Top-1 (%) and mean cross-entropy of ``distiller.eval_model()`` on ``loader``.
 
     When the distiller has a frozen addend (a res-student's earlier stages), its logits are predicted once per loader
-    and kept in ``frozen_logits`` (keyed by the loader's id), so later epochs only run the student: the same numbers
-    as evaluating the whole model, at the student's cost."""
+    and kept in ``frozen_logits``, keyed by the loader object itself (the memo keeps it alive, so no other loader can
+    take its key). Later epochs then run only the student: the same numbers as evaluating the whole model, at the
+    student's cost."""
     model, addend = distiller.eval_model(), distiller.frozen_addend()
     if addend is None:
         return evaluate(model, loader, device=device)
     memory_format = model_memory_format(model)  # the layout the whole model would see
     memo = {} if frozen_logits is None else frozen_logits
-    if id(loader) not in memo:
-        memo[id(loader)] = predict(addend, loader, device=device, memory_format=memory_format)
-    fixed, labels = memo[id(loader)]
+    if loader not in memo:
+        memo[loader] = predict(addend, loader, device=device, memory_format=memory_format)
+    fixed, labels = memo[loader]
     logits, _ = predict(distiller.student, loader, device=device, memory_format=memory_format)
     return _metrics(fixed + logits, labels)
 
@@ -218,7 +219,7 @@ def fit(distiller: Distiller, train_loader, config: TrainConfig, *, eval_loaders
         scheduler = make_scheduler(optimizer, config, len(train_loader))
         history: list[dict[str, Any]] = []
         start_epoch = 0
-        frozen_logits: dict[int, tuple[Tensor, Tensor]] = {}  # a frozen addend's evaluation logits, per loader
+        frozen_logits: dict[Any, tuple[Tensor, Tensor]] = {}  # a frozen addend's evaluation logits, per loader
 
         if run_dir is not None and (run_dir / CHECKPOINT).exists():
             ckpt = _load_checkpoint(run_dir / CHECKPOINT)
