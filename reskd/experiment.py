@@ -302,12 +302,16 @@ class Experiment:
                                             self.teacher_spec(seed), p.teacher_train).model
         return self._teachers[seed]
 
+    def logits(self, model: nn.Module, split: str) -> tuple[Tensor, Tensor]:
+        """``model``'s logits and the labels on an evaluation split, through the evaluation cache: every network a
+        chapter compares is predicted once per split, however many tables and ensembles it appears in."""
+        loader = self.eval_loader(split)
+        return cached_eval(model, loader, lambda: predict(model, loader, device=self.device))
+
     def teacher_logits(self, split: str) -> Tensor:
         """The teacher's logits on an evaluation split, computed once (then read from the evaluation cache)."""
         if split not in self._teacher_logits:
-            teacher, loader = self.teacher(), self.eval_loader(split)
-            self._teacher_logits[split] = cached_eval(
-                teacher, loader, lambda: predict(teacher, loader, device=self.device)[0])
+            self._teacher_logits[split] = self.logits(self.teacher(), split)[0]
         return self._teacher_logits[split]
 
     def student_spec(self, kind: str, arch: Arch | None = None, seed: int = 0) -> dict[str, Any]:
@@ -402,7 +406,18 @@ class ResKDRuns:
     def staged(self, ens: ResKDEnsemble, split: str) -> StagedOutputs:
         """Cumulative stage logits on ``split`` with the teacher's logits (for agreement and residual energy)."""
         loader = self.exp.eval_loader(split)
-        staged = cached_eval(ens, loader, lambda: collect(ens, loader, device=self.exp.device))
+        if all(kind == "image" for kind in ens.inputs[1:]):
+            # stages that read the image are predicted one network at a time, so S0 (the KD student, shared by every
+            # ablation option and the plain ensemble) and each res-student run once per split; same sums as collect()
+            outs = [self.exp.logits(stage, split) for stage in ens.stages]
+            cumulative, total = [], None
+            for z, _ in outs:
+                total = z if total is None else total + z
+                cumulative.append(total)
+            size = (3, loader.spec.crop_size, loader.spec.crop_size)
+            staged = StagedOutputs(torch.stack(cumulative), outs[0][1], ens.stage_macs(size))
+        else:
+            staged = cached_eval(ens, loader, lambda: collect(ens, loader, device=self.exp.device))
         staged.teacher_logits = self.exp.teacher_logits(split)
         return staged
 
@@ -588,8 +603,7 @@ def plain_ensemble_logits(exp: Experiment, archs: Sequence[Arch], split: str, se
     def member_logits(name: str) -> tuple[list[Tensor], Tensor]:
         """Each member's logits and the labels on ``name``, through the evaluation cache (so both weightings, and
         the validation pass that fits the weights, predict every member once)."""
-        loader = exp.eval_loader(name)
-        outs = [cached_eval(m, loader, lambda m=m: predict(m, loader, device=exp.device)) for m in members]
+        outs = [exp.logits(m, name) for m in members]
         return [o[0] for o in outs], outs[0][1]
 
     logits, labels = member_logits(split)

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from .cache import TEACHER_CACHE_NAME, OutputCache
 from .distill import DEFAULT_CE_WEIGHT, DEFAULT_KD_WEIGHT, DEFAULT_TEMPERATURE, Distiller, View, frozen, kd_loss
 from .flops import count_macs
+from .utils import model_memory_format
 
 #: The res-student losses. ``s`` is the new stage's output, ``r`` the residual, ``Z = Z_{k-1} + s``.
 RESIDUAL_LOSSES = {
@@ -161,7 +162,9 @@ class ResKDEnsemble(nn.Module):
         else:
             outputs = [s0(x)]
         for stage, kind in zip(list(self.stages)[1:upto], self.inputs[1:upto]):
-            outputs.append(stage(features[self.feature_index] if kind == "features" else x))
+            stage_input = features[self.feature_index] if kind == "features" else x
+            # each stage reads its input in its own memory format (a narrow one must not get channels_last)
+            outputs.append(stage(stage_input.contiguous(memory_format=model_memory_format(stage))))
         return outputs
 
     def cumulative_logits(self, x: Tensor) -> list[Tensor]:

@@ -124,6 +124,7 @@ def test_masked_execution_matches_full_execution(input_kind):
     spec, data = tiny_spec(16), tiny_images(64, size=16)
     loader = Loader(data, spec, 64, train=False)
     full = collect(ens, loader, device="cpu")
+    assert not full.logits.is_inference()  # usable outside inference mode (thresholds, plots, training a gate)
     tau = float(confidence(full.logits[0], "max_prob").median())
     policy = Policy("max_prob", [tau, tau])
     exits = exit_stages(full, policy)

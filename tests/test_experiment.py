@@ -138,6 +138,24 @@ def test_run_jobs_trains_what_is_asked_and_refuses_unknown_jobs(exp):
         run_jobs(e, ["distill-everything"])
 
 
+def test_staged_predicts_each_network_once_and_matches_running_the_ensemble(exp, monkeypatch):
+    from reskd.adaptive import collect
+
+    e = exp()
+    runs = ResKDRuns(e, loss="mse")
+    ens = runs.ensemble([Arch("resnet8", 0.5)])
+    calls = []
+    real_predict = E.predict
+    monkeypatch.setattr(E, "predict", lambda model, *a, **kw: calls.append(model) or real_predict(model, *a, **kw))
+    staged = runs.staged(ens, "test")
+    whole = collect(ens, e.eval_loader("test"), device="cpu")
+    assert torch.equal(staged.logits, whole.logits) and torch.equal(staged.labels, whole.labels)
+    assert staged.stage_macs == whole.stage_macs
+    s0_calls = sum(m is ens.stages[0] for m in calls)
+    e.logits(ens.stages[0], "test")  # S0 again (the KD student's table row): read from the cache
+    assert s0_calls == 1 and sum(m is ens.stages[0] for m in calls) == 1
+
+
 def test_evaluations_are_cached_by_weights_and_images(exp, tmp_path):
     e = exp()
     teacher, loader = e.teacher(), e.eval_loader("val")

@@ -140,3 +140,19 @@ def test_training_loop_evaluates_earlier_stages_once_with_the_same_numbers():
                                                                                         device="cpu")
     features = ResidualDistiller(FeatureHead(4, NUM_CLASSES), teacher, ensemble, input="features")
     assert d.frozen_addend() is ensemble and features.frozen_addend() is None
+
+
+def test_each_stage_reads_its_input_in_its_own_memory_format():
+    """S0 laid out channels_last must not hand channels_last images to a stage too narrow for it (a crash in oneDNN)."""
+    torch.manual_seed(0)
+    s0 = create_model("resnet8", NUM_CLASSES).to(memory_format=torch.channels_last)
+    narrow = create_model("resnet8", NUM_CLASSES, width=0.25)  # 4 channels: stays contiguous
+    seen = []
+    narrow.register_forward_pre_hook(lambda module, args: seen.append(args[0].is_contiguous()))
+    ens = ResKDEnsemble(s0, [narrow], ["image"]).eval()
+    x = torch.randn(2, 3, 16, 16).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        together = ens.cumulative_logits(x)[-1]
+        apart = s0(x) + narrow(x.contiguous())
+    assert seen == [True, True]
+    torch.testing.assert_close(together, apart)

@@ -12,6 +12,7 @@ import torch
 from reskd.data import Loader
 from reskd.distill import CE, KD
 from reskd.train import CheckpointError, TrainConfig, evaluate, fit, make_optimizer, make_scheduler, predict
+from reskd.utils import model_memory_format
 
 from helpers import TinyNet, tiny_images, tiny_spec
 
@@ -55,6 +56,8 @@ def test_finished_run_is_loaded_not_retrained(tmp_path):
                 progress=False)
     for a, b in zip(first.model.state_dict().values(), again.model.state_dict().values()):
         assert torch.equal(a, b)
+    # a loaded run is laid out as it trained (channels_last here), not in the format a fresh model starts in
+    assert model_memory_format(first.model) == model_memory_format(again.model) == torch.channels_last
     with pytest.raises(CheckpointError, match="different run"):
         fit(CE(TinyNet()), train, TrainConfig(epochs=3, **FAST), run_dir=tmp_path, device="cpu", progress=False)
     retrained = fit(CE(TinyNet()), train, TrainConfig(epochs=3, **FAST), run_dir=tmp_path, device="cpu",
@@ -111,6 +114,17 @@ def test_predict_returns_sample_order():
         direct = model(((test.data.images.float() / 255) - torch.tensor(test.spec.mean)[:, None, None])
                        / torch.tensor(test.spec.std)[:, None, None])
     torch.testing.assert_close(logits, direct, atol=1e-4, rtol=1e-4)
+
+
+def test_predict_outputs_can_be_loss_targets():
+    """predict runs under inference mode, but what it returns must work as the target of a trained model's loss."""
+    _, test = loaders()
+    targets, _ = predict(TinyNet(), test, device="cpu")
+    assert not targets.is_inference()
+    student = TinyNet()
+    x = (test.data.images.float() / 255)
+    torch.nn.functional.mse_loss(student(x), targets).backward()
+    assert all(p.grad is not None for p in student.parameters())
 
 
 RUN_SCRIPT = textwrap.dedent("""
