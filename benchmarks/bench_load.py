@@ -47,7 +47,6 @@ def main() -> None:
 
 
 def measure(args: argparse.Namespace) -> None:
-
     times: dict[str, float] = {}
     start = time.perf_counter()
     exp = Experiment(get_profile(args.dataset, args.profile), train_missing=False, progress=False)

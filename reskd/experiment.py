@@ -34,7 +34,7 @@ from .cache import TEACHER_CACHE_NAME, OutputCache
 from .distill import CE, KD, Distiller
 from .flops import count_macs
 from .models import create_model
-from .reskd import RESIDUAL_LOSSES, FeatureHead, ResidualDistiller, ResKDEnsemble, residual_energy
+from .reskd import RESIDUAL_LOSSES, FeatureHead, ResidualDistiller, ResKDEnsemble, cumulative_sums, residual_energy
 from .train import FINAL_MODEL, FitResult, TrainConfig, fit, predict
 from .utils import (RunLockedError, atomic_torch_save, resolve_device, seed_everything, stable_hash,
                     state_dict_hash)
@@ -405,18 +405,14 @@ class ResKDRuns:
 
     def staged(self, ens: ResKDEnsemble, split: str) -> StagedOutputs:
         """Cumulative stage logits on ``split`` with the teacher's logits (for agreement and residual energy)."""
-        loader = self.exp.eval_loader(split)
         if all(kind == "image" for kind in ens.inputs[1:]):
             # stages that read the image are predicted one network at a time, so S0 (the KD student, shared by every
             # ablation option and the plain ensemble) and each res-student run once per split; same sums as collect()
             outs = [self.exp.logits(stage, split) for stage in ens.stages]
-            cumulative, total = [], None
-            for z, _ in outs:
-                total = z if total is None else total + z
-                cumulative.append(total)
-            size = (3, loader.spec.crop_size, loader.spec.crop_size)
-            staged = StagedOutputs(torch.stack(cumulative), outs[0][1], ens.stage_macs(size))
+            staged = StagedOutputs(torch.stack(cumulative_sums([z for z, _ in outs])), outs[0][1],
+                                   ens.stage_macs(self.exp.input_size))
         else:
+            loader = self.exp.eval_loader(split)
             staged = cached_eval(ens, loader, lambda: collect(ens, loader, device=self.exp.device))
         staged.teacher_logits = self.exp.teacher_logits(split)
         return staged

@@ -107,6 +107,16 @@ def zero_last_layer(model: nn.Module) -> nn.Module:
     return model
 
 
+def cumulative_sums(stage_logits: Sequence[Tensor]) -> list[Tensor]:
+    """``[z_0, z_0 + z_1, ...]``: the ensemble's logits after each stage, from each stage's own logits (summed in
+    stage order, so every caller gets the same floats)."""
+    out, total = [], None
+    for z in stage_logits:
+        total = z if total is None else total + z
+        out.append(total)
+    return out
+
+
 class ResKDEnsemble(nn.Module):
     """The student S0 followed by res-students S1..Sk; the output is the sum of the stages' logits.
 
@@ -169,11 +179,7 @@ class ResKDEnsemble(nn.Module):
 
     def cumulative_logits(self, x: Tensor) -> list[Tensor]:
         """``[Z_0, Z_1, ...]``: the ensemble's logits after each stage."""
-        out, total = [], None
-        for z in self.stage_logits(x):
-            total = z if total is None else total + z
-            out.append(total)
-        return out
+        return cumulative_sums(self.stage_logits(x))
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.stack(self.stage_logits(x)).sum(0)

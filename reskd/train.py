@@ -191,14 +191,8 @@ def _lay_out_for_cpu(student: nn.Module, config: TrainConfig) -> None:
     """Put ``student`` on the CPU in the memory format a CPU runs it fastest in (``channels_last`` unless the config
     turns it off or the model is too narrow for it): the CIFAR ResNets predict 1.4-1.6x faster this way than in the
     contiguous format (``benchmarks/bench_layout.py``). A trained run and the same run loaded later are laid out
-    alike, so they agree bit for bit."""
+    alike (:func:`fit` lays out a student it loads the same way), so they agree bit for bit."""
     student.to("cpu", memory_format=memory_format_for(student, torch.device("cpu"), config.channels_last))
-
-
-def _load_laid_out(run_dir: Path, student: nn.Module, identity: Mapping[str, Any], config: TrainConfig) -> FitResult:
-    """:func:`load_run`, into ``student`` laid out as a trained one is returned (:func:`_lay_out_for_cpu`)."""
-    _lay_out_for_cpu(student, config)
-    return load_run(run_dir, student, identity)
 
 
 def fit(distiller: Distiller, train_loader, config: TrainConfig, *, eval_loaders: Mapping[str, Any] | None = None,
@@ -217,9 +211,10 @@ def fit(distiller: Distiller, train_loader, config: TrainConfig, *, eval_loaders
     identity = json.loads(json.dumps({"config": config.to_dict(), "run_info": dict(run_info or {}),
                                       "batch_size": train_loader.batch_size}, default=str))
     student = distiller.student
+    _lay_out_for_cpu(student, config)  # a loaded run comes back laid out as a trained one (training re-lays it out)
 
     if run_dir is not None and not retrain and (run_dir / FINAL_MODEL).exists():
-        return _load_laid_out(run_dir, student, identity, config)  # finished: loading needs no lock
+        return load_run(run_dir, student, identity)  # finished: loading needs no lock
     with contextlib.ExitStack() as stack:
         if run_dir is not None:  # one process per run: a second one waits, then loads what the first trained
             stack.enter_context(folder_lock(run_dir))
@@ -227,7 +222,7 @@ def fit(distiller: Distiller, train_loader, config: TrainConfig, *, eval_loaders
             for name in (CHECKPOINT, FINAL_MODEL, HISTORY, SUMMARY):
                 (run_dir / name).unlink(missing_ok=True)
         if run_dir is not None and (run_dir / FINAL_MODEL).exists():
-            return _load_laid_out(run_dir, student, identity, config)
+            return load_run(run_dir, student, identity)
 
         memory_format = memory_format_for(student, device, config.channels_last)
         distiller.to(device)
