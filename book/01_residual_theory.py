@@ -56,6 +56,14 @@ seeds = None  # seeds, e.g. [0, 1, 2]; None: the profile's (CIFAR-10 uses the fi
 retrain = False  # True: train again even where finished runs exist
 device = "auto"  # "auto": the GPU when there is one, else the CPU
 results_dir = None  # where results/<name>.json goes; None: the project's results/
+train_missing = True  # False: a run missing from artifacts/ is an error instead of (hours of) training
+
+# %% tags=["remove-cell"]
+from reskd.chapter import check_parameters
+
+check_parameters(profile=profile, data_root=data_root, seeds=seeds, retrain=retrain, device=device,
+                 results_dir=results_dir, train_missing=train_missing)
+
 
 # %% [markdown]
 # ## Residuals as an additive model
@@ -451,7 +459,8 @@ DATASET = "cifar10"
 config = get_profile(DATASET, profile)
 if seeds is not None:
     config = config.replace(seeds=tuple(seeds))
-exp = Experiment(config, data_root=data_root, device=device, retrain=retrain, progress=False)
+exp = Experiment(config, data_root=data_root, device=device, retrain=retrain, train_missing=train_missing,
+                 progress=False)
 seed = config.seeds[0]
 res_runs = ResKDRuns(exp)
 ensemble = res_runs.ensemble(list(config.res_students), seed=seed)

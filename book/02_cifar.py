@@ -48,6 +48,14 @@ seeds = None  # student seeds, e.g. [0, 1, 2]; None: the profile's
 retrain = False  # True: train again even where finished runs exist
 device = "auto"  # "auto": the GPU when there is one, else the CPU
 results_dir = None  # where results/<dataset>.json goes; None: the project's results/
+train_missing = True  # False: a run missing from artifacts/ is an error instead of (hours of) training
+
+# %% tags=["remove-cell"]
+from reskd.chapter import check_parameters
+
+check_parameters(profile=profile, data_root=data_root, seeds=seeds, retrain=retrain, device=device,
+                 results_dir=results_dir, train_missing=train_missing, download=download,
+                 dataset=(dataset, ("cifar10", "cifar100")))
 
 # %% [markdown]
 # ## Setup
@@ -57,7 +65,8 @@ results_dir = None  # where results/<dataset>.json goes; None: the project's res
 # images (it checks that the chapter runs; its numbers mean nothing), `cpu` is the real run two CPU cores can afford
 # (a resnet56 teacher for 30 epochs, resnet8 students and res-students for 15 epochs, three seeds each), `paper`
 # the paper-scale run for a GPU (not run here). Finished runs are loaded from `artifacts/`, interrupted ones
-# resumed, missing ones trained. Every choice below (the residual loss, thresholds, the ensemble's size) is made on
+# resumed, missing ones trained (with `train_missing=False`, as `make book` runs the chapters, a missing run is an
+# error instead). Every choice below (the residual loss, thresholds, the ensemble's size) is made on
 # the **validation split**, 5,000 training images held out from training; the test split is only evaluated.
 
 # %%
@@ -86,7 +95,8 @@ OPERATING_POINTS = (0.5, 1.0)  # adaptive thresholds keep validation top-1 withi
 config = get_profile(dataset, profile)
 if seeds is not None:
     config = config.replace(seeds=tuple(seeds))
-exp = Experiment(config, data_root=data_root, device=device, retrain=retrain, progress=False, download=download)
+exp = Experiment(config, data_root=data_root, device=device, retrain=retrain, train_missing=train_missing,
+                 progress=False, download=download)
 display(Markdown(profile_banner(config, exp.data.source)))
 print(f"data: {exp.data.source}: {len(exp.data.train):,} training / {len(exp.data.val):,} validation / "
       f"{len(exp.data.test):,} test images")

@@ -44,6 +44,13 @@ seeds = None  # student seeds, e.g. [0, 1, 2]; None: the profile's
 retrain = False  # True: train again even where finished runs exist
 device = "auto"  # "auto": the GPU when there is one, else the CPU
 results_dir = None  # where results/<dataset>.json goes; None: the project's results/
+train_missing = True  # False: a run missing from artifacts/ is an error instead of (hours of) training
+
+# %% tags=["remove-cell"]
+from reskd.chapter import check_parameters
+
+check_parameters(profile=profile, data_root=data_root, seeds=seeds, retrain=retrain, device=device,
+                 results_dir=results_dir, train_missing=train_missing)
 
 # %% [markdown]
 # ## Setup
@@ -78,7 +85,8 @@ TINY_PROFILES = {
 config = TINY_PROFILES.get(profile)
 if config is not None and seeds is not None:
     config = config.replace(seeds=tuple(seeds))
-exp = Experiment(config, data_root=data_root, device=device, retrain=retrain, progress=False) if config else None
+exp = (Experiment(config, data_root=data_root, device=device, retrain=retrain, train_missing=train_missing,
+                  progress=False) if config else None)
 
 
 def find_data() -> str | None:

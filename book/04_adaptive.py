@@ -57,7 +57,13 @@ seeds = None  # student seeds, e.g. [0, 1, 2]; None: the profile's
 retrain = False  # True: train again even where finished runs exist
 device = "auto"  # "auto": the GPU when there is one, else the CPU
 results_dir = None  # where results/adaptive.json goes; None: the project's results/
+train_missing = True  # False: a run missing from artifacts/ is an error instead of (hours of) training
 
+# %% tags=["remove-cell"]
+from reskd.chapter import check_parameters
+
+check_parameters(profile=profile, data_root=data_root, seeds=seeds, retrain=retrain, device=device,
+                 results_dir=results_dir, train_missing=train_missing)
 
 # %% [markdown]
 # ## Setup
@@ -90,7 +96,8 @@ CHAPTER = "04_adaptive"
 config = get_profile(DATASET, profile)
 if seeds is not None:
     config = config.replace(seeds=tuple(seeds))
-exp = Experiment(config, data_root=data_root, device=device, retrain=retrain, progress=False)
+exp = Experiment(config, data_root=data_root, device=device, retrain=retrain, train_missing=train_missing,
+                 progress=False)
 runs = ResKDRuns(exp)
 ensembles = {seed: runs.ensemble(list(config.res_students), seed=seed) for seed in config.seeds}
 staged = {seed: {split: runs.staged(ens, split) for split in ("val", "test")} for seed, ens in ensembles.items()}

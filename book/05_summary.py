@@ -39,6 +39,14 @@ seeds = None  # student seeds, e.g. [0, 1, 2]; None: the profile's
 retrain = False  # True: train again even where finished runs exist
 device = "auto"  # "auto": the GPU when there is one, else the CPU
 results_dir = None  # where results/<dataset>.json goes; None: the project's results/
+train_missing = True  # False: a run missing from artifacts/ is an error instead of (hours of) training
+
+# %% tags=["remove-cell"]
+from reskd.chapter import check_parameters
+
+check_parameters(profile=profile, data_root=data_root, seeds=seeds, retrain=retrain, device=device,
+                 results_dir=results_dir, train_missing=train_missing)
+
 
 # %% [markdown]
 # ## The paper's headline numbers

@@ -33,6 +33,10 @@ from torch import Tensor, nn
 from .utils import model_memory_format, resolve_device
 
 CRITERIA = ("max_prob", "margin", "neg_entropy", "gate")
+# How far a sample's confidence may move with the batch it was computed in (batch size, thread count, CPU kernels):
+# masked execution runs later stages on sub-batches, so it decides exactly as full execution does for every sample
+# whose confidence is farther than this from a threshold, and may decide either way within it.
+DECISION_TOLERANCE = 1e-5
 GATE_FEATURES = ("max_prob", "margin", "neg_entropy")
 
 
@@ -317,7 +321,10 @@ def calibrate_per_stage(val: StagedOutputs, criterion: str, *, target_top1: floa
 
 class AdaptiveEnsemble(nn.Module):
     """A :class:`reskd.reskd.ResKDEnsemble` that really skips work: stage ``k`` runs only on the samples still active
-    (gather, run, scatter). Returns the logits each sample stopped with; ``last_exits`` holds the exit stages."""
+    (gather, run, scatter). Returns the logits each sample stopped with; ``last_exits`` holds the exit stages.
+
+    Its exits equal :func:`exit_stages` on the full outputs for every sample whose confidence is more than
+    :data:`DECISION_TOLERANCE` away from the threshold it meets; at a tie, the sub-batch's float rounding decides."""
 
     def __init__(self, ensemble: nn.Module, policy: Policy):
         super().__init__()

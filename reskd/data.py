@@ -46,9 +46,8 @@ import torchvision
 import torchvision.transforms.v2.functional as tvF
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.ops import roi_align
-from tqdm.auto import tqdm
 
-from .utils import HASH_CHARS, atomic_json_dump, project_root, resolve_device, stable_hash
+from .utils import HASH_CHARS, atomic_json_dump, progress, project_root, resolve_device, stable_hash
 
 DATA_ENV = "RESKD_DATA"
 CACHE_ENV = "RESKD_CACHE"
@@ -292,7 +291,7 @@ class _TarTree:
         if self._members is None:
             self._members = {}
             with tarfile.open(self.path, "r|gz") as tar:
-                for member in tqdm(tar, desc=f"reading {self.path.name}", unit=" files", leave=False):
+                for member in progress(tar, desc=f"reading {self.path.name}", unit=" files", leave=False):
                     rel = self._relative(member.name)
                     if not rel or not self._wanted(rel):
                         continue
@@ -610,7 +609,7 @@ def load_split(name: str | DatasetSpec, split: str, root: str | os.PathLike | No
     def fill(out: np.ndarray):
         with warnings.catch_warnings():  # torchvision.io's decoders are deprecated in favour of TorchCodec
             warnings.simplefilter("ignore", DeprecationWarning)
-            for i, rel in enumerate(tqdm(files, desc=f"decoding {spec.display_name} {split}", unit=" images")):
+            for i, rel in enumerate(progress(files, desc=f"decoding {spec.display_name} {split}", unit=" images")):
                 out[i] = _decode(tree.read(rel), spec.image_size, tree.where(rel)).numpy()
         return labels, classes
 

@@ -24,7 +24,6 @@ from typing import Any, Callable, Sequence
 import pandas as pd
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from . import data as rdata
 from .artifacts import run_dir, run_key, run_path
@@ -36,7 +35,7 @@ from .flops import count_macs
 from .models import create_model
 from .reskd import RESIDUAL_LOSSES, FeatureHead, ResidualDistiller, ResKDEnsemble, cumulative_sums, residual_energy
 from .train import FINAL_MODEL, FitResult, TrainConfig, fit, predict
-from .utils import (RunLockedError, atomic_torch_save, resolve_device, seed_everything, stable_hash,
+from .utils import (RunLockedError, atomic_torch_save, progress, resolve_device, seed_everything, stable_hash,
                     state_dict_hash)
 
 PROFILE_NAMES = ("smoke", "cpu", "paper")
@@ -281,8 +280,8 @@ class Experiment:
                     if cache.is_stored(key, num_samples):
                         continue
                     loader.set_epoch(epoch)
-                    for x, _, index in tqdm(loader, desc=f"teacher outputs, view {epoch + 1}", leave=False,
-                                            disable=not self.progress):
+                    for x, _, index in progress(loader, desc=f"teacher outputs, view {epoch + 1}", leave=False,
+                                                enabled=self.progress):
                         cache(x.to(self.device), index, key, num_samples)
                     cache.flush()
                     computed += 1

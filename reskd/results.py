@@ -32,6 +32,7 @@ from .experiment import PROFILE_NAMES
 from .utils import atomic_json_dump, project_root
 
 RESULTS_DIR = "results"
+RESULTS_ENV = "RESKD_RESULTS"  # where results files go when no root is given (the book's runner stages them there)
 MODEL_KINDS = ("teacher", "scratch", "kd", "kd-equal-cost", "reskd-stage", "reskd-adaptive")
 STATUS_RUN, STATUS_NOT_RUN = "run", "not run"
 ANALYSIS = "analysis"
@@ -46,8 +47,10 @@ class ResultsError(ValueError):
 
 
 def results_root(root: str | os.PathLike | None = None) -> Path:
-    """``root``, else the project's ``results/`` folder."""
-    return Path(root) if root is not None else project_root() / RESULTS_DIR
+    """``root``, else ``$RESKD_RESULTS``, else the project's ``results/`` folder."""
+    if root is not None:
+        return Path(root)
+    return Path(os.environ[RESULTS_ENV]) if os.environ.get(RESULTS_ENV) else project_root() / RESULTS_DIR
 
 
 def _is_number(x: Any) -> bool:

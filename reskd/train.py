@@ -26,11 +26,11 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from .distill import Distiller, View
 from .utils import (MIN_CHANNELS_LAST_CHANNELS, atomic_json_dump, atomic_torch_save, atomic_write,  # noqa: F401
                     folder_lock, memory_format_for, model_memory_format, resolve_device, rng_state, set_rng_state)
+from .utils import progress as progress_bar
 
 SCHEDULES = ("cosine", "multistep", "onecycle", "constant")
 CHECKPOINT = "checkpoint.pt"
@@ -121,7 +121,7 @@ def predict(model: nn.Module, loader, *, device: str | torch.device | None = "au
     logits: Tensor | None = None
     labels = torch.empty(n, dtype=torch.long)
     memory_format = model_memory_format(model) if memory_format is None else memory_format
-    for x, y, index in tqdm(loader, desc=desc, leave=False, disable=not progress):
+    for x, y, index in progress_bar(loader, desc=desc, leave=False, enabled=progress):
         with torch.inference_mode():
             out = model(x.to(device).contiguous(memory_format=memory_format)).float().cpu()
         if logits is None:
@@ -242,8 +242,8 @@ def fit(distiller: Distiller, train_loader, config: TrainConfig, *, eval_loaders
             set_rng_state(ckpt["rng"])
             history, start_epoch = ckpt["history"], ckpt["epoch"] + 1
 
-        epochs = tqdm(range(start_epoch, config.epochs), desc="epochs", initial=start_epoch, total=config.epochs,
-                      disable=not progress, leave=True)
+        epochs = progress_bar(range(start_epoch, config.epochs), desc="epochs", initial=start_epoch, total=config.epochs,
+                              enabled=progress, leave=True)
         for epoch in epochs:
             t0 = time.perf_counter()
             train_loader.set_epoch(epoch)
@@ -251,7 +251,7 @@ def fit(distiller: Distiller, train_loader, config: TrainConfig, *, eval_loaders
             distiller.train()
             sums: dict[str, float] = {}
             correct = seen = 0
-            batches = tqdm(train_loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress)
+            batches = progress_bar(train_loader, desc=f"epoch {epoch + 1}", leave=False, enabled=progress)
             for x, y, index in batches:
                 x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
                 y = y.to(device, non_blocking=True)

@@ -1,4 +1,4 @@
-"""Small shared helpers: devices, seeding, atomic writes, run-folder locks and stable hashes."""
+"""Small shared helpers: devices, seeding, progress bars, atomic writes, run-folder locks and stable hashes."""
 from __future__ import annotations
 
 import contextlib
@@ -8,10 +8,11 @@ import os
 import random
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping, TypeVar
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 try:
     import fcntl
@@ -19,12 +20,27 @@ except ImportError:  # Windows: runs are not locked
     fcntl = None
 
 HASH_CHARS = 16  # length of the hex keys used for caches and artifacts
+PROGRESS_OFF_VARIABLE = "TQDM_DISABLE"  # set to 1 (as the book's runner and the Makefile do): no progress bars at all
+T = TypeVar("T")
 
 
 def project_root() -> Path:
     """The checkout holding this package (its parent has ``pyproject.toml``), else the working directory."""
     here = Path(__file__).resolve().parents[1]
     return here if (here / "pyproject.toml").exists() else Path.cwd()
+
+
+def progress_disabled() -> bool:
+    """Whether ``$TQDM_DISABLE`` asks for no progress bars (any value but empty, ``0`` or ``false``)."""
+    return os.environ.get(PROGRESS_OFF_VARIABLE, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def progress(iterable: Iterable[T], *, enabled: bool = True, **kwargs: Any) -> Iterable[T]:
+    """``iterable`` wrapped in a tqdm bar, unless ``enabled`` is False or ``$TQDM_DISABLE`` is set.
+
+    tqdm reads ``TQDM_DISABLE`` only as a default, and its notebook bar (what ``tqdm.auto`` picks in a Jupyter kernel)
+    turns a missing ``disable`` into ``disable=False``; deciding here keeps bars out of stored notebook outputs."""
+    return tqdm(iterable, disable=not enabled or progress_disabled(), **kwargs)
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:

@@ -1,18 +1,24 @@
 """Execute the book's chapters with papermill: ``python tools/run_book.py [--profile smoke] [--chapters 02 04]``.
 
-Each chapter's source is its jupytext twin ``book/NN_name.py``; it is executed with the ``python3`` kernel and the
-executed notebook (with its outputs) is written to ``--output-dir`` (default: ``book/``, in place, what the book
-renders). Outside ``book/`` the chapters' results files go to ``<output-dir>/results`` so that a trial run never
-overwrites the committed ``results/``.
+Each chapter's source is its jupytext twin ``book/NN_name.py``; it is executed with the ``python3`` kernel.
 
-Profiles: ``smoke`` (tiny models, minutes in all: CI), ``cpu`` (the real runs two CPU cores afford: it loads the
-committed artifacts and evaluates them, and trains whatever is missing, which takes hours), ``paper`` (a GPU).
+* Without ``--profile`` (what ``make book`` runs) every chapter is re-executed **in the profile that produced its
+  stored page** (read from ``book/NN_name.ipynb``), into ``book/``, from the committed artifacts: a run missing from
+  ``artifacts/`` is an error, never hours of training (pass ``--train`` to allow it).
+* With ``--profile`` the chapters go to ``_build/chapters/<profile>/`` (or ``--output-dir``), with their results files
+  in ``<output-dir>/results``, so that a trial run never touches the stored pages or ``results/``. Writing into
+  ``book/`` a page of a lower profile than the stored one (smoke over cpu) needs ``--replace-stored``.
+
+Nothing is written unless every chapter succeeds: the chapters run into a staging folder, which then replaces the
+targets. Data sets are checked first; a missing one stops the run in one line that says what to fetch.
+Profiles: ``smoke`` (tiny models, minutes in all: CI), ``cpu`` (the real runs two CPU cores afford), ``paper`` (GPU).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -21,10 +27,15 @@ from pathlib import Path
 import jupytext
 import papermill
 
+from reskd.chapter import PROFILE_RANK, PROFILES, missing_data, missing_data_message
+from reskd.results import RESULTS_ENV
+
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
+RESULTS = ROOT / "results"
+TRIALS = ROOT / "_build" / "chapters"  # where an explicit profile's chapters go by default
 CHAPTERS = ("01_residual_theory", "02_cifar", "03_imagenet", "04_adaptive", "05_summary")
-PROFILES = ("smoke", "cpu", "paper")
+DEFAULT_PROFILE = "smoke"  # what a chapter's parameters cell says when papermill injects nothing
 KERNEL = "python3"
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 
@@ -43,6 +54,15 @@ def select(names: list[str] | None) -> list[str]:
     return [c for c in CHAPTERS if c in chosen]
 
 
+def stored_profile(chapter: str, book: Path = BOOK) -> str:
+    """The profile that produced the stored page ``book/<chapter>.ipynb`` (its papermill parameters)."""
+    path = book / f"{chapter}.ipynb"
+    if not path.exists():
+        return DEFAULT_PROFILE
+    meta = json.loads(path.read_text()).get("metadata", {}).get("papermill", {})
+    return (meta.get("parameters") or {}).get("profile", DEFAULT_PROFILE)
+
+
 def kernel_environment() -> None:
     """Make the kernel run this interpreter, draw figures inline and keep progress bars out of stored outputs."""
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
@@ -51,16 +71,24 @@ def kernel_environment() -> None:
     os.environ.setdefault("PYTHONHASHSEED", "0")
 
 
+class ChapterFailed(RuntimeError):
+    """A chapter raised while it was executed; the message is the chapter and its error, in one line."""
+
+
 def run_chapter(chapter: str, output_dir: Path, parameters: dict) -> float:
     """Execute one chapter into ``output_dir``; return the seconds it took."""
-    source = BOOK / f"{chapter}.py"
-    notebook = jupytext.read(source)
+    notebook = jupytext.read(BOOK / f"{chapter}.py")
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp) / f"{chapter}.ipynb"
         jupytext.write(notebook, staged)
-        papermill.execute_notebook(staged, output_dir / f"{chapter}.ipynb", parameters=parameters,
-                                   kernel_name=KERNEL, cwd=str(BOOK), progress_bar=False, log_output=False)
+        try:
+            papermill.execute_notebook(staged, output_dir / f"{chapter}.ipynb", parameters=parameters,
+                                       kernel_name=KERNEL, cwd=str(BOOK), progress_bar=False, log_output=False)
+        except papermill.PapermillExecutionError as e:
+            hint = " (tools/run_book.py --train trains what is missing)" if e.ename == "MissingRunError" else ""
+            raise ChapterFailed(f"{chapter} (profile {parameters['profile']}) raised {e.ename}: "
+                                f"{' '.join(str(e.evalue).split())}{hint}") from None
     strip_machine_paths(output_dir / f"{chapter}.ipynb")
     return time.perf_counter() - start
 
@@ -76,38 +104,98 @@ def strip_machine_paths(path: Path) -> None:
     path.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")
 
 
+def plan(chapters: list[str], profile: str | None, output_dir: Path | None, replace_stored: bool
+         ) -> tuple[dict[str, str], Path, Path]:
+    """Each chapter's profile, the folder its notebook goes to and the results folder; refuses (SystemExit) to put a
+    lower profile's page over a stored one unless ``replace_stored``."""
+    profiles = {c: profile or stored_profile(c) for c in chapters}
+    if output_dir is None:
+        output_dir = BOOK if profile is None else TRIALS / profile
+    output_dir = output_dir.resolve()
+    in_book = output_dir == BOOK.resolve()
+    if in_book:
+        lowered = {c: stored_profile(c) for c in chapters
+                   if PROFILE_RANK.get(profiles[c], 0) < PROFILE_RANK.get(stored_profile(c), 0)}
+        if lowered and not replace_stored:
+            stored = ", ".join(f"{c} ({p})" for c, p in lowered.items())
+            raise SystemExit(f"refusing to replace stored pages of a higher profile with {profile} ones: {stored}. "
+                             f"Leave out --output-dir to write to {TRIALS.relative_to(ROOT)}/{profile}/, leave out "
+                             f"--profile to re-execute each page in its own profile, or pass --replace-stored.")
+        if lowered:
+            print(f"WARNING: REPLACING the stored pages {', '.join(lowered)} (profiles "
+                  f"{', '.join(sorted(set(lowered.values())))}) with {profile}-profile pages in book/.", file=sys.stderr)
+    return profiles, output_dir, RESULTS if in_book else output_dir / "results"
+
+
+def chapter_parameters(profile: str, *, train: bool = False, data_root: str | None = None,
+                       seeds: list[int] | None = None) -> dict:
+    """What papermill injects into a chapter: its profile, whether missing runs may be trained (always in smoke,
+    where a run takes seconds; elsewhere only with ``train``), and the data root and seeds when given."""
+    parameters = {"profile": profile, "train_missing": train or profile == "smoke"}
+    if data_root is not None:
+        parameters["data_root"] = str(Path(data_root).resolve())
+    if seeds is not None:
+        parameters["seeds"] = seeds
+    return parameters
+
+
+def publish(staging: Path, output_dir: Path, results_dir: Path, chapters: list[str]) -> None:
+    """Move the executed notebooks and the results files from ``staging`` to their places, one file at a time."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    for chapter in chapters:
+        shutil.copy2(staging / f"{chapter}.ipynb", output_dir / f".{chapter}.ipynb.tmp")
+        os.replace(output_dir / f".{chapter}.ipynb.tmp", output_dir / f"{chapter}.ipynb")
+    for path in sorted((staging / "results").glob("*.json")):
+        target = results_dir / path.name
+        if not target.exists() or target.read_bytes() != path.read_bytes():
+            shutil.copy2(path, results_dir / f".{path.name}.tmp")
+            os.replace(results_dir / f".{path.name}.tmp", target)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", choices=PROFILES, default="cpu",
-                        help="smoke (CI), cpu (load the committed artifacts; trains what is missing), paper (GPU)")
+    parser.add_argument("--profile", choices=PROFILES, default=None,
+                        help="run every chapter in this profile, into _build/chapters/<profile>/ (default: each "
+                             "chapter in its stored page's profile, into book/)")
     parser.add_argument("--chapters", nargs="*", help="a subset, e.g. 02 04 (default: all, in order)")
-    parser.add_argument("--output-dir", type=Path, default=BOOK, help="where executed notebooks go (default: book/)")
+    parser.add_argument("--output-dir", type=Path, default=None, help="where executed notebooks go")
+    parser.add_argument("--replace-stored", action="store_true",
+                        help="allow --output-dir book to replace stored pages with pages of a lower profile")
+    parser.add_argument("--train", action="store_true",
+                        help="train runs missing from artifacts/ (hours in the cpu profile; the smoke profile always "
+                             "may)")
     parser.add_argument("--data-root", default=None, help="the data sets' folder (default: $RESKD_DATA, else data/)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None,
                         help="student seeds, e.g. 0 (default: the profile's; fewer is an interim run, and says so)")
     args = parser.parse_args(argv)
 
     chapters = select(args.chapters)
-    output_dir = args.output_dir.resolve()
-    output_dir.mkdir(parents=True, exist_ok=True)
-    parameters = {"profile": args.profile}
-    if args.data_root is not None:
-        parameters["data_root"] = str(Path(args.data_root).resolve())
-    if args.seeds is not None:
-        parameters["seeds"] = args.seeds
-    if output_dir != BOOK.resolve():
-        parameters["results_dir"] = str(output_dir / "results")
-    if args.profile != "smoke":
-        print(f"warning: profile {args.profile!r} loads finished runs from artifacts/ and TRAINS any that are missing; "
-              f"on a CPU that takes hours (use --profile smoke for a quick check).", file=sys.stderr)
+    profiles, output_dir, results_dir = plan(chapters, args.profile, args.output_dir, args.replace_stored)
+    missing = {c: names for c in chapters if (names := missing_data(c, args.data_root))}
+    if missing:
+        raise SystemExit(f"run_book: {missing_data_message(missing, args.data_root)} Nothing was executed.")
+    if args.train and any(p != "smoke" for p in profiles.values()):
+        print("warning: --train: runs missing from artifacts/ are trained; on a CPU that takes hours.", file=sys.stderr)
     kernel_environment()
     total = 0.0
-    for chapter in chapters:
-        print(f"{chapter}: running (profile {args.profile}) ...", flush=True)
-        seconds = run_chapter(chapter, output_dir, parameters)
-        total += seconds
-        print(f"{chapter}: done in {seconds:.0f} s -> {output_dir / (chapter + '.ipynb')}", flush=True)
-    print(f"{len(chapters)} chapter(s) in {total:.0f} s")
+    with tempfile.TemporaryDirectory(prefix="run-book-") as tmp:
+        staging = Path(tmp)
+        if results_dir.exists():  # the chapters (the summary above all) read the results they do not rewrite
+            shutil.copytree(results_dir, staging / "results")
+        os.environ[RESULTS_ENV] = str(staging / "results")  # the kernels' results_dir=None (no path in the pages)
+        for chapter in chapters:
+            parameters = chapter_parameters(profiles[chapter], train=args.train, data_root=args.data_root,
+                                            seeds=args.seeds)
+            print(f"{chapter}: running (profile {profiles[chapter]}) ...", flush=True)
+            try:
+                seconds = run_chapter(chapter, staging, parameters)
+            except ChapterFailed as e:
+                raise SystemExit(f"run_book: {e}. Nothing in {output_dir} or {results_dir} was changed.") from None
+            total += seconds
+            print(f"{chapter}: done in {seconds:.0f} s", flush=True)
+        publish(staging, output_dir, results_dir, chapters)
+    print(f"{len(chapters)} chapter(s) in {total:.0f} s -> {output_dir}")
 
 
 if __name__ == "__main__":
