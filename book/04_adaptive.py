@@ -237,7 +237,7 @@ CALIBRATIONS = {"shared": calibrate, "per stage": calibrate_per_stage}
 def operating_points(val) -> dict[str, dict[str, float]]:
     """The calibration targets on one seed's validation outputs, by name."""
     full = top1(val.logits[-1], val.labels)
-    points = {f"full − {drop:g}": {"target_top1": full - drop} for drop in ACCURACY_DROPS}
+    points = {f"full − {drop:g}": {"target_top1": max(0.0, full - drop)} for drop in ACCURACY_DROPS}
     res_macs = sum(val.stage_macs[1:])
     points.update({f"S0 + {share:.0%} res": {"target_macs": val.stage_macs[0] + share * res_macs}
                    for share in BUDGET_SHARES})

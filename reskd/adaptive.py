@@ -19,6 +19,7 @@ mean over samples. :class:`AdaptiveEnsemble` really skips the work, and :func:`m
 from __future__ import annotations
 
 import math
+import numbers
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -139,6 +140,13 @@ class StagedOutputs:
         return list(np.cumsum(self.stage_macs).tolist())
 
 
+def _is_number(x) -> bool:
+    """A real number (a bool is not one), or a one-element tensor of one."""
+    if isinstance(x, Tensor):
+        return x.dim() == 0 and x.dtype != torch.bool
+    return isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_))
+
+
 @dataclass
 class Policy:
     """A criterion and one threshold per stage but the last (which always stops)."""
@@ -150,6 +158,10 @@ class Policy:
     def check(self, num_stages: int, num_classes: int) -> None:
         if self.criterion not in CRITERIA:
             raise ValueError(f"unknown criterion {self.criterion!r}; choose one of {', '.join(CRITERIA)}.")
+        listed = isinstance(self.thresholds, (Sequence, np.ndarray, Tensor)) and not isinstance(self.thresholds, str)
+        if not listed or not all(_is_number(t) for t in self.thresholds):
+            raise ValueError(f"thresholds must be a list of numbers, one per stage but the last ({num_stages - 1}), "
+                             f"got {self.thresholds!r}; e.g. Policy({self.criterion!r}, [0.9] * {num_stages - 1}).")
         if len(self.thresholds) != num_stages - 1:
             raise ValueError(f"{len(self.thresholds)} thresholds for {num_stages} stages; give one per stage but the "
                              f"last ({num_stages - 1}).")
@@ -262,6 +274,13 @@ def _ranker(target_top1: float | None, target_macs: float | None):
 def _check_calibration(val: StagedOutputs, target_top1: float | None, target_macs: float | None) -> None:
     if (target_top1 is None) == (target_macs is None):
         raise ValueError("give exactly one of target_top1 (percent) or target_macs (mean MACs per sample).")
+    target, value = ("target_top1", target_top1) if target_top1 is not None else ("target_macs", target_macs)
+    if not _is_number(value) or not math.isfinite(value):
+        raise ValueError(f"{target} must be a finite number, got {value!r}.")
+    if target_top1 is not None and not 0 <= target_top1 <= 100:
+        raise ValueError(f"target_top1 is a top-1 accuracy in percent, from 0 to 100; got {target_top1!r}.")
+    if target_macs is not None and target_macs <= 0:
+        raise ValueError(f"target_macs is a budget of mean MACs per sample and must be positive; got {target_macs!r}.")
     if val.num_samples == 0:
         raise ValueError("the validation split is empty: thresholds must be calibrated on validation data.")
 

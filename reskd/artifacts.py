@@ -74,7 +74,7 @@ def runs_table(dataset: str | None = None, *, root: str | os.PathLike | None = N
     profile in the background, or to see how far the background workers are."""
     import pandas as pd
 
-    from .train import CHECKPOINT, FINAL_MODEL, HISTORY
+    from .train import CHECKPOINT, HISTORY, is_finished
 
     base = artifacts_root(root)
     folders = sorted(p.parent for p in base.glob(f"{dataset or '*'}/*/{SPEC_FILE}"))
@@ -82,7 +82,7 @@ def runs_table(dataset: str | None = None, *, root: str | os.PathLike | None = N
     for folder in folders:
         spec = json.loads((folder / SPEC_FILE).read_text())
         history = pd.read_csv(folder / HISTORY) if (folder / HISTORY).exists() else pd.DataFrame()
-        if (folder / FINAL_MODEL).exists():
+        if is_finished(folder):
             state = "finished"
         elif _is_locked(folder):
             state = "training now"

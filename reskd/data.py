@@ -21,11 +21,15 @@ reproducible and a frozen teacher's outputs on an epoch's views can be cached (:
 
 A custom :class:`DatasetSpec` may be passed wherever a data set name is accepted, e.g.
 ``dataclasses.replace(SPECS["imagenet"], image_size=160)`` to store ImageNet at another size; the layout is chosen
-by ``spec.name`` and the class count is checked against ``spec.num_classes``.
+by ``spec.name``, the class count is checked against ``spec.num_classes`` and, where the spec gives them, the images
+of each class against ``spec.train_per_class`` / ``spec.test_per_class`` (the real data sets' counts; ``None`` for a
+deliberate subset). A damaged or cut-short archive, a truncated pickle or an undecodable image is an error naming
+the file.
 """
 from __future__ import annotations
 
 import csv
+import gzip
 import hashlib
 import io
 import json
@@ -35,6 +39,7 @@ import pickle
 import tarfile
 import tempfile
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -80,17 +85,20 @@ class DatasetSpec:
     pad: int  # padding of crop_flip
     val_size: int  # validation images carved from the training set by default
     display_name: str
+    # images per class in the complete train / test split, checked on every load (None: not checked)
+    train_per_class: int | None = None
+    test_per_class: int | None = None
 
 
 SPECS: dict[str, DatasetSpec] = {
     "cifar10": DatasetSpec("cifar10", 10, 32, 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
-                           "crop_flip", 4, 5000, "CIFAR-10"),
+                           "crop_flip", 4, 5000, "CIFAR-10", 5000, 1000),
     "cifar100": DatasetSpec("cifar100", 100, 32, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
-                            "crop_flip", 4, 5000, "CIFAR-100"),
+                            "crop_flip", 4, 5000, "CIFAR-100", 500, 100),
     "tiny-imagenet": DatasetSpec("tiny-imagenet", 200, 64, 64, (0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821),
-                                 "crop_flip", 8, 10000, "Tiny-ImageNet-200"),
+                                 "crop_flip", 8, 10000, "Tiny-ImageNet-200", 500, 50),
     "imagenet": DatasetSpec("imagenet", 1000, 144, 128, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225),
-                            "rrc_flip", 0, 10000, "ImageNet-1k"),
+                            "rrc_flip", 0, 10000, "ImageNet-1k", None, 50),  # train: 732-1300 per class
 }
 
 # Where each data set may live under the data root, in order of preference.
@@ -207,6 +215,10 @@ def _find_source(spec: DatasetSpec, root: Path, download: bool) -> _Source:
     if spec.name not in _LOCATIONS:
         raise ValueError(f"no on-disk layout is known for data set {spec.name!r}; "
                          f"name a spec after one of: {', '.join(_LOCATIONS)}.")
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(
+            f"the data root {root} is a file, not a folder; point the `root` argument or the {DATA_ENV} environment "
+            f"variable at the folder that holds the data sets (e.g. {root.parent}).")
     candidates = [root / name for name in _LOCATIONS[spec.name]]
     for path in candidates:
         if path.exists():
@@ -219,11 +231,11 @@ def _find_source(spec: DatasetSpec, root: Path, download: bool) -> _Source:
         root.mkdir(parents=True, exist_ok=True)
         _TORCHVISION[spec.name](root=str(root), train=True, download=True)  # fetches and unpacks both splits
         return _Source(candidates[0], "pickle")
-    where = "does not exist" if not root.is_dir() else "holds none of"
+    where = "does not exist; looked for" if not root.is_dir() else "holds none of"
     looked = "\n".join(f"  {path}" for path in candidates)
     fetch = " or pass download=True to let torchvision fetch it" if spec.name in _TORCHVISION else ""
     raise FileNotFoundError(
-        f"{spec.display_name} not found: the data root {root} {where} the places looked for:\n{looked}\n"
+        f"{spec.display_name} not found: the data root {root} {where}:\n{looked}\n"
         f"Put the data set there, or point to another data root with the `root` argument or the {DATA_ENV} "
         f"environment variable{fetch}.")
 
@@ -232,7 +244,7 @@ def is_available(name: str | DatasetSpec, root: str | os.PathLike | None = None)
     """Whether data set ``name`` is on disk under the data root (no download is attempted)."""
     try:
         _find_source(get_spec(name), data_root(root), download=False)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return False
     return True
 
@@ -269,6 +281,24 @@ class _DirTree:
         return str(self.root / rel)
 
 
+class _BrokenHeader(Exception):
+    """A tar header that is damaged, or missing where the archive was cut short."""
+
+
+class _StrictTarInfo(tarfile.TarInfo):
+    """Tar headers read strictly: ``tarfile`` ends a stream silently at a damaged header, or where the data stops
+    before the end-of-archive marker; here both raise :class:`_BrokenHeader`."""
+
+    @classmethod
+    def fromtarfile(cls, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        try:
+            return super().fromtarfile(tar)
+        except tarfile.EOFHeaderError:  # the end-of-archive marker
+            raise
+        except (tarfile.InvalidHeaderError, tarfile.TruncatedHeaderError, tarfile.EmptyHeaderError) as err:
+            raise _BrokenHeader(str(err) or type(err).__name__) from None
+
+
 class _TarTree:
     """The members below ``parts`` of a ``.tar.gz``, read into memory by one streaming pass when first needed."""
 
@@ -289,20 +319,30 @@ class _TarTree:
 
     def _load(self) -> dict[str, bytes]:
         if self._members is None:
-            self._members = {}
-            with tarfile.open(self.path, "r|gz") as tar:
-                for member in progress(tar, desc=f"reading {self.path.name}", unit=" files", leave=False):
-                    rel = self._relative(member.name)
-                    if not rel or not self._wanted(rel):
-                        continue
-                    if member.isdir():
-                        self._dirs.add(rel)
-                    elif member.isfile():
-                        self._members[rel] = tar.extractfile(member).read()
-                        parent = rel.rsplit("/", 1)[0] if "/" in rel else ""
-                        while parent:  # archives need not list folders
-                            self._dirs.add(parent)
-                            parent = parent.rsplit("/", 1)[0] if "/" in parent else ""
+            members: dict[str, bytes] = {}
+            last, count = None, 0
+            try:
+                with tarfile.open(self.path, "r|gz", tarinfo=_StrictTarInfo) as tar:
+                    for member in progress(tar, desc=f"reading {self.path.name}", unit=" files", leave=False):
+                        last, count = member.name, count + 1
+                        rel = self._relative(member.name)
+                        if not rel or not self._wanted(rel):
+                            continue
+                        if member.isdir():
+                            self._dirs.add(rel)
+                        elif member.isfile():
+                            members[rel] = tar.extractfile(member).read()
+                            parent = rel.rsplit("/", 1)[0] if "/" in rel else ""
+                            while parent:  # archives need not list folders
+                                self._dirs.add(parent)
+                                parent = parent.rsplit("/", 1)[0] if "/" in parent else ""
+            except (tarfile.TarError, _BrokenHeader, EOFError, gzip.BadGzipFile, zlib.error) as err:
+                where = f"after {count} entries (the last one read: {last})" if count else "at its start"
+                raise ValueError(
+                    f"cannot read the archive {self.path}: it is damaged, cut short or not a gzip-compressed tar file "
+                    f"({type(err).__name__}: {err}; {where}). Download it again, or re-create it from the original "
+                    f"folder (tar czf {self.path.name} {self.path.name[:-len(_TAR_SUFFIX)]}).") from None
+            self._members = members
         return self._members
 
     @property
@@ -453,9 +493,19 @@ def _pickle_files(spec: DatasetSpec, split: str, folder: Path) -> tuple[list[Pat
     return paths[:-1], paths[-1]
 
 
+def _redownload(folder: Path) -> str:
+    return f"Download the data set again (delete {folder} and pass download=True)."
+
+
 def _unpickle(path: Path) -> dict:
     with open(path, "rb") as f:
-        entry = pickle.load(f, encoding="latin1")
+        try:
+            entry = pickle.load(f, encoding="latin1")
+        except Exception as err:  # a truncated or garbled pickle raises any of many types
+            raise ValueError(f"cannot read {path} ({type(err).__name__}: {err}): the file is truncated or corrupt. "
+                             f"{_redownload(path.parent)}") from None
+    if not isinstance(entry, dict):
+        raise ValueError(f"{path} holds a {type(entry).__name__}, not a CIFAR batch. {_redownload(path.parent)}")
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in entry.items()}
 
 
@@ -464,9 +514,16 @@ def _read_pickles(spec: DatasetSpec, files: list[Path], meta: Path) -> tuple[np.
     images, labels = [], []
     for path in files:
         entry = _unpickle(path)
-        images.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        labels += entry["labels"] if "labels" in entry else entry["fine_labels"]
-    names = _unpickle(meta)[_TORCHVISION[spec.name].meta["key"]]
+        try:
+            images.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            labels += list(entry["labels"] if "labels" in entry else entry["fine_labels"])
+        except (KeyError, ValueError, TypeError) as err:
+            raise ValueError(f"{path} is not a CIFAR batch ({type(err).__name__}: {err}). "
+                             f"{_redownload(path.parent)}") from None
+    key = _TORCHVISION[spec.name].meta["key"]
+    names = _unpickle(meta).get(key)
+    if names is None:
+        raise ValueError(f"{meta} has no {key!r} entry (the class names). {_redownload(meta.parent)}")
     classes = [n.decode() if isinstance(n, bytes) else n for n in names]
     return np.concatenate(images), np.asarray(labels, dtype=np.int64), classes
 
@@ -481,13 +538,25 @@ def _fit(image: torch.Tensor, size: int) -> torch.Tensor:
     return tvF.center_crop(tvF.resize(image, [size], antialias=True), [size, size])
 
 
+def _decode_with_pil(data: bytes) -> torch.Tensor:
+    """A BMP (which torchvision.io does not decode) -> uint8 3 x H x W RGB, with Pillow (torchvision's dependency)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).contiguous()
+
+
 def _decode(data: bytes, size: int, where: str) -> torch.Tensor:
     """One encoded image -> uint8 3 x size x size (grayscale and RGBA become RGB)."""
     try:
-        image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
-    except (RuntimeError, ValueError) as err:
-        raise ValueError(f"cannot decode the image {where} ({str(err).splitlines()[0]}): the file is corrupt or not "
-                         f"an image; replace or remove it.") from None
+        if data[:2] == b"BM":
+            image = _decode_with_pil(data)
+        else:
+            image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+    except (RuntimeError, ValueError, OSError) as err:
+        reason = (str(err).splitlines() or [type(err).__name__])[0]
+        raise ValueError(f"cannot decode the image {where} ({reason}): the file is corrupt or not an image; replace "
+                         f"or remove it.") from None
     if image.dtype != torch.uint8:  # 16-bit PNG
         image = tvF.to_dtype(image, torch.uint8, scale=True)
     return _fit(image, size)
@@ -497,6 +566,26 @@ def _check_classes(spec: DatasetSpec, classes: list[str], where: str) -> None:
     if len(classes) != spec.num_classes:
         raise ValueError(f"found {len(classes)} classes in {where}, but {spec.display_name} has {spec.num_classes}; "
                          f"the data set is incomplete or not {spec.display_name}: fix or replace it.")
+
+
+def _check_counts(spec: DatasetSpec, split: str, labels, classes: list[str], where: Path) -> None:
+    """The images per class of a complete split (``spec.train_per_class`` / ``test_per_class``), when known."""
+    expected = spec.train_per_class if split == "train" else spec.test_per_class
+    if expected is None:
+        return
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(classes))
+    wrong = [f"{classes[c]} has {n:,} of {expected:,}" for c, n in enumerate(counts.tolist()) if n != expected]
+    if not wrong:
+        return
+    shown = "; ".join(wrong[:5]) + (f"; and {len(wrong) - 5} more classes" if len(wrong) > 5 else "")
+    folder = _split_dir(spec, split)
+    split = split if folder == split else f"{split} ({folder})"
+    raise ValueError(
+        f"{where} is incomplete or damaged: its {split} split holds {int(counts.sum()):,} images, but "
+        f"{spec.display_name} has {expected * spec.num_classes:,} ({expected:,} per class); {shown}. "
+        f"Download the data set again or re-create the archive from the original. For a deliberate subset, pass a "
+        f"spec without the counts: dataclasses.replace(get_spec({spec.name!r}), train_per_class=None, "
+        f"test_per_class=None).")
 
 
 def _fingerprint(images: np.ndarray, labels: np.ndarray) -> str:
@@ -591,11 +680,13 @@ def load_split(name: str | DatasetSpec, split: str, root: str | os.PathLike | No
     stem = cache_dir(cache) / f"{spec.name}-{split}-{source.kind}-{key}"
     cached = _read_cache(stem, spec)
     if cached is not None:
+        _check_counts(spec, split, cached.labels.numpy(), cached.classes, source.path)
         return cached
 
     if source.kind == "pickle":
         images, labels, classes = _read_pickles(spec, pickles, meta)
         _check_classes(spec, classes, str(source.path))
+        _check_counts(spec, split, labels, classes, source.path)
 
         def fill(out: np.ndarray):
             out[:] = _fit(torch.from_numpy(images), spec.image_size).numpy()
@@ -605,6 +696,7 @@ def load_split(name: str | DatasetSpec, split: str, root: str | os.PathLike | No
 
     files, labels, classes = _parse_layout(tree, spec, split)
     _check_classes(spec, classes, tree.where(_split_dir(spec, split)))
+    _check_counts(spec, split, labels, classes, source.path)
 
     def fill(out: np.ndarray):
         with warnings.catch_warnings():  # torchvision.io's decoders are deprecated in favour of TorchCodec
@@ -647,6 +739,9 @@ def load_dataset(name: str | DatasetSpec, root: str | os.PathLike | None = None,
     stratified random subset of that many training / test images (for quick runs); validation is unaffected.
     """
     spec = get_spec(name)
+    for what, n in (("train_subset", train_subset), ("test_subset", test_subset)):
+        if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
+            raise ValueError(f"{what} must be a positive number of images or None (all of them), got {n!r}.")
     full = load_split(spec, "train", root, download=download, cache=cache)
     test = load_split(spec, "test", root, download=download, cache=cache)
     if full.classes != test.classes:

@@ -34,7 +34,7 @@ from .distill import CE, KD, Distiller
 from .flops import count_macs
 from .models import create_model
 from .reskd import RESIDUAL_LOSSES, FeatureHead, ResidualDistiller, ResKDEnsemble, cumulative_sums, residual_energy
-from .train import FINAL_MODEL, FitResult, TrainConfig, fit, predict
+from .train import FitResult, TrainConfig, fit, is_finished, predict
 from .utils import (RunLockedError, atomic_torch_save, progress, resolve_device, seed_everything, stable_hash,
                     state_dict_hash)
 
@@ -233,7 +233,7 @@ class Experiment:
     def run(self, name: str, distiller: Distiller, spec: dict[str, Any], config: TrainConfig) -> FitResult:
         """Train (or load, or resume) one run described by ``spec``."""
         folder = run_path(spec, name, root=self.artifacts)
-        if not self.train_missing and (self.retrain or not (folder / FINAL_MODEL).exists()):
+        if not self.train_missing and (self.retrain or not is_finished(folder)):
             raise MissingRunError(
                 f"the run {folder.name} is not trained (and train_missing=False). Train it in the background with "
                 f"`python -m reskd.experiment {self.profile.dataset} {self.profile.name} <jobs>` (see the README), "

@@ -331,7 +331,7 @@ def reskd_records(staged: Mapping[int, Mapping[str, StagedOutputs]], teacher_mac
         for seed in seeds:
             val = staged[seed]["val"]
             full_val = 100.0 * (val.logits[-1].argmax(1) == val.labels).float().mean().item()
-            policy = calibrate(val, criterion, target_top1=full_val - drop)
+            policy = calibrate(val, criterion, target_top1=max(0.0, full_val - drop))  # a top-1 is never below 0
             runs.append(evaluate_policy(staged[seed]["test"], policy, teacher_macs=teacher_macs))
         entries.append(model_record(
             f"ResKD adaptive (val -{drop:g} pt)", "reskd-adaptive", stages=first.num_stages,

@@ -8,8 +8,13 @@ epoch, and writes to ``run_dir``:
   Re-running ``fit`` with the same ``run_dir`` resumes from it; because the data stream is a pure function of
   (data seed, epoch), a resumed run ends with bit-for-bit the weights of an uninterrupted one.
 * ``history.csv``: one row of metrics per epoch.
-* ``model.pt`` and ``summary.json`` when training is complete (the checkpoint is then removed); a later call loads
-  them instead of training again.
+* ``summary.json`` and then ``model.pt`` when training is complete (the checkpoint is then removed); a later call
+  loads them instead of training again. ``model.pt`` is written last, so a run is finished when it is there: a kill
+  at any point leaves a run that loads, or one that resumes from its checkpoint. Temporary files a kill left behind
+  are removed when the run next starts.
+
+The checkpoint and the summary record the student's architecture (class and parameter count); weights whose tensor
+names or shapes differ from the student's are an error that names the architectures before any weight is loaded.
 """
 from __future__ import annotations
 
@@ -37,6 +42,7 @@ CHECKPOINT = "checkpoint.pt"
 FINAL_MODEL = "model.pt"
 HISTORY = "history.csv"
 SUMMARY = "summary.json"
+RUN_FILES = (CHECKPOINT, FINAL_MODEL, HISTORY, SUMMARY)  # what fit writes, each through a temporary file
 
 
 class CheckpointError(RuntimeError):
@@ -177,6 +183,53 @@ class FitResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
+def is_finished(run_dir: str | os.PathLike) -> bool:
+    """Whether ``run_dir`` holds a finished run (``model.pt``, written after ``summary.json`` and ``history.csv``)."""
+    run_dir = Path(run_dir)
+    return (run_dir / FINAL_MODEL).exists() and (run_dir / SUMMARY).exists()
+
+
+def _remove_temporary_files(run_dir: Path) -> None:
+    """The temporary files of writes that a kill interrupted (only the lock holder writes them)."""
+    for name in RUN_FILES:
+        for tmp in run_dir.glob(f".{name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+
+def architecture(model: nn.Module) -> dict[str, Any]:
+    """What a run records of its student's architecture (beside its identity, so that older runs still load)."""
+    return {"class": type(model).__name__, "parameters": sum(p.numel() for p in model.parameters())}
+
+
+def _describe(arch: Mapping[str, Any]) -> str:
+    return f"{arch.get('class')} with {arch.get('parameters', 0):,} parameters"
+
+
+def _check_architecture(path: Path, state: Mapping[str, Tensor], model: nn.Module,
+                        recorded: Mapping[str, Any] | None) -> None:
+    """That ``state`` (from ``path``) has exactly ``model``'s tensor names and shapes; else say what differs."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    extra = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if not (missing or extra or shapes):
+        return
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} of the model's tensors are not in the file (e.g. {missing[0]})")
+    if extra:
+        parts.append(f"{len(extra)} tensors of the file are not in the model (e.g. {extra[0]})")
+    if shapes:
+        k = shapes[0]
+        parts.append(f"{len(shapes)} differ in shape (e.g. {k}: {tuple(state[k].shape)} in the file, "
+                     f"{tuple(own[k].shape)} in the model)")
+    trained = f"it was trained as {_describe(recorded)}, " if recorded else ""
+    raise CheckpointError(
+        f"{path} holds the weights of another architecture: {trained}the model given is "
+        f"{_describe(architecture(model))}; {'; '.join(parts)}. Build the model this run was trained with, or use "
+        f"another run_dir (retrain=True would discard this run).")
+
+
 def _load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
@@ -213,16 +266,19 @@ def fit(distiller: Distiller, train_loader, config: TrainConfig, *, eval_loaders
     student = distiller.student
     _lay_out_for_cpu(student, config)  # a loaded run comes back laid out as a trained one (training re-lays it out)
 
-    if run_dir is not None and not retrain and (run_dir / FINAL_MODEL).exists():
+    if run_dir is not None and not retrain and is_finished(run_dir) and not (run_dir / CHECKPOINT).exists():
         return load_run(run_dir, student, identity)  # finished: loading needs no lock
     with contextlib.ExitStack() as stack:
         if run_dir is not None:  # one process per run: a second one waits, then loads what the first trained
             stack.enter_context(folder_lock(run_dir))
+            _remove_temporary_files(run_dir)
         if run_dir is not None and retrain:
-            for name in (CHECKPOINT, FINAL_MODEL, HISTORY, SUMMARY):
+            for name in (FINAL_MODEL, CHECKPOINT, SUMMARY, HISTORY):  # the finished marker first
                 (run_dir / name).unlink(missing_ok=True)
-        if run_dir is not None and (run_dir / FINAL_MODEL).exists():
-            return load_run(run_dir, student, identity)
+        if run_dir is not None and is_finished(run_dir):
+            result = load_run(run_dir, student, identity)
+            (run_dir / CHECKPOINT).unlink(missing_ok=True)  # left by a kill just before its removal
+            return result
 
         memory_format = memory_format_for(student, device, config.channels_last)
         distiller.to(device)
@@ -236,6 +292,7 @@ def fit(distiller: Distiller, train_loader, config: TrainConfig, *, eval_loaders
         if run_dir is not None and (run_dir / CHECKPOINT).exists():
             ckpt = _load_checkpoint(run_dir / CHECKPOINT)
             _check_identity(run_dir / CHECKPOINT, ckpt.get("identity"), identity)
+            _check_architecture(run_dir / CHECKPOINT, ckpt["student"], student, ckpt.get("architecture"))
             student.load_state_dict(ckpt["student"])
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
@@ -284,17 +341,19 @@ def fit(distiller: Distiller, train_loader, config: TrainConfig, *, eval_loaders
             if run_dir is not None:
                 atomic_torch_save({"student": student.state_dict(), "optimizer": optimizer.state_dict(),
                                    "scheduler": scheduler.state_dict(), "rng": rng_state(), "epoch": epoch,
-                                   "history": history, "identity": identity}, run_dir / CHECKPOINT)
+                                   "history": history, "identity": identity, "architecture": architecture(student)},
+                                  run_dir / CHECKPOINT)
                 _write_history(history, run_dir)
 
         student.eval()
         _lay_out_for_cpu(student, config)
         frame = pd.DataFrame(history)
         summary = {"identity": identity, "final": history[-1] if history else {},
-                   "best": _best(frame, eval_loaders)}
-        if run_dir is not None:
-            atomic_torch_save(student.state_dict(), run_dir / FINAL_MODEL)
+                   "best": _best(frame, eval_loaders), "architecture": architecture(student)}
+        if run_dir is not None:  # model.pt last: it marks the run finished, and all it needs is then in place
+            _write_history(history, run_dir)  # (a kill after the last checkpoint may have kept the previous one)
             atomic_json_dump(summary, run_dir / SUMMARY)
+            atomic_torch_save(student.state_dict(), run_dir / FINAL_MODEL)
             (run_dir / CHECKPOINT).unlink(missing_ok=True)
         return FitResult(student, frame, summary)
 
@@ -325,14 +384,23 @@ def _check_identity(path: Path, found: Any, expected: dict[str, Any]) -> None:
 def load_run(run_dir: str | os.PathLike, student: nn.Module, identity: Mapping[str, Any] | None = None) -> FitResult:
     """Load a finished run's weights into ``student`` and return it with its history and summary."""
     run_dir = Path(run_dir)
-    try:
-        state = torch.load(run_dir / FINAL_MODEL, map_location="cpu", weights_only=True)
-        summary = json.loads((run_dir / SUMMARY).read_text())
-        history = pd.read_csv(run_dir / HISTORY)
-    except Exception as e:
-        raise CheckpointError(f"cannot read the finished run in {run_dir} ({type(e).__name__}: {e}); delete the "
-                              f"folder or pass retrain=True to train it again.") from e
+    if not is_finished(run_dir):
+        resume = " from its checkpoint" if (run_dir / CHECKPOINT).exists() else ""
+        raise CheckpointError(f"{run_dir} holds no finished run (it lacks {FINAL_MODEL} or {SUMMARY}, written when "
+                              f"training ends); run fit with this run_dir to finish it{resume}.")
+    readers = {FINAL_MODEL: lambda path: torch.load(path, map_location="cpu", weights_only=True),
+               SUMMARY: lambda path: json.loads(path.read_text()), HISTORY: pd.read_csv}
+    loaded = {}
+    for name, read in readers.items():
+        try:
+            loaded[name] = read(run_dir / name)
+        except Exception as e:
+            raise CheckpointError(f"cannot read {run_dir / name} ({type(e).__name__}: {e}), part of the finished run "
+                                  f"in {run_dir}: it is missing or corrupt. Delete the folder or pass retrain=True to "
+                                  f"train the run again.") from e
+    state, summary, history = loaded[FINAL_MODEL], loaded[SUMMARY], loaded[HISTORY]
     if identity is not None:
         _check_identity(run_dir / SUMMARY, summary.get("identity"), json.loads(json.dumps(identity, default=str)))
+    _check_architecture(run_dir / FINAL_MODEL, state, student, summary.get("architecture"))
     student.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     return FitResult(student.eval(), history, summary)

@@ -1,5 +1,9 @@
 import dataclasses
+import gzip
+import io
 import os
+import re
+import tarfile
 import time
 from pathlib import Path
 
@@ -8,6 +12,7 @@ import pytest
 import torch
 import torchvision
 import torchvision.transforms.v2.functional as tvF
+from PIL import Image
 
 from reskd import data
 from reskd.utils import project_root
@@ -49,6 +54,13 @@ def test_specs_and_unknown_name():
     assert get_spec(SPECS["imagenet"]) is SPECS["imagenet"]
     with pytest.raises(ValueError, match="unknown data set 'mnist'.*cifar10, cifar100, tiny-imagenet, imagenet"):
         get_spec("mnist")
+
+
+def test_known_sizes_of_the_real_data_sets():
+    """Every load of a data set of known size is checked against its images per class (train, test)."""
+    sizes = {name: (spec.train_per_class, spec.test_per_class) for name, spec in SPECS.items()}
+    assert sizes == {"cifar10": (5000, 1000), "cifar100": (500, 100), "tiny-imagenet": (500, 50),
+                     "imagenet": (None, 50)}
 
 
 def test_data_root_and_cache_dir_precedence(tmp_path, monkeypatch):
@@ -187,7 +199,7 @@ def test_missing_root_names_paths_and_fixes(tmp_path, cache):
     with pytest.raises(FileNotFoundError) as error:
         load_split("cifar10", "train", tmp_path / "nowhere", cache=cache)
     message = str(error.value)
-    assert "does not exist" in message
+    assert "does not exist; looked for:" in message
     for expected in ("cifar-10-batches-py", "cifar10-jpeg.tar.gz", "`root` argument", data.DATA_ENV, "download=True"):
         assert expected in message
 
@@ -261,6 +273,102 @@ def test_wrong_class_count(make_cifar_folder, make_tiny_imagenet, cache):
         load_split("tiny-imagenet", "train", tiny.root, cache=cache)
 
 
+def test_bmp_images_are_decoded(make_cifar_folder, cache):
+    """.bmp is an accepted suffix, so a valid BMP must load (torchvision.io does not decode BMP)."""
+    ns = make_cifar_folder()
+    png = ns.folder / "train" / "cat" / "0001.png"
+    Image.open(png).save(png.with_suffix(".bmp"))
+    png.unlink()
+    train = load_split("cifar10", "train", ns.root, cache=cache)
+    np.testing.assert_array_equal(np.asarray(train.images), ns.train_images)
+
+
+def _tar_bytes(tar_path: Path) -> tuple[bytearray, dict[str, int]]:
+    """The uncompressed archive and the offset of each member's header."""
+    raw = bytearray(gzip.decompress(tar_path.read_bytes()))
+    with tarfile.open(fileobj=io.BytesIO(bytes(raw))) as tar:
+        return raw, {m.name: m.offset for m in tar}
+
+
+def _damaged_tarballs(tar_path: Path, member: str, out: Path) -> dict[str, Path]:
+    """Copies of ``tar_path`` damaged at ``member``, each a valid gzip stream of a broken tar, or a broken gzip."""
+    raw, offsets = _tar_bytes(tar_path)
+    offset = offsets[f"cifar10-jpeg/{member}"]
+    broken = bytearray(raw)
+    broken[offset + 148:offset + 156] = b"0000000\0"  # the header checksum
+    good = tar_path.read_bytes()
+    damaged = {"broken-header": gzip.compress(bytes(broken)), "cut-at-a-member": gzip.compress(bytes(raw[:offset])),
+               "truncated-gzip": good[:len(good) // 2], "not-gzip": b"not a tarball at all\n" * 10}
+    paths = {}
+    for name, content in damaged.items():
+        paths[name] = out / name / "cifar10-jpeg.tar.gz"
+        paths[name].parent.mkdir(parents=True)
+        paths[name].write_bytes(content)
+    return paths
+
+
+@pytest.mark.parametrize("damage", ["broken-header", "cut-at-a-member", "truncated-gzip", "not-gzip"])
+def test_damaged_tarball_is_an_error_naming_it(make_cifar_folder, tmp_path, cache, damage):
+    """tarfile's stream reader stops silently at a damaged header or where the data ends: here that is an error
+    naming the archive (the damage is in the last training image, so every class is still there)."""
+    ns = make_cifar_folder(tarball=True)
+    path = _damaged_tarballs(ns.root / "cifar10-jpeg.tar.gz", "train/truck/0002.png", tmp_path / "damaged")[damage]
+    with pytest.raises(ValueError) as error:
+        load_split("cifar10", "train", path.parent, cache=cache)
+    message = str(error.value)
+    assert f"cannot read the archive {path}" in message and "damaged" in message
+    assert "Download it again, or re-create it" in message
+    assert not list(cache.glob("cifar10-train-*"))
+
+
+def test_short_split_is_an_error_naming_the_source_and_the_shortfall(make_cifar_folder, tmp_path, cache):
+    ns = make_cifar_folder(tarball=True)  # 3 training and 2 test images per class
+    counted = dataclasses.replace(get_spec("cifar10"), train_per_class=3, test_per_class=2)
+    assert len(load_split(counted, "train", ns.root, cache=cache)) == 30
+    assert len(load_split(counted, "test", ns.root, cache=cache)) == 20
+    (ns.folder / "train" / "truck" / "0002.png").unlink()
+    (ns.folder / "train" / "cat" / "0000.png").unlink()
+    short = make_tarball(ns.folder, tmp_path / "short" / "cifar10-jpeg.tar.gz")
+    expected = (f"{re.escape(str(short))} is incomplete or damaged: its train split holds 28 images, but CIFAR-10 "
+                f"has 30 \\(3 per class\\); cat has 2 of 3; truck has 2 of 3\\. Download the data set again")
+    with pytest.raises(ValueError, match=expected):
+        load_split(counted, "train", short.parent, cache=cache)
+    assert len(list(cache.glob("cifar10-train-tar-*.json"))) == 1  # the short archive was not cached
+    # a split cached without the check (or before it existed) is checked when it is read back
+    assert len(load_split(dataclasses.replace(counted, train_per_class=None), "train", short.parent,
+                          cache=cache)) == 28
+    with pytest.raises(ValueError, match=expected):
+        load_split(counted, "train", short.parent, cache=cache)
+
+
+def test_short_pickles_are_an_error(make_cifar_pickles, cache):
+    ns = make_cifar_pickles("cifar10")  # 5 training and 2 test images per class
+    counted = dataclasses.replace(get_spec("cifar10"), train_per_class=5, test_per_class=3)
+    assert len(load_split(counted, "train", ns.root, cache=cache)) == 50
+    with pytest.raises(ValueError, match="cifar-10-batches-py is incomplete.*test split holds 20 images, but "
+                                         "CIFAR-10 has 30 .*airplane has 2 of 3;"):
+        load_split(counted, "test", ns.root, cache=cache)
+
+
+def test_truncated_pickle_names_the_file(make_cifar_pickles, cache):
+    ns = make_cifar_pickles("cifar10")
+    path = ns.folder / "data_batch_2"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ValueError, match=f"cannot read {re.escape(str(path))} .*truncated or corrupt.*"
+                                         f"delete .*cifar-10-batches-py and pass download=True"):
+        load_split("cifar10", "train", ns.root, cache=cache)
+
+
+@pytest.mark.parametrize("download", [False, True])
+def test_data_root_that_is_a_file_is_named(tmp_path, cache, download):
+    root = tmp_path / "cifar10-jpeg.tar.gz"  # the archive given in place of the folder that holds it
+    root.write_bytes(b"")
+    with pytest.raises(NotADirectoryError, match=f"the data root {re.escape(str(root))} is a file, not a folder; "
+                                                 f".*{data.DATA_ENV}.*{re.escape(str(tmp_path))}"):
+        load_split("cifar10", "train", root, download=download, cache=cache)
+    assert not data.is_available("cifar10", root)
+
+
 def test_bad_split_name(make_cifar_folder, cache):
     with pytest.raises(ValueError, match="unknown split 'val'.*train, test"):
         load_split("cifar10", "val", make_cifar_folder().root, cache=cache)
@@ -308,6 +416,14 @@ def test_uneven_val_size_and_subsets(make_cifar_folder, cache):
     assert torch.equal(splits.test.labels.bincount(minlength=10), torch.ones(10, dtype=torch.int64))
     with pytest.raises(ValueError, match="train_subset=30 needs 3 images"):
         load_dataset("cifar10", root, val_size=15, train_subset=30, cache=cache)
+
+
+@pytest.mark.parametrize("bad", [-1, 0, 2.5, True])
+def test_bad_subset_sizes(make_cifar_folder, cache, bad):
+    root = make_cifar_folder().root
+    for what in ("train_subset", "test_subset"):
+        with pytest.raises(ValueError, match=f"{what} must be a positive number of images or None .*got {bad!r}"):
+            load_dataset("cifar10", root, val_size=10, cache=cache, **{what: bad})
 
 
 def test_subset_fingerprints_and_masks():

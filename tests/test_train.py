@@ -1,4 +1,6 @@
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -9,9 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from reskd import train as train_module
+from reskd import utils
+from reskd.artifacts import run_dir, runs_table
 from reskd.data import Loader
 from reskd.distill import CE, KD
-from reskd.train import CheckpointError, TrainConfig, evaluate, fit, make_optimizer, make_scheduler, predict
+from reskd.train import (CheckpointError, TrainConfig, evaluate, fit, load_run, make_optimizer, make_scheduler,
+                         predict)
 from reskd.utils import model_memory_format
 
 from helpers import TinyNet, tiny_images, tiny_spec
@@ -175,6 +181,132 @@ def test_resume_after_kill_is_bit_exact(tmp_path):
         assert torch.equal(a[k], b[k]), k
     hist = (resumed / "history.csv").read_text().splitlines()
     assert len(hist) == 1 + 3
+
+
+class Killed(BaseException):
+    """Stands for a kill: raised at a write, it stops ``fit`` there (a BaseException: nothing catches it)."""
+
+
+def _kill_at_write(monkeypatch, k: int, *, during: bool) -> list[str]:
+    """Make the ``k``-th file that ``fit`` writes (0-based) its last act: ``during=True`` kills it while that file is
+    written, leaving its temporary file as a real kill would; else just after the file is in place. Returns the
+    names written so far."""
+    original, written = utils.atomic_write, []
+
+    def write(path, fill, mode="wb"):
+        path = Path(path)
+        if during and len(written) == k:
+            (path.parent / f".{path.name}.killed.tmp").write_bytes(b"cut short")
+            raise Killed(path.name)
+        result = original(path, fill, mode)
+        written.append(path.name)
+        if not during and len(written) == k + 1:
+            raise Killed(path.name)
+        return result
+
+    monkeypatch.setattr(utils, "atomic_write", write)  # atomic_torch_save and atomic_json_dump go through it
+    monkeypatch.setattr(train_module, "atomic_write", write)
+    return written
+
+
+class KillPoints:
+    """Two-epoch runs of one configuration, each in its own run folder under ``root``."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.train, self.test = loaders()
+        self.config = TrainConfig(epochs=2, **FAST)
+
+    def fit(self, folder: Path, model=None):
+        torch.manual_seed(0)
+        return fit(CE(model or TinyNet()), self.train, self.config, eval_loaders={"test": self.test},
+                   run_dir=folder, device="cpu", progress=False)
+
+    def folder(self, name: str) -> Path:
+        return run_dir({"dataset": "toy", "kill": name}, "run", root=self.root)
+
+    def state(self, folder: Path) -> str:
+        return runs_table("toy", root=self.root).set_index("run").loc[folder.name, "state"]
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_a_kill_at_any_write_leaves_a_run_that_loads_or_resumes(tmp_path, monkeypatch):
+    """Kill a run while it writes each of its files (and after the last one, before the checkpoint is removed; a kill
+    just after any other write is a kill at the start of the next, less its temporary file): a run that runs_table
+    calls finished loads, any other resumes to the weights and history of an uninterrupted run, and the kill's
+    temporary files are gone after the restart."""
+    runs = KillPoints(tmp_path / "artifacts")
+    folder = runs.folder("none")
+    with monkeypatch.context() as m:
+        written = _kill_at_write(m, -1, during=False)  # counts the writes only
+        whole = runs.fit(folder)
+    assert written == ["checkpoint.pt", "history.csv"] * 2 + ["history.csv", "summary.json", "model.pt"]
+    for k, during in [(k, True) for k in range(len(written))] + [(len(written) - 1, False)]:
+        where = f"killed {'while writing' if during else 'after'} {written[k]} (write {k})"
+        folder = runs.folder(f"{k}-{during}")
+        with monkeypatch.context() as m:
+            _kill_at_write(m, k, during=during)
+            with pytest.raises(Killed):
+                runs.fit(folder)
+        state = runs.state(folder)
+        assert state in ("finished", "interrupted", "not started"), where
+        if state == "finished":
+            assert _same_weights(load_run(folder, TinyNet()).model, whole.model), where
+        resumed = runs.fit(folder)
+        loaded = load_run(folder, TinyNet())
+        assert list(loaded.history["epoch"]) == list(resumed.history["epoch"]) == [1, 2], where
+        assert _same_weights(loaded.model, whole.model) and _same_weights(resumed.model, whole.model), where
+        assert loaded.summary["final"]["test_top1"] == whole.summary["final"]["test_top1"], where
+        assert not list(folder.glob(".*.tmp")) and not (folder / "checkpoint.pt").exists(), where
+        assert runs.state(folder) == "finished", where
+
+
+def test_a_model_without_its_summary_resumes_from_the_checkpoint(tmp_path, monkeypatch):
+    """The state an earlier version left when killed between model.pt and summary.json: not finished (it would not
+    load), so the run is finished again from its checkpoint instead of failing to load."""
+    runs = KillPoints(tmp_path / "artifacts")
+    whole = runs.fit(tmp_path / "whole")
+    folder = runs.folder("old-order")
+    with monkeypatch.context() as m:
+        _kill_at_write(m, 4, during=False)  # after the last epoch's checkpoint and history
+        with pytest.raises(Killed):
+            runs.fit(folder)
+    shutil.copy(tmp_path / "whole" / "model.pt", folder / "model.pt")
+    assert runs.state(folder) == "interrupted"
+    with pytest.raises(CheckpointError, match="holds no finished run .*run fit with this run_dir to finish it from "
+                                              "its checkpoint") as info:
+        load_run(folder, TinyNet())
+    assert "retrain" not in str(info.value)  # retrain=True would discard the last checkpoint
+    assert _same_weights(runs.fit(folder).model, whole.model)
+    assert runs.state(folder) == "finished" and not (folder / "checkpoint.pt").exists()
+
+
+def test_weights_of_another_architecture_are_named(tmp_path, monkeypatch):
+    runs = KillPoints(tmp_path / "artifacts")
+    done, interrupted = runs.folder("done"), runs.folder("interrupted")
+    runs.fit(done)
+    with monkeypatch.context() as m:
+        _kill_at_write(m, 0, during=False)  # after the first checkpoint
+        with pytest.raises(Killed):
+            runs.fit(interrupted)
+    for folder, file in ((done, "model.pt"), (interrupted, "checkpoint.pt")):
+        with pytest.raises(CheckpointError) as info:
+            runs.fit(folder, TinyNet(width=4))
+        message = str(info.value)
+        assert message.startswith(f"{folder / file} holds the weights of another architecture: it was trained as "
+                                  f"TinyNet with 276 parameters, the model given is TinyNet with 140 parameters;")
+        assert "differ in shape (e.g. body.0.weight: (8, 3, 3, 3) in the file, (4, 3, 3, 3) in the model)" in message
+        assert "Build the model this run was trained with" in message and len(message) < 1000
+    # a run written before the architecture was recorded (the committed artifacts) is still checked, by its shapes
+    summary = json.loads((done / "summary.json").read_text())
+    del summary["architecture"]
+    (done / "summary.json").write_text(json.dumps(summary))
+    assert _same_weights(runs.fit(done).model, load_run(done, TinyNet()).model)
+    with pytest.raises(CheckpointError, match="holds the weights of another architecture: the model given is"):
+        runs.fit(done, torch.nn.Sequential(torch.nn.Linear(3, 4)))
 
 
 def test_kd_trains_with_frozen_teacher(tmp_path):

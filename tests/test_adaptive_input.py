@@ -1,0 +1,53 @@
+"""Bad inputs to adaptive inference: thresholds that are not a list of numbers, calibration targets out of range."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from reskd.adaptive import Policy, StagedOutputs, calibrate, calibrate_per_stage, evaluate_policy, exit_stages
+
+
+def staged(n: int = 60, stages: int = 3, classes: int = 4) -> StagedOutputs:
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, classes, (n,), generator=g)
+    z = torch.randn(stages, n, classes, generator=g).cumsum(0) + torch.nn.functional.one_hot(labels, classes)
+    return StagedOutputs(z, labels, [100, 30, 20][:stages])
+
+
+@pytest.mark.parametrize("thresholds", ["0.5", "0.5 0.5", 0.5, 1, None, ["0.5", "0.5"], [0.5, None], [True, 0.5]],
+                         ids=["string", "string-of-two", "float", "int", "none", "strings", "a-none", "a-bool"])
+def test_thresholds_that_are_not_a_list_of_numbers_are_named(thresholds):
+    with pytest.raises(ValueError, match=r"thresholds must be a list of numbers, one per stage but the last \(2\), "
+                                         r"got .*; e\.g\. Policy\('max_prob', \[0\.9\] \* 2\)"):
+        exit_stages(staged(), Policy("max_prob", thresholds))
+
+
+@pytest.mark.parametrize("thresholds", [[0.5, 0.9], (0.5, math.inf), np.array([0.5, 0.9]), torch.tensor([0.5, 0.9]),
+                                        [np.float32(0.5), torch.tensor(0.9)]],
+                         ids=["list", "tuple", "numpy", "tensor", "mixed"])
+def test_thresholds_as_any_sequence_of_numbers_still_work(thresholds):
+    s = staged()
+    expected = exit_stages(s, Policy("max_prob", [float(t) for t in thresholds]))
+    assert torch.equal(exit_stages(s, Policy("max_prob", thresholds)), expected)
+    assert evaluate_policy(s, Policy("max_prob", thresholds))["top1"] >= 0
+
+
+@pytest.mark.parametrize("calibration", [calibrate, calibrate_per_stage])
+@pytest.mark.parametrize("target,value,problem", [
+    ("target_top1", 150, "from 0 to 100"), ("target_top1", -1, "from 0 to 100"),
+    ("target_top1", math.nan, "finite number"), ("target_top1", "90", "finite number"),
+    ("target_macs", 0, "must be positive"), ("target_macs", -5, "must be positive"),
+    ("target_macs", math.inf, "finite number"), ("target_macs", True, "finite number"),
+])
+def test_calibration_targets_out_of_range_are_named(calibration, target, value, problem):
+    with pytest.raises(ValueError, match=f"{target} .*{problem}.*{value!r}".replace("(", r"\(")):
+        calibration(staged(), "max_prob", **{target: value})
+
+
+@pytest.mark.parametrize("calibration", [calibrate, calibrate_per_stage])
+@pytest.mark.parametrize("target", [{"target_top1": 0}, {"target_top1": 100}, {"target_top1": np.float64(75)},
+                                    {"target_macs": 1}, {"target_macs": 10 ** 12}])
+def test_calibration_targets_at_the_ends_of_their_range_are_accepted(calibration, target):
+    policy = calibration(staged(), "max_prob", **target)
+    assert len(policy.thresholds) == 2
