@@ -34,22 +34,29 @@
 # measurements are ours.
 
 # %% tags=["remove-cell"]
-# In Colab only: fetch the reskd repository and install the package (elsewhere this cell does nothing).
+# In Colab only: clone the book's repository, install the package and fetch the data sets this chapter reads
+# (elsewhere this cell does nothing). A GPU runtime makes the cpu and paper profiles practical (device="auto").
 import os
 import subprocess
 import sys
 
-REPOSITORY_URL = ""  # the git URL of the reskd repository (what `git remote get-url origin` prints)
+REPOSITORY_URL = ""  # written from _config.yml (repository.url) by tools/run_book.py when the page is executed
 if "google.colab" in sys.modules:
     if not os.path.exists("reskd/pyproject.toml"):
         if not REPOSITORY_URL:
-            raise RuntimeError("Set REPOSITORY_URL in this cell to the git URL of the reskd repository, then re-run.")
+            raise RuntimeError("This copy of the chapter names no repository (the book's _config.yml had no "
+                               "repository.url when it was executed): clone the reskd repository into ./reskd, "
+                               "then run this cell again.")
         subprocess.run(["git", "clone", "--depth", "1", REPOSITORY_URL, "reskd"], check=True)
     os.chdir("reskd")
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "-e", "."], check=True)
     sys.path.insert(0, os.getcwd())
+    from reskd.chapter import fetch_data
+
+    fetch_data("01_residual_theory")
 
 # %% tags=["parameters"]
+# Defaults. A run through papermill (tools/run_book.py) puts the values it ran with in the next cell.
 profile = "smoke"  # "smoke" (CI, seconds), "cpu" (the real run on two CPU cores), "paper" (a GPU)
 data_root = None  # folder holding the data sets; None: $RESKD_DATA, else the project's data/
 seeds = None  # seeds, e.g. [0, 1, 2]; None: the profile's (CIFAR-10 uses the first; the toy all of them, default [0])

@@ -24,22 +24,29 @@
 # ```
 
 # %% tags=["remove-cell"]
-# In Colab only: fetch the reskd repository and install the package (elsewhere this cell does nothing).
+# In Colab only: clone the book's repository, install the package and fetch the data sets this chapter reads
+# (elsewhere this cell does nothing). A GPU runtime makes the cpu and paper profiles practical (device="auto").
 import os
 import subprocess
 import sys
 
-REPOSITORY_URL = ""  # the git URL of the reskd repository (what `git remote get-url origin` prints)
+REPOSITORY_URL = ""  # written from _config.yml (repository.url) by tools/run_book.py when the page is executed
 if "google.colab" in sys.modules:
     if not os.path.exists("reskd/pyproject.toml"):
         if not REPOSITORY_URL:
-            raise RuntimeError("Set REPOSITORY_URL in this cell to the git URL of the reskd repository, then re-run.")
+            raise RuntimeError("This copy of the chapter names no repository (the book's _config.yml had no "
+                               "repository.url when it was executed): clone the reskd repository into ./reskd, "
+                               "then run this cell again.")
         subprocess.run(["git", "clone", "--depth", "1", REPOSITORY_URL, "reskd"], check=True)
     os.chdir("reskd")
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "-e", "."], check=True)
     sys.path.insert(0, os.getcwd())
+    from reskd.chapter import fetch_data
+
+    fetch_data("02_cifar")
 
 # %% tags=["parameters"]
+# Defaults. A run through papermill (tools/run_book.py) puts the values it ran with in the next cell.
 profile = "smoke"  # "smoke" (CI, seconds), "cpu" (the real run on two CPU cores), "paper" (a GPU)
 dataset = "cifar10"  # "cifar10" or "cifar100" (CIFAR-100 needs its data under the data root, or download)
 download = False  # True: let torchvision fetch the data set into the data root when it is missing
@@ -63,8 +70,9 @@ check_parameters(profile=profile, data_root=data_root, seeds=seeds, retrain=retr
 # The heavy lifting lives in the `reskd` package; this chapter only wires it together. A *profile*
 # (`reskd.experiment`) fixes every setting of the runs: `smoke` trains tiny models for two epochs on 1,000
 # images (it checks that the chapter runs; its numbers mean nothing), `cpu` is the real run two CPU cores can afford
-# (a resnet56 teacher for 30 epochs, resnet8 students and res-students for 15 epochs, three seeds each), `paper`
-# the paper-scale run for a GPU (not run here). Finished runs are loaded from `artifacts/`, interrupted ones
+# (a resnet56 teacher for 30 epochs, resnet8 students and res-students for 15 epochs, three seeds each; CIFAR
+# ResNets {cite}`he2016deep`), `paper` the paper-scale run for a GPU (240 epochs, the CRD recipe
+# {cite}`tian2020contrastive` as mdistiller uses it; not run here). Finished runs are loaded from `artifacts/`, interrupted ones
 # resumed, missing ones trained (with `train_missing=False`, as `make book` runs the chapters, a missing run is an
 # error instead). Every choice below (the residual loss, thresholds, the ensemble's size) is made on
 # the **validation split**, 5,000 training images held out from training; the test split is only evaluated.
@@ -403,12 +411,14 @@ print("target reached" if verdict["reached"] else f"target NOT reached: {verdict
 # - **The target was not reached.** The best ResKD model within 18.04% of the teacher's MACs, $S_0..S_2$ (81.87% at
 #   15.09%), is 5.78 points below the teacher (87.65%) where the target allowed 1.0, and behind the equal-cost KD
 #   student. Nothing trained here comes within 1 point of the teacher at that cost: the best, the wider KD student,
-#   is 4.6 points below. The paper trains for the usual 200-240 epochs with its own architectures, which we could not
+#   is 4.6 points below, a capacity gap of the kind teacher-assistant distillation {cite}`mirzadeh2020improved`
+#   was designed to bridge. The paper trains for the usual 200-240 epochs with its own architectures, which we could not
 #   afford on two CPU cores (the `paper` profile holds those settings, not run); this run says that in a short
 #   schedule residual stages bought a quarter of a point where the same MACs spent on width bought one and a half.
 # - **What it cost.** About 12.5 hours of wall-clock on two one-thread workers (the cell above sums each run's
-#   measured time), twice the six hours we had aimed for: the teacher alone takes 4.3 hours with the cores to
-#   itself, and three seeds of every configuration are most of the rest.
+#   measured time), twice the six hours we had aimed for: the teacher is the largest single run (its hours are in
+#   the table above, measured while other work shared the cores part of the time), and three seeds of every
+#   configuration are most of the rest.
 
 # %% [markdown]
 # ## Results file

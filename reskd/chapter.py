@@ -8,9 +8,10 @@ from typing import Any
 
 import torch
 
-from .data import data_root, get_spec, is_available
+from .data import data_root, get_spec, is_available, load_split
 
 PROFILES = ("smoke", "cpu", "paper")
+DOWNLOADABLE = ("cifar10", "cifar100")  # what torchvision's downloaders fetch (reskd.data's download=True)
 PROFILE_RANK = {name: rank for rank, name in enumerate(PROFILES)}  # a page of a higher profile is worth more
 # The data sets a chapter reads (the toy problem of chapter 1 and the summary read none).
 CHAPTER_DATA: dict[str, tuple[str, ...]] = {
@@ -69,8 +70,22 @@ def missing_data_message(missing: dict[str, list[str]], root: str | os.PathLike 
     where = Path(data_root(root))
     parts = [f"{chapter} needs {', '.join(get_spec(n).display_name for n in names)}" for chapter, names in
              missing.items()]
-    online = sorted({n for names in missing.values() for n in names} & {"cifar10", "cifar100"})
+    online = sorted({n for names in missing.values() for n in names} & set(DOWNLOADABLE))
     fetch = "".join(f"; online, python -c \"from reskd.data import load_dataset; load_dataset('{n}', download=True)\" "
                     f"fetches {get_spec(n).display_name} into it" for n in online)
     return (f"missing data: {'; '.join(parts)}, not found under the data root {where}: set RESKD_DATA (or "
             f"--data-root) to a folder holding them in a layout of data/README.md{fetch}.")
+
+
+def fetch_data(chapter: str, root: str | os.PathLike | None = None) -> list[str]:
+    """Download the data sets ``chapter`` reads that are missing and that torchvision can fetch (CIFAR) into the data
+    root; print how to get the others. Returns the names fetched. (The Colab cell of every chapter calls this.)"""
+    fetched = []
+    for name in missing_data(chapter, root):
+        if name in DOWNLOADABLE:
+            load_split(name, "train", root, download=True)  # torchvision fetches and unpacks both splits
+            fetched.append(name)
+        else:
+            print(f"{get_spec(name).display_name} is not under the data root {data_root(root)} and cannot be "
+                  f"downloaded by torchvision: put it there in a layout of data/README.md (e.g. its .tar.gz).")
+    return fetched

@@ -58,23 +58,102 @@ def _tool(name):
     return module
 
 
-def test_launch_buttons_only_with_a_repository(monkeypatch):
+HOSTED = "https://github.com/example-owner/reskd"  # a made-up hosted repository
+
+
+def test_launch_buttons_only_with_a_repository():
     book_config = _tool("book_config")
+    assert book_config.repository_url({"repository": {"url": ""}}) is None
     assert "launch_buttons" not in book_config.build_config(None)
-    config = book_config.build_config("https://github.com/owner/reskd")
-    assert config["repository"]["url"] == "https://github.com/owner/reskd"
+    assert "repository" not in book_config.build_config(None)  # an empty url must not reach Jupyter Book
+    config = book_config.build_config(HOSTED)
+    assert config["repository"]["url"] == HOSTED
     assert config["launch_buttons"]["colab_url"] == book_config.COLAB_URL
-    monkeypatch.setattr(book_config, "_git", lambda *args: "git@github.com:owner/reskd.git")
-    assert book_config.repository_url() == "https://github.com/owner/reskd"
+    assert book_config.repository_url({"repository": {"url": "git@github.com:owner/reskd.git"}}) == \
+        "https://github.com/owner/reskd"
 
 
-def test_local_remotes_give_no_buttons(monkeypatch):
-    """A clone of a local folder (as CI makes) has no owner/name: the buttons stay off instead of breaking the theme."""
+def test_the_configuration_is_the_urls_one_home():
+    """The committed _config.yml holds the (empty) URL; no git remote is consulted, so a clone of a local folder (as
+    CI makes) gets no buttons, and a hosted URL that is not owner/name is an error naming the fix."""
     book_config = _tool("book_config")
-    for remote in ("/srv/checkouts/reskd", "file:///srv/reskd.git", "../reskd"):
-        monkeypatch.setattr(book_config, "_git", lambda *args, r=remote: r)
-        assert book_config.repository_url() is None, remote
+    assert "repository" in book_config.read_config() and book_config.repository_url() is None
+    for bad in ("/srv/checkouts/reskd", "file:///srv/reskd.git", "../reskd"):
+        with pytest.raises(SystemExit, match="https://host/owner/name"):
+            book_config.repository_url({"repository": {"url": bad}})
     assert book_config.normalise_url("ssh://git@gitlab.com/group/reskd.git") == "https://gitlab.com/group/reskd"
+
+
+def _run_colab_cell(source: str, monkeypatch) -> list[list[str]]:
+    """Execute a Colab cell as Colab would (``google.colab`` imported), recording the commands it runs."""
+    import subprocess
+    import sys
+    import types
+
+    commands = []
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: commands.append(cmd))
+    monkeypatch.setattr("os.chdir", lambda path: commands.append(["cd", path]))
+    monkeypatch.setattr("os.path.exists", lambda path: False)
+    fetched = []
+    monkeypatch.setattr("reskd.chapter.fetch_data", lambda chapter, root=None: fetched.append(chapter))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    exec(compile(source, "<colab cell>", "exec"), {})
+    return commands + [["fetch_data", *fetched]]
+
+
+def test_a_hosted_book_links_every_chapter_to_a_colab_cell_that_clones_it(tmp_path, monkeypatch):
+    """Build with a made-up hosted URL in a temporary configuration: every chapter's page has a Colab button opening
+    that repository's copy of the chapter, whose Colab cell (as run_book writes it) clones the same URL, installs
+    the package and fetches the chapter's data."""
+    import subprocess
+    import sys
+
+    book_config = _tool("book_config")
+    config = book_config.read_config()
+    config["repository"] = {"url": HOSTED, "branch": "main"}
+    (tmp_path / "_config.yml").write_text(yaml.safe_dump(config))
+    build_config = tmp_path / "build" / "_config.yml"
+    book_config.main(["--config", str(tmp_path / "_config.yml"), "--output", str(build_config)])
+    subprocess.run([sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(ROOT),
+                    "--config", str(build_config), "--path-output", str(tmp_path / "out")],
+                   check=True, capture_output=True)
+    for chapter in run_book.CHAPTERS:
+        page = (tmp_path / "out" / "_build" / "html" / "book" / f"{chapter}.html").read_text()
+        link = f"{book_config.COLAB_URL}/github/example-owner/reskd/blob/main/book/{chapter}.ipynb"
+        assert link in page, f"{chapter}: no Colab button to {link}"
+        assert (ROOT / "book" / f"{chapter}.ipynb").exists()  # what the button opens, once pushed
+        notebook = run_book.with_repository_url(jupytext.read(ROOT / "book" / f"{chapter}.py"), HOSTED)
+        colab_cell = next(c for c in notebook.cells if c.cell_type == "code")
+        commands = _run_colab_cell(colab_cell.source, monkeypatch)
+        assert commands[0] == ["git", "clone", "--depth", "1", HOSTED, "reskd"], chapter
+        assert commands[1] == ["cd", "reskd"] and commands[2][1:] == ["-m", "pip", "install", "--quiet", "-e", "."]
+        assert commands[-1] == ["fetch_data", chapter]
+
+
+def test_without_a_url_the_colab_cell_says_what_to_do(monkeypatch):
+    notebook = run_book.with_repository_url(jupytext.read(ROOT / "book" / "02_cifar.py"), None)
+    with pytest.raises(RuntimeError, match="repository.url"):
+        _run_colab_cell(next(c for c in notebook.cells if c.cell_type == "code").source, monkeypatch)
+
+
+def test_prose_edits_reach_the_stored_page_without_executing(tmp_path):
+    """run_book --sources-only copies edited markdown into a stored page and keeps its outputs; a changed code cell
+    with outputs is refused."""
+    for suffix in (".py", ".ipynb"):
+        shutil.copy(ROOT / "book" / f"05_summary{suffix}", tmp_path / f"05_summary{suffix}")
+    source = (tmp_path / "05_summary.py").read_text()
+    (tmp_path / "05_summary.py").write_text(source.replace("## The paper's headline numbers", "## Headline numbers"))
+    before = json.loads((tmp_path / "05_summary.ipynb").read_text())
+    assert run_book.sync_sources("05_summary", tmp_path) != []
+    after = json.loads((tmp_path / "05_summary.ipynb").read_text())
+    assert "## Headline numbers" in json.dumps(after) and "## The paper's headline numbers" not in json.dumps(after)
+    assert [c.get("outputs") for c in after["cells"]] == [c.get("outputs") for c in before["cells"]]
+    assert run_book.sync_sources("05_summary", tmp_path) == []  # nothing left to copy
+    (tmp_path / "05_summary.py").write_text(source.replace("pd.set_option(\"display.precision\", 2)",
+                                                           "pd.set_option(\"display.precision\", 3)"))
+    with pytest.raises(SystemExit, match="re-execute"):
+        run_book.sync_sources("05_summary", tmp_path)
 
 
 def test_the_main_job_keeps_each_page_in_its_stored_profile():

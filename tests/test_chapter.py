@@ -48,3 +48,14 @@ def test_missing_data_names_the_chapter_and_the_fetch(tmp_path):
 def test_missing_data_sees_a_present_data_set(make_cifar_folder):
     data = make_cifar_folder(tarball=True)
     assert missing_data("02_cifar", data.root) == []
+
+
+def test_fetch_data_downloads_what_torchvision_can_and_says_what_it_cannot(tmp_path, monkeypatch, capsys):
+    import reskd.chapter as chapter
+
+    calls = []
+    monkeypatch.setattr(chapter, "load_split", lambda name, split, root, download: calls.append((name, download)))
+    assert chapter.fetch_data("02_cifar", tmp_path) == ["cifar10"] and calls == [("cifar10", True)]
+    assert chapter.fetch_data("03_imagenet", tmp_path) == []
+    assert "Tiny-ImageNet-200 is not under the data root" in capsys.readouterr().out
+    assert chapter.fetch_data("05_summary", tmp_path) == []

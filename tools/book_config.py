@@ -1,10 +1,11 @@
 """Write the book's build configuration: ``_config.yml`` plus the repository and Colab launch buttons, when known.
 
-    python tools/book_config.py [--output _build/_config.yml]   # prints the path; `make book` builds with it
+    python tools/book_config.py [--config _config.yml] [--output _build/_config.yml]   # prints the output's path
 
-The repository URL is read from ``git remote get-url origin``. Without one, the launch and repository buttons stay
-off: Jupyter Book would otherwise point them at its own repository. Every chapter is a notebook, so with a URL each
-gets a Colab button.
+The repository's hosted URL has one home: ``repository.url`` in ``_config.yml`` (``https://host/owner/name``; the
+SSH forms are accepted). With it, every chapter (a notebook) gets a Colab button, and ``tools/run_book.py`` writes
+the same URL into each chapter's Colab cell, which clones it. Empty, the buttons stay off: Jupyter Book would
+otherwise point them at its own repository.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "_config.yml"
 COLAB_URL = "https://colab.research.google.com"
 DEFAULT_BRANCH = "main"
 
@@ -42,15 +44,33 @@ def normalise_url(url: str | None) -> str | None:
     return url if HOSTED_URL.match(url) else None
 
 
-def repository_url() -> str | None:
-    """``origin``'s URL as ``https://host/owner/name`` (None without a hosted remote)."""
-    return normalise_url(_git("remote", "get-url", "origin"))
+def read_config(path: Path = CONFIG) -> dict:
+    return yaml.safe_load(path.read_text())
 
 
-def build_config(url: str | None) -> dict:
-    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+def repository_url(config: dict | None = None) -> str | None:
+    """The book's repository as ``https://host/owner/name``, from ``repository.url`` (None when it is empty)."""
+    config = read_config() if config is None else config
+    given = ((config.get("repository") or {}).get("url") or "").strip()
+    if not given:
+        return None
+    url = normalise_url(given)
+    if url is None:
+        raise SystemExit(f"_config.yml: repository.url {given!r} is not a hosted repository's URL; write it as "
+                         f"https://host/owner/name (e.g. https://github.com/owner/reskd), or leave it empty.")
+    return url
+
+
+def build_config(url: str | None, config: dict | None = None) -> dict:
+    """``config`` (default: ``_config.yml``) with the repository and launch buttons for ``url``, or with none."""
+    config = dict(read_config() if config is None else config)
+    repository = config.pop("repository", None) or {}
+    sphinx = config.get("sphinx") or {}
+    if sphinx.get("local_extensions"):  # Jupyter Book finds them relative to the configuration, which moves to _build/
+        config["sphinx"] = {**sphinx, "local_extensions": {name: str((ROOT / path).resolve())
+                                                           for name, path in sphinx["local_extensions"].items()}}
     if url is not None:
-        branch = _git("rev-parse", "--abbrev-ref", "HEAD")
+        branch = repository.get("branch") or _git("rev-parse", "--abbrev-ref", "HEAD")
         config["repository"] = {"url": url, "path_to_book": "", "branch": branch if branch not in (None, "HEAD")
                                 else DEFAULT_BRANCH}
         config["launch_buttons"] = {"notebook_interface": "classic", "colab_url": COLAB_URL}
@@ -60,10 +80,12 @@ def build_config(url: str | None) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=CONFIG, help="the book's configuration (default: _config.yml)")
     parser.add_argument("--output", type=Path, default=ROOT / "_build" / "_config.yml")
     args = parser.parse_args(argv)
+    config = read_config(args.config)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(yaml.safe_dump(build_config(repository_url()), sort_keys=False))
+    args.output.write_text(yaml.safe_dump(build_config(repository_url(config), config), sort_keys=False))
     print(args.output)
 
 

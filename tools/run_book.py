@@ -27,6 +27,9 @@ from pathlib import Path
 import jupytext
 import papermill
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tools/: book_config, the repository URL's reader
+from book_config import repository_url  # noqa: E402
+
 from reskd.chapter import PROFILE_RANK, PROFILES, missing_data, missing_data_message
 from reskd.results import RESULTS_ENV
 
@@ -37,6 +40,8 @@ TRIALS = ROOT / "_build" / "chapters"  # where an explicit profile's chapters go
 CHAPTERS = ("01_residual_theory", "02_cifar", "03_imagenet", "04_adaptive", "05_summary")
 DEFAULT_PROFILE = "smoke"  # what a chapter's parameters cell says when papermill injects nothing
 KERNEL = "python3"
+URL_LINE = 'REPOSITORY_URL = ""'  # in each chapter's Colab cell; run_chapter writes the configured URL there
+INJECTED_LABEL = "# Parameters this page was executed with (papermill): they override the defaults above"
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 
 
@@ -75,9 +80,19 @@ class ChapterFailed(RuntimeError):
     """A chapter raised while it was executed; the message is the chapter and its error, in one line."""
 
 
+def with_repository_url(notebook, url: str | None):
+    """``notebook`` (jupytext's) with ``url`` written into its Colab cell (the first code cell), if any."""
+    if url:
+        cell = next(c for c in notebook.cells if c.cell_type == "code")
+        if URL_LINE not in cell.source:
+            raise SystemExit(f"the Colab cell has no line starting {URL_LINE!r} to write the repository URL into.")
+        cell.source = cell.source.replace(URL_LINE, f"REPOSITORY_URL = {url!r}", 1)
+    return notebook
+
+
 def run_chapter(chapter: str, output_dir: Path, parameters: dict) -> float:
     """Execute one chapter into ``output_dir``; return the seconds it took."""
-    notebook = jupytext.read(BOOK / f"{chapter}.py")
+    notebook = with_repository_url(jupytext.read(BOOK / f"{chapter}.py"), repository_url())
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp) / f"{chapter}.ipynb"
@@ -89,18 +104,23 @@ def run_chapter(chapter: str, output_dir: Path, parameters: dict) -> float:
             hint = " (tools/run_book.py --train trains what is missing)" if e.ename == "MissingRunError" else ""
             raise ChapterFailed(f"{chapter} (profile {parameters['profile']}) raised {e.ename}: "
                                 f"{' '.join(str(e.evalue).split())}{hint}") from None
-    strip_machine_paths(output_dir / f"{chapter}.ipynb")
+    tidy_page(output_dir / f"{chapter}.ipynb")
     return time.perf_counter() - start
 
 
-def strip_machine_paths(path: Path) -> None:
-    """Replace papermill's absolute input/output paths in the notebook's metadata with the chapter's file name, so a
-    committed notebook names no machine's folders."""
+def tidy_page(path: Path) -> None:
+    """Replace papermill's absolute input/output paths in the notebook's metadata with the chapter's file name (a
+    committed notebook names no machine's folders), and label papermill's parameters cell for the reader."""
     notebook = json.loads(path.read_text())
     meta = notebook.get("metadata", {}).get("papermill", {})
     for key in ("input_path", "output_path"):
         if meta.get(key):
             meta[key] = Path(meta[key]).name
+    for cell in notebook["cells"]:
+        if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
+            lines = cell["source"] if isinstance(cell["source"], list) else cell["source"].splitlines(keepends=True)
+            if lines and lines[0].strip() == "# Parameters":
+                cell["source"] = [INJECTED_LABEL + "\n", *lines[1:]]
     path.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")
 
 
@@ -153,6 +173,33 @@ def publish(staging: Path, output_dir: Path, results_dir: Path, chapters: list[s
             os.replace(results_dir / f".{path.name}.tmp", target)
 
 
+def sync_sources(chapter: str, book: Path = BOOK) -> list[int]:
+    """Copy the sources of ``book/<chapter>.py`` into the stored page without executing it: prose (markdown cells)
+    and code cells without outputs (the Colab and parameters cells). Returns the indices of the cells changed.
+    Refuses (SystemExit) when a code cell with outputs changed, or cells were added or removed: re-execute then."""
+    source = jupytext.read(book / f"{chapter}.py")
+    path = book / f"{chapter}.ipynb"
+    stored = json.loads(path.read_text())
+    cells = [c for c in stored["cells"] if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
+    if [c.cell_type for c in source.cells] != [c["cell_type"] for c in cells]:
+        raise SystemExit(f"{chapter}: cells were added, removed or reordered; re-execute it (tools/run_book.py).")
+    changed = []
+    for i, (new, old) in enumerate(zip(source.cells, cells)):
+        text = "".join(old["source"]) if isinstance(old["source"], list) else old["source"]
+        if new.source == text:
+            continue
+        if new.cell_type == "code" and old.get("outputs"):
+            raise SystemExit(f"{chapter}: code cell {i} has outputs and its source changed; re-execute the chapter.")
+        old["source"] = new.source.splitlines(keepends=True)
+        tags = new.metadata.get("tags")
+        if tags:
+            old.setdefault("metadata", {})["tags"] = tags
+        changed.append(i)
+    if changed:
+        path.write_text(json.dumps(stored, indent=1, ensure_ascii=False) + "\n")
+    return changed
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", choices=PROFILES, default=None,
@@ -168,7 +215,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-root", default=None, help="the data sets' folder (default: $RESKD_DATA, else data/)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None,
                         help="student seeds, e.g. 0 (default: the profile's; fewer is an interim run, and says so)")
+    parser.add_argument("--sources-only", action="store_true",
+                        help="copy edited prose and output-less code cells from book/*.py into the stored pages, "
+                             "without executing anything")
     args = parser.parse_args(argv)
+    if args.sources_only:
+        for chapter in select(args.chapters):
+            print(f"{chapter}: {len(sync_sources(chapter))} cell(s) updated")
+        return
 
     chapters = select(args.chapters)
     profiles, output_dir, results_dir = plan(chapters, args.profile, args.output_dir, args.replace_stored)
