@@ -452,7 +452,8 @@ plt.show()
 from IPython.display import Markdown, display
 
 from reskd.distill import kd_loss
-from reskd.experiment import TRAIN_SAMPLE, Experiment, ResKDRuns, get_profile, profile_banner
+from reskd.experiment import TRAIN_SAMPLE, Experiment, ResKDRuns
+from reskd.profiles import get_profile, profile_banner
 
 torch.set_num_threads(threads)  # back to every core for the convolutional networks
 DATASET = "cifar10"

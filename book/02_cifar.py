@@ -79,9 +79,10 @@ from IPython.display import Markdown, display
 from reskd import results
 from reskd.adaptive import sweep
 from reskd.data import is_available
-from reskd.experiment import (PLAIN_SEED_OFFSET, Experiment, ResKDRuns, ablate, ablate_losses, get_profile,
-                              other_options, plain_ensemble_logits, profile_banner, stage_records)
+from reskd.experiment import (PLAIN_SEED_OFFSET, Experiment, ResKDRuns, ablate, ablate_losses, other_options,
+                              plain_ensemble_logits, stage_records)
 from reskd.flops import model_cost
+from reskd.profiles import PAPER_PCT_TEACHER, get_profile, profile_banner
 from reskd.train import top1
 
 sns.set_theme(style="whitegrid", context="notebook")
@@ -89,7 +90,6 @@ pd.set_option("display.precision", 2)
 pd.set_option("display.max_colwidth", 60)
 
 CHAPTER = "02_cifar"
-PAPER_PCT_TEACHER = {"cifar10": 18.04, "cifar100": 23.14}  # the paper's headline cost, % of the teacher's MACs
 MAX_DROP = 1.0  # our target: within this many top-1 points of the teacher
 OPERATING_POINTS = (0.5, 1.0)  # adaptive thresholds keep validation top-1 within these points of the full ensemble
 config = get_profile(dataset, profile)

@@ -67,22 +67,16 @@ import pandas as pd
 import seaborn as sns
 
 from reskd import results
-from reskd.experiment import Arch, Experiment, Profile, ResKDRuns
+from reskd.experiment import Experiment, ResKDRuns
 from reskd.flops import model_cost
-from reskd.train import TrainConfig, predict, top1
+from reskd.profiles import find_profile
+from reskd.train import predict, top1
 
 sns.set_theme(style="whitegrid", context="notebook")
 pd.set_option("display.precision", 2)
 
 CHAPTER, DATASET = "03_imagenet", "tiny-imagenet"
-SMOKE_TRAIN = TrainConfig(epochs=1, batch_size=64, lr=0.05, schedule="cosine", weight_decay=5e-4)
-TINY_PROFILES = {
-    "smoke": Profile("smoke", DATASET, Arch("resnet18", 0.25), Arch("resnet18", 0.125), (Arch("resnet18", 0.125),),
-                     SMOKE_TRAIN, SMOKE_TRAIN, seeds=(0,), val_size=400, train_subset=1000, test_subset=400,
-                     notes="ResNet-18 at widths 0.25 (teacher) and 0.125 (student), one epoch on 1,000 images: "
-                           "checks that the chapter runs, its numbers mean nothing"),
-}
-config = TINY_PROFILES.get(profile)
+config = find_profile(DATASET, profile)  # reskd.profiles: only "smoke" is defined for Tiny-ImageNet so far
 if config is not None and seeds is not None:
     config = config.replace(seeds=tuple(seeds))
 exp = (Experiment(config, data_root=data_root, device=device, retrain=retrain, train_missing=train_missing,

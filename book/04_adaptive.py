@@ -83,8 +83,9 @@ from IPython.display import Markdown, display
 from reskd import results
 from reskd.adaptive import (CRITERIA, AdaptiveEnsemble, LearnedGate, calibrate, calibrate_per_stage,
                             compare_latency, confidence, evaluate_policy, sweep)
-from reskd.experiment import Experiment, ResKDRuns, get_profile, profile_banner
+from reskd.experiment import Experiment, ResKDRuns
 from reskd.flops import model_cost
+from reskd.profiles import get_profile, profile_banner
 from reskd.train import top1
 from reskd.utils import model_memory_format
 

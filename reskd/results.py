@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 
 from .adaptive import StagedOutputs, calibrate, evaluate_policy
-from .experiment import PROFILE_NAMES
+from .profiles import PROFILE_NAMES
 from .utils import atomic_json_dump, project_root
 
 RESULTS_DIR = "results"
