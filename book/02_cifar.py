@@ -82,8 +82,8 @@ from reskd.data import is_available
 from reskd.experiment import (PLAIN_SEED_OFFSET, Experiment, ResKDRuns, ablate, ablate_losses, other_options,
                               plain_ensemble_logits, stage_records)
 from reskd.flops import model_cost
+from reskd.metrics import agreement, correct, top1
 from reskd.profiles import PAPER_PCT_TEACHER, get_profile, profile_banner
-from reskd.train import top1
 
 sns.set_theme(style="whitegrid", context="notebook")
 pd.set_option("display.precision", 2)
@@ -134,7 +134,7 @@ for kind, logits in outputs.items():
     models.append(results.model_record(
         names[kind], kind, stages=1, macs=student_macs, teacher_macs=teacher_macs,
         top1=[top1(out, labels) for out in logits.values()], seeds=list(logits),
-        agreement_teacher=[results.agreement(out, teacher_logits) for out in logits.values()]))
+        agreement_teacher=[agreement(out, teacher_logits) for out in logits.values()]))
 results.for_display(results.models_frame(models))
 
 # %% [markdown]
@@ -238,8 +238,8 @@ for k in range(1, len(config.res_students) + 1):
     per_seed = []
     for st in staged.values():
         test = st["test"]
-        right_now = (test.logits[k].argmax(1) == test.labels).float()
-        right_before = (test.logits[k - 1].argmax(1) == test.labels).float()
+        right_now = correct(test.logits[k], test.labels).float()
+        right_before = correct(test.logits[k - 1], test.labels).float()
         per_seed.append(torch.zeros(len(classes)).index_add_(0, test.labels, right_now - right_before)
                         / torch.bincount(test.labels, minlength=len(classes)).clamp(min=1))
     gains[f"S{k}"] = (100 * torch.stack(per_seed).mean(0)).numpy()
@@ -274,7 +274,7 @@ stage_models.append(results.model_record(
     f"KD student {config.equal_cost.label} (equal cost)", "kd-equal-cost", stages=1,
     macs=model_cost(equal[config.seeds[0]], exp.input_size).macs, teacher_macs=teacher_macs,
     top1=[top1(z, labels) for z in equal_logits.values()], seeds=list(equal),
-    agreement_teacher=[results.agreement(z, teacher_logits) for z in equal_logits.values()]))
+    agreement_teacher=[agreement(z, teacher_logits) for z in equal_logits.values()]))
 archs = [config.student, *config.res_students]
 for weighting, how in (("equal", "averaged"), ("val", "weights fit on val")):
     plain = {seed: plain_ensemble_logits(exp, archs, "test", seed=seed, weighting=weighting)[0]
@@ -282,7 +282,7 @@ for weighting, how in (("equal", "averaged"), ("val", "weights fit on val")):
     stage_models.append(results.model_record(
         f"plain KD ensemble ({len(archs)} members, {how}, equal cost)", "kd-equal-cost", stages=len(archs),
         macs=first.cumulative_macs[-1], teacher_macs=teacher_macs, top1=[top1(z, labels) for z in plain.values()],
-        seeds=list(plain), agreement_teacher=[results.agreement(z, teacher_logits) for z in plain.values()]))
+        seeds=list(plain), agreement_teacher=[agreement(z, teacher_logits) for z in plain.values()]))
 curve = sweep(staged[config.seeds[0]]["val"], "max_prob", test=first, teacher_macs=teacher_macs, points=20)
 
 # %% [markdown]

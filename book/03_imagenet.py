@@ -69,8 +69,9 @@ import seaborn as sns
 from reskd import results
 from reskd.experiment import Experiment, ResKDRuns
 from reskd.flops import model_cost
+from reskd.metrics import agreement, top1
 from reskd.profiles import find_profile
-from reskd.train import predict, top1
+from reskd.train import predict
 
 sns.set_theme(style="whitegrid", context="notebook")
 pd.set_option("display.precision", 2)
@@ -118,7 +119,7 @@ if problem is None:
             f"student {config.student.label} ({kind})", kind, stages=1,
             macs=model_cost(students[config.seeds[0]], exp.input_size).macs, teacher_macs=teacher_macs,
             top1=[top1(out, labels) for out in logits.values()], seeds=list(logits),
-            agreement_teacher=[results.agreement(out, teacher_logits) for out in logits.values()]))
+            agreement_teacher=[agreement(out, teacher_logits) for out in logits.values()]))
     display(results.for_display(results.models_frame(models)))
 else:
     print(f"not run: {problem}")

@@ -85,8 +85,8 @@ from reskd.adaptive import (CRITERIA, AdaptiveEnsemble, LearnedGate, calibrate, 
                             compare_latency, confidence, evaluate_policy, sweep)
 from reskd.experiment import Experiment, ResKDRuns
 from reskd.flops import model_cost
+from reskd.metrics import correct, top1
 from reskd.profiles import get_profile, profile_banner
-from reskd.train import top1
 from reskd.utils import model_memory_format
 
 sns.set_theme(style="whitegrid", context="notebook")
@@ -131,8 +131,8 @@ print(f"MMACs per image: stages {[round(m / 1e6, 2) for m in stage_macs]}, all {
 CONFIDENCE_BINS = 5  # equal-count bins of S0's confidence
 val0 = first["val"]
 frame = pd.DataFrame({"confidence": confidence(val0.logits[0], "max_prob").numpy(),
-                      "S0": (val0.logits[0].argmax(1) == val0.labels).numpy(),
-                      "all": (val0.logits[-1].argmax(1) == val0.labels).numpy()})
+                      "S0": correct(val0.logits[0], val0.labels).numpy(),
+                      "all": correct(val0.logits[-1], val0.labels).numpy()})
 frame["bin"] = pd.qcut(frame["confidence"], CONFIDENCE_BINS, duplicates="drop")
 by_bin = frame.groupby("bin", observed=True)[["confidence", "S0", "all"]].mean()
 

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .metrics import accuracy
 from .utils import model_memory_format, resolve_device
 
 CRITERIA = ("max_prob", "margin", "neg_entropy", "gate")
@@ -207,10 +208,10 @@ def evaluate_policy(staged: StagedOutputs, policy: Policy, *, teacher_macs: int 
     preds = staged.logits[exits, torch.arange(staged.num_samples)].argmax(1)
     cum = torch.tensor(staged.cumulative_macs, dtype=torch.float64)
     avg_macs = cum[exits].mean().item()
-    out = {"top1": 100.0 * (preds == staged.labels).float().mean().item(), "avg_macs": avg_macs,
+    out = {"top1": accuracy(preds, staged.labels), "avg_macs": avg_macs,
            "pct_teacher": 100.0 * avg_macs / teacher_macs if teacher_macs else float("nan")}
     if staged.teacher_logits is not None:
-        out["agreement_teacher"] = 100.0 * (preds == staged.teacher_logits.argmax(1)).float().mean().item()
+        out["agreement_teacher"] = accuracy(preds, staged.teacher_logits.argmax(1))
     for k in range(staged.num_stages):
         out[f"exit_frac_{k}"] = (exits == k).float().mean().item()
     return out

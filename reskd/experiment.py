@@ -28,7 +28,8 @@ from .distill import CE, KD, Distiller
 from .flops import count_macs
 from .models import create_model
 from .profiles import PROFILE_NAMES, PROFILES, Arch, Profile, get_profile, profile_banner  # noqa: F401 (re-exported)
-from .reskd import RESIDUAL_LOSSES, FeatureHead, ResidualDistiller, ResKDEnsemble, cumulative_sums, residual_energy
+from .metrics import agreement, residual_energy, top1
+from .reskd import RESIDUAL_LOSSES, FeatureHead, ResidualDistiller, ResKDEnsemble, cumulative_sums
 from .train import FitResult, TrainConfig, fit, is_finished, predict
 from .utils import (RunLockedError, atomic_torch_save, progress, resolve_device, seed_everything, stable_hash,
                     state_dict_hash)
@@ -400,9 +401,9 @@ def stage_records(staged_by_split: dict[str, StagedOutputs], teacher_macs: int) 
                                "pct_teacher": 100.0 * first.cumulative_macs[k] / teacher_macs}
         for split, st in staged_by_split.items():
             z = st.logits[k]
-            row[f"{split}_top1"] = 100.0 * (z.argmax(1) == st.labels).float().mean().item()
+            row[f"{split}_top1"] = top1(z, st.labels)
             if st.teacher_logits is not None:
-                row[f"{split}_agreement_teacher"] = 100.0 * (z.argmax(1) == st.teacher_logits.argmax(1)).float().mean().item()
+                row[f"{split}_agreement_teacher"] = agreement(z, st.teacher_logits)
                 row[f"{split}_residual_energy"] = residual_energy(st.teacher_logits, z).item()
         rows.append(row)
     return pd.DataFrame(rows)

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from .cache import TEACHER_CACHE_NAME, OutputCache
 from .distill import DEFAULT_CE_WEIGHT, DEFAULT_KD_WEIGHT, DEFAULT_TEMPERATURE, Distiller, View, frozen, kd_loss
 from .flops import count_macs
+from .metrics import centered, residual_energy  # noqa: F401 (residual_energy re-exported)
 from .utils import model_memory_format
 
 #: The res-student losses. ``s`` is the new stage's output, ``r`` the residual, ``Z = Z_{k-1} + s``.
@@ -36,17 +37,6 @@ RESIDUAL_LOSSES = {
     "mse+ce": "MSE between s and r plus weighted cross-entropy on the combined logits Z",
 }
 INPUTS = ("image", "features")
-
-
-def centered(z: Tensor) -> Tensor:
-    """Logits minus their per-sample mean over classes."""
-    return z - z.mean(dim=1, keepdim=True)
-
-
-def residual_energy(teacher_logits: Tensor, ensemble_logits: Tensor, *, center: bool = False) -> Tensor:
-    """``E = mean_x ||z_T(x) - Z(x)||^2`` (optionally of the centered residual)."""
-    r = teacher_logits - ensemble_logits
-    return (centered(r) if center else r).pow(2).sum(1).mean()
 
 
 def residual_loss(kind: str, s: Tensor, previous: Tensor, teacher: Tensor, y: Tensor, *,

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .distill import Distiller, View
+from .metrics import top1  # noqa: F401 (re-exported: reskd.train.top1)
 from .utils import (MIN_CHANNELS_LAST_CHANNELS, atomic_json_dump, atomic_torch_save, atomic_write,  # noqa: F401
                     folder_lock, memory_format_for, model_memory_format, resolve_device, rng_state, set_rng_state)
 from .utils import progress as progress_bar
@@ -138,11 +139,6 @@ def predict(model: nn.Module, loader, *, device: str | torch.device | None = "au
     if logits is None:
         raise ValueError("the loader yielded no batches: the evaluation split is empty.")
     return logits, labels
-
-
-def top1(logits: Tensor, labels: Tensor) -> float:
-    """Top-1 accuracy in percent."""
-    return 100.0 * (logits.argmax(1) == labels).float().mean().item()
 
 
 def evaluate(model: nn.Module, loader, *, device: str | torch.device | None = "auto") -> dict[str, float]:
