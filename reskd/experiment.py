@@ -258,8 +258,7 @@ class ResKDRuns:
         self.input = input or exp.profile.residual_input
         self.train = train or exp.profile.student_train
         loss = loss or exp.profile.residual_loss
-        if loss != AUTO and loss not in RESIDUAL_LOSSES:
-            raise ValueError(f"unknown residual loss {loss!r}; choose {AUTO!r} or one of {', '.join(RESIDUAL_LOSSES)}.")
+        RESIDUAL_LOSSES.check(loss, extra=(AUTO,))
         self._loss = loss
 
     @property
