@@ -453,8 +453,9 @@ plt.show()
 from IPython.display import Markdown, display
 
 from reskd.distill import kd_loss
-from reskd.experiment import TRAIN_SAMPLE, Experiment, ResKDRuns
+from reskd.experiment import TRAIN_SAMPLE, Experiment
 from reskd.profiles import get_profile, profile_banner
+from reskd.studies import reskd_runs
 
 torch.set_num_threads(threads)  # back to every core for the convolutional networks
 DATASET = "cifar10"
@@ -464,7 +465,7 @@ if seeds is not None:
 exp = Experiment(config, data_root=data_root, device=device, retrain=retrain, train_missing=train_missing,
                  progress=False)
 seed = config.seeds[0]
-res_runs = ResKDRuns(exp)
+res_runs = reskd_runs(exp)  # loss "auto": the validation winner of the first-stage ablation
 ensemble = res_runs.ensemble(list(config.res_students), seed=seed)
 splits = {"train": TRAIN_SAMPLE, "val": "val", "test": "test"}
 staged = {name: res_runs.staged(ensemble, split) for name, split in splits.items()}

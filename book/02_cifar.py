@@ -79,11 +79,12 @@ from IPython.display import Markdown, display
 from reskd import results
 from reskd.adaptive import sweep
 from reskd.data import is_available
-from reskd.experiment import (PLAIN_SEED_OFFSET, Experiment, ResKDRuns, ablate, ablate_losses, other_options,
-                              plain_ensemble_logits, stage_records)
+from reskd.experiment import Experiment
 from reskd.flops import model_cost
 from reskd.metrics import agreement, correct, top1
 from reskd.profiles import PAPER_PCT_TEACHER, get_profile, profile_banner
+from reskd.studies import (PLAIN_SEED_OFFSET, ablate, ablate_losses, other_options, plain_ensemble_logits,
+                           reskd_runs, stage_records)
 
 sns.set_theme(style="whitegrid", context="notebook")
 pd.set_option("display.precision", 2)
@@ -165,7 +166,7 @@ results.for_display(results.models_frame(models))
 ENERGY_COLUMNS = ["option", "added_mmacs", "val_gain", "test_gain", "train_energy_s0", "train_energy_change_pct",
                   "test_energy_s0", "test_energy_change_pct"]
 losses = ablate_losses(exp)
-runs = ResKDRuns(exp)  # loss "auto": the validation winner of the table above
+runs = reskd_runs(exp)  # loss "auto": the validation winner of the table above
 print(f"S0 (KD student, seed 0): validation top-1 {losses['val_top1_s0'].iloc[0]:.2f}%, "
       f"test top-1 {losses['test_top1_s0'].iloc[0]:.2f}%; gains below are in top-1 points")
 print(f"chosen on validation: loss {runs.loss!r}")

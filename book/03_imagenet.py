@@ -67,10 +67,11 @@ import pandas as pd
 import seaborn as sns
 
 from reskd import results
-from reskd.experiment import Experiment, ResKDRuns
+from reskd.experiment import Experiment
 from reskd.flops import model_cost
 from reskd.metrics import agreement, top1
 from reskd.profiles import find_profile
+from reskd.studies import reskd_runs
 from reskd.train import predict
 
 sns.set_theme(style="whitegrid", context="notebook")
@@ -136,7 +137,7 @@ else:
 # reskd: stages
 stage_models: list[dict] = []  # ResKD's entries (kinds "reskd-stage" and "reskd-adaptive")
 if problem is None:
-    runs = ResKDRuns(exp)
+    runs = reskd_runs(exp)  # loss "auto": the validation winner of the first-stage ablation
     staged = {seed: {split: runs.staged(runs.ensemble(list(config.res_students), seed=seed), split)
                      for split in ("val", "test")} for seed in config.seeds}
     stage_models = results.reskd_records(staged, teacher_macs)

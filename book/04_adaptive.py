@@ -83,10 +83,11 @@ from IPython.display import Markdown, display
 from reskd import results
 from reskd.adaptive import (CRITERIA, AdaptiveEnsemble, LearnedGate, calibrate, calibrate_per_stage,
                             compare_latency, confidence, evaluate_policy, sweep)
-from reskd.experiment import Experiment, ResKDRuns
+from reskd.experiment import Experiment
 from reskd.flops import model_cost
 from reskd.metrics import correct, top1
 from reskd.profiles import get_profile, profile_banner
+from reskd.studies import reskd_runs
 from reskd.utils import model_memory_format
 
 sns.set_theme(style="whitegrid", context="notebook")
@@ -99,7 +100,7 @@ if seeds is not None:
     config = config.replace(seeds=tuple(seeds))
 exp = Experiment(config, data_root=data_root, device=device, retrain=retrain, train_missing=train_missing,
                  progress=False)
-runs = ResKDRuns(exp)
+runs = reskd_runs(exp)  # loss "auto": the validation winner of the first-stage ablation
 ensembles = {seed: runs.ensemble(list(config.res_students), seed=seed) for seed in config.seeds}
 staged = {seed: {split: runs.staged(ens, split) for split in ("val", "test")} for seed, ens in ensembles.items()}
 teacher = exp.teacher()

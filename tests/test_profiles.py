@@ -1,7 +1,6 @@
 """Profiles: every data set's settings in one table, and the paper's reference numbers."""
 import pytest
 
-from reskd import experiment
 from reskd.data import SPECS
 from reskd.models import create_model
 from reskd.profiles import (PAPER_PCT_TEACHER, PROFILE_NAMES, PROFILES, Arch, find_profile, get_profile,
@@ -37,7 +36,3 @@ def test_banner_says_when_seeds_are_missing():
     cpu = get_profile("cifar10", "cpu")
     assert "Only seeds" not in profile_banner(cpu)
     assert "**Only seeds [0] of the profile's [0, 1, 2] were run**" in profile_banner(cpu.replace(seeds=(0,)), "x")
-
-
-def test_experiment_still_exports_the_profile_names():
-    assert experiment.get_profile is get_profile and experiment.Arch is Arch
