@@ -19,7 +19,9 @@ from pathlib import Path
 
 import torch
 
-from reskd.experiment import Experiment, ResKDRuns, get_profile
+from reskd.experiment import Experiment
+from reskd.profiles import get_profile
+from reskd.studies import reskd_runs
 from reskd.reskd import ResidualDistiller, ResKDEnsemble
 from reskd.train import evaluate, evaluate_distiller
 
@@ -36,7 +38,7 @@ def main() -> None:
     args = parser.parse_args()
 
     exp = Experiment(get_profile(args.dataset, args.profile), train_missing=False, progress=False)
-    chain = ResKDRuns(exp).ensemble(list(exp.profile.res_students), seed=args.seed)
+    chain = reskd_runs(exp).ensemble(list(exp.profile.res_students), seed=args.seed)
     stages = list(chain.stages)
     previous = ResKDEnsemble(stages[0], stages[1:-1], chain.inputs[1:-1], feature_index=chain.feature_index)
     distiller = ResidualDistiller(stages[-1], exp.teacher(), previous, loss="mse", input=chain.inputs[-1],

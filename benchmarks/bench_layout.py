@@ -17,7 +17,9 @@ from pathlib import Path
 
 import torch
 
-from reskd.experiment import PLAIN_SEED_OFFSET, Experiment, get_profile
+from reskd.experiment import Experiment
+from reskd.profiles import get_profile
+from reskd.studies import PLAIN_SEED_OFFSET
 from reskd.train import predict
 
 LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}

@@ -25,7 +25,10 @@ import torch
 
 from reskd import data as rdata
 from reskd.adaptive import collect
-from reskd.experiment import Experiment, ResKDRuns, get_profile, run_jobs
+from reskd.cli import run_jobs
+from reskd.experiment import Experiment
+from reskd.profiles import get_profile
+from reskd.studies import reskd_runs
 
 LOAD_JOBS = ("teacher", "scratch", "kd", "ablation", "reskd", "equal-cost", "plain")
 SPLITS = ("val", "test")
@@ -55,7 +58,7 @@ def measure(args: argparse.Namespace) -> None:
 
     t0 = time.perf_counter()
     run_jobs(exp, LOAD_JOBS)
-    runs = ResKDRuns(exp)
+    runs = reskd_runs(exp)
     ensembles = [runs.ensemble(list(exp.profile.res_students), seed) for seed in exp.profile.seeds]
     times["load_s"] = time.perf_counter() - t0
 

@@ -269,6 +269,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reskd import results, theory
+from reskd.metrics import agreement, top1
 from reskd.adaptive import StagedOutputs
 from reskd.utils import seed_everything
 
@@ -356,7 +357,7 @@ def staged_outputs(teacher: nn.Module, stages: list[nn.Module], x: torch.Tensor,
 
 
 def top1_per_stage(st: StagedOutputs) -> list[float]:
-    return [100.0 * (z.argmax(1) == st.labels).float().mean().item() for z in st.logits]
+    return [top1(z, st.labels) for z in st.logits]
 
 
 STATEMENT_COLUMNS = {"stage": "stage k", "energy_before": "E_k", "stage_mse": "stage loss l_k",
@@ -381,7 +382,7 @@ toy_staged = {seed: {"train": staged_outputs(t, s, x_train, y_train), "test": st
               for seed, (t, s) in runs.items()}
 teacher, stages = runs[toy_seeds[0]]
 toy_records = theory.stage_theory_records(toy_staged[toy_seeds[0]])
-teacher_top1 = 100 * (teacher(x_test).argmax(1) == y_test).float().mean().item()
+teacher_top1 = top1(teacher(x_test), y_test)
 print(f"teacher: top-1 {teacher_top1:.1f}% on the test points, {macs(teacher):,} MACs; "
       f"each stage {macs(stages[0]):,} MACs")
 show(toy_records, "train").assign(**{"top-1 (%)": top1_per_stage(toy_staged[toy_seeds[0]]["train"])})
@@ -459,7 +460,9 @@ plt.show()
 from IPython.display import Markdown, display
 
 from reskd.distill import kd_loss
-from reskd.experiment import TRAIN_SAMPLE, Experiment, ResKDRuns, get_profile, profile_banner
+from reskd.experiment import TRAIN_SAMPLE, Experiment
+from reskd.profiles import get_profile, profile_banner
+from reskd.studies import reskd_runs
 
 torch.set_num_threads(threads)  # back to every core for the convolutional networks
 DATASET = "cifar10"
@@ -469,7 +472,7 @@ if seeds is not None:
 exp = Experiment(config, data_root=data_root, device=device, retrain=retrain, train_missing=train_missing,
                  progress=False)
 seed = config.seeds[0]
-res_runs = ResKDRuns(exp)
+res_runs = reskd_runs(exp)  # loss "auto": the validation winner of the first-stage ablation
 ensemble = res_runs.ensemble(list(config.res_students), seed=seed)
 splits = {"train": TRAIN_SAMPLE, "val": "val", "test": "test"}
 staged = {name: res_runs.staged(ensemble, split) for name, split in splits.items()}
@@ -670,7 +673,7 @@ for k in range(NUM_STAGES):
     models.append(results.model_record(
         "S0" if k == 0 else f"S0+...+S{k}", "kd" if k == 0 else "reskd-stage", stages=k + 1,
         macs=(k + 1) * macs(stages[0]), teacher_macs=teacher_macs, top1=[top1_per_stage(st)[k] for st in per_seed],
-        seeds=toy_seeds, agreement_teacher=[results.agreement(st.logits[k], st.teacher_logits) for st in per_seed]))
+        seeds=toy_seeds, agreement_teacher=[agreement(st.logits[k], st.teacher_logits) for st in per_seed]))
 path = results.write_results(CHAPTER, TOY_DATASET, "synthetic three spirals (NumPy)", profile, "cpu", models,
                              extra={"steps": STEPS, "train_points": len(x_train), "test_points": len(x_test)},
                              root=results_dir)

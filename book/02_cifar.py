@@ -68,7 +68,7 @@ check_parameters(profile=profile, data_root=data_root, seeds=seeds, retrain=retr
 # ## Setup
 #
 # The heavy lifting lives in the `reskd` package; this chapter only wires it together. A *profile*
-# (`reskd.experiment`) fixes every setting of the runs: `smoke` trains tiny models for two epochs on 1,000
+# (`reskd.profiles`) fixes every setting of the runs: `smoke` trains tiny models for two epochs on 1,000
 # images (it checks that the chapter runs; its numbers mean nothing), `cpu` is the real run two CPU cores can afford
 # (a resnet56 teacher for 30 epochs, resnet8 students and res-students for 15 epochs, three seeds each; CIFAR
 # ResNets {cite}`he2016deep`), `paper` the paper-scale run for a GPU (240 epochs, the CRD recipe
@@ -87,17 +87,18 @@ from IPython.display import Markdown, display
 from reskd import results
 from reskd.adaptive import sweep
 from reskd.data import is_available
-from reskd.experiment import (PLAIN_SEED_OFFSET, Experiment, ResKDRuns, ablate, ablate_losses, get_profile,
-                              other_options, plain_ensemble_logits, profile_banner, stage_records)
+from reskd.experiment import Experiment
 from reskd.flops import model_cost
-from reskd.train import top1
+from reskd.metrics import agreement, correct, top1
+from reskd.profiles import PAPER_PCT_TEACHER, get_profile, profile_banner
+from reskd.studies import (PLAIN_SEED_OFFSET, ablate, ablate_losses, other_options, plain_ensemble_logits,
+                           reskd_runs, stage_records)
 
 sns.set_theme(style="whitegrid", context="notebook")
 pd.set_option("display.precision", 2)
 pd.set_option("display.max_colwidth", 60)
 
 CHAPTER = "02_cifar"
-PAPER_PCT_TEACHER = {"cifar10": 18.04, "cifar100": 23.14}  # the paper's headline cost, % of the teacher's MACs
 MAX_DROP = 1.0  # our target: within this many top-1 points of the teacher
 OPERATING_POINTS = (0.5, 1.0)  # adaptive thresholds keep validation top-1 within these points of the full ensemble
 config = get_profile(dataset, profile)
@@ -142,7 +143,7 @@ for kind, logits in outputs.items():
     models.append(results.model_record(
         names[kind], kind, stages=1, macs=student_macs, teacher_macs=teacher_macs,
         top1=[top1(out, labels) for out in logits.values()], seeds=list(logits),
-        agreement_teacher=[results.agreement(out, teacher_logits) for out in logits.values()]))
+        agreement_teacher=[agreement(out, teacher_logits) for out in logits.values()]))
 results.for_display(results.models_frame(models))
 
 # %% [markdown]
@@ -173,7 +174,7 @@ results.for_display(results.models_frame(models))
 ENERGY_COLUMNS = ["option", "added_mmacs", "val_gain", "test_gain", "train_energy_s0", "train_energy_change_pct",
                   "test_energy_s0", "test_energy_change_pct"]
 losses = ablate_losses(exp)
-runs = ResKDRuns(exp)  # loss "auto": the validation winner of the table above
+runs = reskd_runs(exp)  # loss "auto": the validation winner of the table above
 print(f"S0 (KD student, seed 0): validation top-1 {losses['val_top1_s0'].iloc[0]:.2f}%, "
       f"test top-1 {losses['test_top1_s0'].iloc[0]:.2f}%; gains below are in top-1 points")
 print(f"chosen on validation: loss {runs.loss!r}")
@@ -246,8 +247,8 @@ for k in range(1, len(config.res_students) + 1):
     per_seed = []
     for st in staged.values():
         test = st["test"]
-        right_now = (test.logits[k].argmax(1) == test.labels).float()
-        right_before = (test.logits[k - 1].argmax(1) == test.labels).float()
+        right_now = correct(test.logits[k], test.labels).float()
+        right_before = correct(test.logits[k - 1], test.labels).float()
         per_seed.append(torch.zeros(len(classes)).index_add_(0, test.labels, right_now - right_before)
                         / torch.bincount(test.labels, minlength=len(classes)).clamp(min=1))
     gains[f"S{k}"] = (100 * torch.stack(per_seed).mean(0)).numpy()
@@ -282,7 +283,7 @@ stage_models.append(results.model_record(
     f"KD student {config.equal_cost.label} (equal cost)", "kd-equal-cost", stages=1,
     macs=model_cost(equal[config.seeds[0]], exp.input_size).macs, teacher_macs=teacher_macs,
     top1=[top1(z, labels) for z in equal_logits.values()], seeds=list(equal),
-    agreement_teacher=[results.agreement(z, teacher_logits) for z in equal_logits.values()]))
+    agreement_teacher=[agreement(z, teacher_logits) for z in equal_logits.values()]))
 archs = [config.student, *config.res_students]
 for weighting, how in (("equal", "averaged"), ("val", "weights fit on val")):
     plain = {seed: plain_ensemble_logits(exp, archs, "test", seed=seed, weighting=weighting)[0]
@@ -290,7 +291,7 @@ for weighting, how in (("equal", "averaged"), ("val", "weights fit on val")):
     stage_models.append(results.model_record(
         f"plain KD ensemble ({len(archs)} members, {how}, equal cost)", "kd-equal-cost", stages=len(archs),
         macs=first.cumulative_macs[-1], teacher_macs=teacher_macs, top1=[top1(z, labels) for z in plain.values()],
-        seeds=list(plain), agreement_teacher=[results.agreement(z, teacher_logits) for z in plain.values()]))
+        seeds=list(plain), agreement_teacher=[agreement(z, teacher_logits) for z in plain.values()]))
 curve = sweep(staged[config.seeds[0]]["val"], "max_prob", test=first, teacher_macs=teacher_macs, points=20)
 
 # %% [markdown]

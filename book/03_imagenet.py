@@ -62,10 +62,9 @@ check_parameters(profile=profile, data_root=data_root, seeds=seeds, retrain=retr
 # %% [markdown]
 # ## Setup
 #
-# `reskd.experiment` defines profiles for CIFAR only. For Tiny-ImageNet this chapter defines its own **smoke**
-# profile below (ImageNet-layout ResNet-18s at reduced width, one epoch on 1,000 images: it checks that the
-# pipeline works on 64×64 images with 200 classes; its numbers mean nothing). The `cpu` and `paper` settings for
-# Tiny-ImageNet are not defined yet: with those profiles the chapter records that nothing was run instead of
+# `reskd.profiles` defines a **smoke** profile for Tiny-ImageNet (ImageNet-layout ResNet-18s at reduced width, one
+# epoch on 1,000 images: it checks that the pipeline works on 64×64 images with 200 classes; its numbers mean
+# nothing). The `cpu` and `paper` settings for Tiny-ImageNet are not defined yet: with those profiles the chapter records that nothing was run instead of
 # inventing numbers.
 
 # %%
@@ -74,22 +73,18 @@ import pandas as pd
 import seaborn as sns
 
 from reskd import results
-from reskd.experiment import Arch, Experiment, Profile, ResKDRuns
+from reskd.experiment import Experiment
 from reskd.flops import model_cost
-from reskd.train import TrainConfig, predict, top1
+from reskd.metrics import agreement, top1
+from reskd.profiles import find_profile
+from reskd.studies import reskd_runs
+from reskd.train import predict
 
 sns.set_theme(style="whitegrid", context="notebook")
 pd.set_option("display.precision", 2)
 
 CHAPTER, DATASET = "03_imagenet", "tiny-imagenet"
-SMOKE_TRAIN = TrainConfig(epochs=1, batch_size=64, lr=0.05, schedule="cosine", weight_decay=5e-4)
-TINY_PROFILES = {
-    "smoke": Profile("smoke", DATASET, Arch("resnet18", 0.25), Arch("resnet18", 0.125), (Arch("resnet18", 0.125),),
-                     SMOKE_TRAIN, SMOKE_TRAIN, seeds=(0,), val_size=400, train_subset=1000, test_subset=400,
-                     notes="ResNet-18 at widths 0.25 (teacher) and 0.125 (student), one epoch on 1,000 images: "
-                           "checks that the chapter runs, its numbers mean nothing"),
-}
-config = TINY_PROFILES.get(profile)
+config = find_profile(DATASET, profile)  # reskd.profiles: only "smoke" is defined for Tiny-ImageNet so far
 if config is not None and seeds is not None:
     config = config.replace(seeds=tuple(seeds))
 exp = (Experiment(config, data_root=data_root, device=device, retrain=retrain, train_missing=train_missing,
@@ -131,7 +126,7 @@ if problem is None:
             f"student {config.student.label} ({kind})", kind, stages=1,
             macs=model_cost(students[config.seeds[0]], exp.input_size).macs, teacher_macs=teacher_macs,
             top1=[top1(out, labels) for out in logits.values()], seeds=list(logits),
-            agreement_teacher=[results.agreement(out, teacher_logits) for out in logits.values()]))
+            agreement_teacher=[agreement(out, teacher_logits) for out in logits.values()]))
     display(results.for_display(results.models_frame(models)))
 else:
     print(f"not run: {problem}")
@@ -148,7 +143,7 @@ else:
 # reskd: stages
 stage_models: list[dict] = []  # ResKD's entries (kinds "reskd-stage" and "reskd-adaptive")
 if problem is None:
-    runs = ResKDRuns(exp)
+    runs = reskd_runs(exp)  # loss "auto": the validation winner of the first-stage ablation
     staged = {seed: {split: runs.staged(runs.ensemble(list(config.res_students), seed=seed), split)
                      for split in ("val", "test")} for seed in config.seeds}
     stage_models = results.reskd_records(staged, teacher_macs)

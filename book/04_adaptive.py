@@ -90,9 +90,11 @@ from IPython.display import Markdown, display
 from reskd import results
 from reskd.adaptive import (CRITERIA, AdaptiveEnsemble, LearnedGate, calibrate, calibrate_per_stage,
                             compare_latency, confidence, evaluate_policy, sweep)
-from reskd.experiment import Experiment, ResKDRuns, get_profile, profile_banner
+from reskd.experiment import Experiment
 from reskd.flops import model_cost
-from reskd.train import top1
+from reskd.metrics import correct, top1
+from reskd.profiles import get_profile, profile_banner
+from reskd.studies import reskd_runs
 from reskd.utils import model_memory_format
 
 sns.set_theme(style="whitegrid", context="notebook")
@@ -105,7 +107,7 @@ if seeds is not None:
     config = config.replace(seeds=tuple(seeds))
 exp = Experiment(config, data_root=data_root, device=device, retrain=retrain, train_missing=train_missing,
                  progress=False)
-runs = ResKDRuns(exp)
+runs = reskd_runs(exp)  # loss "auto": the validation winner of the first-stage ablation
 ensembles = {seed: runs.ensemble(list(config.res_students), seed=seed) for seed in config.seeds}
 staged = {seed: {split: runs.staged(ens, split) for split in ("val", "test")} for seed, ens in ensembles.items()}
 teacher = exp.teacher()
@@ -137,8 +139,8 @@ print(f"MMACs per image: stages {[round(m / 1e6, 2) for m in stage_macs]}, all {
 CONFIDENCE_BINS = 5  # equal-count bins of S0's confidence
 val0 = first["val"]
 frame = pd.DataFrame({"confidence": confidence(val0.logits[0], "max_prob").numpy(),
-                      "S0": (val0.logits[0].argmax(1) == val0.labels).numpy(),
-                      "all": (val0.logits[-1].argmax(1) == val0.labels).numpy()})
+                      "S0": correct(val0.logits[0], val0.labels).numpy(),
+                      "all": correct(val0.logits[-1], val0.labels).numpy()})
 frame["bin"] = pd.qcut(frame["confidence"], CONFIDENCE_BINS, duplicates="drop")
 by_bin = frame.groupby("bin", observed=True)[["confidence", "S0", "all"]].mean()
 

@@ -70,11 +70,11 @@ import pandas as pd
 from IPython.display import display
 
 from reskd import results
+from reskd.profiles import PAPER_PCT_TEACHER  # the paper's headline cost, % of the teacher's MACs
 
 pd.set_option("display.precision", 2)
 pd.set_option("display.max_colwidth", 100)
 
-PAPER_PCT_TEACHER = {"cifar10": 18.04, "cifar100": 23.14, "tiny-imagenet": 53.59, "imagenet": 56.86}
 DISPLAY = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "tiny-imagenet": "Tiny-ImageNet", "imagenet": "ImageNet"}
 records = {r["dataset"]: r for r in results.load_results(results_dir).values()}
 

@@ -1,7 +1,9 @@
 """reskd: the package behind the ResKD book (Residual-Guided Knowledge Distillation, Li et al., IEEE TIP 2021).
 
 Modules, one concept each: ``data`` (data sets, cache, augmentation, splits), ``models`` (architectures by name),
-``flops`` (MACs with fvcore), ``distill`` (one class per training objective), ``cache`` (frozen models' outputs),
-``train`` (the training loop).
+``flops`` (MACs with fvcore), ``registry`` (named definitions), ``metrics`` (top-1, agreement, residual energy),
+``distill`` (one class per training objective), ``cache`` (frozen models' outputs), ``train`` (the training loop),
+``reskd`` (the method), ``adaptive`` (early exits), ``profiles`` (every data set's settings), ``experiment`` (runs by
+spec), ``studies`` (ablation, growth, baselines), ``cli`` (the job CLI), ``results`` (the results files).
 """
 __version__ = "0.1.0"

@@ -23,7 +23,7 @@ import numbers
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -31,9 +31,54 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .metrics import accuracy
+from .registry import Registry
 from .utils import model_memory_format, resolve_device
 
-CRITERIA = ("max_prob", "margin", "neg_entropy", "gate")
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """An exit criterion: ``score(p)`` maps softmax probabilities (N x C) to a per-sample confidence (None: the
+    learned gate's), ``range(C)`` the values it can take."""
+
+    score: Callable[[Tensor], Tensor] | None
+    range: Callable[[int], tuple[float, float]] = lambda num_classes: (0.0, 1.0)
+
+
+#: The exit criteria by name (iterating gives the names); adding one is one :func:`register_criterion` definition.
+CRITERIA: Registry[Criterion] = Registry("criterion")
+
+
+def register_criterion(name: str, description: str, *,
+                       range: Callable[[int], tuple[float, float]] = lambda num_classes: (0.0, 1.0)):
+    """Decorator registering ``score(p) -> confidence`` as the exit criterion ``name`` (higher = more confident)."""
+
+    def decorator(score: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+        CRITERIA.register(name, description)(Criterion(score, range))
+        return score
+
+    return decorator
+
+
+@register_criterion("max_prob", "the largest softmax probability")
+def _max_prob(p: Tensor) -> Tensor:
+    return p.max(1).values
+
+
+@register_criterion("margin", "top-1 minus top-2 probability")
+def _margin(p: Tensor) -> Tensor:
+    top2 = p.topk(2, dim=1).values
+    return top2[:, 0] - top2[:, 1]
+
+
+@register_criterion("neg_entropy", "minus the entropy of the softmax", range=lambda c: (-math.log(c), 0.0))
+def _neg_entropy(p: Tensor) -> Tensor:
+    return (p * torch.log(p.clamp_min(1e-12))).sum(1)
+
+
+CRITERIA.register("gate", "1 - P(a later stage changes the prediction), from a LearnedGate fit on val")(
+    Criterion(None))
 # How far a sample's confidence may move with the batch it was computed in (batch size, thread count, CPU kernels):
 # masked execution runs later stages on sub-batches, so it decides exactly as full execution does for every sample
 # whose confidence is farther than this from a threshold, and may decide either way within it.
@@ -43,28 +88,18 @@ GATE_FEATURES = ("max_prob", "margin", "neg_entropy")
 
 def confidence(logits: Tensor, criterion: str, *, gate: "LearnedGate | None" = None, stage: int = 0) -> Tensor:
     """Per-sample confidence of ``logits`` under ``criterion`` (higher means more confident)."""
-    p = F.softmax(logits.float(), dim=1)
-    if criterion == "max_prob":
-        return p.max(1).values
-    if criterion == "margin":
-        top2 = p.topk(2, dim=1).values
-        return top2[:, 0] - top2[:, 1]
-    if criterion == "neg_entropy":
-        return (p * torch.log(p.clamp_min(1e-12))).sum(1)
-    if criterion == "gate":
+    score = CRITERIA[criterion].score
+    if score is None:
         if gate is None:
-            raise ValueError("criterion 'gate' needs a trained LearnedGate (fit one with LearnedGate.fit on val).")
+            raise ValueError(f"criterion {criterion!r} needs a trained LearnedGate (fit one with LearnedGate.fit on "
+                             f"val).")
         return gate.confidence(logits, stage)
-    raise ValueError(f"unknown criterion {criterion!r}; choose one of {', '.join(CRITERIA)}.")
+    return score(F.softmax(logits.float(), dim=1))
 
 
 def criterion_range(criterion: str, num_classes: int) -> tuple[float, float]:
     """The values a criterion's confidence can take."""
-    if criterion == "neg_entropy":
-        return (-math.log(num_classes), 0.0)
-    if criterion in CRITERIA:
-        return (0.0, 1.0)
-    raise ValueError(f"unknown criterion {criterion!r}; choose one of {', '.join(CRITERIA)}.")
+    return CRITERIA[criterion].range(num_classes)
 
 
 def _features(logits: Tensor) -> Tensor:
@@ -156,8 +191,7 @@ class Policy:
     gate: LearnedGate | None = field(default=None, repr=False)
 
     def check(self, num_stages: int, num_classes: int) -> None:
-        if self.criterion not in CRITERIA:
-            raise ValueError(f"unknown criterion {self.criterion!r}; choose one of {', '.join(CRITERIA)}.")
+        CRITERIA.check(self.criterion)
         listed = isinstance(self.thresholds, (Sequence, np.ndarray, Tensor)) and not isinstance(self.thresholds, str)
         if not listed or not all(_is_number(t) for t in self.thresholds):
             raise ValueError(f"thresholds must be a list of numbers, one per stage but the last ({num_stages - 1}), "
@@ -207,10 +241,10 @@ def evaluate_policy(staged: StagedOutputs, policy: Policy, *, teacher_macs: int 
     preds = staged.logits[exits, torch.arange(staged.num_samples)].argmax(1)
     cum = torch.tensor(staged.cumulative_macs, dtype=torch.float64)
     avg_macs = cum[exits].mean().item()
-    out = {"top1": 100.0 * (preds == staged.labels).float().mean().item(), "avg_macs": avg_macs,
+    out = {"top1": accuracy(preds, staged.labels), "avg_macs": avg_macs,
            "pct_teacher": 100.0 * avg_macs / teacher_macs if teacher_macs else float("nan")}
     if staged.teacher_logits is not None:
-        out["agreement_teacher"] = 100.0 * (preds == staged.teacher_logits.argmax(1)).float().mean().item()
+        out["agreement_teacher"] = accuracy(preds, staged.teacher_logits.argmax(1))
     for k in range(staged.num_stages):
         out[f"exit_frac_{k}"] = (exits == k).float().mean().item()
     return out

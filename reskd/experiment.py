@@ -1,19 +1,12 @@
-"""Profiles and the glue the chapters call: load the data, get trained models (load, resume or train them).
+"""Runs by spec: load the data, get trained models (load, resume or train them).
 
-A :class:`Profile` is the explicit, torchdistill-style configuration of one chapter's runs on one data set:
-
-* ``smoke``: tiny models on a small subset, seconds on a CPU (for CI);
-* ``cpu``: the real run two CPU cores can afford (hours, resumable, artifacts committed);
-* ``paper``: paper-scale settings for a GPU (deeper teacher, 240 epochs).
-
-:class:`Experiment` turns a profile into trained models through :mod:`reskd.artifacts` (one folder per run, keyed by
-the whole configuration, including the training data's content fingerprint), so a chapter loads what exists and
-trains what is missing.
+:class:`Experiment` turns a profile (:mod:`reskd.profiles`) into trained models through :mod:`reskd.artifacts` (one
+folder per run, keyed by the whole configuration, including the training data's content fingerprint), so a chapter
+loads what exists and trains what is missing; :class:`ResKDRuns` builds the chain of res-students on top of it.
+Studies around the method (ablation, growth, baselines) are in :mod:`reskd.studies`, the job CLI in :mod:`reskd.cli`.
 """
 from __future__ import annotations
 
-import dataclasses
-import math
 import os
 import pickle
 from dataclasses import dataclass, field
@@ -28,117 +21,18 @@ from torch import Tensor, nn
 from . import data as rdata
 from .artifacts import run_dir, run_key, run_path
 
-from .adaptive import Policy, StagedOutputs, collect, evaluate_policy
+from .adaptive import StagedOutputs, collect
 from .cache import TEACHER_CACHE_NAME, OutputCache
 from .distill import CE, KD, Distiller
-from .flops import count_macs
 from .models import create_model
-from .reskd import RESIDUAL_LOSSES, FeatureHead, ResidualDistiller, ResKDEnsemble, cumulative_sums, residual_energy
+from .profiles import Arch, Profile
+from .reskd import RESIDUAL_LOSSES, FeatureHead, ResidualDistiller, ResKDEnsemble, cumulative_sums
 from .train import FitResult, TrainConfig, fit, is_finished, predict
 from .utils import (RunLockedError, atomic_torch_save, progress, resolve_device, seed_everything, stable_hash,
                     state_dict_hash)
 
-PROFILE_NAMES = ("smoke", "cpu", "paper")
 EVAL_BATCH_SIZE = 500
 TRAIN_SAMPLE, TRAIN_SAMPLE_SIZE = "train-sample", 10_000  # statistics on training images use a fixed subset
-
-
-@dataclass(frozen=True)
-class Arch:
-    """An architecture by registry name and width multiplier."""
-
-    name: str
-    width: float = 1.0
-
-    @property
-    def label(self) -> str:
-        return self.name if self.width == 1.0 else f"{self.name}x{self.width:g}"
-
-
-@dataclass(frozen=True)
-class Profile:
-    """Every setting of one chapter's runs on one data set."""
-
-    name: str
-    dataset: str
-    teacher: Arch
-    student: Arch
-    res_students: tuple[Arch, ...]
-    teacher_train: TrainConfig
-    student_train: TrainConfig
-    equal_cost: Arch | None = None  # a single KD student about as costly as S0 plus all res-students
-    seeds: tuple[int, ...] = (0, 1, 2)
-    temperature: float = 4.0
-    residual_loss: str = "auto"  # a loss of reskd.reskd.RESIDUAL_LOSSES, or "auto": the one the ablation picks on val
-    residual_input: str = "image"  # "image" or "features"
-    val_size: int | None = None  # None: the data set's default (5,000 on CIFAR)
-    split_seed: int = 0
-    train_subset: int | None = None
-    test_subset: int | None = None
-    notes: str = ""
-
-    def replace(self, **changes: Any) -> "Profile":
-        return dataclasses.replace(self, **changes)
-
-
-_CIFAR_TEACHER_CPU = TrainConfig(epochs=30, batch_size=128, lr=0.1, schedule="cosine", weight_decay=5e-4)
-# Students, res-students and baselines share one recipe; 15 epochs keep the ~30 student runs of the profile (3 seeds
-# of every configuration plus the ablations) within a few hours on two cores.
-_CIFAR_STUDENT_CPU = TrainConfig(epochs=15, batch_size=128, lr=0.1, schedule="cosine", weight_decay=5e-4)
-_CIFAR_PAPER = TrainConfig(epochs=240, batch_size=64, lr=0.05, schedule="multistep", milestones=(0.625, 0.75, 0.875),
-                           weight_decay=5e-4)
-_SMOKE = TrainConfig(epochs=2, batch_size=64, lr=0.05, schedule="cosine", weight_decay=5e-4)
-
-
-def _cifar_profiles(dataset: str) -> dict[str, Profile]:
-    res = (Arch("resnet8", 0.5), Arch("resnet8", 0.5), Arch("resnet8", 0.5))
-    return {
-        "smoke": Profile("smoke", dataset, Arch("resnet8", 0.5), Arch("resnet8", 0.25), (Arch("resnet8", 0.25),),
-                         _SMOKE, _SMOKE, equal_cost=Arch("resnet8", 0.35), seeds=(0,), val_size=500, train_subset=1000, test_subset=500,
-                         notes="tiny models on 1,000 training images, 2 epochs"),
-        "cpu": Profile("cpu", dataset, Arch("resnet56"), Arch("resnet8"), res, _CIFAR_TEACHER_CPU, _CIFAR_STUDENT_CPU,
-                       equal_cost=Arch("resnet8", 1.35),
-                       notes="resnet56 teacher (30 epochs) and resnet8 students (15 epochs), on two CPU cores"),
-        "paper": Profile("paper", dataset, Arch("resnet110"), Arch("resnet8"), res, _CIFAR_PAPER, _CIFAR_PAPER,
-                         equal_cost=Arch("resnet8", 1.35),
-                         notes="paper-scale settings for a GPU (240 epochs, CRD/mdistiller recipe)"),
-    }
-
-
-PROFILES: dict[str, dict[str, Profile]] = {"cifar10": _cifar_profiles("cifar10"),
-                                           "cifar100": _cifar_profiles("cifar100")}
-
-
-PROFILE_TRUST = {
-    "smoke": "it checks that the chapter runs, and its numbers mean nothing (they are not a reproduction)",
-    "cpu": "the real runs two CPU cores afford, shorter than the paper's (compare them with each other, and with the "
-           "paper's only in spirit)",
-    "paper": "paper-scale settings",
-}
-
-
-def profile_banner(profile: Profile, data_source: str | None = None) -> str:
-    """A Markdown paragraph for a chapter's setup: which profile produced the outputs below, on which data, and how
-    far its numbers can be trusted."""
-    data = f" Data: {data_source}." if data_source else ""
-    trust = PROFILE_TRUST.get(profile.name, "a custom profile")
-    banner = f"**The outputs on this page come from the `{profile.name}` profile**: {profile.notes}; {trust}.{data}"
-    default = PROFILES.get(profile.dataset, {}).get(profile.name)
-    if default is not None and len(profile.seeds) < len(default.seeds):
-        banner += (f" **Only seeds {list(profile.seeds)} of the profile's {list(default.seeds)} were run**, so a "
-                   f"standard deviation over seeds is missing or rests on few runs.")
-    return banner
-
-
-def get_profile(dataset: str, profile: str) -> Profile:
-    """The profile ``profile`` (smoke, cpu, paper) of ``dataset``."""
-    if dataset not in PROFILES:
-        raise ValueError(f"no profiles for data set {dataset!r}; available: {', '.join(PROFILES)}.")
-    if profile not in PROFILES[dataset]:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES[dataset])}.")
-    return PROFILES[dataset][profile]
-
-
 EVAL_CACHE = "eval"
 
 
@@ -226,7 +120,7 @@ class Experiment:
         seed_everything(seed)
         return create_model(arch.name, self.num_classes, width=arch.width)
 
-    def _spec(self, role: str, arch: Arch, seed: int, config: TrainConfig, **extra: Any) -> dict[str, Any]:
+    def spec(self, role: str, arch: Arch, seed: int, config: TrainConfig, **extra: Any) -> dict[str, Any]:
         return {"dataset": self.profile.dataset, "data": self.data.train.fingerprint, "role": role,
                 "arch": arch.name, "width": arch.width, "seed": seed, "train": config.to_dict(), **extra}
 
@@ -236,7 +130,7 @@ class Experiment:
         if not self.train_missing and (self.retrain or not is_finished(folder)):
             raise MissingRunError(
                 f"the run {folder.name} is not trained (and train_missing=False). Train it in the background with "
-                f"`python -m reskd.experiment {self.profile.dataset} {self.profile.name} <jobs>` (see the README), "
+                f"`python -m reskd.cli {self.profile.dataset} {self.profile.name} <jobs>` (see the README), "
                 f"or pass train_missing=True to train it here.")
         folder = run_dir(spec, name, root=self.artifacts)
         result = fit(distiller, self.train_loader(config), config,
@@ -291,7 +185,7 @@ class Experiment:
 
     def teacher_spec(self, seed: int = 0) -> dict[str, Any]:
         p = self.profile
-        return self._spec("teacher", p.teacher, seed, p.teacher_train, loss="ce")
+        return self.spec("teacher", p.teacher, seed, p.teacher_train, loss="ce")
 
     def teacher(self, seed: int = 0) -> nn.Module:
         """The trained teacher (cross-entropy from scratch), loaded or trained once per experiment."""
@@ -317,9 +211,9 @@ class Experiment:
         p = self.profile
         arch = arch or p.student
         if kind == "scratch":
-            return self._spec("scratch", arch, seed, p.student_train, loss="ce")
+            return self.spec("scratch", arch, seed, p.student_train, loss="ce")
         if kind == "kd":
-            return self._spec("kd", arch, seed, p.student_train, loss="kd", temperature=p.temperature,
+            return self.spec("kd", arch, seed, p.student_train, loss="kd", temperature=p.temperature,
                               teacher=run_key(self.teacher_spec()))
         raise ValueError(f"unknown student kind {kind!r}; choose 'scratch' or 'kd'.")
 
@@ -337,22 +231,18 @@ class Experiment:
 
 
 # ----------------------------------------------------------------------------------------------- ResKD
-PLAIN_SEED_OFFSET = 100  # plain-ensemble member i of seed s has weight seed s + 100 * i
+AUTO = "auto"  # a profile's residual_loss: the loss the first-stage ablation picks on validation (reskd.studies)
 FEATURE_HEAD = "feature_head"  # Arch(FEATURE_HEAD, w): a FeatureHead with round(64 * w) channels on S0's features
 FEATURE_HEAD_BASE_CHANNELS = 64
-
-
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    t = torch.tensor(values, dtype=torch.float64)
-    return t.mean().item(), (t.std().item() if len(t) > 1 else 0.0)
 
 
 class ResKDRuns:
     """ResKD stages and their baselines for one :class:`Experiment` (all through the artifact store).
 
-    ``loss`` and ``input`` default to the profile's; ``loss="auto"`` means the loss with the best validation top-1
-    in the first-stage ablation (:func:`ablate_losses`, seed ``AUTO_SEED``), trained on demand. ``train`` overrides
-    the res-students' training recipe (default: the profile's student recipe).
+    ``loss`` and ``input`` default to the profile's. ``loss`` must be a name of :data:`reskd.reskd.RESIDUAL_LOSSES`:
+    a profile's ``"auto"`` (the loss the first-stage ablation picks on validation) is resolved first, by
+    :func:`reskd.studies.reskd_runs`. ``train`` overrides the res-students' training recipe (default: the profile's
+    student recipe).
     """
 
     def __init__(self, exp: Experiment, *, loss: str | None = None, input: str | None = None,
@@ -361,16 +251,10 @@ class ResKDRuns:
         self.input = input or exp.profile.residual_input
         self.train = train or exp.profile.student_train
         loss = loss or exp.profile.residual_loss
-        if loss != AUTO and loss not in RESIDUAL_LOSSES:
-            raise ValueError(f"unknown residual loss {loss!r}; choose {AUTO!r} or one of {', '.join(RESIDUAL_LOSSES)}.")
-        self._loss = loss
-
-    @property
-    def loss(self) -> str:
-        """The res-students' loss (``"auto"`` resolved by the validation ablation on first use)."""
-        if self._loss == AUTO:
-            self._loss = pick_best(ablate_losses(self.exp, seed=AUTO_SEED, input=self.input), "loss")
-        return self._loss
+        if loss == AUTO:
+            raise ValueError(f"loss={AUTO!r} is chosen by the first-stage ablation on validation; resolve it first "
+                             f"with reskd.studies.reskd_runs(exp), or give a loss: one of {', '.join(RESIDUAL_LOSSES)}.")
+        self.loss: str = RESIDUAL_LOSSES.check(loss)
 
     def _res_student(self, arch: Arch, s0: nn.Module, seed: int) -> nn.Module:
         seed_everything(seed)
@@ -389,7 +273,7 @@ class ResKDRuns:
         teacher = exp.teacher()
         for k, arch in enumerate(res_archs, start=1):
             kind = "features" if arch.name == FEATURE_HEAD else self.input
-            spec = exp._spec(f"res{k}", arch, seed, self.train, loss=self.loss, input=kind,
+            spec = exp.spec(f"res{k}", arch, seed, self.train, loss=self.loss, input=kind,
                              temperature=p.temperature, teacher=run_key(exp.teacher_spec()), previous=list(chain),
                              feature_index=self.feature_index)
             distiller = ResidualDistiller(self._res_student(arch, s0, seed + 1000 * k), teacher, ens, loss=self.loss,
@@ -417,258 +301,7 @@ class ResKDRuns:
         return staged
 
 
-# ------------------------------------------------------------------------------------------- the ablation
-AUTO = "auto"
-AUTO_SEED = 0
-ABLATION_SPLITS = (TRAIN_SAMPLE, "val", "test")
+if __name__ == "__main__":  # the job CLI's old address: python -m reskd.experiment ... (see reskd.cli)
+    from reskd.cli import main
 
-
-@dataclass(frozen=True)
-class StageOption:
-    """One way to train the first res-student: its architecture, loss and epochs (None: the profile's)."""
-
-    arch: Arch
-    loss: str
-    epochs: int | None = None
-
-    @property
-    def input(self) -> str:
-        return "features" if self.arch.name == FEATURE_HEAD else "image"
-
-    @property
-    def label(self) -> str:
-        epochs = "" if self.epochs is None else f", {self.epochs} epochs"
-        return f"{self.arch.label} on the {self.input}, {self.loss}{epochs}"
-
-
-def _option_row(exp: Experiment, option: StageOption, seed: int, input: str | None) -> dict[str, Any]:
-    train = exp.profile.student_train
-    if option.epochs is not None:
-        train = dataclasses.replace(train, epochs=option.epochs)
-    runs = ResKDRuns(exp, loss=option.loss, input=input, train=train)
-    ens = runs.ensemble([option.arch], seed)
-    records = stage_records({split: runs.staged(ens, split) for split in ABLATION_SPLITS},
-                            count_macs(exp.teacher(), exp.input_size))
-    before, after = records.iloc[0], records.iloc[1]
-    row: dict[str, Any] = {"option": option.label, "arch": option.arch.label, "input": option.input,
-                           "loss": option.loss, "epochs": option.epochs or train.epochs, "seed": seed,
-                           "added_mmacs": (after["macs"] - before["macs"]) / 1e6}
-    for split in ABLATION_SPLITS:
-        tag = "train" if split == TRAIN_SAMPLE else split
-        row[f"{tag}_top1_s0"], row[f"{tag}_top1"] = before[f"{split}_top1"], after[f"{split}_top1"]
-        row[f"{tag}_gain"] = after[f"{split}_top1"] - before[f"{split}_top1"]
-        row[f"{tag}_energy_s0"] = before[f"{split}_residual_energy"]
-        row[f"{tag}_energy"] = after[f"{split}_residual_energy"]
-        row[f"{tag}_energy_change_pct"] = 100.0 * (after[f"{split}_residual_energy"] / before[f"{split}_residual_energy"] - 1)
-    return row
-
-
-def ablate(exp: Experiment, options: Sequence[StageOption], *, seed: int = AUTO_SEED,
-           input: str | None = None) -> pd.DataFrame:
-    """Train (or load) S0 + S1 for every option and tabulate, on training images (a fixed sample), validation and
-    test: S0's and S0+S1's top-1, the gain, the residual energy before and after, and S1's MACs."""
-    return pd.DataFrame([_option_row(exp, option, seed, input) for option in options])
-
-
-def ablate_losses(exp: Experiment, *, seed: int = AUTO_SEED, input: str | None = None) -> pd.DataFrame:
-    """The first-stage ablation of every residual loss, with the profile's first res-student architecture."""
-    arch = exp.profile.res_students[0]
-    return ablate(exp, [StageOption(arch, loss) for loss in RESIDUAL_LOSSES], seed=seed, input=input)
-
-
-def pick_best(frame: pd.DataFrame, column: str, *, by: str = "val_top1") -> Any:
-    """The value of ``column`` in the row with the highest ``by`` (validation top-1: never the test split)."""
-    if by.startswith("test"):
-        raise ValueError(f"choices are made on validation data; pick by a val_* column, not {by!r}.")
-    if frame.empty:
-        raise ValueError("nothing to pick from: the ablation table is empty.")
-    return frame.loc[frame[by].idxmax(), column]
-
-
-def other_options(profile: Profile, loss: str) -> list[StageOption]:
-    """The ablation around the first res-student with loss ``loss``: the input (a light head on S0's last feature
-    maps instead of the image), the size (half and twice the width) and the training length (twice the epochs)."""
-    base = profile.res_students[0]
-    return [StageOption(Arch(FEATURE_HEAD, 1.0), loss),
-            StageOption(Arch(base.name, base.width / 2), loss),
-            StageOption(Arch(base.name, base.width * 2), loss),
-            StageOption(base, loss, epochs=2 * profile.student_train.epochs)]
-
-
-def stage_records(staged_by_split: dict[str, StagedOutputs], teacher_macs: int) -> pd.DataFrame:
-    """Per stage: top-1 and teacher agreement on each split, residual energy E_k (after stage k), cumulative MACs."""
-    rows = []
-    first = next(iter(staged_by_split.values()))
-    for k in range(first.num_stages):
-        row: dict[str, Any] = {"stage": k, "macs": first.cumulative_macs[k],
-                               "pct_teacher": 100.0 * first.cumulative_macs[k] / teacher_macs}
-        for split, st in staged_by_split.items():
-            z = st.logits[k]
-            row[f"{split}_top1"] = 100.0 * (z.argmax(1) == st.labels).float().mean().item()
-            if st.teacher_logits is not None:
-                row[f"{split}_agreement_teacher"] = 100.0 * (z.argmax(1) == st.teacher_logits.argmax(1)).float().mean().item()
-                row[f"{split}_residual_energy"] = residual_energy(st.teacher_logits, z).item()
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def grow(runs: ResKDRuns, candidates: Sequence[Arch], *, max_stages: int = 3, macs_budget: float | None = None,
-         min_gain_per_mmac: float | None = None, seed: int = 0) -> tuple[ResKDEnsemble, pd.DataFrame]:
-    """Add res-students greedily, each the candidate with the best validation gain per added MAC, until a rule fires:
-    ``max_stages``, the cumulative MACs passing ``macs_budget`` (a fraction of the teacher's), or the validation
-    top-1 gain per added million MACs falling below ``min_gain_per_mmac``. Only validation data is used to decide."""
-    exp = runs.exp
-    teacher_macs = count_macs(exp.teacher(), exp.input_size)
-    chosen: list[Arch] = []
-    ens = runs.ensemble(chosen, seed)
-    val = runs.staged(ens, "val")
-    log = [{"stage": 0, "arch": exp.profile.student.label, "val_top1": evaluate_policy(val, _all_stages(val))["top1"],
-            "macs": val.cumulative_macs[-1], "decision": "student"}]
-    while len(chosen) < max_stages:
-        best = None
-        for arch in candidates:
-            trial = runs.ensemble(chosen + [arch], seed)
-            st = runs.staged(trial, "val")
-            top1 = evaluate_policy(st, _all_stages(st))["top1"]
-            added = st.cumulative_macs[-1] - val.cumulative_macs[-1]
-            gain = (top1 - log[-1]["val_top1"]) / max(added / 1e6, 1e-9)
-            if macs_budget is not None and st.cumulative_macs[-1] > macs_budget * teacher_macs:
-                continue
-            if best is None or gain > best[0]:
-                best = (gain, arch, trial, st, top1)
-        if best is None:
-            log.append({"stage": len(chosen) + 1, "decision": "stop: every candidate exceeds the MACs budget"})
-            break
-        gain, arch, trial, st, top1 = best
-        if min_gain_per_mmac is not None and gain < min_gain_per_mmac:
-            log.append({"stage": len(chosen) + 1, "arch": arch.label, "val_top1": top1, "macs": st.cumulative_macs[-1],
-                        "decision": f"stop: gain {gain:.3f} points/MMAC < {min_gain_per_mmac}"})
-            break
-        chosen.append(arch)
-        ens, val = trial, st
-        log.append({"stage": len(chosen), "arch": arch.label, "val_top1": top1, "macs": st.cumulative_macs[-1],
-                    "decision": f"added ({gain:.3f} points/MMAC)"})
-    return ens, pd.DataFrame(log)
-
-
-def _all_stages(st: StagedOutputs) -> Policy:
-    return Policy("max_prob", [math.inf] * (st.num_stages - 1))
-
-
-def plain_members(exp: Experiment, archs: Sequence[Arch], seed: int = 0) -> list[nn.Module]:
-    """Independently trained KD students with the architectures ``archs``; the i-th uses weight seed
-    ``seed + PLAIN_SEED_OFFSET * i`` (so member 0 is the ResKD chain's own S0)."""
-    return [exp.student("kd", arch=a, seed=seed + PLAIN_SEED_OFFSET * i) for i, a in enumerate(archs)]
-
-
-PLAIN_WEIGHTINGS = ("equal", "val")
-MEMBER_WEIGHT_STEPS = 50  # L-BFGS iterations; a handful of weights converge long before
-
-
-def fit_member_weights(logits: Sequence[Tensor], labels: Tensor, steps: int = MEMBER_WEIGHT_STEPS) -> Tensor:
-    """Non-negative weights ``w`` (one per member) that minimise the cross-entropy of ``sum_i w_i * logits[i]`` on
-    held-out images (stacking); they start from equal averaging, and the test split must never be given here."""
-    if not logits:
-        raise ValueError("no member logits: give at least one member's (N x C) logits.")
-    stacked = torch.stack([z.detach().float() for z in logits])
-    raw = torch.full((len(logits),), math.log(math.expm1(1.0 / len(logits))), requires_grad=True)
-    optimizer = torch.optim.LBFGS([raw], max_iter=steps, line_search_fn="strong_wolfe")
-
-    def closure() -> Tensor:
-        optimizer.zero_grad()
-        weights = nn.functional.softplus(raw)
-        loss = nn.functional.cross_entropy(torch.einsum("m,mnc->nc", weights, stacked), labels)
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    return nn.functional.softplus(raw).detach()
-
-
-def plain_ensemble_logits(exp: Experiment, archs: Sequence[Arch], split: str, seed: int = 0,
-                          weighting: str = "equal") -> tuple[Tensor, Tensor]:
-    """Combined logits of independently trained KD students with the architectures ``archs`` (the equal-cost
-    ensemble baseline, members from :func:`plain_members`): averaged (``weighting="equal"``), or weighted by
-    :func:`fit_member_weights` on the validation split (``"val"``), so that weak members cannot drag a strong one
-    down."""
-    if weighting not in PLAIN_WEIGHTINGS:
-        raise ValueError(f"unknown weighting {weighting!r}; choose one of {', '.join(PLAIN_WEIGHTINGS)}.")
-    members = plain_members(exp, archs, seed)
-
-    def member_logits(name: str) -> tuple[list[Tensor], Tensor]:
-        """Each member's logits and the labels on ``name``, through the evaluation cache (so both weightings, and
-        the validation pass that fits the weights, predict every member once)."""
-        outs = [exp.logits(m, name) for m in members]
-        return [o[0] for o in outs], outs[0][1]
-
-    logits, labels = member_logits(split)
-    if weighting == "equal":
-        return torch.stack(logits).mean(0), labels
-    weights = fit_member_weights(*member_logits("val"))
-    return torch.einsum("m,mnc->nc", weights, torch.stack(logits)), labels
-
-
-JOBS = ("teacher", "teacher-cache", "scratch", "kd", "ablation", "reskd", "equal-cost", "plain")
-
-
-def run_jobs(exp: Experiment, jobs: Sequence[str], seeds: Sequence[int] | None = None) -> None:
-    """Train (or load) the runs behind ``jobs`` (see :data:`JOBS`) for ``seeds`` (default: the profile's), in the
-    order given; every run is resumable, so an interrupted call picks up where it stopped."""
-    p = exp.profile
-    seeds = list(seeds) if seeds is not None else list(p.seeds)
-    unknown = sorted(set(jobs) - set(JOBS))
-    if unknown:
-        raise ValueError(f"unknown job(s) {unknown}; choose from {', '.join(JOBS)}.")
-    for job in jobs:
-        if job == "teacher":
-            exp.teacher()
-        elif job == "teacher-cache":
-            exp.warm_teacher_cache()
-        elif job in ("scratch", "kd"):
-            for seed in seeds:
-                exp.student(job, seed=seed)
-        elif job == "ablation":
-            runs = ResKDRuns(exp)
-            for option in other_options(p, runs.loss):
-                ablate(exp, [option])
-        elif job == "reskd":
-            runs = ResKDRuns(exp)
-            for seed in seeds:
-                runs.ensemble(list(p.res_students), seed)
-        elif job == "equal-cost":
-            if p.equal_cost is None:
-                raise ValueError(f"profile {p.name!r} has no equal-cost architecture.")
-            for seed in seeds:
-                exp.student("kd", arch=p.equal_cost, seed=seed)
-        elif job == "plain":
-            for seed in seeds:
-                plain_members(exp, [p.student, *p.res_students], seed)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Train (or resume) a profile's runs from the command line, e.g. in the background before a chapter is run:
-
-        python -m reskd.experiment cifar10 cpu teacher
-        python -m reskd.experiment cifar10 cpu kd ablation reskd --seeds 0 1 2
-        python -m reskd.experiment cifar10 cpu scratch equal-cost plain   # a second worker, on the other core
-    """
-    import argparse
-
-    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
-    parser.add_argument("dataset", choices=sorted(PROFILES))
-    parser.add_argument("profile", choices=PROFILE_NAMES)
-    parser.add_argument("jobs", nargs="+", choices=JOBS, metavar="job", help=f"any of: {', '.join(JOBS)}")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the profile's seeds")
-    parser.add_argument("--data-root", default=None)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--retrain", action="store_true")
-    args = parser.parse_args(argv)
-    exp = Experiment(get_profile(args.dataset, args.profile), data_root=args.data_root, device=args.device,
-                     retrain=args.retrain)
-    run_jobs(exp, args.jobs, args.seeds)
-    for name, result in exp.results.items():
-        print(name, result.summary.get("final"))
-
-
-if __name__ == "__main__":
     main()

@@ -16,7 +16,7 @@ previous ensemble's predictions.
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -25,49 +25,56 @@ from torch import Tensor, nn
 from .cache import TEACHER_CACHE_NAME, OutputCache
 from .distill import DEFAULT_CE_WEIGHT, DEFAULT_KD_WEIGHT, DEFAULT_TEMPERATURE, Distiller, View, frozen, kd_loss
 from .flops import count_macs
+from .metrics import centered, residual_energy  # noqa: F401 (residual_energy re-exported)
+from .registry import Registry
 from .utils import model_memory_format
 
-#: The res-student losses. ``s`` is the new stage's output, ``r`` the residual, ``Z = Z_{k-1} + s``.
-RESIDUAL_LOSSES = {
-    "mse": "mean squared error between s and r (regression of the raw logit residual)",
-    "mse_centered": "MSE between s and r after removing each sample's mean over classes (softmax ignores a shift)",
-    "logprob": "T^2 * MSE between log-softmax(Z/T) and log-softmax(z_T/T): the residual of log-probabilities",
-    "kd": "Hinton KD between the teacher and the combined logits Z (plus weighted CE on Z)",
-    "mse+ce": "MSE between s and r plus weighted cross-entropy on the combined logits Z",
-}
+ResidualLoss = Callable[..., "dict[str, Tensor]"]
+#: The res-student losses, each ``loss(s, previous, teacher, y, *, temperature, ce_weight, kd_weight)`` returning its
+#: named terms. ``s`` is the new stage's output, ``r = z_T - Z_{k-1}`` the residual, ``Z = Z_{k-1} + s``.
+RESIDUAL_LOSSES: Registry[ResidualLoss] = Registry("residual loss")
 INPUTS = ("image", "features")
 
 
-def centered(z: Tensor) -> Tensor:
-    """Logits minus their per-sample mean over classes."""
-    return z - z.mean(dim=1, keepdim=True)
+@RESIDUAL_LOSSES.register("mse", "mean squared error between s and r (regression of the raw logit residual)")
+def _mse(s: Tensor, previous: Tensor, teacher: Tensor, y: Tensor, **_: float) -> dict[str, Tensor]:
+    return {"mse": F.mse_loss(s, teacher - previous)}
 
 
-def residual_energy(teacher_logits: Tensor, ensemble_logits: Tensor, *, center: bool = False) -> Tensor:
-    """``E = mean_x ||z_T(x) - Z(x)||^2`` (optionally of the centered residual)."""
-    r = teacher_logits - ensemble_logits
-    return (centered(r) if center else r).pow(2).sum(1).mean()
+@RESIDUAL_LOSSES.register("mse_centered", "MSE between s and r after removing each sample's mean over classes "
+                                          "(softmax ignores a shift)")
+def _mse_centered(s: Tensor, previous: Tensor, teacher: Tensor, y: Tensor, **_: float) -> dict[str, Tensor]:
+    return {"mse": F.mse_loss(centered(s), centered(teacher - previous))}
+
+
+@RESIDUAL_LOSSES.register("logprob", "T^2 * MSE between log-softmax(Z/T) and log-softmax(z_T/T): the residual of "
+                                     "log-probabilities")
+def _logprob(s: Tensor, previous: Tensor, teacher: Tensor, y: Tensor, *, temperature: float,
+             **_: float) -> dict[str, Tensor]:
+    T = temperature
+    return {"logprob": T * T * F.mse_loss(F.log_softmax((previous + s) / T, 1), F.log_softmax(teacher / T, 1))}
+
+
+@RESIDUAL_LOSSES.register("kd", "Hinton KD between the teacher and the combined logits Z (plus weighted CE on Z)")
+def _kd(s: Tensor, previous: Tensor, teacher: Tensor, y: Tensor, *, temperature: float, ce_weight: float,
+        kd_weight: float) -> dict[str, Tensor]:
+    combined = previous + s
+    return {"kd": kd_weight * kd_loss(combined, teacher, temperature), "ce": ce_weight * F.cross_entropy(combined, y)}
+
+
+@RESIDUAL_LOSSES.register("mse+ce", "MSE between s and r plus weighted cross-entropy on the combined logits Z")
+def _mse_ce(s: Tensor, previous: Tensor, teacher: Tensor, y: Tensor, *, ce_weight: float,
+            **_: float) -> dict[str, Tensor]:
+    return {"mse": F.mse_loss(s, teacher - previous), "ce": ce_weight * F.cross_entropy(previous + s, y)}
 
 
 def residual_loss(kind: str, s: Tensor, previous: Tensor, teacher: Tensor, y: Tensor, *,
                   temperature: float = DEFAULT_TEMPERATURE, ce_weight: float = DEFAULT_CE_WEIGHT,
                   kd_weight: float = DEFAULT_KD_WEIGHT) -> dict[str, Tensor]:
-    """The named loss terms that train a res-student's output ``s`` on top of the frozen ensemble's ``previous``."""
-    combined = previous + s
-    r = teacher - previous
-    if kind == "mse":
-        return {"mse": F.mse_loss(s, r)}
-    if kind == "mse_centered":
-        return {"mse": F.mse_loss(centered(s), centered(r))}
-    if kind == "logprob":
-        T = temperature
-        return {"logprob": T * T * F.mse_loss(F.log_softmax(combined / T, 1), F.log_softmax(teacher / T, 1))}
-    if kind == "kd":
-        return {"kd": kd_weight * kd_loss(combined, teacher, temperature),
-                "ce": ce_weight * F.cross_entropy(combined, y)}
-    if kind == "mse+ce":
-        return {"mse": F.mse_loss(s, r), "ce": ce_weight * F.cross_entropy(combined, y)}
-    raise ValueError(f"unknown residual loss {kind!r}; choose one of {', '.join(RESIDUAL_LOSSES)}.")
+    """The named loss terms that train a res-student's output ``s`` on top of the frozen ensemble's ``previous``
+    (``kind`` is a name of :data:`RESIDUAL_LOSSES`)."""
+    return RESIDUAL_LOSSES[kind](s, previous, teacher, y, temperature=temperature, ce_weight=ce_weight,
+                                 kd_weight=kd_weight)
 
 
 class FeatureHead(nn.Module):
@@ -236,8 +243,7 @@ class ResidualDistiller(Distiller):
                  ce_weight: float = DEFAULT_CE_WEIGHT, kd_weight: float = DEFAULT_KD_WEIGHT,
                  cache_root: str | os.PathLike | None = None, zero_init: bool = True):
         super().__init__(res_student)
-        if loss not in RESIDUAL_LOSSES:
-            raise ValueError(f"unknown residual loss {loss!r}; choose one of {', '.join(RESIDUAL_LOSSES)}.")
+        RESIDUAL_LOSSES.check(loss)
         if input not in INPUTS:
             raise ValueError(f"unknown res-student input {input!r}; choose one of {INPUTS}.")
         t_classes = num_classes_of(teacher)

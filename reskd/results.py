@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import pandas as pd
-import torch
 
+from . import metrics
 from .adaptive import StagedOutputs, calibrate, evaluate_policy
-from .experiment import PROFILE_NAMES
+from .profiles import PROFILE_NAMES
 from .utils import atomic_json_dump, project_root
 
 RESULTS_DIR = "results"
@@ -230,11 +230,6 @@ def for_display(frame: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
     return rounded.where(frame.notna(), "")
 
 
-def agreement(logits: torch.Tensor, teacher_logits: torch.Tensor) -> float:
-    """Top-1 agreement with the teacher (%): how often both models predict the same class."""
-    return 100.0 * (logits.argmax(1) == teacher_logits.argmax(1)).float().mean().item()
-
-
 def model_record(name: str, kind: str, *, stages: int, macs: float, teacher_macs: float, top1: Sequence[float],
                  seeds: Sequence[int], agreement_teacher: Sequence[float] | None = None) -> dict[str, Any]:
     """One entry of ``models``: the per-seed top-1 (and agreement) values averaged, MACs as % of the teacher's."""
@@ -322,15 +317,14 @@ def reskd_records(staged: Mapping[int, Mapping[str, StagedOutputs]], teacher_mac
         tests = [staged[seed]["test"] for seed in seeds]
         entries.append(model_record(
             "ResKD S0" if k == 0 else f"ResKD S0..S{k}", "reskd-stage", stages=k + 1, macs=first.cumulative_macs[k],
-            teacher_macs=teacher_macs, top1=[100.0 * (t.logits[k].argmax(1) == t.labels).float().mean().item()
-                                             for t in tests], seeds=seeds,
-            agreement_teacher=[agreement(t.logits[k], t.teacher_logits) for t in tests]
+            teacher_macs=teacher_macs, top1=[metrics.top1(t.logits[k], t.labels) for t in tests], seeds=seeds,
+            agreement_teacher=[metrics.agreement(t.logits[k], t.teacher_logits) for t in tests]
             if first.teacher_logits is not None else None))
     for drop in drops:
         runs = []
         for seed in seeds:
             val = staged[seed]["val"]
-            full_val = 100.0 * (val.logits[-1].argmax(1) == val.labels).float().mean().item()
+            full_val = metrics.top1(val.logits[-1], val.labels)
             policy = calibrate(val, criterion, target_top1=max(0.0, full_val - drop))  # a top-1 is never below 0
             runs.append(evaluate_policy(staged[seed]["test"], policy, teacher_macs=teacher_macs))
         entries.append(model_record(

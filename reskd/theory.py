@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from .adaptive import StagedOutputs
-from .reskd import centered, residual_energy
+from .metrics import centered, correct, residual_energy
 
 #: The per-sample bounds of the log-probability gap: ``oscillation`` (the tightest), ``max_norm`` (2 ||r||_inf) and
 #: ``centered_max_norm`` (2 ||r - mean_c r||_inf).
@@ -123,7 +123,7 @@ def energy_by_confidence(teacher_logits: Tensor, logits: Tensor, labels: Tensor,
         raise ValueError(f"bins must be a positive number of groups, got {bins}.")
     frame = pd.DataFrame({"confidence": torch.softmax(z, 1).amax(1).numpy(),
                           "energy": sample_energy(t, z, center=center).numpy(),
-                          "correct": (z.argmax(1) == labels.cpu()).numpy()})
+                          "correct": correct(z, labels.cpu()).numpy()})
     frame["bin"] = pd.qcut(frame["confidence"].rank(method="first"), min(bins, len(frame)), labels=False)
     total = frame["energy"].sum()
     table = frame.groupby("bin").agg(samples=("energy", "size"), confidence_low=("confidence", "min"),

@@ -25,7 +25,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import pandas as pd
 import torch
@@ -33,11 +33,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .distill import Distiller, View
+from .metrics import top1  # noqa: F401 (re-exported: reskd.train.top1)
+from .registry import Registry
 from .utils import (MIN_CHANNELS_LAST_CHANNELS, atomic_json_dump, atomic_torch_save, atomic_write,  # noqa: F401
                     folder_lock, memory_format_for, model_memory_format, resolve_device, rng_state, set_rng_state)
 from .utils import progress as progress_bar
 
-SCHEDULES = ("cosine", "multistep", "onecycle", "constant")
+Schedule = Callable[..., Any]
+#: Learning-rate schedules by name, each ``schedule(optimizer, config, total_steps)`` -> a scheduler stepped per batch.
+SCHEDULES: Registry[Schedule] = Registry("schedule")
 CHECKPOINT = "checkpoint.pt"
 FINAL_MODEL = "model.pt"
 HISTORY = "history.csv"
@@ -67,8 +71,7 @@ class TrainConfig:
     channels_last: bool = True
 
     def __post_init__(self):
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {SCHEDULES}.")
+        SCHEDULES.check(self.schedule)
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}.")
         if self.lr <= 0:
@@ -93,18 +96,31 @@ def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
                            weight_decay=config.weight_decay)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
-    """A learning-rate schedule stepped once per batch."""
-    total = config.epochs * steps_per_epoch
-    if config.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
-    if config.schedule == "multistep":
-        milestones = [round(m * total) for m in config.milestones]
-        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=config.gamma)
-    if config.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total,
-                                                   pct_start=config.onecycle_pct_start)
+@SCHEDULES.register("cosine", "cosine annealing from lr to 0 over the run")
+def _cosine(optimizer: torch.optim.Optimizer, config: TrainConfig, total: int):
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+
+
+@SCHEDULES.register("multistep", "lr times gamma at each milestone (fractions of the run)")
+def _multistep(optimizer: torch.optim.Optimizer, config: TrainConfig, total: int):
+    milestones = [round(m * total) for m in config.milestones]
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=config.gamma)
+
+
+@SCHEDULES.register("onecycle", "one cycle: warm up to lr over onecycle_pct_start of the run, then anneal")
+def _onecycle(optimizer: torch.optim.Optimizer, config: TrainConfig, total: int):
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total,
+                                               pct_start=config.onecycle_pct_start)
+
+
+@SCHEDULES.register("constant", "lr throughout")
+def _constant(optimizer: torch.optim.Optimizer, config: TrainConfig, total: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
+    """A learning-rate schedule stepped once per batch (``config.schedule``, a name of :data:`SCHEDULES`)."""
+    return SCHEDULES[config.schedule](optimizer, config, config.epochs * steps_per_epoch)
 
 
 def _loader_view(loader, epoch: int | None) -> View:
@@ -138,11 +154,6 @@ def predict(model: nn.Module, loader, *, device: str | torch.device | None = "au
     if logits is None:
         raise ValueError("the loader yielded no batches: the evaluation split is empty.")
     return logits, labels
-
-
-def top1(logits: Tensor, labels: Tensor) -> float:
-    """Top-1 accuracy in percent."""
-    return 100.0 * (logits.argmax(1) == labels).float().mean().item()
 
 
 def evaluate(model: nn.Module, loader, *, device: str | torch.device | None = "auto") -> dict[str, float]:

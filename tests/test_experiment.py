@@ -5,8 +5,11 @@ from torch import nn
 
 from reskd.artifacts import run_key
 from reskd import experiment as E
-from reskd.experiment import (FEATURE_HEAD, Arch, Experiment, ResKDRuns, StageOption, ablate, ablate_losses,
-                              get_profile, grow, pick_best, plain_ensemble_logits, run_jobs, stage_records)
+from reskd.cli import run_jobs
+from reskd.experiment import FEATURE_HEAD, Experiment, ResKDRuns
+from reskd.profiles import Arch, get_profile, profile_banner
+from reskd.studies import (StageOption, ablate, ablate_losses, grow, pick_best, plain_ensemble_logits, reskd_runs,
+                           resolve_loss, stage_records)
 from reskd.reskd import RESIDUAL_LOSSES
 from reskd.train import TrainConfig
 
@@ -72,7 +75,7 @@ def test_reskd_stages_records_and_baselines(exp):
 
 
 def test_member_weights_follow_the_better_member_and_never_lose_to_averaging():
-    from reskd.experiment import fit_member_weights
+    from reskd.studies import fit_member_weights
 
     gen = torch.Generator().manual_seed(0)
     labels = torch.randint(0, 10, (2000,), generator=gen)
@@ -105,7 +108,9 @@ def test_auto_loss_is_the_validation_winner_of_the_ablation(exp):
     assert sorted(table["loss"]) == sorted(RESIDUAL_LOSSES)
     assert {"train_energy", "test_energy", "val_gain", "test_gain", "added_mmacs"} <= set(table.columns)
     best = table.loc[table["val_top1"].idxmax(), "loss"]
-    assert ResKDRuns(e).loss == best  # "auto" resolves to the validation winner (the runs exist now: loaded)
+    assert reskd_runs(e).loss == best == resolve_loss(e)  # "auto": the validation winner (the runs are loaded now)
+    with pytest.raises(ValueError, match=r"loss='auto' is chosen by the first-stage ablation.*reskd_runs\(exp\)"):
+        ResKDRuns(e)  # an explicit call resolves it; reading an attribute never trains
     with pytest.raises(ValueError, match="validation"):
         pick_best(table, "loss", by="test_top1")
     with pytest.raises(ValueError, match="unknown residual loss"):
@@ -210,18 +215,18 @@ def test_train_missing_false_loads_finished_runs_and_names_the_missing_one(exp):
     exp().teacher()
     loader = exp(train_missing=False)
     assert loader.teacher() is not None  # finished: loaded
-    with pytest.raises(E.MissingRunError, match=r"kd-resnet8x0.5-s0-.*python -m reskd.experiment cifar10 smoke"):
+    with pytest.raises(E.MissingRunError, match=r"kd-resnet8x0.5-s0-.*python -m reskd.cli cifar10 smoke"):
         loader.student("kd")
     assert not any(p.name.startswith("kd-") for p in (loader.artifacts / "cifar10").iterdir())  # nothing created
 
 
 def test_profile_banner_names_the_profile_its_data_and_what_to_trust():
-    smoke = E.profile_banner(get_profile("cifar10", "smoke"), "CIFAR-10 (JPEG copy)")
+    smoke = profile_banner(get_profile("cifar10", "smoke"), "CIFAR-10 (JPEG copy)")
     assert "`smoke` profile" in smoke and "not a reproduction" in smoke and "CIFAR-10 (JPEG copy)" in smoke
-    cpu = E.profile_banner(get_profile("cifar10", "cpu"))
+    cpu = profile_banner(get_profile("cifar10", "cpu"))
     assert "`cpu` profile" in cpu and "resnet56 teacher" in cpu and "not a reproduction" not in cpu
     assert "Only seeds" not in cpu
-    fewer = E.profile_banner(get_profile("cifar10", "cpu").replace(seeds=(0,)))
+    fewer = profile_banner(get_profile("cifar10", "cpu").replace(seeds=(0,)))
     assert "Only seeds [0] of the profile's [0, 1, 2]" in fewer
 
 

@@ -1,0 +1,107 @@
+"""The job CLI: train (or load, or resume) a profile's runs from the shell, ahead of the chapters.
+
+    python -m reskd.cli cifar10 cpu teacher teacher-cache kd ablation reskd
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from .experiment import Experiment
+from .profiles import PROFILE_NAMES, PROFILES, get_profile
+from .registry import Registry
+from .studies import ablate, other_options, plain_members, reskd_runs
+
+Job = Callable[[Experiment, Sequence[int]], None]
+#: What each job trains (or loads) for the given seeds; adding a job is one :data:`JOBS` definition.
+JOBS: Registry[Job] = Registry("job")
+
+
+@JOBS.register("teacher", "the teacher (cross-entropy from scratch)")
+def _teacher(exp: Experiment, seeds: Sequence[int]) -> None:
+    exp.teacher()
+
+
+@JOBS.register("teacher-cache", "the teacher's outputs on the students' training views (workers split the views)")
+def _teacher_cache(exp: Experiment, seeds: Sequence[int]) -> None:
+    exp.warm_teacher_cache()
+
+
+@JOBS.register("scratch", "the students trained from scratch")
+def _scratch(exp: Experiment, seeds: Sequence[int]) -> None:
+    for seed in seeds:
+        exp.student("scratch", seed=seed)
+
+
+@JOBS.register("kd", "the KD students")
+def _kd(exp: Experiment, seeds: Sequence[int]) -> None:
+    for seed in seeds:
+        exp.student("kd", seed=seed)
+
+
+@JOBS.register("ablation", "the first res-student's input, size and epochs, with the loss the validation picked")
+def _ablation(exp: Experiment, seeds: Sequence[int]) -> None:
+    for option in other_options(exp.profile, reskd_runs(exp).loss):
+        ablate(exp, [option])
+
+
+@JOBS.register("reskd", "the chain of res-students")
+def _reskd(exp: Experiment, seeds: Sequence[int]) -> None:
+    runs = reskd_runs(exp)
+    for seed in seeds:
+        runs.ensemble(list(exp.profile.res_students), seed)
+
+
+@JOBS.register("equal-cost", "the larger KD student")
+def _equal_cost(exp: Experiment, seeds: Sequence[int]) -> None:
+    p = exp.profile
+    if p.equal_cost is None:
+        raise ValueError(f"profile {p.name!r} has no equal-cost architecture.")
+    for seed in seeds:
+        exp.student("kd", arch=p.equal_cost, seed=seed)
+
+
+@JOBS.register("plain", "the plain ensemble's KD members")
+def _plain(exp: Experiment, seeds: Sequence[int]) -> None:
+    p = exp.profile
+    for seed in seeds:
+        plain_members(exp, [p.student, *p.res_students], seed)
+
+
+def run_jobs(exp: Experiment, jobs: Sequence[str], seeds: Sequence[int] | None = None) -> None:
+    """Train (or load) the runs behind ``jobs`` (see :data:`JOBS`) for ``seeds`` (default: the profile's), in the
+    order given; every run is resumable, so an interrupted call picks up where it stopped."""
+    unknown = sorted(set(jobs) - set(JOBS))
+    if unknown:
+        raise ValueError(f"unknown job(s) {unknown}; choose from {', '.join(JOBS)}.")
+    seeds = list(seeds) if seeds is not None else list(exp.profile.seeds)
+    for job in jobs:
+        JOBS[job](exp, seeds)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Train (or resume) a profile's runs from the command line, e.g. in the background before a chapter is run:
+
+        python -m reskd.cli cifar10 cpu teacher
+        python -m reskd.cli cifar10 cpu kd ablation reskd --seeds 0 1 2
+        python -m reskd.cli cifar10 cpu scratch equal-cost plain   # a second worker, on the other core
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    parser.add_argument("dataset", choices=sorted(PROFILES))
+    parser.add_argument("profile", choices=PROFILE_NAMES)
+    parser.add_argument("jobs", nargs="+", choices=list(JOBS), metavar="job", help=f"any of: {', '.join(JOBS)}")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the profile's seeds")
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--retrain", action="store_true")
+    args = parser.parse_args(argv)
+    exp = Experiment(get_profile(args.dataset, args.profile), data_root=args.data_root, device=args.device,
+                     retrain=args.retrain)
+    run_jobs(exp, args.jobs, args.seeds)
+    for name, result in exp.results.items():
+        print(name, result.summary.get("final"))
+
+
+if __name__ == "__main__":
+    main()

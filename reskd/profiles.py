@@ -1,0 +1,135 @@
+"""Profiles: every setting of one chapter's runs on one data set, and the paper's reference numbers.
+
+A :class:`Profile` is the explicit, torchdistill-style configuration of a chapter's runs:
+
+* ``smoke``: tiny models on a small subset, seconds on a CPU (for CI);
+* ``cpu``: the real run two CPU cores can afford (hours, resumable, artifacts committed);
+* ``paper``: paper-scale settings for a GPU (deeper teacher, 240 epochs).
+
+:data:`PROFILES` maps a data set to its profiles; adding a data set's profile is one entry there.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from .train import TrainConfig
+
+PROFILE_NAMES = ("smoke", "cpu", "paper")
+
+#: The paper's headline cost of ResKD, % of the teacher's MACs (Li et al., IEEE TIP 2021), by data set.
+PAPER_PCT_TEACHER = {"cifar10": 18.04, "cifar100": 23.14, "tiny-imagenet": 53.59, "imagenet": 56.86}
+
+
+@dataclass(frozen=True)
+class Arch:
+    """An architecture by registry name and width multiplier."""
+
+    name: str
+    width: float = 1.0
+
+    @property
+    def label(self) -> str:
+        return self.name if self.width == 1.0 else f"{self.name}x{self.width:g}"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Every setting of one chapter's runs on one data set."""
+
+    name: str
+    dataset: str
+    teacher: Arch
+    student: Arch
+    res_students: tuple[Arch, ...]
+    teacher_train: TrainConfig
+    student_train: TrainConfig
+    equal_cost: Arch | None = None  # a single KD student about as costly as S0 plus all res-students
+    seeds: tuple[int, ...] = (0, 1, 2)
+    temperature: float = 4.0
+    residual_loss: str = "auto"  # a loss of reskd.reskd.RESIDUAL_LOSSES, or "auto": the one the ablation picks on val
+    residual_input: str = "image"  # "image" or "features"
+    val_size: int | None = None  # None: the data set's default (5,000 on CIFAR)
+    split_seed: int = 0
+    train_subset: int | None = None
+    test_subset: int | None = None
+    notes: str = ""
+
+    def replace(self, **changes: Any) -> "Profile":
+        return dataclasses.replace(self, **changes)
+
+
+_CIFAR_TEACHER_CPU = TrainConfig(epochs=30, batch_size=128, lr=0.1, schedule="cosine", weight_decay=5e-4)
+# Students, res-students and baselines share one recipe; 15 epochs keep the ~30 student runs of the profile (3 seeds
+# of every configuration plus the ablations) within a few hours on two cores.
+_CIFAR_STUDENT_CPU = TrainConfig(epochs=15, batch_size=128, lr=0.1, schedule="cosine", weight_decay=5e-4)
+_CIFAR_PAPER = TrainConfig(epochs=240, batch_size=64, lr=0.05, schedule="multistep", milestones=(0.625, 0.75, 0.875),
+                           weight_decay=5e-4)
+_SMOKE = TrainConfig(epochs=2, batch_size=64, lr=0.05, schedule="cosine", weight_decay=5e-4)
+_TINY_SMOKE = TrainConfig(epochs=1, batch_size=64, lr=0.05, schedule="cosine", weight_decay=5e-4)
+
+
+def _cifar_profiles(dataset: str) -> dict[str, Profile]:
+    res = (Arch("resnet8", 0.5), Arch("resnet8", 0.5), Arch("resnet8", 0.5))
+    return {
+        "smoke": Profile("smoke", dataset, Arch("resnet8", 0.5), Arch("resnet8", 0.25), (Arch("resnet8", 0.25),),
+                         _SMOKE, _SMOKE, equal_cost=Arch("resnet8", 0.35), seeds=(0,), val_size=500,
+                         train_subset=1000, test_subset=500, notes="tiny models on 1,000 training images, 2 epochs"),
+        "cpu": Profile("cpu", dataset, Arch("resnet56"), Arch("resnet8"), res, _CIFAR_TEACHER_CPU, _CIFAR_STUDENT_CPU,
+                       equal_cost=Arch("resnet8", 1.35),
+                       notes="resnet56 teacher (30 epochs) and resnet8 students (15 epochs), on two CPU cores"),
+        "paper": Profile("paper", dataset, Arch("resnet110"), Arch("resnet8"), res, _CIFAR_PAPER, _CIFAR_PAPER,
+                         equal_cost=Arch("resnet8", 1.35),
+                         notes="paper-scale settings for a GPU (240 epochs, CRD/mdistiller recipe)"),
+    }
+
+
+def _tiny_imagenet_profiles() -> dict[str, Profile]:
+    """Only ``smoke`` so far: the cpu and paper settings for Tiny-ImageNet are not defined yet."""
+    return {
+        "smoke": Profile("smoke", "tiny-imagenet", Arch("resnet18", 0.25), Arch("resnet18", 0.125),
+                         (Arch("resnet18", 0.125),), _TINY_SMOKE, _TINY_SMOKE, seeds=(0,), val_size=400,
+                         train_subset=1000, test_subset=400,
+                         notes="ResNet-18 at widths 0.25 (teacher) and 0.125 (student), one epoch on 1,000 images: "
+                               "checks that the chapter runs, its numbers mean nothing"),
+    }
+
+
+PROFILES: dict[str, dict[str, Profile]] = {"cifar10": _cifar_profiles("cifar10"),
+                                           "cifar100": _cifar_profiles("cifar100"),
+                                           "tiny-imagenet": _tiny_imagenet_profiles()}
+
+PROFILE_TRUST = {
+    "smoke": "it checks that the chapter runs, and its numbers mean nothing (they are not a reproduction)",
+    "cpu": "the real runs two CPU cores afford, shorter than the paper's (compare them with each other, and with the "
+           "paper's only in spirit)",
+    "paper": "paper-scale settings",
+}
+
+
+def profile_banner(profile: Profile, data_source: str | None = None) -> str:
+    """A Markdown paragraph for a chapter's setup: which profile produced the outputs below, on which data, and how
+    far its numbers can be trusted."""
+    data = f" Data: {data_source}." if data_source else ""
+    trust = PROFILE_TRUST.get(profile.name, "a custom profile")
+    banner = f"**The outputs on this page come from the `{profile.name}` profile**: {profile.notes}; {trust}.{data}"
+    default = PROFILES.get(profile.dataset, {}).get(profile.name)
+    if default is not None and len(profile.seeds) < len(default.seeds):
+        banner += (f" **Only seeds {list(profile.seeds)} of the profile's {list(default.seeds)} were run**, so a "
+                   f"standard deviation over seeds is missing or rests on few runs.")
+    return banner
+
+
+def find_profile(dataset: str, profile: str) -> Profile | None:
+    """The profile ``profile`` of ``dataset``, or None when that data set does not define it (yet)."""
+    return PROFILES.get(dataset, {}).get(profile)
+
+
+def get_profile(dataset: str, profile: str) -> Profile:
+    """The profile ``profile`` (smoke, cpu, paper) of ``dataset``."""
+    if dataset not in PROFILES:
+        raise ValueError(f"no profiles for data set {dataset!r}; available: {', '.join(PROFILES)}.")
+    if profile not in PROFILES[dataset]:
+        raise ValueError(f"unknown profile {profile!r} for {dataset}; choose one of {', '.join(PROFILES[dataset])}.")
+    return PROFILES[dataset][profile]

@@ -1,0 +1,26 @@
+"""The job CLI: its jobs, its errors, and its old address (python -m reskd.experiment) still answering."""
+import subprocess
+import sys
+
+import pytest
+
+from reskd import cli
+from reskd.profiles import PROFILES
+
+
+def test_unknown_jobs_are_refused_before_anything_runs():
+    with pytest.raises(ValueError, match=r"unknown job\(s\) \['distill'\]; choose from teacher, teacher-cache"):
+        cli.run_jobs(None, ["distill"])
+
+
+def test_the_parser_knows_every_data_set_with_profiles(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    assert all(job in out for job in cli.JOBS) and all(name in out for name in PROFILES)
+
+
+@pytest.mark.parametrize("module", ["reskd.cli", "reskd.experiment"])
+def test_both_addresses_run_the_cli(module):
+    done = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, check=True)
+    assert "teacher-cache" in done.stdout
