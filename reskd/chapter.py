@@ -9,8 +9,7 @@ from typing import Any
 import torch
 
 from .data import data_root, get_spec, is_available, load_split
-
-PROFILES = ("smoke", "cpu", "paper")
+from .profiles import PROFILE_NAMES as PROFILES
 DOWNLOADABLE = ("cifar10", "cifar100")  # what torchvision's downloaders fetch (reskd.data's download=True)
 PROFILE_RANK = {name: rank for rank, name in enumerate(PROFILES)}  # a page of a higher profile is worth more
 # The data sets a chapter reads (the toy problem of chapter 1 and the summary read none).

@@ -128,17 +128,17 @@ def plan(chapters: list[str], profile: str | None, output_dir: Path | None, repl
          ) -> tuple[dict[str, str], Path, Path]:
     """Each chapter's profile, the folder its notebook goes to and the results folder; refuses (SystemExit) to put a
     lower profile's page over a stored one unless ``replace_stored``."""
-    profiles = {c: profile or stored_profile(c) for c in chapters}
     if output_dir is None:
         output_dir = BOOK if profile is None else TRIALS / profile
     output_dir = output_dir.resolve()
     in_book = output_dir == BOOK.resolve()
+    stored = {c: stored_profile(c) for c in chapters}  # each page's notebook read once
+    profiles = {c: profile or stored[c] for c in chapters}
     if in_book:
-        lowered = {c: stored_profile(c) for c in chapters
-                   if PROFILE_RANK.get(profiles[c], 0) < PROFILE_RANK.get(stored_profile(c), 0)}
+        lowered = {c: p for c, p in stored.items() if PROFILE_RANK.get(profiles[c], 0) < PROFILE_RANK.get(p, 0)}
         if lowered and not replace_stored:
-            stored = ", ".join(f"{c} ({p})" for c, p in lowered.items())
-            raise SystemExit(f"refusing to replace stored pages of a higher profile with {profile} ones: {stored}. "
+            pages = ", ".join(f"{c} ({p})" for c, p in lowered.items())
+            raise SystemExit(f"refusing to replace stored pages of a higher profile with {profile} ones: {pages}. "
                              f"Leave out --output-dir to write to {TRIALS.relative_to(ROOT)}/{profile}/, leave out "
                              f"--profile to re-execute each page in its own profile, or pass --replace-stored.")
         if lowered:
