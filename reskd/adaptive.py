@@ -237,7 +237,33 @@ def exit_stages(staged: StagedOutputs, policy: Policy) -> Tensor:
 
 def evaluate_policy(staged: StagedOutputs, policy: Policy, *, teacher_macs: int | None = None) -> dict[str, float]:
     """Top-1, mean MACs per sample (each pays for the stages it ran), % of the teacher, and the exit fractions."""
-    exits = exit_stages(staged, policy)
+    return evaluate_exits(staged, exit_stages(staged, policy), teacher_macs=teacher_macs)
+
+
+def oracle_exits(staged: StagedOutputs, reference: Tensor | None = None) -> Tensor:
+    """The upper bound of any exit rule: each sample stops at the first stage whose prediction equals ``reference``'s
+    (class indices; default the full ensemble's prediction, or pass the teacher's ``argmax``), else at the last."""
+    reference = staged.logits[-1].argmax(1) if reference is None else reference
+    same = staged.logits.argmax(2) == reference  # (K, N)
+    same[-1] = True
+    return same.float().argmax(0)  # the first True
+
+
+def random_exits(staged: StagedOutputs, fractions: Sequence[float], *, seed: int = 0) -> Tensor:
+    """A random exit rule at the cost of another: samples drawn at random stop at stage ``k`` in the proportions
+    ``fractions`` (e.g. a calibrated policy's ``exit_frac_k``), so both pay the same mean MACs."""
+    if len(fractions) != staged.num_stages or any(f < 0 for f in fractions) or not math.isclose(sum(fractions), 1.0,
+                                                                                                  abs_tol=1e-6):
+        raise ValueError(f"give {staged.num_stages} non-negative exit fractions summing to 1, got {list(fractions)}.")
+    n = staged.num_samples
+    counts = [round(f * n) for f in fractions]
+    counts[-1] = n - sum(counts[:-1])
+    exits = torch.repeat_interleave(torch.arange(staged.num_stages), torch.tensor(counts))
+    return exits[torch.randperm(n, generator=torch.Generator().manual_seed(seed))]
+
+
+def evaluate_exits(staged: StagedOutputs, exits: Tensor, *, teacher_macs: int | None = None) -> dict[str, float]:
+    """:func:`evaluate_policy` for given exit stages (one per sample)."""
     preds = staged.logits[exits, torch.arange(staged.num_samples)].argmax(1)
     cum = torch.tensor(staged.cumulative_macs, dtype=torch.float64)
     avg_macs = cum[exits].mean().item()
@@ -370,6 +396,38 @@ def calibrate_per_stage(val: StagedOutputs, criterion: str, *, target_top1: floa
         if not improved:
             break
     return Policy(criterion, thresholds, start.gate)
+
+
+def cascade(first: StagedOutputs, teacher_logits: Tensor, teacher_macs: int) -> StagedOutputs:
+    """The cascade to the teacher, as staged outputs: S0 (stage 0 of ``first``) and then, for the samples an exit rule
+    sends on, the teacher itself, whose prediction replaces S0's and whose full MACs they pay on top of S0's. It needs
+    no training: what a practitioner with the teacher at hand would deploy, and the baseline every ResKD regime is
+    held against at the same mean MACs."""
+    if teacher_logits.shape != first.logits.shape[1:]:
+        raise ValueError(f"teacher logits {tuple(teacher_logits.shape)} do not match the student's "
+                         f"{tuple(first.logits.shape[1:])}: give the teacher's logits on the same split.")
+    return StagedOutputs(torch.stack([first.logits[0], teacher_logits]), first.labels,
+                         [first.stage_macs[0], int(teacher_macs)], teacher_logits)
+
+
+def at_budgets(val: StagedOutputs, test: StagedOutputs, budgets_pct: Sequence[float], teacher_macs: int, *,
+               criterion: str = "max_prob", per_stage: bool = False) -> pd.DataFrame:
+    """Budgeted evaluation (as MSDNet reports it): for each budget of mean MACs per image (% of the teacher's), the
+    most accurate policy on val whose mean MACs stay within it (:func:`calibrate`, or :func:`calibrate_per_stage`),
+    evaluated on val and on test. ``fits`` says whether the policy meets the budget on val (a first stage dearer than
+    the budget cannot); test is only reported."""
+    rows = []
+    for budget in budgets_pct:
+        find = calibrate_per_stage if per_stage else calibrate
+        policy = find(val, criterion, target_macs=budget / 100.0 * teacher_macs)
+        on_val = evaluate_policy(val, policy, teacher_macs=teacher_macs)
+        on_test = evaluate_policy(test, policy, teacher_macs=teacher_macs)
+        row = {"budget_pct": float(budget), "criterion": criterion, "thresholds": list(policy.thresholds),
+               "fits": on_val["pct_teacher"] <= budget}
+        row.update({f"val_{k}": v for k, v in on_val.items()})
+        row.update({f"test_{k}": v for k, v in on_test.items()})
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 class AdaptiveEnsemble(nn.Module):

@@ -9,6 +9,7 @@ from typing import Callable, Sequence
 from .experiment import Experiment
 from .profiles import PROFILE_NAMES, PROFILES, get_profile
 from .registry import Registry
+from .regimes import CIFAR_REGIMES
 from .studies import ablate, other_options, plain_members, reskd_runs
 
 Job = Callable[[Experiment, Sequence[int]], None]
@@ -67,6 +68,19 @@ def _plain(exp: Experiment, seeds: Sequence[int]) -> None:
         plain_members(exp, [p.student, *p.res_students], seed)
 
 
+def _regime_job(name: str) -> Job:
+    def job(exp: Experiment, seeds: Sequence[int]) -> None:
+        regime = CIFAR_REGIMES[name]
+        for seed in seeds:
+            regime.runs(exp).ensemble(list(regime.stages), seed)
+    return job
+
+
+for _name in CIFAR_REGIMES:  # one job per regime of the map: regime:<name>
+    JOBS.register(f"regime:{_name}", f"the res-students of regime {_name!r}: "
+                                     f"{CIFAR_REGIMES.description(_name)}")(_regime_job(_name))
+
+
 def run_jobs(exp: Experiment, jobs: Sequence[str], seeds: Sequence[int] | None = None) -> None:
     """Train (or load) the runs behind ``jobs`` (see :data:`JOBS`) for ``seeds`` (default: the profile's), in the
     order given; every run is resumable, so an interrupted call picks up where it stopped."""
@@ -84,6 +98,7 @@ def main(argv: list[str] | None = None) -> None:
         python -m reskd.cli cifar10 cpu teacher
         python -m reskd.cli cifar10 cpu kd ablation reskd --seeds 0 1 2
         python -m reskd.cli cifar10 cpu scratch equal-cost plain   # a second worker, on the other core
+        python -m reskd.cli cifar10 cpu regime:focus-equal --seeds 0   # one regime of the map (reskd.regimes)
     """
     import argparse
 

@@ -234,6 +234,13 @@ class Experiment:
 AUTO = "auto"  # a profile's residual_loss: the loss the first-stage ablation picks on validation (reskd.studies)
 FEATURE_HEAD = "feature_head"  # Arch(FEATURE_HEAD, w): a FeatureHead with round(64 * w) channels on S0's features
 FEATURE_HEAD_BASE_CHANNELS = 64
+#: Res-student architectures that read S0's feature maps, by name: the number of conv-BN-ReLU blocks of the head.
+FEATURE_HEADS = {FEATURE_HEAD: 1, "feature_head3": 3}
+
+
+def stage_input(arch: Arch) -> str:
+    """What a res-student of architecture ``arch`` reads: ``"features"`` for a feature head, else ``"image"``."""
+    return "features" if arch.name in FEATURE_HEADS else "image"
 
 
 class ResKDRuns:
@@ -242,12 +249,16 @@ class ResKDRuns:
     ``loss`` and ``input`` default to the profile's. ``loss`` must be a name of :data:`reskd.reskd.RESIDUAL_LOSSES`:
     a profile's ``"auto"`` (the loss the first-stage ablation picks on validation) is resolved first, by
     :func:`reskd.studies.reskd_runs`. ``train`` overrides the res-students' training recipe (default: the profile's
-    student recipe).
+    student recipe). ``student`` replaces S0's architecture (a KD student of the profile's recipe; default the
+    profile's), and ``focus`` trains every stage on the least confident fraction of each batch
+    (:func:`reskd.reskd.focus_index`).
     """
 
     def __init__(self, exp: Experiment, *, loss: str | None = None, input: str | None = None,
-                 feature_index: int = -1, train: TrainConfig | None = None):
-        self.exp, self.feature_index = exp, feature_index
+                 feature_index: int = -1, train: TrainConfig | None = None, student: Arch | None = None,
+                 focus: float | None = None):
+        self.exp, self.feature_index, self.focus = exp, feature_index, focus
+        self.student = student or exp.profile.student
         self.input = input or exp.profile.residual_input
         self.train = train or exp.profile.student_train
         loss = loss or exp.profile.residual_loss
@@ -258,28 +269,35 @@ class ResKDRuns:
 
     def _res_student(self, arch: Arch, s0: nn.Module, seed: int) -> nn.Module:
         seed_everything(seed)
-        if arch.name == FEATURE_HEAD:
+        if arch.name in FEATURE_HEADS:
             channels = max(1, round(FEATURE_HEAD_BASE_CHANNELS * arch.width))
-            return FeatureHead(s0.feature_channels[self.feature_index], self.exp.num_classes, channels=channels)
+            return FeatureHead(s0.feature_channels[self.feature_index], self.exp.num_classes, channels=channels,
+                               blocks=FEATURE_HEADS[arch.name])
         return create_model(arch.name, self.exp.num_classes, width=arch.width)
 
     def ensemble(self, res_archs: Sequence[Arch], seed: int = 0) -> ResKDEnsemble:
         """S0 (the KD student of ``seed``) plus res-students ``res_archs``, each trained on the residual of the
         frozen ensemble before it (trained now when missing)."""
         exp, p = self.exp, self.exp.profile
-        s0 = exp.student("kd", seed=seed)
+        s0 = exp.student("kd", arch=self.student, seed=seed)
         ens = ResKDEnsemble(s0, feature_index=self.feature_index)
-        chain = [run_key(exp.student_spec("kd", seed=seed))]
+        chain = [run_key(exp.student_spec("kd", self.student, seed=seed))]
         teacher = exp.teacher()
+        # options away from the profile's defaults enter the spec (and the name) only when set, so the runs trained
+        # before they existed keep their keys
+        extra: dict[str, Any] = {} if self.focus is None else {"focus": self.focus}
+        tag = "" if self.student == p.student else f"-on{self.student.label}"
+        tag += "" if self.focus is None else f"-focus{self.focus:g}"
         for k, arch in enumerate(res_archs, start=1):
-            kind = "features" if arch.name == FEATURE_HEAD else self.input
+            kind = "features" if stage_input(arch) == "features" else self.input
             spec = exp.spec(f"res{k}", arch, seed, self.train, loss=self.loss, input=kind,
                              temperature=p.temperature, teacher=run_key(exp.teacher_spec()), previous=list(chain),
-                             feature_index=self.feature_index)
+                             feature_index=self.feature_index, **extra)
             distiller = ResidualDistiller(self._res_student(arch, s0, seed + 1000 * k), teacher, ens, loss=self.loss,
-                                          input=kind, temperature=p.temperature, cache_root=exp.output_cache)
+                                          input=kind, temperature=p.temperature, cache_root=exp.output_cache,
+                                          focus=self.focus)
             epochs = "" if self.train == p.student_train else f"-e{self.train.epochs}"
-            name = f"res{k}-{arch.label}-{self.loss}-{kind}{epochs}-s{seed}"
+            name = f"res{k}-{arch.label}-{self.loss}-{kind}{epochs}{tag}-s{seed}"
             stage = exp.run(name, distiller, spec, self.train).model
             ens = ResKDEnsemble(s0, list(ens.stages)[1:] + [stage], ens.inputs[1:] + [kind],
                                 feature_index=self.feature_index)

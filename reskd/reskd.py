@@ -10,11 +10,13 @@ computed with the teacher and the earlier stages frozen. From the paper: the res
 a lighter res-student, the sum of the stages as the new student, and the repetition until the user's balance of
 accuracy and cost. Our choices, exposed as parameters and ablated in the book (the paper's text with the exact losses
 and architectures was not available to us): the loss (:data:`RESIDUAL_LOSSES`), the res-student's input (the image,
-or the frozen student's feature maps), and the zero-initialised last layer, so that a new stage starts from the
-previous ensemble's predictions.
+or the frozen student's feature maps), the zero-initialised last layer, so that a new stage starts from the
+previous ensemble's predictions, and the optional *focus* (:func:`focus_index`): a stage trained only on the samples
+of each batch the previous ensemble is least sure of, the ones an exit rule would send on to it.
 """
 from __future__ import annotations
 
+import math
 import os
 from typing import Callable, Sequence
 
@@ -66,6 +68,17 @@ def _kd(s: Tensor, previous: Tensor, teacher: Tensor, y: Tensor, *, temperature:
 def _mse_ce(s: Tensor, previous: Tensor, teacher: Tensor, y: Tensor, *, ce_weight: float,
             **_: float) -> dict[str, Tensor]:
     return {"mse": F.mse_loss(s, teacher - previous), "ce": ce_weight * F.cross_entropy(previous + s, y)}
+
+
+def focus_index(previous: Tensor, fraction: float) -> Tensor:
+    """The rows of a batch a focused stage trains on: the ``ceil(fraction * n)`` samples whose previous-ensemble
+    logits ``previous`` have the lowest largest softmax probability (the ``max_prob`` exit criterion; ranked within the batch, so the fraction holds
+    on training images, on which S0 is more confident than on held-out ones)."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"focus must be a fraction in (0, 1] of each batch, got {fraction!r}.")
+    k = max(1, math.ceil(fraction * len(previous)))
+    confidence = F.softmax(previous.float(), 1).max(1).values
+    return confidence.topk(k, largest=False).indices
 
 
 def residual_loss(kind: str, s: Tensor, previous: Tensor, teacher: Tensor, y: Tensor, *,
@@ -235,15 +248,18 @@ class ResidualDistiller(Distiller):
     """Trains one res-student on the residual of the frozen ensemble ``previous`` w.r.t. the frozen ``teacher``.
 
     Teacher and previous-ensemble logits come through :class:`reskd.cache.OutputCache`, so every stage, seed and
-    ablation that sees the same augmented view reuses them. ``loss`` is one of :data:`RESIDUAL_LOSSES`.
+    ablation that sees the same augmented view reuses them. ``loss`` is one of :data:`RESIDUAL_LOSSES`. With
+    ``focus`` (a fraction), the loss of each batch is taken only over the samples :func:`focus_index` picks.
     """
 
     def __init__(self, res_student: nn.Module, teacher: nn.Module, previous: ResKDEnsemble, *, loss: str = "kd",
                  input: str = "image", temperature: float = DEFAULT_TEMPERATURE,
                  ce_weight: float = DEFAULT_CE_WEIGHT, kd_weight: float = DEFAULT_KD_WEIGHT,
-                 cache_root: str | os.PathLike | None = None, zero_init: bool = True):
+                 cache_root: str | os.PathLike | None = None, zero_init: bool = True, focus: float | None = None):
         super().__init__(res_student)
         RESIDUAL_LOSSES.check(loss)
+        if focus is not None:
+            focus_index(torch.zeros(1, 2), focus)  # the fraction is checked here, before any training
         if input not in INPUTS:
             raise ValueError(f"unknown res-student input {input!r}; choose one of {INPUTS}.")
         t_classes = num_classes_of(teacher)
@@ -253,7 +269,7 @@ class ResidualDistiller(Distiller):
         if zero_init:
             zero_last_layer(res_student)
         self.teacher, self.previous = frozen(teacher), frozen(previous)
-        self.loss_kind, self.input = loss, input
+        self.loss_kind, self.input, self.focus = loss, input, focus
         self.temperature, self.ce_weight, self.kd_weight = temperature, ce_weight, kd_weight
         self.teacher_outputs = OutputCache(self.teacher, cache_root, name=TEACHER_CACHE_NAME)
         self.previous_outputs = OutputCache(self.previous, cache_root, name="ensemble")
@@ -273,8 +289,9 @@ class ResidualDistiller(Distiller):
         else:
             inp = x
         s = self.student(inp)
-        losses = residual_loss(self.loss_kind, s, previous, teacher, y, temperature=self.temperature,
-                               ce_weight=self.ce_weight, kd_weight=self.kd_weight)
+        rows = slice(None) if self.focus is None else focus_index(previous, self.focus)
+        losses = residual_loss(self.loss_kind, s[rows], previous[rows], teacher[rows], y[rows],
+                               temperature=self.temperature, ce_weight=self.ce_weight, kd_weight=self.kd_weight)
         return previous + s.detach(), losses
 
     def eval_model(self) -> nn.Module:

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from .adaptive import Policy, StagedOutputs, evaluate_policy
-from .experiment import AUTO, FEATURE_HEAD, TRAIN_SAMPLE, Experiment, ResKDRuns
+from .experiment import AUTO, FEATURE_HEAD, TRAIN_SAMPLE, Experiment, ResKDRuns, stage_input
 from .flops import count_macs
 from .metrics import agreement, residual_energy, top1
 from .profiles import Arch, Profile
@@ -35,7 +35,7 @@ class StageOption:
 
     @property
     def input(self) -> str:
-        return "features" if self.arch.name == FEATURE_HEAD else "image"
+        return stage_input(self.arch)
 
     @property
     def label(self) -> str:
@@ -86,11 +86,12 @@ def resolve_loss(exp: Experiment, loss: str | None = None, *, input: str | None 
 
 
 def reskd_runs(exp: Experiment, *, loss: str | None = None, input: str | None = None, feature_index: int = -1,
-               train: TrainConfig | None = None) -> ResKDRuns:
+               train: TrainConfig | None = None, student: Arch | None = None,
+               focus: float | None = None) -> ResKDRuns:
     """:class:`reskd.experiment.ResKDRuns` with the loss resolved by :func:`resolve_loss` (``"auto"``: on
     validation)."""
     return ResKDRuns(exp, loss=resolve_loss(exp, loss, input=input), input=input, feature_index=feature_index,
-                     train=train)
+                     train=train, student=student, focus=focus)
 
 
 def pick_best(frame: pd.DataFrame, column: str, *, by: str = "val_top1") -> Any:

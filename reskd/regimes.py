@@ -1,0 +1,177 @@
+"""The regime map: ways to build ResKD's res-students, each held against the cascade to the teacher and the
+equal-cost KD student at the same mean MACs per test image.
+
+A :class:`Regime` fixes the four axes the book varies: what a stage reads (the image, S0's last or an earlier feature
+map), its size against S0 (lighter, as heavy, heavier), its objective (regression of the residual, or
+*decision-focused*: a loss on the combined logits taken only over the samples the previous ensemble is least sure of,
+the ones an exit rule sends on) and S0 itself (the profile's student, or a stronger one from the same teacher).
+Only the first regime is the paper's reading (lighter res-students on the residual); the others are ours, and say so.
+
+:func:`regime_budgets` evaluates one trained regime at matched budgets (thresholds calibrated on val, test only
+reported), :func:`cascade_budgets` the cascade to the teacher, both through :func:`reskd.adaptive.at_budgets`, and
+:func:`screen` tabulates them all.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import pandas as pd
+
+from .adaptive import StagedOutputs, at_budgets, cascade
+from .experiment import Experiment, ResKDRuns, stage_input
+from .flops import count_macs
+from .metrics import correct, top1
+from .profiles import Arch
+from .registry import Registry
+from .reskd import ResKDEnsemble
+from .studies import reskd_runs
+from .theory import sample_energy
+
+#: Budgets of mean MACs per test image (% of the teacher's) at which regimes are compared: below, at and above the
+#: paper's CIFAR-10 figure (18.04%).
+BUDGETS_PCT = (12.5, 18.04, 25.0)
+SCREEN_SEEDS = (0,)  # regimes are screened on val with one seed; the best and every baseline then get three
+
+
+@dataclass(frozen=True)
+class Regime:
+    """One way to build the res-students on top of S0 (``None`` fields: the profile's setting)."""
+
+    name: str
+    stages: tuple[Arch, ...]
+    description: str
+    reading: str  # "paper" (our reading of the paper) or "ours" (an alternative we test)
+    student: Arch | None = None  # S0's architecture; None: the profile's student
+    loss: str | None = None  # a residual loss; None: the profile's ("auto": chosen on val)
+    focus: float | None = None  # train each stage on this least confident fraction of each batch
+    feature_index: int = -1  # which of S0's feature maps a feature head reads
+
+    def runs(self, exp: Experiment) -> ResKDRuns:
+        """The :class:`reskd.experiment.ResKDRuns` that train (or load) this regime's stages."""
+        return reskd_runs(exp, loss=self.loss, feature_index=self.feature_index, student=self.student,
+                          focus=self.focus)
+
+    def fields(self, exp: Experiment) -> dict[str, str]:
+        """The regime's four axes in words, for the results file's ``regime`` field."""
+        p = exp.profile
+        student = self.student or p.student
+        inputs = {stage_input(a) for a in self.stages}
+        where = "S0's feature map" + ("" if self.feature_index == -1 else f" {self.feature_index}")
+        objective = ("residual regression" if self.focus is None else
+                     f"decision-focused (loss on the combined logits over the {self.focus:.0%} least confident)")
+        return {"input": " + ".join(sorted(where if i == "features" else "image" for i in inputs)),
+                "size": ", ".join(a.label for a in self.stages), "objective": objective, "student": student.label}
+
+    def label(self, exp: Experiment) -> str:
+        f = self.fields(exp)
+        return f"{self.name}: S0={f['student']}; stages {f['size']} on the {f['input']}; {f['objective']}"
+
+
+#: The CIFAR-10 regimes of the map, by name (screened on val with one seed).
+CIFAR_REGIMES: Registry[Regime] = Registry("regime")
+
+
+def _register(regime: Regime) -> None:
+    CIFAR_REGIMES.register(regime.name, regime.description)(regime)
+
+
+_LIGHT, _EQUAL, _HEAVY = Arch("resnet8", 0.5), Arch("resnet8"), Arch("resnet20")
+_register(Regime("light-image", (_LIGHT, _LIGHT, _LIGHT), "three res-students lighter than S0, on the image (today's)",
+                 "paper"))
+_register(Regime("equal-image", (_EQUAL,), "one res-student as heavy as S0, on the image", "ours"))
+_register(Regime("heavy-image", (_HEAVY,), "one res-student heavier than S0 (resnet20), on the image", "ours"))
+_register(Regime("features-last", (Arch("feature_head"),), "a light head on S0's last feature map", "ours"))
+_register(Regime("features-deep", (Arch("feature_head3"),), "a three-block head on S0's last feature map", "ours"))
+_register(Regime("features-mid", (Arch("feature_head"),), "a light head on S0's middle feature map", "ours",
+                 feature_index=-2))
+_register(Regime("features-chain", (Arch("feature_head"),) * 3, "three light heads on S0's last feature map, chained",
+                 "ours"))
+_register(Regime("focus-equal", (_EQUAL,), "as heavy as S0, decision-focused on the 30% least confident", "ours",
+                 loss="kd", focus=0.3))
+_register(Regime("focus-heavy", (_HEAVY,), "resnet20, decision-focused on the 25% least confident", "ours",
+                 loss="kd", focus=0.25))
+_register(Regime("strong-s0", (_EQUAL,), "a stronger S0 (KD resnet14) with a resnet8 res-student", "ours",
+                 student=Arch("resnet14")))
+
+
+def regime_staged(exp: Experiment, regime: Regime, seed: int) -> dict[str, StagedOutputs]:
+    """The regime's trained chain for ``seed`` (trained now when missing, unless ``exp.train_missing`` is False),
+    as cumulative stage outputs on val and test."""
+    runs = regime.runs(exp)
+    ens: ResKDEnsemble = runs.ensemble(list(regime.stages), seed)
+    return {split: runs.staged(ens, split) for split in ("val", "test")}
+
+
+def static_rows(staged: dict[str, StagedOutputs], teacher_macs: int) -> pd.DataFrame:
+    """Every static prefix S0..Sk of a chain (or of the cascade: S0, then the teacher for every sample): its MACs as %
+    of the teacher's and its val and test top-1."""
+    val, test = staged["val"], staged["test"]
+    return pd.DataFrame([{"policy": f"static, {k + 1} stage(s)", "budget_pct": None,
+                          "val_pct_teacher": 100.0 * val.cumulative_macs[k] / teacher_macs,
+                          "test_pct_teacher": 100.0 * test.cumulative_macs[k] / teacher_macs,
+                          "val_top1": top1(val.logits[k], val.labels), "test_top1": top1(test.logits[k], test.labels)}
+                         for k in range(val.num_stages)])
+
+
+def _budget_table(name: str, seed: int, staged: dict[str, StagedOutputs], teacher_macs: int,
+                  budgets_pct: Sequence[float], criterion: str) -> pd.DataFrame:
+    adaptive = at_budgets(staged["val"], staged["test"], budgets_pct, teacher_macs, criterion=criterion)
+    adaptive.insert(0, "policy", [f"adaptive, {b:g}% budget" for b in adaptive["budget_pct"]])
+    frame = pd.concat([static_rows(staged, teacher_macs), adaptive], ignore_index=True)
+    frame.insert(0, "seed", seed)
+    frame.insert(0, "regime", name)
+    return frame
+
+
+def regime_budgets(exp: Experiment, regime: Regime, seed: int, *, budgets_pct: Sequence[float] = BUDGETS_PCT,
+                   criterion: str = "max_prob") -> pd.DataFrame:
+    """One regime and seed: every static prefix of its chain, and at each budget the adaptive policy calibrated on
+    val (its val and test top-1 and mean MACs; test is only reported)."""
+    teacher_macs = count_macs(exp.teacher(), exp.input_size)
+    return _budget_table(regime.name, seed, regime_staged(exp, regime, seed), teacher_macs, budgets_pct, criterion)
+
+
+CASCADE = "cascade"
+
+
+def cascade_budgets(exp: Experiment, seed: int, *, student: Arch | None = None,
+                    budgets_pct: Sequence[float] = BUDGETS_PCT, criterion: str = "max_prob") -> pd.DataFrame:
+    """The cascade from the KD student of ``seed`` (default: the profile's S0) to the teacher, as
+    :func:`regime_budgets` tabulates a regime."""
+    runs = ResKDRuns(exp, loss="mse", student=student)  # the loss is unused: no res-student is built
+    ens = runs.ensemble([], seed)
+    teacher_macs = count_macs(exp.teacher(), exp.input_size)
+    staged = {split: cascade(runs.staged(ens, split), exp.teacher_logits(split), teacher_macs)
+              for split in ("val", "test")}
+    label = CASCADE if student is None else f"{CASCADE} from {student.label}"
+    return _budget_table(label, seed, staged, teacher_macs, budgets_pct, criterion)
+
+
+def screen(exp: Experiment, regimes: Sequence[Regime] | None = None, *, seeds: Sequence[int] = SCREEN_SEEDS,
+           budgets_pct: Sequence[float] = BUDGETS_PCT) -> pd.DataFrame:
+    """The cascade and every regime (default: all of :data:`CIFAR_REGIMES`), static and at every budget."""
+    regimes = list(regimes) if regimes is not None else [CIFAR_REGIMES[n] for n in CIFAR_REGIMES]
+    frames = [cascade_budgets(exp, s, budgets_pct=budgets_pct) for s in seeds]
+    frames += [regime_budgets(exp, r, s, budgets_pct=budgets_pct) for r in regimes for s in seeds]
+    return pd.concat(frames, ignore_index=True)
+
+
+def energy_by_outcome(staged: StagedOutputs, stage: int = 1) -> pd.DataFrame:
+    """Where the residual energy stage ``stage`` removes sits, and what it does to top-1: samples grouped by whether
+    the ensemble before the stage was right, with each group's share of the samples, its share of the energy removed
+    (``sum_x e_{k-1}(x) - e_k(x)`` over the group, over the total), and how many of its predictions the stage fixed
+    (wrong to right) and broke (right to wrong), in % of all samples."""
+    if staged.teacher_logits is None or not 1 <= stage < staged.num_stages:
+        raise ValueError(f"need the teacher's logits and a stage in 1..{staged.num_stages - 1}, got stage {stage}.")
+    before, after, t = staged.logits[stage - 1], staged.logits[stage], staged.teacher_logits
+    removed = sample_energy(t, before) - sample_energy(t, after)
+    right_before, right_after = correct(before, staged.labels), correct(after, staged.labels)
+    total, n = removed.sum().item(), staged.num_samples
+    rows = []
+    for name, group in (("right before the stage", right_before), ("wrong before the stage", ~right_before)):
+        rows.append({"samples": name, "share_of_samples_pct": 100.0 * group.float().mean().item(),
+                     "share_of_energy_removed_pct": 100.0 * removed[group].sum().item() / total if total else None,
+                     "fixed_pct": 100.0 * (group & ~right_before & right_after).sum().item() / n,
+                     "broken_pct": 100.0 * (group & right_before & ~right_after).sum().item() / n})
+    return pd.DataFrame(rows)

@@ -1,0 +1,170 @@
+"""The regime map: focused res-students, a stronger S0, deeper feature heads, the cascade to the teacher and the
+budgeted evaluation, on a fixture CIFAR-10 (and on hand-made logits where the answer is known)."""
+import math
+
+import pytest
+import torch
+
+from reskd.adaptive import Policy, StagedOutputs, at_budgets, cascade, evaluate_policy
+from reskd.cli import JOBS
+from reskd.experiment import FEATURE_HEADS, Experiment, ResKDRuns
+from reskd.models import create_model
+from reskd.profiles import Arch, get_profile
+from reskd.regimes import CIFAR_REGIMES, Regime, cascade_budgets, regime_budgets, screen
+from reskd.reskd import ResidualDistiller, ResKDEnsemble, focus_index, residual_loss
+from reskd.train import TrainConfig
+
+TINY = TrainConfig(epochs=1, batch_size=16, lr=0.05)
+LIGHT = Arch("resnet8", 0.25)
+
+
+@pytest.fixture
+def exp(make_cifar_pickles, tmp_path, monkeypatch):
+    monkeypatch.setenv("RESKD_CACHE", str(tmp_path / "cache"))
+    data = make_cifar_pickles("cifar10")
+    profile = get_profile("cifar10", "smoke").replace(
+        teacher=Arch("resnet8", 0.5), student=LIGHT, res_students=(LIGHT,), teacher_train=TINY, student_train=TINY,
+        val_size=10, train_subset=None, test_subset=None, residual_loss="mse")
+    return Experiment(profile, data_root=data.root, artifacts=tmp_path / "artifacts", device="cpu", progress=False)
+
+
+def test_focus_index_picks_the_least_confident_fraction():
+    previous = torch.tensor([[5.0, 0.0], [0.1, 0.0], [2.0, 0.0], [0.0, 0.0]])  # confidences: high, low, mid, lowest
+    assert sorted(focus_index(previous, 0.5).tolist()) == [1, 3]
+    assert focus_index(previous, 0.01).tolist() == [3]  # at least one sample
+    assert len(focus_index(previous, 1.0)) == 4
+    for bad in (0.0, 1.5, -0.2):
+        with pytest.raises(ValueError, match="focus must be a fraction"):
+            focus_index(previous, bad)
+
+
+def test_a_focused_stage_learns_only_from_the_samples_it_is_sent():
+    torch.manual_seed(0)
+    s0, stage, teacher = create_model("resnet8", 10, width=0.25), create_model("resnet8", 10, width=0.25), \
+        create_model("resnet8", 10, width=0.25)
+    distiller = ResidualDistiller(stage, teacher, ResKDEnsemble(s0.eval()), loss="kd", focus=0.25)
+    distiller.train()
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+
+    class View:
+        key, num_samples = "v", 8
+
+    _, losses = distiller.loss(x, y, torch.arange(8), View())
+    with torch.no_grad():
+        previous, t = s0(x), teacher(x)
+    rows = focus_index(previous, 0.25)
+    s = stage(x)
+    expected = residual_loss("kd", s[rows], previous[rows], t[rows], y[rows])
+    for name in expected:
+        assert torch.allclose(losses[name], expected[name], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="focus must be a fraction"):
+        ResidualDistiller(create_model("resnet8", 10, width=0.25), teacher, ResKDEnsemble(s0), focus=2.0)
+
+
+def test_new_options_enter_keys_and_names_only_when_set(exp):
+    default = ResKDRuns(exp, loss="mse").ensemble([LIGHT])
+    focused = ResKDRuns(exp, loss="mse", focus=0.5).ensemble([LIGHT])
+    stronger = ResKDRuns(exp, loss="mse", student=Arch("resnet8", 0.5)).ensemble([LIGHT])
+    names = {name: spec for name, spec in exp.specs.items() if name.startswith("res1")}
+    plain = next(spec for name, spec in names.items() if "focus" not in name and "-on" not in name)
+    assert "focus" not in plain  # runs trained before the option existed keep their keys
+    assert any(spec.get("focus") == 0.5 for name, spec in names.items() if "-focus0.5" in name)
+    assert any("-onresnet8x0.5" in name for name in names)
+    assert stronger.stages[0].fc.in_features != default.stages[0].fc.in_features  # a different S0
+    assert focused.num_stages == default.num_stages == 2
+
+
+def test_a_deep_feature_head_has_its_blocks(exp):
+    runs = ResKDRuns(exp, loss="mse")
+    ens = runs.ensemble([Arch("feature_head3", 0.25)])
+    head = ens.stages[1]
+    assert ens.inputs == ["image", "features"] and len(head.body) == 3 * FEATURE_HEADS["feature_head3"]
+
+
+def _staged(correct_first: list[bool], confidence: list[float], macs: list[int]) -> StagedOutputs:
+    """Two stages on hand-made logits: stage 0 right where ``correct_first``, with max-prob rising with
+    ``confidence``; stage 1 always right."""
+    n = len(correct_first)
+    labels = torch.zeros(n, dtype=torch.long)
+    first = torch.zeros(n, 2)
+    for i, (ok, c) in enumerate(zip(correct_first, confidence)):
+        first[i, 0 if ok else 1] = c
+    second = torch.tensor([[9.0, 0.0]] * n)
+    return StagedOutputs(torch.stack([first, second]), labels, macs, teacher_logits=second)
+
+
+def test_the_cascade_replaces_s0_by_the_teacher_and_pays_both():
+    s0 = _staged([True, False, True, False], [3.0, 0.5, 2.0, 0.1], [10, 5])
+    teacher = torch.tensor([[9.0, 0.0]] * 4)
+    c = cascade(StagedOutputs(s0.logits[:1], s0.labels, [10]), teacher, teacher_macs=100)
+    assert c.cumulative_macs == [10, 110]
+    none = evaluate_policy(c, Policy("max_prob", [-math.inf]))
+    assert none["top1"] == pytest.approx(50.0) and none["avg_macs"] == pytest.approx(10.0)
+    everyone = evaluate_policy(c, Policy("max_prob", [math.inf]))
+    assert everyone["top1"] == pytest.approx(100.0) and everyone["avg_macs"] == pytest.approx(110.0)
+    with pytest.raises(ValueError, match="do not match"):
+        cascade(c, torch.zeros(3, 2), teacher_macs=100)
+
+
+def test_budgets_are_met_on_val_and_a_budget_below_s0_does_not_fit():
+    # the two wrong samples are the least confident: a budget that sends the two least confident on fixes them
+    val = _staged([True, False, True, False], [3.0, 0.5, 2.0, 0.1], [10, 100])
+    test = _staged([False, True, True, True], [0.2, 3.0, 2.0, 1.0], [10, 100])
+    rows = at_budgets(val, test, [5.0, 60.0, 200.0], teacher_macs=100)
+    assert list(rows["fits"]) == [False, True, True]
+    assert rows.loc[1, "val_pct_teacher"] <= 60.0 and rows.loc[1, "val_top1"] == pytest.approx(100.0)
+    assert rows.loc[1, "val_exit_frac_1"] == pytest.approx(0.5)
+    assert rows.loc[2, "val_top1"] == pytest.approx(100.0)
+    assert rows.loc[0, "val_pct_teacher"] == pytest.approx(10.0)  # the cheapest policy: S0 alone
+
+
+def test_regime_and_cascade_tables_on_a_fixture(exp):
+    regime = Regime("tiny", (LIGHT,), "a test regime", "ours", loss="mse", focus=0.5)
+    frame = regime_budgets(exp, regime, 0, budgets_pct=(10.0, 200.0))
+    assert list(frame["policy"]) == ["static, 1 stage(s)", "static, 2 stage(s)", "adaptive, 10% budget",
+                                     "adaptive, 200% budget"]
+    assert frame["test_top1"].between(0, 100).all()
+    cas = cascade_budgets(exp, 0, budgets_pct=(200.0,))
+    assert cas["regime"].iloc[0] == "cascade"
+    assert cas.loc[1, "val_pct_teacher"] > 100.0  # S0 plus the teacher for everyone
+    both = screen(exp, [regime], budgets_pct=(200.0,))
+    assert set(both["regime"]) == {"cascade", "tiny"}
+
+
+def test_every_map_regime_is_buildable_and_has_a_job():
+    for name in CIFAR_REGIMES:
+        regime = CIFAR_REGIMES[name]
+        assert regime.reading in ("paper", "ours") and regime.stages
+        assert f"regime:{name}" in JOBS
+        for arch in regime.stages:
+            if arch.name not in FEATURE_HEADS:
+                create_model(arch.name, 10, width=arch.width)
+    assert [CIFAR_REGIMES[n].reading for n in CIFAR_REGIMES].count("paper") == 1
+
+
+def test_the_oracle_stops_where_the_prediction_is_final_and_random_exits_keep_the_cost():
+    from reskd.adaptive import evaluate_exits, oracle_exits, random_exits
+
+    st = _staged([True, False, True, False], [3.0, 0.5, 2.0, 0.1], [10, 100])
+    assert oracle_exits(st).tolist() == [0, 1, 0, 1]
+    assert evaluate_exits(st, oracle_exits(st))["top1"] == pytest.approx(100.0)
+    exits = random_exits(st, [0.5, 0.5], seed=3)
+    assert sorted(exits.tolist()) == [0, 0, 1, 1]
+    assert evaluate_exits(st, exits)["avg_macs"] == pytest.approx(60.0)
+    with pytest.raises(ValueError, match="summing to 1"):
+        random_exits(st, [0.5, 0.6])
+
+
+def test_energy_by_outcome_splits_the_removed_energy_by_what_s0_got_right():
+    from reskd.regimes import energy_by_outcome
+
+    labels = torch.tensor([0, 0])
+    teacher = torch.tensor([[4.0, 0.0], [4.0, 0.0]])
+    before = torch.tensor([[2.0, 0.0], [0.0, 1.0]])  # sample 0 right, sample 1 wrong
+    after = torch.tensor([[4.0, 0.0], [0.0, 1.0]])  # the stage removes energy only where S0 was right
+    st = StagedOutputs(torch.stack([before, after]), labels, [1, 1], teacher_logits=teacher)
+    frame = energy_by_outcome(st).set_index("samples")
+    assert frame.loc["right before the stage", "share_of_energy_removed_pct"] == pytest.approx(100.0)
+    assert frame.loc["wrong before the stage", "fixed_pct"] == 0.0
+    with pytest.raises(ValueError, match="stage in 1..1"):
+        energy_by_outcome(st, stage=2)
