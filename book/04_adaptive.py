@@ -87,7 +87,7 @@ import seaborn as sns
 import torch
 from IPython.display import Markdown, display
 
-from reskd import results
+from reskd import report, results
 from reskd.adaptive import (CRITERIA, AdaptiveEnsemble, LearnedGate, calibrate, calibrate_per_stage,
                             compare_latency, confidence, evaluate_policy, sweep)
 from reskd.experiment import Experiment
@@ -273,7 +273,7 @@ grouped = shared.groupby(["operating point", "criterion"], sort=False)
 table = grouped[["val top-1", "val MMACs", "test top-1"]].mean()
 table["± (std)"] = grouped["test top-1"].std()
 table = table.join(grouped[["test MMACs", "% of teacher", "agreement (%)"]].mean())
-results.for_display(table)
+report.for_display(table)
 
 # %% [markdown]
 # ## Where the samples stop
@@ -326,7 +326,7 @@ else:
           f"({diff.loc[accuracy_points, 'test top-1'].mean():+.2f} points of test top-1); at the budgets "
           f"{diff.loc[budget_points, 'val top-1'].mean():+.2f} points of val top-1, "
           f"{diff.loc[budget_points, 'test top-1'].mean():+.2f} on test")
-results.for_display(compare)
+report.for_display(compare)
 
 # %% [markdown]
 # ## Does it save time?

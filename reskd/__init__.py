@@ -4,6 +4,7 @@ Modules, one concept each: ``data`` (data sets, cache, augmentation, splits), ``
 ``flops`` (MACs with fvcore), ``registry`` (named definitions), ``metrics`` (top-1, agreement, residual energy),
 ``distill`` (one class per training objective), ``cache`` (frozen models' outputs), ``train`` (the training loop),
 ``reskd`` (the method), ``adaptive`` (early exits), ``profiles`` (every data set's settings), ``experiment`` (runs by
-spec), ``studies`` (ablation, growth, baselines), ``cli`` (the job CLI), ``results`` (the results files).
+spec), ``studies`` (ablation, growth, baselines), ``cli`` (the job CLI), ``results`` (the results files),
+``report`` (records and verdicts).
 """
 __version__ = "0.1.0"

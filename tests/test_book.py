@@ -154,6 +154,10 @@ def test_prose_edits_reach_the_stored_page_without_executing(tmp_path):
                                                            "pd.set_option(\"display.precision\", 3)"))
     with pytest.raises(SystemExit, match="re-execute"):
         run_book.sync_sources("05_summary", tmp_path)
+    changed = run_book.sync_sources("05_summary", tmp_path, keep_outputs=True)  # a refactoring: outputs are kept
+    kept = json.loads((tmp_path / "05_summary.ipynb").read_text())
+    assert changed and any('"display.precision", 3' in "".join(c["source"]) for c in kept["cells"])
+    assert [c.get("outputs") for c in kept["cells"]] == [c.get("outputs") for c in before["cells"]]
 
 
 def test_the_main_job_keeps_each_page_in_its_stored_profile():
