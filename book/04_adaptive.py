@@ -407,8 +407,7 @@ latency
 # %%
 def number(x) -> float | None:
     """A plain float for JSON (None for NaN)."""
-    x = float(x)
-    return None if x != x else x
+    return results.plain_json(float(x))
 
 
 summary = ops.groupby(["operating point", "criterion", "thresholds"], sort=False)

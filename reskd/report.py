@@ -10,7 +10,7 @@ import pandas as pd
 
 from . import metrics
 from .adaptive import StagedOutputs, calibrate, evaluate_policy
-from .results import STATUS_NOT_RUN, ResultsError
+from .results import STATUS_NOT_RUN, ResultsError, plain_json
 
 
 def results_table(records: Mapping[str, Mapping[str, Any]], *, datasets: Sequence[str] | None = None) -> pd.DataFrame:
@@ -41,7 +41,7 @@ def results_table(records: Mapping[str, Mapping[str, Any]], *, datasets: Sequenc
 def frame_records(frame: pd.DataFrame, digits: int = 4) -> list[dict[str, Any]]:
     """``frame``'s rows as plain-JSON dicts (floats rounded to ``digits``, missing values as None), for ``extra``."""
     rounded = frame.round(digits).astype(object)
-    return rounded.where(frame.notna(), None).to_dict(orient="records")
+    return plain_json(rounded.where(frame.notna(), None).to_dict(orient="records"))
 
 
 def for_display(frame: pd.DataFrame, digits: int = 2) -> pd.DataFrame:

@@ -17,7 +17,7 @@ Chapters that measure something other than a list of models (the theory checks, 
 write an *analysis* record, ``results/<name>.json`` with the same text fields and an ``analysis`` dict instead of
 ``models`` (:func:`write_analysis`, :func:`load_analysis`); :func:`load_results` leaves those out.
 
-This module is a leaf (schema, validation, reading and writing); the records' assembly and the
+This module is a leaf (schema, validation, reading and writing, :func:`plain_json`); the records' assembly and the
 verdicts on them (model entries, tables, calibrated adaptive entries, targets) are in :mod:`reskd.report`.
 """
 from __future__ import annotations
@@ -52,6 +52,20 @@ def results_root(root: str | os.PathLike | None = None) -> Path:
     if root is not None:
         return Path(root)
     return Path(os.environ[RESULTS_ENV]) if os.environ.get(RESULTS_ENV) else project_root() / RESULTS_DIR
+
+
+def plain_json(value: Any) -> Any:
+    """``value`` as plain JSON: numpy scalars as Python numbers, NaN and inf as None, tuples as lists, dicts and
+    lists cleaned throughout (the one cleaning every record goes through before :func:`validate`)."""
+    if isinstance(value, Mapping):
+        return {key: plain_json(v) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_json(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _is_number(x: Any) -> bool:

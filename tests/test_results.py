@@ -1,7 +1,9 @@
 """reskd.results: schema validation, round trip, atomic writes, plain JSON."""
 import json
+import math
 import os
 
+import numpy as np
 import pytest
 
 from helpers import results_model as _model, write_results as _write
@@ -90,3 +92,11 @@ def test_regime_is_optional_text(tmp_path):
     assert models[0]["regime"] == "low-data" and "regime" not in models[1]
     with pytest.raises(R.ResultsError, match="regime"):
         _write(tmp_path, models=[_model(regime=3)])
+
+
+def test_plain_json_cleans_numpy_and_non_finite_values():
+    value = {"a": np.float64(1.5), "b": [np.int64(2), math.nan, (math.inf, "x")], "c": {"d": np.bool_(True)}}
+    cleaned = R.plain_json(value)
+    assert cleaned == {"a": 1.5, "b": [2, None, [None, "x"]], "c": {"d": True}}
+    assert type(cleaned["a"]) is float and type(cleaned["b"][0]) is int and type(cleaned["c"]["d"]) is bool
+    json.dumps(cleaned, allow_nan=False)
