@@ -89,10 +89,12 @@ def _check_samples(t: Tensor) -> None:
 
 
 def disagreement_rate(teacher_logits: Tensor, logits: Tensor) -> float:
-    """The fraction of samples whose top-1 class differs from the teacher's (in [0, 1])."""
+    """The fraction of samples whose top-1 class differs from the teacher's (in [0, 1]): the complement of
+    :func:`reskd.metrics.agreement`, from the same per-sample test (:func:`reskd.metrics.correct` against the teacher's
+    classes), averaged in float64 so that it compares exactly with :func:`disagreement_bound`."""
     t, z = _check_logits(teacher_logits, logits)
     _check_samples(t)
-    return (t.argmax(1) != z.argmax(1)).double().mean().item()
+    return (~correct(z, t.argmax(1))).double().mean().item()
 
 
 def disagreement_bound(teacher_logits: Tensor, logits: Tensor, *, kind: str = "oscillation") -> float:
