@@ -89,7 +89,7 @@ from reskd.adaptive import sweep
 from reskd.data import is_available
 from reskd.experiment import Experiment
 from reskd.flops import model_cost
-from reskd.metrics import agreement, correct, top1
+from reskd.metrics import correct, top1
 from reskd.profiles import PAPER_PCT_TEACHER, get_profile, profile_banner
 from reskd.studies import (PLAIN_SEED_OFFSET, ablate, ablate_losses, other_options, plain_ensemble_logits,
                            reskd_runs, stage_records)
@@ -137,13 +137,11 @@ outputs = {kind: {seed: exp.logits(model, "test")[0] for seed, model in models.i
            for kind, models in students.items()}
 student_macs = model_cost(students["kd"][config.seeds[0]], exp.input_size).macs
 names = {"scratch": f"student {config.student.label} (scratch)", "kd": f"student {config.student.label} (KD)"}
-models = [report.model_record(f"teacher {config.teacher.label}", "teacher", stages=0, macs=teacher_macs,
-                               teacher_macs=teacher_macs, top1=[top1(teacher_logits, labels)], seeds=[0])]
-for kind, logits in outputs.items():
-    models.append(report.model_record(
-        names[kind], kind, stages=1, macs=student_macs, teacher_macs=teacher_macs,
-        top1=[top1(out, labels) for out in logits.values()], seeds=list(logits),
-        agreement_teacher=[agreement(out, teacher_logits) for out in logits.values()]))
+models = [report.logits_record(f"teacher {config.teacher.label}", "teacher", {0: teacher_logits}, labels, stages=0,
+                                macs=teacher_macs, teacher_macs=teacher_macs)]
+models += [report.logits_record(names[kind], kind, logits, labels, stages=1, macs=student_macs,
+                                teacher_macs=teacher_macs, teacher_logits=teacher_logits)
+           for kind, logits in outputs.items()]
 report.for_display(report.models_frame(models))
 
 # %% [markdown]
@@ -279,19 +277,17 @@ stage_models = report.reskd_records(staged, teacher_macs, drops=OPERATING_POINTS
 first = staged[config.seeds[0]]["test"]
 equal = {seed: exp.student("kd", arch=config.equal_cost, seed=seed) for seed in config.seeds}
 equal_logits = {seed: exp.logits(m, "test")[0] for seed, m in equal.items()}
-stage_models.append(report.model_record(
-    f"KD student {config.equal_cost.label} (equal cost)", "kd-equal-cost", stages=1,
+stage_models.append(report.logits_record(
+    f"KD student {config.equal_cost.label} (equal cost)", "kd-equal-cost", equal_logits, labels, stages=1,
     macs=model_cost(equal[config.seeds[0]], exp.input_size).macs, teacher_macs=teacher_macs,
-    top1=[top1(z, labels) for z in equal_logits.values()], seeds=list(equal),
-    agreement_teacher=[agreement(z, teacher_logits) for z in equal_logits.values()]))
+    teacher_logits=teacher_logits))
 archs = [config.student, *config.res_students]
 for weighting, how in (("equal", "averaged"), ("val", "weights fit on val")):
     plain = {seed: plain_ensemble_logits(exp, archs, "test", seed=seed, weighting=weighting)[0]
              for seed in config.seeds}
-    stage_models.append(report.model_record(
-        f"plain KD ensemble ({len(archs)} members, {how}, equal cost)", "kd-equal-cost", stages=len(archs),
-        macs=first.cumulative_macs[-1], teacher_macs=teacher_macs, top1=[top1(z, labels) for z in plain.values()],
-        seeds=list(plain), agreement_teacher=[agreement(z, teacher_logits) for z in plain.values()]))
+    stage_models.append(report.logits_record(
+        f"plain KD ensemble ({len(archs)} members, {how}, equal cost)", "kd-equal-cost", plain, labels,
+        stages=len(archs), macs=first.cumulative_macs[-1], teacher_macs=teacher_macs, teacher_logits=teacher_logits))
 curve = sweep(staged[config.seeds[0]]["val"], "max_prob", test=first, teacher_macs=teacher_macs, points=20)
 
 # %% [markdown]

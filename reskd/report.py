@@ -4,12 +4,13 @@ The schema these entries follow, and reading and writing them, are in :mod:`resk
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import pandas as pd
+from torch import Tensor
 
 from . import metrics
-from .adaptive import StagedOutputs, calibrate, evaluate_policy
+from .adaptive import Policy, StagedOutputs, calibrate, calibrate_per_stage, evaluate_policy
 from .results import STATUS_NOT_RUN, ResultsError, plain_json
 
 
@@ -61,6 +62,17 @@ def model_record(name: str, kind: str, *, stages: int, macs: float, teacher_macs
     return {"name": name, "kind": kind, "stages": int(stages), "macs": float(macs),
             "pct_teacher": 100.0 * float(macs) / float(teacher_macs), "top1_mean": float(mean), "top1_std": float(std),
             "seeds": [int(s) for s in seeds], "agreement_teacher": None if agree is None else float(agree)}
+
+
+def logits_record(name: str, kind: str, logits: Mapping[int, Tensor], labels: Tensor, *, stages: int, macs: float,
+                  teacher_macs: float, teacher_logits: Tensor | None = None) -> dict[str, Any]:
+    """One entry of ``models`` from a model's test logits per seed (``logits[seed]``, N x C): top-1 against
+    ``labels`` and, when ``teacher_logits`` are given, agreement with the teacher (:func:`model_record`)."""
+    outputs = list(logits.values())
+    return model_record(name, kind, stages=stages, macs=macs, teacher_macs=teacher_macs,
+                        top1=[metrics.top1(z, labels) for z in outputs], seeds=list(logits),
+                        agreement_teacher=None if teacher_logits is None
+                        else [metrics.agreement(z, teacher_logits) for z in outputs])
 
 
 def models_frame(models: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
@@ -153,3 +165,97 @@ def reskd_records(staged: Mapping[int, Mapping[str, StagedOutputs]], teacher_mac
             top1=[r["top1"] for r in runs], seeds=seeds,
             agreement_teacher=[r["agreement_teacher"] for r in runs] if "agreement_teacher" in runs[0] else None))
     return entries
+
+
+CALIBRATIONS = {"shared": calibrate, "per stage": calibrate_per_stage}  # one threshold for all stages, or one each
+
+
+def operating_targets(val: StagedOutputs, *, drops: Sequence[float], shares: Sequence[float]
+                      ) -> dict[str, dict[str, float]]:
+    """The calibration targets on one seed's validation outputs, by name: validation top-1 at most each of ``drops``
+    points below the full ensemble's ("full − 0.5"), and average MACs within S0's plus each of ``shares`` of the
+    res-students' ("S0 + 25% res")."""
+    full = metrics.top1(val.logits[-1], val.labels)
+    points = {f"full − {drop:g}": {"target_top1": max(0.0, full - drop)} for drop in drops}
+    res_macs = sum(val.stage_macs[1:])
+    points.update({f"S0 + {share:.0%} res": {"target_macs": val.stage_macs[0] + share * res_macs}
+                   for share in shares})
+    return points
+
+
+def calibration_grid(staged: Mapping[int, Mapping[str, StagedOutputs]], *, criteria: Sequence[str],
+                     teacher_macs: float, drops: Sequence[float], shares: Sequence[float],
+                     gate_for: Callable[[str, int], Any] | None = None,
+                     calibrations: Mapping[str, Callable[..., Policy]] = CALIBRATIONS
+                     ) -> tuple[pd.DataFrame, dict[tuple[int, str, str, str], Policy]]:
+    """Every (seed, operating point of :func:`operating_targets`, criterion, calibration) policy, calibrated on the
+    seed's validation split and evaluated on both splits: one row each (validation top-1 and MMACs, test top-1,
+    MMACs, % of the teacher, agreement, and the share of test samples stopping after each stage ``S<k>``), and the
+    policies by ``(seed, point, criterion, calibration)``. ``gate_for(criterion, seed)`` gives a learned gate."""
+    rows, policies = [], {}
+    for seed, st in staged.items():
+        for point, target in operating_targets(st["val"], drops=drops, shares=shares).items():
+            for criterion in criteria:
+                for kind, calibrate_fn in calibrations.items():
+                    gate = gate_for(criterion, seed) if gate_for is not None else None
+                    policy = calibrate_fn(st["val"], criterion, gate=gate, **target)
+                    policies[seed, point, criterion, kind] = policy
+                    v = evaluate_policy(st["val"], policy)
+                    t = evaluate_policy(st["test"], policy, teacher_macs=teacher_macs)
+                    rows.append({"seed": seed, "operating point": point, "criterion": criterion, "thresholds": kind,
+                                 "val top-1": v["top1"], "val MMACs": v["avg_macs"] / 1e6, "test top-1": t["top1"],
+                                 "test MMACs": t["avg_macs"] / 1e6, "% of teacher": t["pct_teacher"],
+                                 "agreement (%)": t["agreement_teacher"],
+                                 **{f"S{k}": t[f"exit_frac_{k}"] for k in range(st["test"].num_stages)}})
+    return pd.DataFrame(rows), policies
+
+
+def _number(x: Any) -> float | None:
+    """A plain float for JSON (None for NaN)."""
+    return plain_json(float(x))
+
+
+def adaptive_analysis(*, seeds: Sequence[int], criteria: Sequence[str], stage_macs: Sequence[float],
+                      teacher_macs: float, teacher_top1: float, static: pd.DataFrame, grid: pd.DataFrame,
+                      curves: pd.DataFrame, chosen_point: str, chosen: str, exit_fractions: pd.Series,
+                      latency: pd.DataFrame, latency_setup: Mapping[str, Any], timed: Sequence[str]
+                      ) -> dict[str, Any]:
+    """The adaptive-inference chapter's ``analysis`` record: the static stages (``static``: macs, pct_teacher,
+    test_top1 per stage), every operating point of the :func:`calibration_grid` ``grid`` (means over seeds), the
+    threshold sweeps ``curves`` by criterion, the ``chosen`` criterion at ``chosen_point`` with its test
+    ``exit_fractions``, and the ``latency`` table (ms per image of each model in ``timed``, the speedups) with its
+    ``latency_setup`` (device, threads, repeats, target ratio)."""
+    stage_columns = [f"S{k}" for k in range(len(stage_macs))]
+    operating_rows = []
+    for (point, criterion, kind), group in grid.groupby(["operating point", "criterion", "thresholds"], sort=False):
+        operating_rows.append({
+            "operating_point": point, "criterion": criterion, "thresholds": kind, "seeds": len(group),
+            "val_top1": _number(group["val top-1"].mean()), "val_macs": _number(1e6 * group["val MMACs"].mean()),
+            "test_top1_mean": _number(group["test top-1"].mean()),
+            "test_top1_std": _number(group["test top-1"].std()) if len(group) > 1 else 0.0,
+            "test_macs": _number(1e6 * group["test MMACs"].mean()),
+            "pct_teacher": _number(group["% of teacher"].mean()),
+            "agreement_teacher": _number(group["agreement (%)"].mean()),
+            "exit_fractions": [_number(group[c].mean()) for c in stage_columns]})
+    return {
+        "seeds": list(seeds), "criteria": list(criteria), "num_stages": len(stage_macs),
+        "stage_macs": [int(m) for m in stage_macs], "teacher_macs": int(teacher_macs), "teacher_top1": teacher_top1,
+        "static_stages": [{"stages": k + 1, "macs": _number(r["macs"]), "pct_teacher": _number(r["pct_teacher"]),
+                           "test_top1_mean": _number(r["test_top1"])} for k, r in static.iterrows()],
+        "operating_points": operating_rows,
+        "sweeps": {criterion: [{"val_top1": _number(r["val_top1"]), "val_macs": _number(r["val_avg_macs"]),
+                                "test_top1": _number(r["test_top1"]), "test_macs": _number(r["test_avg_macs"]),
+                                "test_pct_teacher": _number(r["test_pct_teacher"])} for _, r in curve.iterrows()]
+                   for criterion, curve in curves.groupby("criterion", sort=False)},
+        "chosen": {"operating_point": chosen_point, "criterion": chosen,
+                   "exit_fractions": [_number(f) for f in exit_fractions]},
+        "latency": {**latency_setup,
+                    "settings": [{"setting": setting, "images": int(row["images"]),
+                                  "batch_size": int(row["batch size"]),
+                                  "ms_per_image": {name: _number(row[f"{name} (ms/image)"]) for name in timed},
+                                  "macs_speedup": _number(row["MACs speedup"]),
+                                  "realized_speedup": _number(row["realized speedup"]),
+                                  "realized_over_macs_speedup": _number(row["realized / MACs speedup"]),
+                                  "speedup_vs_teacher": _number(row["adaptive vs teacher"])}
+                                 for setting, row in latency.iterrows()]},
+    }

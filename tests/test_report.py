@@ -1,11 +1,15 @@
 """reskd.report: model entries, tables and verdicts built on the results schema."""
 import json
 
+import pandas as pd
 import pytest
+import torch
 
 from helpers import results_model as _model, write_results as _write
 from reskd import report as R
 from reskd import results
+from reskd.adaptive import StagedOutputs
+from reskd.metrics import agreement, top1
 
 
 def test_summary_table_says_what_was_not_run(tmp_path):
@@ -69,25 +73,23 @@ def test_compare_at_cost_uses_the_longest_chain_and_the_seed_noise():
 
 
 def test_frame_records_are_plain_json():
-    import pandas as pd
     rows = R.frame_records(pd.DataFrame({"a": [1.23456, float("nan")], "b": ["x", None]}), digits=2)
     assert rows == [{"a": 1.23, "b": "x"}, {"a": None, "b": None}]
     json.dumps(rows, allow_nan=False)
 
 
+def _staged(seed):
+    """Two stages on 200 samples of 5 classes: a noisy S0, and a stage that moves it halfway to the teacher."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 5, (200,), generator=g)
+    teacher = torch.nn.functional.one_hot(labels, 5).float() * 6
+    s0 = teacher + 4 * torch.randn(200, 5, generator=g)
+    logits = torch.stack([s0, 0.5 * (s0 + teacher)])
+    return StagedOutputs(logits, labels, [100, 40], teacher_logits=teacher)
+
+
 def test_reskd_records_stages_and_adaptive_points():
-    import torch
-
-    from reskd.adaptive import StagedOutputs
-
-    def staged(seed):
-        g = torch.Generator().manual_seed(seed)
-        labels = torch.randint(0, 5, (200,), generator=g)
-        teacher = torch.nn.functional.one_hot(labels, 5).float() * 6
-        s0 = teacher + 4 * torch.randn(200, 5, generator=g)  # a noisy student; the stage moves it to the teacher
-        logits = torch.stack([s0, 0.5 * (s0 + teacher)])
-        return StagedOutputs(logits, labels, [100, 40], teacher_logits=teacher)
-
+    staged = _staged
     by_seed = {seed: {"val": staged(10 + seed), "test": staged(20 + seed)} for seed in (0, 1)}
     entries = R.reskd_records(by_seed, teacher_macs=1000, drops=(0.5, 100.0))
     assert [e["name"] for e in entries] == ["ResKD S0", "ResKD S0..S1", "ResKD adaptive (val -0.5 pt)",
@@ -99,3 +101,53 @@ def test_reskd_records_stages_and_adaptive_points():
     assert 100 <= entries[2]["macs"] <= 140
     with pytest.raises(results.ResultsError, match="no staged outputs"):
         R.reskd_records({}, teacher_macs=1000)
+
+
+def test_logits_record_scores_every_seed():
+    teacher = torch.tensor([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0], [0.0, 2.0]])
+    labels = torch.tensor([0, 1, 1, 1])
+    logits = {3: teacher, 5: -teacher}
+    entry = R.logits_record("KD", "kd", logits, labels, stages=1, macs=2e6, teacher_macs=8e6, teacher_logits=teacher)
+    assert entry["seeds"] == [3, 5] and entry["pct_teacher"] == 25.0
+    assert entry["top1_mean"] == (top1(teacher, labels) + top1(-teacher, labels)) / 2 == 50.0
+    assert entry["agreement_teacher"] == (agreement(teacher, teacher) + agreement(-teacher, teacher)) / 2 == 50.0
+    alone = R.logits_record("teacher", "teacher", {0: teacher}, labels, stages=0, macs=8e6, teacher_macs=8e6)
+    assert alone["agreement_teacher"] is None and alone["top1_std"] == 0.0 and alone["top1_mean"] == 75.0
+
+
+def test_calibration_grid_covers_every_point_criterion_and_calibration():
+    staged = {seed: {"val": _staged(10 + seed), "test": _staged(20 + seed)} for seed in (0, 1)}
+    targets = R.operating_targets(staged[0]["val"], drops=(0.5,), shares=(0.25,))
+    assert list(targets) == ["full − 0.5", "S0 + 25% res"] and targets["S0 + 25% res"] == {"target_macs": 110.0}
+    grid, policies = R.calibration_grid(staged, criteria=("max_prob", "margin"), teacher_macs=1000,
+                                        drops=(0.5,), shares=(0.25,))
+    assert len(grid) == 2 * 2 * 2 * 2 == len(policies)  # seeds x points x criteria x calibrations
+    assert set(grid["thresholds"]) == {"shared", "per stage"}
+    assert ((grid["S0"] + grid["S1"]) - 1).abs().max() < 1e-6  # every test sample stops after one of the stages
+    budget = grid[grid["operating point"] == "S0 + 25% res"]
+    assert (budget["val MMACs"] <= 110 / 1e6 + 1e-12).all()
+
+
+def test_adaptive_analysis_is_plain_json_means_over_seeds():
+    staged = {seed: {"val": _staged(10 + seed), "test": _staged(20 + seed)} for seed in (0, 1)}
+    grid, _ = R.calibration_grid(staged, criteria=("max_prob",), teacher_macs=1000, drops=(0.5,), shares=())
+    static = pd.DataFrame([{"macs": 100, "pct_teacher": 10.0, "test_top1": 50.0},
+                           {"macs": 140, "pct_teacher": 14.0, "test_top1": 60.0}])
+    curves = pd.DataFrame([{"criterion": "max_prob", "val_top1": 55.0, "val_avg_macs": 120.0, "test_top1": 54.0,
+                            "test_avg_macs": 121.0, "test_pct_teacher": 12.1}])
+    latency = pd.DataFrame([{"setting": "batch 1", "images": 4, "batch size": 1, "teacher (ms/image)": 2.0,
+                             "adaptive (ms/image)": 1.0, "MACs speedup": 1.2, "realized speedup": 1.1,
+                             "realized / MACs speedup": 0.9, "adaptive vs teacher": 2.0}]).set_index("setting")
+    analysis = R.adaptive_analysis(
+        seeds=(0, 1), criteria=("max_prob",), stage_macs=(100, 40), teacher_macs=1000, teacher_top1=70.0,
+        static=static, grid=grid, curves=curves, chosen_point="full − 0.5", chosen="max_prob",
+        exit_fractions=pd.Series([0.75, 0.25]), latency=latency, timed=["teacher", "adaptive"],
+        latency_setup={"device": "cpu", "threads": 1, "repeats": 2, "target_ratio": 0.8})
+    (shared,) = [r for r in analysis["operating_points"] if r["thresholds"] == "shared"]
+    assert shared["seeds"] == 2 and shared["test_top1_mean"] == pytest.approx(
+        grid[grid["thresholds"] == "shared"]["test top-1"].mean())
+    assert analysis["num_stages"] == 2 and analysis["static_stages"][1] == {"stages": 2, "macs": 140.0,
+                                                                          "pct_teacher": 14.0, "test_top1_mean": 60.0}
+    assert analysis["latency"]["settings"][0]["ms_per_image"] == {"teacher": 2.0, "adaptive": 1.0}
+    results.validate_analysis({"chapter": "04_adaptive", "dataset": "cifar10", "data_source": "x", "profile": "smoke",
+                               "device": "cpu", "analysis": analysis})
