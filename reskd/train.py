@@ -35,18 +35,15 @@ from torch import Tensor, nn
 from .distill import Distiller, View
 from .metrics import top1  # noqa: F401 (re-exported: reskd.train.top1)
 from .registry import Registry
+from .runstore import (CHECKPOINT, FINAL_MODEL, HISTORY, SUMMARY, folder_lock, is_finished,  # noqa: F401
+                       remove_temporary_files)
 from .utils import (MIN_CHANNELS_LAST_CHANNELS, atomic_json_dump, atomic_torch_save, atomic_write,  # noqa: F401
-                    folder_lock, memory_format_for, model_memory_format, resolve_device, rng_state, set_rng_state)
+                    memory_format_for, model_memory_format, resolve_device, rng_state, set_rng_state)
 from .utils import progress as progress_bar
 
 Schedule = Callable[..., Any]
 #: Learning-rate schedules by name, each ``schedule(optimizer, config, total_steps)`` -> a scheduler stepped per batch.
 SCHEDULES: Registry[Schedule] = Registry("schedule")
-CHECKPOINT = "checkpoint.pt"
-FINAL_MODEL = "model.pt"
-HISTORY = "history.csv"
-SUMMARY = "summary.json"
-RUN_FILES = (CHECKPOINT, FINAL_MODEL, HISTORY, SUMMARY)  # what fit writes, each through a temporary file
 
 
 class CheckpointError(RuntimeError):
@@ -194,19 +191,6 @@ class FitResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-def is_finished(run_dir: str | os.PathLike) -> bool:
-    """Whether ``run_dir`` holds a finished run (``model.pt``, written after ``summary.json`` and ``history.csv``)."""
-    run_dir = Path(run_dir)
-    return (run_dir / FINAL_MODEL).exists() and (run_dir / SUMMARY).exists()
-
-
-def _remove_temporary_files(run_dir: Path) -> None:
-    """The temporary files of writes that a kill interrupted (only the lock holder writes them)."""
-    for name in RUN_FILES:
-        for tmp in run_dir.glob(f".{name}.*.tmp"):
-            tmp.unlink(missing_ok=True)
-
-
 def architecture(model: nn.Module) -> dict[str, Any]:
     """What a run records of its student's architecture (beside its identity, so that older runs still load)."""
     return {"class": type(model).__name__, "parameters": sum(p.numel() for p in model.parameters())}
@@ -282,7 +266,7 @@ def fit(distiller: Distiller, train_loader, config: TrainConfig, *, eval_loaders
     with contextlib.ExitStack() as stack:
         if run_dir is not None:  # one process per run: a second one waits, then loads what the first trained
             stack.enter_context(folder_lock(run_dir))
-            _remove_temporary_files(run_dir)
+            remove_temporary_files(run_dir)
         if run_dir is not None and retrain:
             for name in (FINAL_MODEL, CHECKPOINT, SUMMARY, HISTORY):  # the finished marker first
                 (run_dir / name).unlink(missing_ok=True)

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from reskd.artifacts import run_key
+from reskd.runstore import run_key
 from reskd import experiment as E
 from reskd.cli import run_jobs
 from reskd.experiment import FEATURE_HEAD, Experiment, ResKDRuns
@@ -231,8 +231,7 @@ def test_profile_banner_names_the_profile_its_data_and_what_to_trust():
 
 
 def test_runs_table_tells_finished_interrupted_running_and_unstarted_runs(exp):
-    from reskd.artifacts import run_dir, runs_table
-    from reskd.utils import folder_lock
+    from reskd.runstore import folder_lock, run_dir, runs_table
 
     e = exp()
     e.teacher()
