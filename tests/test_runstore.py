@@ -20,7 +20,8 @@ def test_committed_runs_keep_their_keys():
 def test_run_dir_writes_the_spec_and_a_run_is_finished_by_its_model(tmp_path):
     spec = {"dataset": "cifar10", "seed": 0}
     folder = run_dir(spec, "kd", root=tmp_path)
-    assert folder == tmp_path / "cifar10" / f"kd-{run_key(spec)}" and json.loads((folder / SPEC_FILE).read_text()) == spec
+    assert folder == tmp_path / "cifar10" / f"kd-{run_key(spec)}"
+    assert json.loads((folder / SPEC_FILE).read_text()) == spec
     (folder / CHECKPOINT).write_bytes(b"")
     (folder / SUMMARY).write_text("{}")
     assert not is_finished(folder)
