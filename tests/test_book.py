@@ -217,3 +217,8 @@ def test_an_executed_page_names_no_scratch_folder(tmp_path):
     assert "run-book-" not in page and str(tmp_path) not in page
     assert json.loads(page)["metadata"]["papermill"]["parameters"] == {"profile": "cpu", "train_missing": False}
     assert "CIFAR-10 (JPEG copy" in page  # the summary read the copied cifar10.json
+
+
+def test_a_cell_source_reads_the_same_as_a_string_or_as_lines():
+    assert run_book.cell_text({"source": ["a = 1\n", "b = 2"]}) == "a = 1\nb = 2" == run_book.cell_text(
+        {"source": "a = 1\nb = 2"})

@@ -108,6 +108,12 @@ def run_chapter(chapter: str, output_dir: Path, parameters: dict) -> float:
     return time.perf_counter() - start
 
 
+def cell_text(cell: dict) -> str:
+    """A stored cell's source as one string (nbformat stores it as a string or as a list of lines)."""
+    source = cell["source"]
+    return "".join(source) if isinstance(source, list) else source
+
+
 def tidy_page(path: Path) -> None:
     """Replace papermill's absolute input/output paths in the notebook's metadata with the chapter's file name (a
     committed notebook names no machine's folders), and label papermill's parameters cell for the reader."""
@@ -118,7 +124,7 @@ def tidy_page(path: Path) -> None:
             meta[key] = Path(meta[key]).name
     for cell in notebook["cells"]:
         if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
-            lines = cell["source"] if isinstance(cell["source"], list) else cell["source"].splitlines(keepends=True)
+            lines = cell_text(cell).splitlines(keepends=True)
             if lines and lines[0].strip() == "# Parameters":
                 cell["source"] = [INJECTED_LABEL + "\n", *lines[1:]]
     path.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")
@@ -187,8 +193,7 @@ def sync_sources(chapter: str, book: Path = BOOK, *, keep_outputs: bool = False)
         raise SystemExit(f"{chapter}: cells were added, removed or reordered; re-execute it (tools/run_book.py).")
     changed = []
     for i, (new, old) in enumerate(zip(source.cells, cells)):
-        text = "".join(old["source"]) if isinstance(old["source"], list) else old["source"]
-        if new.source == text:
+        if new.source == cell_text(old):
             continue
         if new.cell_type == "code" and old.get("outputs") and not keep_outputs:
             raise SystemExit(f"{chapter}: code cell {i} has outputs and its source changed; re-execute the chapter "
