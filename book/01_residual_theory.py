@@ -268,7 +268,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reskd import results, theory
+from reskd import report, results, theory
 from reskd.metrics import agreement, top1
 from reskd.adaptive import StagedOutputs
 from reskd.utils import seed_everything
@@ -666,11 +666,11 @@ plt.show()
 
 # %%
 teacher_macs = macs(teacher)
-models = [results.model_record("teacher MLP", "teacher", stages=0, macs=teacher_macs, teacher_macs=teacher_macs,
+models = [report.model_record("teacher MLP", "teacher", stages=0, macs=teacher_macs, teacher_macs=teacher_macs,
                                top1=[teacher_top1], seeds=[toy_seeds[0]])]
 for k in range(NUM_STAGES):
     per_seed = [st["test"] for st in toy_staged.values()]
-    models.append(results.model_record(
+    models.append(report.model_record(
         "S0" if k == 0 else f"S0+...+S{k}", "kd" if k == 0 else "reskd-stage", stages=k + 1,
         macs=(k + 1) * macs(stages[0]), teacher_macs=teacher_macs, top1=[top1_per_stage(st)[k] for st in per_seed],
         seeds=toy_seeds, agreement_teacher=[agreement(st.logits[k], st.teacher_logits) for st in per_seed]))

@@ -84,12 +84,12 @@ import seaborn as sns
 import torch
 from IPython.display import Markdown, display
 
-from reskd import results
+from reskd import report, results
 from reskd.adaptive import sweep
 from reskd.data import is_available
 from reskd.experiment import Experiment
 from reskd.flops import model_cost
-from reskd.metrics import agreement, correct, top1
+from reskd.metrics import correct, top1
 from reskd.profiles import PAPER_PCT_TEACHER, get_profile, profile_banner
 from reskd.studies import (PLAIN_SEED_OFFSET, ablate, ablate_losses, other_options, plain_ensemble_logits,
                            reskd_runs, stage_records)
@@ -137,14 +137,12 @@ outputs = {kind: {seed: exp.logits(model, "test")[0] for seed, model in models.i
            for kind, models in students.items()}
 student_macs = model_cost(students["kd"][config.seeds[0]], exp.input_size).macs
 names = {"scratch": f"student {config.student.label} (scratch)", "kd": f"student {config.student.label} (KD)"}
-models = [results.model_record(f"teacher {config.teacher.label}", "teacher", stages=0, macs=teacher_macs,
-                               teacher_macs=teacher_macs, top1=[top1(teacher_logits, labels)], seeds=[0])]
-for kind, logits in outputs.items():
-    models.append(results.model_record(
-        names[kind], kind, stages=1, macs=student_macs, teacher_macs=teacher_macs,
-        top1=[top1(out, labels) for out in logits.values()], seeds=list(logits),
-        agreement_teacher=[agreement(out, teacher_logits) for out in logits.values()]))
-results.for_display(results.models_frame(models))
+models = [report.logits_record(f"teacher {config.teacher.label}", "teacher", {0: teacher_logits}, labels, stages=0,
+                                macs=teacher_macs, teacher_macs=teacher_macs)]
+models += [report.logits_record(names[kind], kind, logits, labels, stages=1, macs=student_macs,
+                                teacher_macs=teacher_macs, teacher_logits=teacher_logits)
+           for kind, logits in outputs.items()]
+report.for_display(report.models_frame(models))
 
 # %% [markdown]
 # <!-- reskd: stages -->
@@ -275,23 +273,21 @@ plt.show()
 # split so that validation top-1 stays within 0.5 or 1.0 points of the full ensemble's.
 
 # %%
-stage_models = results.reskd_records(staged, teacher_macs, drops=OPERATING_POINTS)
+stage_models = report.reskd_records(staged, teacher_macs, drops=OPERATING_POINTS)
 first = staged[config.seeds[0]]["test"]
 equal = {seed: exp.student("kd", arch=config.equal_cost, seed=seed) for seed in config.seeds}
 equal_logits = {seed: exp.logits(m, "test")[0] for seed, m in equal.items()}
-stage_models.append(results.model_record(
-    f"KD student {config.equal_cost.label} (equal cost)", "kd-equal-cost", stages=1,
+stage_models.append(report.logits_record(
+    f"KD student {config.equal_cost.label} (equal cost)", "kd-equal-cost", equal_logits, labels, stages=1,
     macs=model_cost(equal[config.seeds[0]], exp.input_size).macs, teacher_macs=teacher_macs,
-    top1=[top1(z, labels) for z in equal_logits.values()], seeds=list(equal),
-    agreement_teacher=[agreement(z, teacher_logits) for z in equal_logits.values()]))
+    teacher_logits=teacher_logits))
 archs = [config.student, *config.res_students]
 for weighting, how in (("equal", "averaged"), ("val", "weights fit on val")):
     plain = {seed: plain_ensemble_logits(exp, archs, "test", seed=seed, weighting=weighting)[0]
              for seed in config.seeds}
-    stage_models.append(results.model_record(
-        f"plain KD ensemble ({len(archs)} members, {how}, equal cost)", "kd-equal-cost", stages=len(archs),
-        macs=first.cumulative_macs[-1], teacher_macs=teacher_macs, top1=[top1(z, labels) for z in plain.values()],
-        seeds=list(plain), agreement_teacher=[agreement(z, teacher_logits) for z in plain.values()]))
+    stage_models.append(report.logits_record(
+        f"plain KD ensemble ({len(archs)} members, {how}, equal cost)", "kd-equal-cost", plain, labels,
+        stages=len(archs), macs=first.cumulative_macs[-1], teacher_macs=teacher_macs, teacher_logits=teacher_logits))
 curve = sweep(staged[config.seeds[0]]["val"], "max_prob", test=first, teacher_macs=teacher_macs, points=20)
 
 # %% [markdown]
@@ -302,8 +298,8 @@ curve = sweep(staged[config.seeds[0]]["val"], "max_prob", test=first, teacher_ma
 
 # %%
 models = models + stage_models
-table = results.models_frame(models)
-results.for_display(table)
+table = report.models_frame(models)
+report.for_display(table)
 
 # %% [markdown]
 # Beside the last epoch, each run's best epoch on the test split (the maximum over epochs, so optimistic; it is
@@ -356,16 +352,16 @@ plt.show()
 #
 # The chapter's question, answered from the table above: the full ResKD chain against the KD student it starts from
 # (what the res-students add) and against the two ways of spending the same MACs without residuals. A difference
-# counts only when it exceeds twice its standard error over seeds (`reskd.results.compare_at_cost`); with a single
+# counts only when it exceeds twice its standard error over seeds (`reskd.report.compare_at_cost`); with a single
 # seed there is no noise estimate, and the verdict says so.
 
 # %%
-at_cost = results.compare_at_cost(models)
+at_cost = report.compare_at_cost(models)
 for _, row in at_cost.iterrows():
     print(f"{row['ResKD']} ({row['ResKD MMACs']:.1f} MMACs) vs {row['versus']} ({row['versus MMACs']:.1f} MMACs): "
           f"{row['ResKD top-1']:.2f}% vs {row['versus top-1']:.2f}%, difference {row['difference']:+.2f} points "
           f"-> {row['verdict']}")
-results.for_display(at_cost.drop(columns=["ResKD", "ResKD MMACs", "ResKD top-1"]))
+report.for_display(at_cost.drop(columns=["ResKD", "ResKD MMACs", "ResKD top-1"]))
 
 # %% [markdown]
 # ## The paper's claim beside ours
@@ -375,7 +371,7 @@ results.for_display(at_cost.drop(columns=["ResKD", "ResKD MMACs", "ResKD top-1"]
 # the teacher at no more than that share of its MACs, and above both equal-cost baselines**.
 
 # %%
-verdict = results.check_target(models, max_pct_teacher=budget or 100.0, max_drop=MAX_DROP)
+verdict = report.check_target(models, max_pct_teacher=budget or 100.0, max_drop=MAX_DROP)
 print(f"teacher top-1 {verdict['teacher_top1']:.2f}%; best ResKD within {verdict['max_pct_teacher']}% of its MACs: "
       f"{verdict.get('reskd', 'none')}"
       + (f", {verdict['reskd_top1']:.2f}% at {verdict['reskd_pct_teacher']:.2f}%" if "reskd" in verdict else ""))
@@ -428,9 +424,9 @@ print("target reached" if verdict["reached"] else f"target NOT reached: {verdict
 
 # %%
 extra = {"notes": config.notes, "train_images": len(exp.data.train), "test_images": len(exp.data.test),
-         "residual_loss": runs.loss, "target": verdict, "at_equal_cost": results.frame_records(at_cost),
-         "ablation": results.frame_records(ablation[ENERGY_COLUMNS]),
-         "per_stage": results.frame_records(per_stage_mean.reset_index())}
+         "residual_loss": runs.loss, "target": verdict, "at_equal_cost": report.frame_records(at_cost),
+         "ablation": report.frame_records(ablation[ENERGY_COLUMNS]),
+         "per_stage": report.frame_records(per_stage_mean.reset_index())}
 path = results.write_results(CHAPTER, dataset, exp.data.source, config.name, exp.device.type, models, extra=extra,
                              root=results_dir)
 print(f"wrote {path.parent.name}/{path.name} (profile {config.name!r})")

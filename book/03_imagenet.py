@@ -72,10 +72,9 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from reskd import results
+from reskd import report, results
 from reskd.experiment import Experiment
 from reskd.flops import model_cost
-from reskd.metrics import agreement, top1
 from reskd.profiles import find_profile
 from reskd.studies import reskd_runs
 from reskd.train import predict
@@ -117,17 +116,16 @@ if problem is None:
     teacher = exp.teacher()
     teacher_logits, labels = predict(teacher, test_loader, device=exp.device)
     teacher_macs = model_cost(teacher, exp.input_size).macs
-    models = [results.model_record(f"teacher {config.teacher.label}", "teacher", stages=0, macs=teacher_macs,
-                                   teacher_macs=teacher_macs, top1=[top1(teacher_logits, labels)], seeds=[0])]
+    models = [report.logits_record(f"teacher {config.teacher.label}", "teacher", {0: teacher_logits}, labels,
+                                    stages=0, macs=teacher_macs, teacher_macs=teacher_macs)]
     for kind in ("scratch", "kd"):
         students = {seed: exp.student(kind, seed=seed) for seed in config.seeds}
         logits = {seed: predict(m, test_loader, device=exp.device)[0] for seed, m in students.items()}
-        models.append(results.model_record(
-            f"student {config.student.label} ({kind})", kind, stages=1,
+        models.append(report.logits_record(
+            f"student {config.student.label} ({kind})", kind, logits, labels, stages=1,
             macs=model_cost(students[config.seeds[0]], exp.input_size).macs, teacher_macs=teacher_macs,
-            top1=[top1(out, labels) for out in logits.values()], seeds=list(logits),
-            agreement_teacher=[agreement(out, teacher_logits) for out in logits.values()]))
-    display(results.for_display(results.models_frame(models)))
+            teacher_logits=teacher_logits))
+    display(report.for_display(report.models_frame(models)))
 else:
     print(f"not run: {problem}")
 
@@ -146,9 +144,9 @@ if problem is None:
     runs = reskd_runs(exp)  # loss "auto": the validation winner of the first-stage ablation
     staged = {seed: {split: runs.staged(runs.ensemble(list(config.res_students), seed=seed), split)
                      for split in ("val", "test")} for seed in config.seeds}
-    stage_models = results.reskd_records(staged, teacher_macs)
+    stage_models = report.reskd_records(staged, teacher_macs)
     print(f"residual loss chosen on validation: {runs.loss!r}")
-    display(results.for_display(results.models_frame(stage_models)))
+    display(report.for_display(report.models_frame(stage_models)))
 
 # %%
 if problem is None:

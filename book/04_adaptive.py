@@ -87,9 +87,8 @@ import seaborn as sns
 import torch
 from IPython.display import Markdown, display
 
-from reskd import results
-from reskd.adaptive import (CRITERIA, AdaptiveEnsemble, LearnedGate, calibrate, calibrate_per_stage,
-                            compare_latency, confidence, evaluate_policy, sweep)
+from reskd import report, results
+from reskd.adaptive import CRITERIA, AdaptiveEnsemble, LearnedGate, compare_latency, confidence, sweep
 from reskd.experiment import Experiment
 from reskd.flops import model_cost
 from reskd.metrics import correct, top1
@@ -240,40 +239,14 @@ plt.show()
 # %%
 ACCURACY_DROPS = (0.5, 1.0)  # points of validation top-1 below the full ensemble's
 BUDGET_SHARES = (0.25, 0.5)  # of the res-students' MACs, on top of S0's
-CALIBRATIONS = {"shared": calibrate, "per stage": calibrate_per_stage}
-
-
-def operating_points(val) -> dict[str, dict[str, float]]:
-    """The calibration targets on one seed's validation outputs, by name."""
-    full = top1(val.logits[-1], val.labels)
-    points = {f"full − {drop:g}": {"target_top1": max(0.0, full - drop)} for drop in ACCURACY_DROPS}
-    res_macs = sum(val.stage_macs[1:])
-    points.update({f"S0 + {share:.0%} res": {"target_macs": val.stage_macs[0] + share * res_macs}
-                   for share in BUDGET_SHARES})
-    return points
-
-
-rows, policies = [], {}
-for seed, st in staged.items():
-    for point, target in operating_points(st["val"]).items():
-        for criterion in CRITERIA:
-            for kind, calibrate_fn in CALIBRATIONS.items():
-                policy = calibrate_fn(st["val"], criterion, gate=gate_for(criterion, seed), **target)
-                policies[seed, point, criterion, kind] = policy
-                v = evaluate_policy(st["val"], policy)
-                t = evaluate_policy(st["test"], policy, teacher_macs=teacher_macs)
-                rows.append({"seed": seed, "operating point": point, "criterion": criterion, "thresholds": kind,
-                             "val top-1": v["top1"], "val MMACs": v["avg_macs"] / 1e6, "test top-1": t["top1"],
-                             "test MMACs": t["avg_macs"] / 1e6, "% of teacher": t["pct_teacher"],
-                             "agreement (%)": t["agreement_teacher"],
-                             **{f"S{k}": t[f"exit_frac_{k}"] for k in range(num_stages)}})
-ops = pd.DataFrame(rows)
+ops, policies = report.calibration_grid(staged, criteria=CRITERIA, teacher_macs=teacher_macs, drops=ACCURACY_DROPS,
+                                       shares=BUDGET_SHARES, gate_for=gate_for)
 shared = ops[ops["thresholds"] == "shared"]
 grouped = shared.groupby(["operating point", "criterion"], sort=False)
 table = grouped[["val top-1", "val MMACs", "test top-1"]].mean()
 table["± (std)"] = grouped["test top-1"].std()
 table = table.join(grouped[["test MMACs", "% of teacher", "agreement (%)"]].mean())
-results.for_display(table)
+report.for_display(table)
 
 # %% [markdown]
 # ## Where the samples stop
@@ -326,7 +299,7 @@ else:
           f"({diff.loc[accuracy_points, 'test top-1'].mean():+.2f} points of test top-1); at the budgets "
           f"{diff.loc[budget_points, 'val top-1'].mean():+.2f} points of val top-1, "
           f"{diff.loc[budget_points, 'test top-1'].mean():+.2f} on test")
-results.for_display(compare)
+report.for_display(compare)
 
 # %% [markdown]
 # ## Does it save time?
@@ -405,45 +378,12 @@ latency
 # the first seed, the exit fractions at the chosen operating point, and the latency.
 
 # %%
-def number(x) -> float | None:
-    """A plain float for JSON (None for NaN)."""
-    x = float(x)
-    return None if x != x else x
-
-
-summary = ops.groupby(["operating point", "criterion", "thresholds"], sort=False)
-operating_rows = []
-for (point, criterion, kind), group in summary:
-    operating_rows.append({
-        "operating_point": point, "criterion": criterion, "thresholds": kind, "seeds": len(group),
-        "val_top1": number(group["val top-1"].mean()), "val_macs": number(1e6 * group["val MMACs"].mean()),
-        "test_top1_mean": number(group["test top-1"].mean()),
-        "test_top1_std": number(group["test top-1"].std()) if len(group) > 1 else 0.0,
-        "test_macs": number(1e6 * group["test MMACs"].mean()), "pct_teacher": number(group["% of teacher"].mean()),
-        "agreement_teacher": number(group["agreement (%)"].mean()),
-        "exit_fractions": [number(group[c].mean()) for c in stage_columns]})
-analysis = {
-    "seeds": list(config.seeds), "criteria": list(CRITERIA), "num_stages": num_stages,
-    "stage_macs": [int(m) for m in stage_macs], "teacher_macs": int(teacher_macs), "teacher_top1": teacher_top1,
-    "static_stages": [{"stages": k + 1, "macs": number(r["macs"]), "pct_teacher": number(r["pct_teacher"]),
-                       "test_top1_mean": number(r["test_top1"])} for k, r in static.iterrows()],
-    "operating_points": operating_rows,
-    "sweeps": {criterion: [{"val_top1": number(r["val_top1"]), "val_macs": number(r["val_avg_macs"]),
-                            "test_top1": number(r["test_top1"]), "test_macs": number(r["test_avg_macs"]),
-                            "test_pct_teacher": number(r["test_pct_teacher"])} for _, r in curve.iterrows()]
-               for criterion, curve in curves.groupby("criterion", sort=False)},
-    "chosen": {"operating_point": CHOSEN_POINT, "criterion": chosen,
-               "exit_fractions": [number(f) for f in exit_fractions.loc[chosen]]},
-    "latency": {"device": exp.device.type, "threads": torch.get_num_threads(), "repeats": REPEATS,
-                "target_ratio": TARGET_RATIO,
-                "settings": [{"setting": setting, "images": int(row["images"]), "batch_size": int(row["batch size"]),
-                              "ms_per_image": {name: number(row[f"{name} (ms/image)"]) for name in models},
-                              "macs_speedup": number(row["MACs speedup"]),
-                              "realized_speedup": number(row["realized speedup"]),
-                              "realized_over_macs_speedup": number(row["realized / MACs speedup"]),
-                              "speedup_vs_teacher": number(row["adaptive vs teacher"])}
-                             for setting, row in latency.iterrows()]},
-}
+analysis = report.adaptive_analysis(
+    seeds=config.seeds, criteria=CRITERIA, stage_macs=stage_macs, teacher_macs=teacher_macs, teacher_top1=teacher_top1,
+    static=static, grid=ops, curves=curves, chosen_point=CHOSEN_POINT, chosen=chosen,
+    exit_fractions=exit_fractions.loc[chosen], latency=latency, timed=list(models),
+    latency_setup={"device": exp.device.type, "threads": torch.get_num_threads(), "repeats": REPEATS,
+                   "target_ratio": TARGET_RATIO})
 path = results.write_analysis("adaptive", CHAPTER, DATASET, exp.data.source, config.name, exp.device.type, analysis,
                               root=results_dir)
 print(f"wrote {path.parent.name}/{path.name} (profile {config.name!r})")

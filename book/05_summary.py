@@ -69,7 +69,7 @@ check_parameters(profile=profile, data_root=data_root, seeds=seeds, retrain=retr
 import pandas as pd
 from IPython.display import display
 
-from reskd import results
+from reskd import report, results
 from reskd.profiles import PAPER_PCT_TEACHER  # the paper's headline cost, % of the teacher's MACs
 
 pd.set_option("display.precision", 2)
@@ -108,7 +108,7 @@ def ours(dataset: str) -> dict:
 
 summary = pd.DataFrame([{"data set": DISPLAY[d], "paper: % of teacher": pct, **ours(d)}
                         for d, pct in PAPER_PCT_TEACHER.items()])
-results.for_display(summary.set_index("data set"))
+report.for_display(summary.set_index("data set"))
 
 # %% [markdown]
 # ## Do residual stages pay at equal cost?
@@ -125,7 +125,7 @@ if at_cost.empty:
     print("No chapter has recorded the equal-cost comparison yet.")
 else:
     columns = ["profile", "ResKD", "ResKD top-1", "versus", "versus top-1", "difference", "std. error", "verdict"]
-    display(results.for_display(at_cost.set_index("data set")[columns]))
+    display(report.for_display(at_cost.set_index("data set")[columns]))
 
 # %% [markdown]
 # ## Every model we ran
@@ -136,7 +136,7 @@ else:
 # pipeline runs.
 
 # %%
-results.for_display(results.results_table(records, datasets=list(PAPER_PCT_TEACHER)).set_index("dataset"))
+report.for_display(report.results_table(records, datasets=list(PAPER_PCT_TEACHER)).set_index("dataset"))
 
 # %%
 smoke = sorted(d for d, r in records.items()

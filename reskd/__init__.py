@@ -2,8 +2,9 @@
 
 Modules, one concept each: ``data`` (data sets, cache, augmentation, splits), ``models`` (architectures by name),
 ``flops`` (MACs with fvcore), ``registry`` (named definitions), ``metrics`` (top-1, agreement, residual energy),
-``distill`` (one class per training objective), ``cache`` (frozen models' outputs), ``train`` (the training loop),
-``reskd`` (the method), ``adaptive`` (early exits), ``profiles`` (every data set's settings), ``experiment`` (runs by
-spec), ``studies`` (ablation, growth, baselines), ``cli`` (the job CLI), ``results`` (the results files).
+``distill`` (one class per training objective), ``cache`` (frozen models' outputs), ``runstore`` (run folders, keys
+and locks), ``train`` (the training loop), ``reskd`` (the method), ``adaptive`` (early exits), ``profiles`` (every
+data set's settings), ``experiment`` (runs by spec), ``studies`` (ablation, growth, baselines), ``cli`` (the job
+CLI), ``results`` (the results files), ``report`` (records and verdicts).
 """
 __version__ = "0.1.0"

@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .utils import atomic_torch_save, folder_lock, memory_format_for, state_dict_hash, stable_hash
+from .runstore import folder_lock
+from .utils import atomic_torch_save, memory_format_for, state_dict_hash, stable_hash
 
 CACHE_DTYPE = torch.float16
 TEACHER_CACHE_NAME = "teacher"  # the name the teacher's outputs are cached under (shared by KD and ResKD runs)
@@ -89,7 +90,7 @@ class OutputCache:
         return self._load(view_key, num_samples) is not None
 
     def view_lock(self, view_key: str, *, wait: bool = True):
-        """An exclusive lock on one view (see :func:`reskd.utils.folder_lock`), so that two processes filling the
+        """An exclusive lock on one view (see :func:`reskd.runstore.folder_lock`), so that two processes filling the
         cache split the views between them instead of computing the same ones."""
         if self.root is None:
             return contextlib.nullcontext()

@@ -21,10 +21,10 @@ reproducible and a frozen teacher's outputs on an epoch's views can be cached (:
 
 A custom :class:`DatasetSpec` may be passed wherever a data set name is accepted, e.g.
 ``dataclasses.replace(SPECS["imagenet"], image_size=160)`` to store ImageNet at another size; the layout is chosen
-by ``spec.name``, the class count is checked against ``spec.num_classes`` and, where the spec gives them, the images
-of each class against ``spec.train_per_class`` / ``spec.test_per_class`` (the real data sets' counts; ``None`` for a
-deliberate subset). A damaged or cut-short archive, a truncated pickle or an undecodable image is an error naming
-the file.
+by ``spec.name`` (:data:`LAYOUTS`), the augmentation by ``spec.augment`` (:data:`AUGMENTATIONS`), the class count
+is checked against ``spec.num_classes`` and, where the spec gives them, the images of each class against
+``spec.train_per_class`` / ``spec.test_per_class`` (the real data sets' counts; ``None`` for a deliberate subset).
+A damaged or cut-short archive, a truncated pickle or an undecodable image is an error naming the file.
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -52,6 +52,7 @@ import torchvision.transforms.v2.functional as tvF
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.ops import roi_align
 
+from .registry import Registry
 from .utils import HASH_CHARS, atomic_json_dump, progress, project_root, resolve_device, stable_hash
 
 DATA_ENV = "RESKD_DATA"
@@ -374,14 +375,29 @@ def _split_dir(spec: DatasetSpec, split: str) -> str:
     return split if split == "train" or spec.name in _TORCHVISION else "val"
 
 
+Parsed = tuple[list[str], list[int], list[str]]  # files, labels, sorted class names
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a data set's images are laid out on disk: ``parts(folder, split)`` the top-level entries a split needs
+    (``folder`` is the split's folder), ``parse(tree, folder, split)`` its files, labels and class names."""
+
+    parts: Callable[[str, str], tuple[str, ...]]
+    parse: Callable[[Any, str, str], Parsed]
+
+
+#: Layouts by data set name; a data set not listed uses :data:`IMAGE_FOLDER` (``<split>/<class>/<image>``).
+LAYOUTS: Registry[Layout] = Registry("layout")
+
+
 def _tree_parts(spec: DatasetSpec, split: str) -> tuple[str, ...]:
     """The top-level entries that ``split`` needs."""
-    folder = _split_dir(spec, split)
-    if spec.name == "tiny-imagenet":
-        return ("wnids.txt", folder)
-    if spec.name == "imagenet" and split == "test":
-        return (folder, "LOC_val_solution.csv")
-    return (folder,)
+    return _layout(spec).parts(_split_dir(spec, split), split)
+
+
+def _layout(spec: DatasetSpec) -> Layout:
+    return LAYOUTS[spec.name] if spec.name in LAYOUTS else IMAGE_FOLDER
 
 
 def _layout_error(tree, expected: str) -> ValueError:
@@ -472,12 +488,17 @@ def _imagenet(tree, split: str) -> tuple[list[str], list[int], list[str]]:
     return files, labels, classes
 
 
-def _parse_layout(tree, spec: DatasetSpec, split: str) -> tuple[list[str], list[int], list[str]]:
-    if spec.name == "tiny-imagenet":
-        return _tiny_imagenet(tree, split)
-    if spec.name == "imagenet":
-        return _imagenet(tree, split)
-    return _image_folder(tree, _split_dir(spec, split))
+IMAGE_FOLDER = Layout(parts=lambda folder, split: (folder,),
+                      parse=lambda tree, folder, split: _image_folder(tree, folder))
+LAYOUTS.register("tiny-imagenet", "wnids.txt, train/<wnid>/images/, val/images/ with val_annotations.txt")(Layout(
+    parts=lambda folder, split: ("wnids.txt", folder), parse=lambda tree, folder, split: _tiny_imagenet(tree, split)))
+LAYOUTS.register("imagenet", "ImageFolder; a flat val/ labelled by LOC_val_solution.csv")(Layout(
+    parts=lambda folder, split: (folder, "LOC_val_solution.csv") if split == "test" else (folder,),
+    parse=lambda tree, folder, split: _imagenet(tree, split)))
+
+
+def _parse_layout(tree, spec: DatasetSpec, split: str) -> Parsed:
+    return _layout(spec).parse(tree, _split_dir(spec, split), split)
 
 
 def _pickle_files(spec: DatasetSpec, split: str, folder: Path) -> tuple[list[Path], Path]:
@@ -792,9 +813,51 @@ def _rrc_boxes(size: int, n: int, generator: torch.Generator) -> torch.Tensor:
     return torch.stack([x0, y0, x0 + w, y0 + h], 1)
 
 
-def _unknown_augmentation(spec: DatasetSpec) -> ValueError:
-    return ValueError(f"unknown augmentation {spec.augment!r} in the spec of {spec.name}; "
-                      f"use 'crop_flip' or 'rrc_flip'.")
+def _crop_flip_params(spec: DatasetSpec, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    max_offset = spec.image_size + 2 * spec.pad - spec.crop_size
+    dx = torch.randint(0, max_offset + 1, (n,), generator=generator)
+    dy = torch.randint(0, max_offset + 1, (n,), generator=generator)
+    return {"dx": dx, "dy": dy}
+
+
+def _crop_flip(images: torch.Tensor, params: dict[str, torch.Tensor], flip: torch.Tensor,
+               spec: DatasetSpec) -> torch.Tensor:
+    device = images.device
+    padded = F.pad(images, (spec.pad,) * 4)  # zeros
+    steps = torch.arange(spec.crop_size, device=device)
+    rows = params["dy"].to(device)[:, None] + steps
+    cols = params["dx"].to(device)[:, None] + torch.where(flip[:, None], steps.flip(0), steps)  # mirrored = flip
+    n = torch.arange(len(images), device=device)[:, None, None, None]
+    c = torch.arange(images.shape[1], device=device)[None, :, None, None]
+    return padded[n, c, rows[:, None, :, None], cols[:, None, None, :]].float()
+
+
+def _rrc_flip(images: torch.Tensor, params: dict[str, torch.Tensor], flip: torch.Tensor,
+              spec: DatasetSpec) -> torch.Tensor:
+    # roi_align resizes every box bilinearly at once; aligned=True samples at pixel centres like
+    # torchvision's resize, and adaptive sampling averages a few points per output pixel when shrinking
+    device = images.device
+    index = torch.arange(len(images), device=device, dtype=torch.float32)[:, None]
+    rois = torch.cat([index, params["boxes"].to(device, torch.float32)], 1)
+    out = roi_align(images.float(), rois, spec.crop_size, spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+    return torch.where(flip[:, None, None, None], out.flip(-1), out)
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """A training augmentation: ``params(spec, n, generator)`` draws each sample's parameters (after the shared
+    ``flip``), ``apply(images, params, flip, spec)`` augments a uint8 batch with them."""
+
+    params: Callable[[DatasetSpec, int, torch.Generator], dict[str, torch.Tensor]]
+    apply: Callable[[torch.Tensor, dict[str, torch.Tensor], torch.Tensor, DatasetSpec], torch.Tensor]
+
+
+#: Augmentations by the name a :class:`DatasetSpec` gives in ``augment``.
+AUGMENTATIONS: Registry[Augmentation] = Registry("augmentation")
+AUGMENTATIONS.register("crop_flip", "zero-padded random crop + horizontal flip")(
+    Augmentation(_crop_flip_params, _crop_flip))
+AUGMENTATIONS.register("rrc_flip", "random-resized crop + horizontal flip")(
+    Augmentation(lambda spec, n, generator: {"boxes": _rrc_boxes(spec.image_size, n, generator)}, _rrc_flip))
 
 
 def augment_params(spec: DatasetSpec, n: int, seed: int, epoch: int) -> dict[str, torch.Tensor]:
@@ -803,16 +866,10 @@ def augment_params(spec: DatasetSpec, n: int, seed: int, epoch: int) -> dict[str
     crop_flip: ``dx``, ``dy`` (crop offsets in the padded image) and ``flip``; rrc_flip: ``boxes`` (N x 4 float,
     x0 y0 x1 y1 in stored-image pixels) and ``flip``.
     """
+    augmentation = AUGMENTATIONS[spec.augment]
     generator = torch.Generator().manual_seed(_derive_seed("augment", seed, epoch))
     flip = torch.rand(n, generator=generator) < FLIP_PROB
-    if spec.augment == "crop_flip":
-        max_offset = spec.image_size + 2 * spec.pad - spec.crop_size
-        dx = torch.randint(0, max_offset + 1, (n,), generator=generator)
-        dy = torch.randint(0, max_offset + 1, (n,), generator=generator)
-        return {"dx": dx, "dy": dy, "flip": flip}
-    if spec.augment == "rrc_flip":
-        return {"boxes": _rrc_boxes(spec.image_size, n, generator), "flip": flip}
-    raise _unknown_augmentation(spec)
+    return {**augmentation.params(spec, n, generator), "flip": flip}
 
 
 def augment_batch(images: torch.Tensor, params: dict[str, torch.Tensor], spec: DatasetSpec) -> torch.Tensor:
@@ -820,24 +877,8 @@ def augment_batch(images: torch.Tensor, params: dict[str, torch.Tensor], spec: D
 
     Returns float32 N x 3 x crop x crop in [0, 255], on the images' device.
     """
-    device = images.device
-    flip = params["flip"].to(device)
-    if spec.augment == "crop_flip":
-        padded = F.pad(images, (spec.pad,) * 4)  # zeros
-        steps = torch.arange(spec.crop_size, device=device)
-        rows = params["dy"].to(device)[:, None] + steps
-        cols = params["dx"].to(device)[:, None] + torch.where(flip[:, None], steps.flip(0), steps)  # mirrored = flip
-        n = torch.arange(len(images), device=device)[:, None, None, None]
-        c = torch.arange(images.shape[1], device=device)[None, :, None, None]
-        return padded[n, c, rows[:, None, :, None], cols[:, None, None, :]].float()
-    if spec.augment == "rrc_flip":
-        # roi_align resizes every box bilinearly at once; aligned=True samples at pixel centres like
-        # torchvision's resize, and adaptive sampling averages a few points per output pixel when shrinking
-        index = torch.arange(len(images), device=device, dtype=torch.float32)[:, None]
-        rois = torch.cat([index, params["boxes"].to(device, torch.float32)], 1)
-        out = roi_align(images.float(), rois, spec.crop_size, spatial_scale=1.0, sampling_ratio=-1, aligned=True)
-        return torch.where(flip[:, None, None, None], out.flip(-1), out)
-    raise _unknown_augmentation(spec)
+    augmentation = AUGMENTATIONS[spec.augment]
+    return augmentation.apply(images, params, params["flip"].to(images.device), spec)
 
 
 def eval_transform(images: torch.Tensor, spec: DatasetSpec) -> torch.Tensor:

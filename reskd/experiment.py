@@ -1,6 +1,6 @@
 """Runs by spec: load the data, get trained models (load, resume or train them).
 
-:class:`Experiment` turns a profile (:mod:`reskd.profiles`) into trained models through :mod:`reskd.artifacts` (one
+:class:`Experiment` turns a profile (:mod:`reskd.profiles`) into trained models through :mod:`reskd.runstore` (one
 folder per run, keyed by the whole configuration, including the training data's content fingerprint), so a chapter
 loads what exists and trains what is missing; :class:`ResKDRuns` builds the chain of res-students on top of it.
 Studies around the method (ablation, growth, baselines) are in :mod:`reskd.studies`, the job CLI in :mod:`reskd.cli`.
@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from . import data as rdata
-from .artifacts import run_dir, run_key, run_path
+from .runstore import RunLockedError, run_dir, run_key, run_path
 
 from .adaptive import StagedOutputs, collect
 from .cache import TEACHER_CACHE_NAME, OutputCache
@@ -28,8 +28,7 @@ from .models import create_model
 from .profiles import Arch, Profile
 from .reskd import RESIDUAL_LOSSES, FeatureHead, ResidualDistiller, ResKDEnsemble, cumulative_sums
 from .train import FitResult, TrainConfig, fit, is_finished, predict
-from .utils import (RunLockedError, atomic_torch_save, progress, resolve_device, seed_everything, stable_hash,
-                    state_dict_hash)
+from .utils import atomic_torch_save, progress, resolve_device, seed_everything, stable_hash, state_dict_hash
 
 EVAL_BATCH_SIZE = 500
 TRAIN_SAMPLE, TRAIN_SAMPLE_SIZE = "train-sample", 10_000  # statistics on training images use a fixed subset

@@ -9,12 +9,16 @@ Schema of ``results/<dataset>.json`` (validated on write, so a chapter cannot st
      "extra": {...}}
 
 ``top1_*`` and ``agreement_teacher`` (top-1 agreement with the teacher) are percentages on the test split;
-``macs`` are multiply-accumulates per image (see :mod:`reskd.flops`). A data set that could not be run is recorded
+``macs`` are multiply-accumulates per image (see :mod:`reskd.flops`); a model entry may name its training ``regime``
+(optional text). A data set that could not be run is recorded
 with :func:`write_not_run` (``"status": "not run"``, a ``reason`` and no models), so the summary can say so.
 
 Chapters that measure something other than a list of models (the theory checks, the adaptive-inference ablations)
 write an *analysis* record, ``results/<name>.json`` with the same text fields and an ``analysis`` dict instead of
 ``models`` (:func:`write_analysis`, :func:`load_analysis`); :func:`load_results` leaves those out.
+
+This module is a leaf (schema, validation, reading and writing, :func:`plain_json`); the records' assembly and the
+verdicts on them (model entries, tables, calibrated adaptive entries, targets) are in :mod:`reskd.report`.
 """
 from __future__ import annotations
 
@@ -24,16 +28,13 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import pandas as pd
-
-from . import metrics
-from .adaptive import StagedOutputs, calibrate, evaluate_policy
 from .profiles import PROFILE_NAMES
 from .utils import atomic_json_dump, project_root
 
 RESULTS_DIR = "results"
 RESULTS_ENV = "RESKD_RESULTS"  # where results files go when no root is given (the book's runner stages them there)
-MODEL_KINDS = ("teacher", "scratch", "kd", "kd-equal-cost", "reskd-stage", "reskd-adaptive")
+MODEL_KINDS = ("teacher", "scratch", "kd", "kd-equal-cost", "reskd-stage", "reskd-adaptive", "cascade")
+OPTIONAL_TEXT = ("regime",)  # optional text fields of a model entry (a string when present)
 STATUS_RUN, STATUS_NOT_RUN = "run", "not run"
 ANALYSIS = "analysis"
 _REQUIRED_TEXT = ("chapter", "dataset", "data_source", "profile", "device")
@@ -51,6 +52,20 @@ def results_root(root: str | os.PathLike | None = None) -> Path:
     if root is not None:
         return Path(root)
     return Path(os.environ[RESULTS_ENV]) if os.environ.get(RESULTS_ENV) else project_root() / RESULTS_DIR
+
+
+def plain_json(value: Any) -> Any:
+    """``value`` as plain JSON: numpy scalars as Python numbers, NaN and inf as None, tuples as lists, dicts and
+    lists cleaned throughout (the one cleaning every record goes through before :func:`validate`)."""
+    if isinstance(value, Mapping):
+        return {key: plain_json(v) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_json(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _is_number(x: Any) -> bool:
@@ -84,6 +99,10 @@ def _check_model(i: int, model: Any) -> dict[str, Any]:
         raise ResultsError(f"{where}.seeds must be a non-empty list of ints (the seeds behind top1_mean), "
                            f"got {seeds!r}.")
     model["seeds"] = list(seeds)
+    for key in OPTIONAL_TEXT:
+        if key in model and not isinstance(model[key], str):
+            raise ResultsError(f"{where}.{key} is optional text (e.g. 'low-data'); give a string or leave it out, "
+                               f"got {model[key]!r}.")
     return model
 
 
@@ -191,145 +210,3 @@ def load_results(root: str | os.PathLike | None = None) -> dict[str, dict[str, A
         except (ResultsError, json.JSONDecodeError) as e:
             raise ResultsError(f"{path.name}: {e} Re-run the chapter that writes it.") from e
     return records
-
-
-def results_table(records: Mapping[str, Mapping[str, Any]], *, datasets: Sequence[str] | None = None) -> pd.DataFrame:
-    """One row per (data set, model): profile, kind, stages, MACs, % of teacher, top-1 and agreement.
-
-    ``datasets`` lists the data sets to show, in order; one without a record, or recorded as not run, gets a single
-    row saying so (numbers left empty) instead of being silently dropped.
-    """
-    by_dataset = {r["dataset"]: r for r in records.values()}
-    rows = []
-    for dataset in (datasets if datasets is not None else list(by_dataset)):
-        record = by_dataset.get(dataset)
-        if record is None or record.get("status") == STATUS_NOT_RUN or not record["models"]:
-            reason = record.get("reason", "not run") if record is not None else "not run: no results file"
-            rows.append({"dataset": dataset, "profile": record["profile"] if record else "", "model": reason})
-            continue
-        for m in record["models"]:
-            rows.append({"dataset": dataset, "profile": record["profile"], "model": m["name"], "kind": m["kind"],
-                         "stages": m["stages"], "MMACs": m["macs"] / 1e6, "% of teacher": m["pct_teacher"],
-                         "top-1 (%)": m["top1_mean"], "± (std)": m["top1_std"], "seeds": len(m["seeds"]),
-                         "agreement (%)": m["agreement_teacher"]})
-    columns = ["dataset", "profile", "model", "kind", "stages", "MMACs", "% of teacher", "top-1 (%)", "± (std)",
-               "seeds", "agreement (%)"]
-    table = pd.DataFrame(rows, columns=columns)
-    return table.astype({"stages": "Int64", "seeds": "Int64"})
-
-
-def frame_records(frame: pd.DataFrame, digits: int = 4) -> list[dict[str, Any]]:
-    """``frame``'s rows as plain-JSON dicts (floats rounded to ``digits``, missing values as None), for ``extra``."""
-    rounded = frame.round(digits).astype(object)
-    return rounded.where(frame.notna(), None).to_dict(orient="records")
-
-
-def for_display(frame: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
-    """``frame`` with floats rounded to ``digits`` and missing values blank (for tables in the book)."""
-    rounded = frame.round(digits).astype(object)
-    return rounded.where(frame.notna(), "")
-
-
-def model_record(name: str, kind: str, *, stages: int, macs: float, teacher_macs: float, top1: Sequence[float],
-                 seeds: Sequence[int], agreement_teacher: Sequence[float] | None = None) -> dict[str, Any]:
-    """One entry of ``models``: the per-seed top-1 (and agreement) values averaged, MACs as % of the teacher's."""
-    if len(top1) != len(seeds):
-        raise ResultsError(f"{name!r}: {len(top1)} top-1 values for {len(seeds)} seeds; give one value per seed.")
-    mean = sum(top1) / len(top1)
-    std = math.sqrt(sum((t - mean) ** 2 for t in top1) / (len(top1) - 1)) if len(top1) > 1 else 0.0
-    agree = sum(agreement_teacher) / len(agreement_teacher) if agreement_teacher else None
-    return {"name": name, "kind": kind, "stages": int(stages), "macs": float(macs),
-            "pct_teacher": 100.0 * float(macs) / float(teacher_macs), "top1_mean": float(mean), "top1_std": float(std),
-            "seeds": [int(s) for s in seeds], "agreement_teacher": None if agree is None else float(agree)}
-
-
-def models_frame(models: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    """A chapter's ``models`` entries as a readable table (MACs in millions, percentages)."""
-    frame = pd.DataFrame(list(models), columns=["name", "kind", "stages", "macs", "pct_teacher", "top1_mean",
-                                                "top1_std", "agreement_teacher"])
-    frame["macs"] = frame["macs"] / 1e6
-    return frame.rename(columns={"name": "model", "macs": "MMACs", "pct_teacher": "% of teacher",
-                                 "top1_mean": "top-1 (%)", "top1_std": "± (std)", "agreement_teacher": "agreement (%)"})
-
-
-def check_target(models: Sequence[Mapping[str, Any]], *, max_pct_teacher: float, max_drop: float) -> dict[str, Any]:
-    """Whether ResKD reached a target like the paper's: a ResKD entry (adaptive or a static stage) within
-    ``max_drop`` top-1 points of the teacher at no more than ``max_pct_teacher`` % of its MACs, and above every
-    equal-cost baseline. Picks the most accurate ResKD entry within the budget; says why when none qualifies."""
-    teacher = next((m for m in models if m["kind"] == "teacher"), None)
-    if teacher is None:
-        raise ResultsError("the models hold no teacher; the target is relative to the teacher's top-1.")
-    within = [m for m in models if m["kind"] in ("reskd-stage", "reskd-adaptive") and m["pct_teacher"] <= max_pct_teacher]
-    out: dict[str, Any] = {"max_pct_teacher": max_pct_teacher, "max_drop": max_drop, "teacher_top1": teacher["top1_mean"]}
-    if not within:
-        return {**out, "reached": False, "why": f"no ResKD entry costs at most {max_pct_teacher}% of the teacher"}
-    best = max(within, key=lambda m: m["top1_mean"])
-    drop = teacher["top1_mean"] - best["top1_mean"]
-    beats = {m["name"]: best["top1_mean"] > m["top1_mean"] for m in models if m["kind"] == "kd-equal-cost"}
-    reached = drop <= max_drop and all(beats.values())
-    why = [] if drop <= max_drop else [f"{drop:.2f} points below the teacher (allowed {max_drop})"]
-    why += [f"not above {name}" for name, ok in beats.items() if not ok]
-    return {**out, "reskd": best["name"], "reskd_top1": best["top1_mean"], "reskd_pct_teacher": best["pct_teacher"],
-            "drop": drop, "beats": beats, "reached": reached, "why": "; ".join(why) or "reached"}
-
-
-NOISE_Z = 2.0  # a difference counts when it exceeds this many standard errors of the difference of seed means
-
-
-def compare_at_cost(models: Sequence[Mapping[str, Any]], *, against: Sequence[str] = ("kd", "kd-equal-cost"),
-                    z: float = NOISE_Z) -> pd.DataFrame:
-    """The full ResKD chain (the static entry with the most stages) against every model of the kinds ``against``:
-    both top-1 means, their difference, its standard error over seeds, sqrt(s_a^2/n_a + s_b^2/n_b), and a verdict:
-    ResKD ahead or behind when the difference exceeds ``z`` standard errors, else within the seed noise (and
-    "one seed" when either side has a single seed, so no noise estimate exists)."""
-    chains = [m for m in models if m["kind"] == "reskd-stage"]
-    if not chains:
-        raise ResultsError("the models hold no 'reskd-stage' entry; add the ResKD chain (reskd_records) first.")
-    chain = max(chains, key=lambda m: m["stages"])
-    rows = []
-    for other in (m for m in models if m["kind"] in against):
-        diff = chain["top1_mean"] - other["top1_mean"]
-        n_a, n_b = len(chain["seeds"]), len(other["seeds"])
-        se = math.sqrt(chain["top1_std"] ** 2 / n_a + other["top1_std"] ** 2 / n_b) if min(n_a, n_b) > 1 else None
-        if se is None:
-            verdict = "one seed: no noise estimate"
-        elif abs(diff) > z * se:
-            verdict = "ResKD ahead" if diff > 0 else "ResKD behind"
-        else:
-            verdict = "within seed noise"
-        rows.append({"ResKD": chain["name"], "ResKD MMACs": chain["macs"] / 1e6, "ResKD top-1": chain["top1_mean"],
-                     "versus": other["name"], "versus MMACs": other["macs"] / 1e6, "versus top-1": other["top1_mean"],
-                     "difference": diff, "std. error": se, "verdict": verdict})
-    return pd.DataFrame(rows)
-
-
-def reskd_records(staged: Mapping[int, Mapping[str, StagedOutputs]], teacher_macs: float, *,
-                  drops: Sequence[float] = (0.5, 1.0), criterion: str = "max_prob") -> list[dict[str, Any]]:
-    """Model entries of a ResKD chain, from ``staged[seed]["val" | "test"]`` (cumulative stage outputs with the
-    teacher's logits): every static stage, and the adaptive rule calibrated on the validation split to keep its
-    top-1 within each of ``drops`` points of the full ensemble's (the test split is only evaluated)."""
-    seeds = list(staged)
-    if not seeds:
-        raise ResultsError("no staged outputs: give at least one seed's {'val': ..., 'test': ...}.")
-    first = staged[seeds[0]]["test"]
-    entries = []
-    for k in range(first.num_stages):
-        tests = [staged[seed]["test"] for seed in seeds]
-        entries.append(model_record(
-            "ResKD S0" if k == 0 else f"ResKD S0..S{k}", "reskd-stage", stages=k + 1, macs=first.cumulative_macs[k],
-            teacher_macs=teacher_macs, top1=[metrics.top1(t.logits[k], t.labels) for t in tests], seeds=seeds,
-            agreement_teacher=[metrics.agreement(t.logits[k], t.teacher_logits) for t in tests]
-            if first.teacher_logits is not None else None))
-    for drop in drops:
-        runs = []
-        for seed in seeds:
-            val = staged[seed]["val"]
-            full_val = metrics.top1(val.logits[-1], val.labels)
-            policy = calibrate(val, criterion, target_top1=max(0.0, full_val - drop))  # a top-1 is never below 0
-            runs.append(evaluate_policy(staged[seed]["test"], policy, teacher_macs=teacher_macs))
-        entries.append(model_record(
-            f"ResKD adaptive (val -{drop:g} pt)", "reskd-adaptive", stages=first.num_stages,
-            macs=sum(r["avg_macs"] for r in runs) / len(runs), teacher_macs=teacher_macs,
-            top1=[r["top1"] for r in runs], seeds=seeds,
-            agreement_teacher=[r["agreement_teacher"] for r in runs] if "agreement_teacher" in runs[0] else None))
-    return entries

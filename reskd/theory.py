@@ -15,7 +15,6 @@ Everything is computed in float64, so a measured violation would be a real one, 
 """
 from __future__ import annotations
 
-import math
 from typing import Mapping
 
 import pandas as pd
@@ -24,6 +23,7 @@ from torch import Tensor
 
 from .adaptive import StagedOutputs
 from .metrics import centered, correct, residual_energy
+from .results import plain_json
 
 #: The per-sample bounds of the log-probability gap: ``oscillation`` (the tightest), ``max_norm`` (2 ||r||_inf) and
 #: ``centered_max_norm`` (2 ||r - mean_c r||_inf).
@@ -89,10 +89,12 @@ def _check_samples(t: Tensor) -> None:
 
 
 def disagreement_rate(teacher_logits: Tensor, logits: Tensor) -> float:
-    """The fraction of samples whose top-1 class differs from the teacher's (in [0, 1])."""
+    """The fraction of samples whose top-1 class differs from the teacher's (in [0, 1]): the complement of
+    :func:`reskd.metrics.agreement`, from the same per-sample test (:func:`reskd.metrics.correct` against the teacher's
+    classes), averaged in float64 so that it compares exactly with :func:`disagreement_bound`."""
     t, z = _check_logits(teacher_logits, logits)
     _check_samples(t)
-    return (t.argmax(1) != z.argmax(1)).double().mean().item()
+    return (~correct(z, t.argmax(1))).double().mean().item()
 
 
 def disagreement_bound(teacher_logits: Tensor, logits: Tensor, *, kind: str = "oscillation") -> float:
@@ -190,12 +192,6 @@ def stage_theory_records(staged_by_split: Mapping[str, StagedOutputs], *, bound:
 
 
 def json_ready(frame: pd.DataFrame) -> list[dict]:
-    """``frame``'s rows as plain-JSON dicts (numpy scalars to Python, NaN and inf to None)."""
-    def plain(value):
-        if hasattr(value, "item"):
-            value = value.item()
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
-        return value
-
-    return [{key: plain(value) for key, value in row.items()} for row in frame.to_dict(orient="records")]
+    """``frame``'s rows as plain-JSON dicts (numpy scalars to Python, NaN and inf to None; see
+    :func:`reskd.results.plain_json`)."""
+    return plain_json(frame.to_dict(orient="records"))

@@ -35,18 +35,15 @@ from torch import Tensor, nn
 from .distill import Distiller, View
 from .metrics import top1  # noqa: F401 (re-exported: reskd.train.top1)
 from .registry import Registry
+from .runstore import (CHECKPOINT, FINAL_MODEL, HISTORY, SUMMARY, folder_lock, is_finished,  # noqa: F401
+                       remove_temporary_files)
 from .utils import (MIN_CHANNELS_LAST_CHANNELS, atomic_json_dump, atomic_torch_save, atomic_write,  # noqa: F401
-                    folder_lock, memory_format_for, model_memory_format, resolve_device, rng_state, set_rng_state)
+                    memory_format_for, model_memory_format, resolve_device, rng_state, set_rng_state)
 from .utils import progress as progress_bar
 
 Schedule = Callable[..., Any]
 #: Learning-rate schedules by name, each ``schedule(optimizer, config, total_steps)`` -> a scheduler stepped per batch.
 SCHEDULES: Registry[Schedule] = Registry("schedule")
-CHECKPOINT = "checkpoint.pt"
-FINAL_MODEL = "model.pt"
-HISTORY = "history.csv"
-SUMMARY = "summary.json"
-RUN_FILES = (CHECKPOINT, FINAL_MODEL, HISTORY, SUMMARY)  # what fit writes, each through a temporary file
 
 
 class CheckpointError(RuntimeError):
@@ -194,19 +191,6 @@ class FitResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-def is_finished(run_dir: str | os.PathLike) -> bool:
-    """Whether ``run_dir`` holds a finished run (``model.pt``, written after ``summary.json`` and ``history.csv``)."""
-    run_dir = Path(run_dir)
-    return (run_dir / FINAL_MODEL).exists() and (run_dir / SUMMARY).exists()
-
-
-def _remove_temporary_files(run_dir: Path) -> None:
-    """The temporary files of writes that a kill interrupted (only the lock holder writes them)."""
-    for name in RUN_FILES:
-        for tmp in run_dir.glob(f".{name}.*.tmp"):
-            tmp.unlink(missing_ok=True)
-
-
 def architecture(model: nn.Module) -> dict[str, Any]:
     """What a run records of its student's architecture (beside its identity, so that older runs still load)."""
     return {"class": type(model).__name__, "parameters": sum(p.numel() for p in model.parameters())}
@@ -282,7 +266,7 @@ def fit(distiller: Distiller, train_loader, config: TrainConfig, *, eval_loaders
     with contextlib.ExitStack() as stack:
         if run_dir is not None:  # one process per run: a second one waits, then loads what the first trained
             stack.enter_context(folder_lock(run_dir))
-            _remove_temporary_files(run_dir)
+            remove_temporary_files(run_dir)
         if run_dir is not None and retrain:
             for name in (FINAL_MODEL, CHECKPOINT, SUMMARY, HISTORY):  # the finished marker first
                 (run_dir / name).unlink(missing_ok=True)
@@ -296,77 +280,114 @@ def fit(distiller: Distiller, train_loader, config: TrainConfig, *, eval_loaders
         student.to(memory_format=memory_format)
         optimizer = make_optimizer(distiller.trainable_parameters(), config)
         scheduler = make_scheduler(optimizer, config, len(train_loader))
-        history: list[dict[str, Any]] = []
-        start_epoch = 0
+        history, start_epoch = _resume(run_dir, student, optimizer, scheduler, identity)
         frozen_logits: dict[Any, tuple[Tensor, Tensor]] = {}  # a frozen addend's evaluation logits, per loader
-
-        if run_dir is not None and (run_dir / CHECKPOINT).exists():
-            ckpt = _load_checkpoint(run_dir / CHECKPOINT)
-            _check_identity(run_dir / CHECKPOINT, ckpt.get("identity"), identity)
-            _check_architecture(run_dir / CHECKPOINT, ckpt["student"], student, ckpt.get("architecture"))
-            student.load_state_dict(ckpt["student"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
-            set_rng_state(ckpt["rng"])
-            history, start_epoch = ckpt["history"], ckpt["epoch"] + 1
 
         epochs = progress_bar(range(start_epoch, config.epochs), desc="epochs", initial=start_epoch, total=config.epochs,
                               enabled=progress, leave=True)
         for epoch in epochs:
             t0 = time.perf_counter()
-            train_loader.set_epoch(epoch)
-            view = _loader_view(train_loader, epoch)
-            distiller.train()
-            sums: dict[str, float] = {}
-            correct = seen = 0
-            batches = progress_bar(train_loader, desc=f"epoch {epoch + 1}", leave=False, enabled=progress)
-            for x, y, index in batches:
-                x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-                y = y.to(device, non_blocking=True)
-                logits, losses = distiller.loss(x, y, index, view)
-                loss = sum(losses.values())
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"the loss became {loss.item()} at epoch {epoch + 1}; lower the learning "
-                                             f"rate (now {scheduler.get_last_lr()[0]:.4g}).")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                n = len(y)
-                seen += n
-                correct += (logits.detach().argmax(1) == y).sum().item()
-                for k, v in losses.items():
-                    sums[k] = sums.get(k, 0.0) + v.item() * n
-                batches.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-            distiller.end_epoch()
-            row: dict[str, Any] = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
-                                   "train_loss": sum(sums.values()) / max(seen, 1),
-                                   "train_top1": 100.0 * correct / max(seen, 1)}
-            row.update({f"train_{k}": v / max(seen, 1) for k, v in sums.items()})
-            for name, loader in eval_loaders.items():
-                metrics = evaluate_distiller(distiller, loader, device=device, frozen_logits=frozen_logits)
-                row.update({f"{name}_top1": metrics["top1"], f"{name}_loss": metrics["loss"]})
+            row = _train_epoch(distiller, train_loader, optimizer, scheduler, epoch, device=device,
+                               memory_format=memory_format, progress=progress)
+            row.update(_evaluate(distiller, eval_loaders, device=device, frozen_logits=frozen_logits))
             row["epoch_s"] = time.perf_counter() - t0
             history.append(row)
             epochs.set_postfix({k: f"{v:.2f}" for k, v in row.items() if k.endswith("_top1")}, refresh=False)
             if run_dir is not None:
-                atomic_torch_save({"student": student.state_dict(), "optimizer": optimizer.state_dict(),
-                                   "scheduler": scheduler.state_dict(), "rng": rng_state(), "epoch": epoch,
-                                   "history": history, "identity": identity, "architecture": architecture(student)},
-                                  run_dir / CHECKPOINT)
-                _write_history(history, run_dir)
+                _write_checkpoint(run_dir, student, optimizer, scheduler, epoch, history, identity)
+        return _finish(student, config, history, eval_loaders, identity, run_dir)
 
-        student.eval()
-        _lay_out_for_cpu(student, config)
-        frame = pd.DataFrame(history)
-        summary = {"identity": identity, "final": history[-1] if history else {},
-                   "best": _best(frame, eval_loaders), "architecture": architecture(student)}
-        if run_dir is not None:  # model.pt last: it marks the run finished, and all it needs is then in place
-            _write_history(history, run_dir)  # (a kill after the last checkpoint may have kept the previous one)
-            atomic_json_dump(summary, run_dir / SUMMARY)
-            atomic_torch_save(student.state_dict(), run_dir / FINAL_MODEL)
-            (run_dir / CHECKPOINT).unlink(missing_ok=True)
-        return FitResult(student, frame, summary)
+
+def _resume(run_dir: Path | None, student: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+            identity: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
+    """The history so far and the epoch to start at: from ``run_dir``'s checkpoint (after checking that it is this
+    run's, with this student's architecture, and restoring the student, optimiser, scheduler and RNG state), else
+    an empty history and epoch 0."""
+    if run_dir is None or not (run_dir / CHECKPOINT).exists():
+        return [], 0
+    ckpt = _load_checkpoint(run_dir / CHECKPOINT)
+    _check_identity(run_dir / CHECKPOINT, ckpt.get("identity"), identity)
+    _check_architecture(run_dir / CHECKPOINT, ckpt["student"], student, ckpt.get("architecture"))
+    student.load_state_dict(ckpt["student"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    set_rng_state(ckpt["rng"])
+    return ckpt["history"], ckpt["epoch"] + 1
+
+
+def _train_epoch(distiller: Distiller, train_loader, optimizer: torch.optim.Optimizer, scheduler: Any, epoch: int, *,
+                 device: torch.device, memory_format: torch.memory_format, progress: bool) -> dict[str, Any]:
+    """One pass over ``train_loader`` (its augmentation seeded by ``epoch``), stepping the optimiser and the
+    schedule every batch; returns the epoch's history row so far: epoch, learning rate, training loss (and each
+    loss term) and top-1."""
+    train_loader.set_epoch(epoch)
+    view = _loader_view(train_loader, epoch)
+    distiller.train()
+    sums: dict[str, float] = {}
+    correct = seen = 0
+    batches = progress_bar(train_loader, desc=f"epoch {epoch + 1}", leave=False, enabled=progress)
+    for x, y, index in batches:
+        x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        y = y.to(device, non_blocking=True)
+        logits, losses = distiller.loss(x, y, index, view)
+        loss = sum(losses.values())
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"the loss became {loss.item()} at epoch {epoch + 1}; lower the learning "
+                                     f"rate (now {scheduler.get_last_lr()[0]:.4g}).")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        n = len(y)
+        seen += n
+        correct += (logits.detach().argmax(1) == y).sum().item()
+        for k, v in losses.items():
+            sums[k] = sums.get(k, 0.0) + v.item() * n
+        batches.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    distiller.end_epoch()
+    row: dict[str, Any] = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
+                           "train_loss": sum(sums.values()) / max(seen, 1),
+                           "train_top1": 100.0 * correct / max(seen, 1)}
+    row.update({f"train_{k}": v / max(seen, 1) for k, v in sums.items()})
+    return row
+
+
+def _evaluate(distiller: Distiller, eval_loaders: Mapping[str, Any], *, device: torch.device,
+              frozen_logits: dict[Any, tuple[Tensor, Tensor]]) -> dict[str, float]:
+    """The per-epoch evaluation columns: ``<name>_top1`` and ``<name>_loss`` of every loader in ``eval_loaders``."""
+    row: dict[str, float] = {}
+    for name, loader in eval_loaders.items():
+        metrics = evaluate_distiller(distiller, loader, device=device, frozen_logits=frozen_logits)
+        row.update({f"{name}_top1": metrics["top1"], f"{name}_loss": metrics["loss"]})
+    return row
+
+
+def _write_checkpoint(run_dir: Path, student: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, epoch: int,
+                      history: list[dict[str, Any]], identity: dict[str, Any]) -> None:
+    """The end-of-epoch checkpoint (everything a bit-exact resume needs), then the history so far."""
+    atomic_torch_save({"student": student.state_dict(), "optimizer": optimizer.state_dict(),
+                       "scheduler": scheduler.state_dict(), "rng": rng_state(), "epoch": epoch,
+                       "history": history, "identity": identity, "architecture": architecture(student)},
+                      run_dir / CHECKPOINT)
+    _write_history(history, run_dir)
+
+
+def _finish(student: nn.Module, config: TrainConfig, history: list[dict[str, Any]], eval_loaders: Mapping[str, Any],
+            identity: dict[str, Any], run_dir: Path | None) -> FitResult:
+    """The trained run: the student laid out for the CPU, its summary (last and best epochs) and, with a
+    ``run_dir``, history -> summary -> ``model.pt`` written in that order (``model.pt`` marks the run finished), and
+    the checkpoint removed."""
+    student.eval()
+    _lay_out_for_cpu(student, config)
+    frame = pd.DataFrame(history)
+    summary = {"identity": identity, "final": history[-1] if history else {},
+               "best": _best(frame, eval_loaders), "architecture": architecture(student)}
+    if run_dir is not None:  # model.pt last: it marks the run finished, and all it needs is then in place
+        _write_history(history, run_dir)  # (a kill after the last checkpoint may have kept the previous one)
+        atomic_json_dump(summary, run_dir / SUMMARY)
+        atomic_torch_save(student.state_dict(), run_dir / FINAL_MODEL)
+        (run_dir / CHECKPOINT).unlink(missing_ok=True)
+    return FitResult(student, frame, summary)
 
 
 def _best(frame: pd.DataFrame, eval_loaders: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,6 @@
-"""Small shared helpers: devices, seeding, progress bars, atomic writes, run-folder locks and stable hashes."""
+"""Small shared helpers: devices, seeding, progress bars, atomic writes and stable hashes."""
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -14,10 +13,6 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-try:
-    import fcntl
-except ImportError:  # Windows: runs are not locked
-    fcntl = None
 
 HASH_CHARS = 16  # length of the hex keys used for caches and artifacts
 PROGRESS_OFF_VARIABLE = "TQDM_DISABLE"  # set to 1 (as the book's runner and the Makefile do): no progress bars at all
@@ -149,37 +144,3 @@ def model_memory_format(model: torch.nn.Module) -> torch.memory_format:
                 return torch.channels_last
             return torch.contiguous_format
     return torch.contiguous_format
-
-
-LOCK_FILE = ".lock"
-
-
-class RunLockedError(RuntimeError):
-    """Another process holds the lock of a run folder (it is training that run right now)."""
-
-
-@contextlib.contextmanager
-def folder_lock(folder: str | os.PathLike, *, wait: bool = True):
-    """Hold an exclusive lock on ``folder`` (``<folder>/.lock``) so that two processes never train the same run.
-
-    The operating system releases the lock when its process dies, so an interrupted run never leaves a stale lock.
-    ``wait=False`` raises :class:`RunLockedError` instead of waiting. Without ``fcntl`` (Windows) nothing is locked.
-    """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    if fcntl is None:
-        yield
-        return
-    with open(folder / LOCK_FILE, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if not wait:
-                raise RunLockedError(f"{folder} is being trained by another process; wait until it finishes (the run "
-                                     "is then loaded), or stop that process.") from None
-            print(f"{folder.name}: another process is training this run; waiting for it to finish ...", flush=True)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

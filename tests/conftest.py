@@ -20,6 +20,9 @@ import pytest
 from PIL import Image
 
 from reskd.data import SPECS
+from reskd.experiment import Experiment
+from reskd.profiles import Arch, get_profile
+from reskd.train import TrainConfig
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 JPEG_QUALITY = 95
@@ -205,5 +208,26 @@ def make_imagenet(tmp_path):
         return SimpleNamespace(root=root, folder=folder, spec=IMAGENET_SPEC, classes=classes, raw_train=raw_train,
                                train_labels=np.asarray(train_labels), raw_test=raw_test,
                                test_labels=np.asarray(test_labels))
+
+    return make
+
+
+TINY_TRAIN = TrainConfig(epochs=1, batch_size=16, lr=0.05)  # one short epoch: what the fixture runs train with
+
+
+@pytest.fixture
+def exp(make_cifar_pickles, tmp_path, monkeypatch):
+    """``exp(**kw)``: an :class:`Experiment` of resnet8x0.5 models trained for one epoch on a fixture CIFAR-10, with
+    its artifacts and caches in ``tmp_path``."""
+    monkeypatch.setenv("RESKD_CACHE", str(tmp_path / "cache"))
+    data = make_cifar_pickles("cifar10")
+    profile = get_profile("cifar10", "smoke").replace(
+        teacher=Arch("resnet8", 0.5), student=Arch("resnet8", 0.5), res_students=(Arch("resnet8", 0.5),),
+        equal_cost=Arch("resnet8", 0.7), teacher_train=TINY_TRAIN, student_train=TINY_TRAIN, val_size=10, train_subset=None,
+        test_subset=None)
+
+    def make(**kw):
+        return Experiment(profile, data_root=data.root, artifacts=tmp_path / "artifacts", device="cpu",
+                          progress=False, **kw)
 
     return make

@@ -1,4 +1,4 @@
-"""Tiny synthetic data and models shared by the training tests."""
+"""Tiny synthetic data and models shared by the training tests, and valid results records."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,6 +6,7 @@ import dataclasses
 import torch
 from torch import nn
 
+from reskd import results
 from reskd.data import SPECS, DatasetSpec, ImageTensors
 
 NUM_CLASSES = 4
@@ -41,3 +42,21 @@ class TinyNet(nn.Module):
 
     def forward(self, x):
         return self.fc(self.body(x))
+
+
+def results_model(name="KD student", kind="kd", **changes):
+    """A valid ``models`` entry of a results record, with ``changes`` applied."""
+    model = {"name": name, "kind": kind, "stages": 1, "macs": 1.5e6, "pct_teacher": 25.0, "top1_mean": 61.5,
+             "top1_std": 0.4, "seeds": [0, 1], "agreement_teacher": 70.0}
+    model.update(changes)
+    return model
+
+
+def write_results(root, dataset="cifar10", models=None, **kw):
+    """Write a valid results record (a teacher and a KD student unless ``models``) under ``root``."""
+    models = models if models is not None else [results_model("teacher", "teacher", stages=0, pct_teacher=100.0,
+                                                               agreement_teacher=None), results_model()]
+    args = dict(chapter="02_cifar", dataset=dataset, data_source="CIFAR-10 JPEG copy", profile="smoke",
+                device="cpu", models=models, root=root)
+    args.update(kw)
+    return results.write_results(**args)

@@ -154,6 +154,10 @@ def test_prose_edits_reach_the_stored_page_without_executing(tmp_path):
                                                            "pd.set_option(\"display.precision\", 3)"))
     with pytest.raises(SystemExit, match="re-execute"):
         run_book.sync_sources("05_summary", tmp_path)
+    changed = run_book.sync_sources("05_summary", tmp_path, keep_outputs=True)  # a refactoring: outputs are kept
+    kept = json.loads((tmp_path / "05_summary.ipynb").read_text())
+    assert changed and any('"display.precision", 3' in "".join(c["source"]) for c in kept["cells"])
+    assert [c.get("outputs") for c in kept["cells"]] == [c.get("outputs") for c in before["cells"]]
 
 
 def test_the_main_job_keeps_each_page_in_its_stored_profile():
@@ -213,3 +217,8 @@ def test_an_executed_page_names_no_scratch_folder(tmp_path):
     assert "run-book-" not in page and str(tmp_path) not in page
     assert json.loads(page)["metadata"]["papermill"]["parameters"] == {"profile": "cpu", "train_missing": False}
     assert "CIFAR-10 (JPEG copy" in page  # the summary read the copied cifar10.json
+
+
+def test_a_cell_source_reads_the_same_as_a_string_or_as_lines():
+    assert run_book.cell_text({"source": ["a = 1\n", "b = 2"]}) == "a = 1\nb = 2" == run_book.cell_text(
+        {"source": "a = 1\nb = 2"})

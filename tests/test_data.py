@@ -593,3 +593,15 @@ def test_is_available_finds_a_data_set_without_downloading(make_cifar_pickles, t
     assert data.is_available("cifar100", ns.root)
     assert not data.is_available("cifar10", ns.root)
     assert not data.is_available("cifar10", tmp_path / "nowhere")
+
+
+def test_layouts_and_augmentations_are_registered():
+    """A data set's layout and augmentation are one registered definition each; unknown names list the known ones."""
+    from reskd.data import AUGMENTATIONS, IMAGE_FOLDER, LAYOUTS, _layout, _tree_parts, augment_params
+
+    assert list(AUGMENTATIONS) == ["crop_flip", "rrc_flip"] and list(LAYOUTS) == ["tiny-imagenet", "imagenet"]
+    assert _layout(SPECS["cifar10"]) is IMAGE_FOLDER and _tree_parts(SPECS["cifar10"], "test") == ("test",)
+    assert _tree_parts(SPECS["imagenet"], "test") == ("val", "LOC_val_solution.csv")
+    assert _tree_parts(SPECS["tiny-imagenet"], "train") == ("wnids.txt", "train")
+    with pytest.raises(ValueError, match="unknown augmentation 'mixup'; choose one of crop_flip, rrc_flip"):
+        augment_params(dataclasses.replace(SPECS["cifar10"], augment="mixup"), 4, 0, 0)

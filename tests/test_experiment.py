@@ -1,35 +1,13 @@
-"""The glue the chapters call: profiles, the artifact store, ResKD stages and baselines, on a fixture CIFAR-10."""
+"""The glue the chapters call: profiles, the artifact store, ResKD stages, on a fixture CIFAR-10 (the ``exp``
+fixture of conftest.py; the studies around the method are tested in test_studies.py)."""
 import pytest
 import torch
-from torch import nn
 
-from reskd.artifacts import run_key
 from reskd import experiment as E
 from reskd.cli import run_jobs
-from reskd.experiment import FEATURE_HEAD, Experiment, ResKDRuns
+from reskd.experiment import ResKDRuns
 from reskd.profiles import Arch, get_profile, profile_banner
-from reskd.studies import (StageOption, ablate, ablate_losses, grow, pick_best, plain_ensemble_logits, reskd_runs,
-                           resolve_loss, stage_records)
-from reskd.reskd import RESIDUAL_LOSSES
-from reskd.train import TrainConfig
-
-TINY = TrainConfig(epochs=1, batch_size=16, lr=0.05)
-
-
-@pytest.fixture
-def exp(make_cifar_pickles, tmp_path, monkeypatch):
-    monkeypatch.setenv("RESKD_CACHE", str(tmp_path / "cache"))
-    data = make_cifar_pickles("cifar10")
-    profile = get_profile("cifar10", "smoke").replace(
-        teacher=Arch("resnet8", 0.5), student=Arch("resnet8", 0.5), res_students=(Arch("resnet8", 0.5),),
-        equal_cost=Arch("resnet8", 0.7), teacher_train=TINY, student_train=TINY, val_size=10, train_subset=None,
-        test_subset=None)
-
-    def make(**kw):
-        return Experiment(profile, data_root=data.root, artifacts=tmp_path / "artifacts", device="cpu",
-                          progress=False, **kw)
-
-    return make
+from reskd.runstore import run_key
 
 
 def test_runs_are_stored_by_configuration_and_reloaded(exp, tmp_path):
@@ -51,81 +29,6 @@ def test_unknown_profile_and_split_are_clear_errors(exp):
         get_profile("mnist", "cpu")
     with pytest.raises(ValueError, match="unknown split"):
         exp().eval_loader("holdout")
-
-
-def test_reskd_stages_records_and_baselines(exp):
-    e = exp()
-    runs = ResKDRuns(e, loss="mse")
-    ens = runs.ensemble([Arch("resnet8", 0.5)])
-    assert ens.num_stages == 2
-    staged = {split: runs.staged(ens, split) for split in ("val", "test")}
-    records = stage_records(staged, teacher_macs=10 * staged["val"].cumulative_macs[-1])
-    assert list(records["stage"]) == [0, 1]
-    assert records["macs"].is_monotonic_increasing
-    assert {"val_top1", "test_agreement_teacher", "test_residual_energy"} <= set(records.columns)
-    # a different loss is a different run
-    other = ResKDRuns(e, loss="kd").ensemble([Arch("resnet8", 0.5)])
-    assert not torch.equal(other.stages[1].fc.weight, ens.stages[1].fc.weight)
-    logits, labels = plain_ensemble_logits(e, [Arch("resnet8", 0.5), Arch("resnet8", 0.5)], "test")
-    assert logits.shape == (len(e.data.test), 10) and len(labels) == len(e.data.test)
-    weighted, _ = plain_ensemble_logits(e, [Arch("resnet8", 0.5), Arch("resnet8", 0.5)], "test", weighting="val")
-    assert weighted.shape == logits.shape and not torch.allclose(weighted, logits)
-    with pytest.raises(ValueError, match="unknown weighting 'best'"):
-        plain_ensemble_logits(e, [Arch("resnet8", 0.5)], "test", weighting="best")
-
-
-def test_member_weights_follow_the_better_member_and_never_lose_to_averaging():
-    from reskd.studies import fit_member_weights
-
-    gen = torch.Generator().manual_seed(0)
-    labels = torch.randint(0, 10, (2000,), generator=gen)
-    good = 4.0 * nn.functional.one_hot(labels, 10).float() + torch.randn(2000, 10, generator=gen)
-    noise = 4.0 * torch.randn(2000, 10, generator=gen)
-    weights = fit_member_weights([good, noise], labels)
-    assert (weights >= 0).all() and weights[0] > 5 * weights[1]
-
-    def ce(w):
-        return nn.functional.cross_entropy(w[0] * good + w[1] * noise, labels).item()
-
-    assert ce(weights) <= ce(torch.tensor([0.5, 0.5]))
-    with pytest.raises(ValueError, match="no member logits"):
-        fit_member_weights([], labels)
-
-
-def test_grow_stops_on_budget_and_uses_feature_heads(exp):
-    e = exp()
-    runs = ResKDRuns(e, loss="kd")
-    ens, log = grow(runs, [Arch("resnet8", 0.5)], max_stages=2, macs_budget=0.01)
-    assert ens.num_stages == 1 and "budget" in log["decision"].iloc[-1]
-    ens, log = grow(runs, [Arch(FEATURE_HEAD, 0.25)], max_stages=1)
-    assert ens.num_stages == 2 and ens.inputs[1] == "features"
-    assert log["decision"].iloc[-1].startswith("added")
-
-
-def test_auto_loss_is_the_validation_winner_of_the_ablation(exp):
-    e = exp()
-    table = ablate_losses(e)
-    assert sorted(table["loss"]) == sorted(RESIDUAL_LOSSES)
-    assert {"train_energy", "test_energy", "val_gain", "test_gain", "added_mmacs"} <= set(table.columns)
-    best = table.loc[table["val_top1"].idxmax(), "loss"]
-    assert reskd_runs(e).loss == best == resolve_loss(e)  # "auto": the validation winner (the runs are loaded now)
-    with pytest.raises(ValueError, match=r"loss='auto' is chosen by the first-stage ablation.*reskd_runs\(exp\)"):
-        ResKDRuns(e)  # an explicit call resolves it; reading an attribute never trains
-    with pytest.raises(ValueError, match="validation"):
-        pick_best(table, "loss", by="test_top1")
-    with pytest.raises(ValueError, match="unknown residual loss"):
-        ResKDRuns(e, loss="huber")
-
-
-def test_ablation_options_are_distinct_runs(exp):
-    e = exp()
-    options = [StageOption(Arch("resnet8", 0.5), "mse"), StageOption(Arch("resnet8", 0.5), "mse", epochs=2),
-               StageOption(Arch(FEATURE_HEAD, 0.25), "mse")]
-    table = ablate(e, options)
-    assert list(table["epochs"]) == [1, 2, 1] and list(table["input"]) == ["image", "image", "features"]
-    assert table["added_mmacs"].iloc[2] < table["added_mmacs"].iloc[0]  # a head on S0's features is cheaper
-    names = [name for name in e.results if name.startswith("res1")]
-    assert len(names) == 3 and any(name.endswith("-e2-s0") for name in names)
 
 
 def test_train_sample_is_a_fixed_subset(exp, monkeypatch):
@@ -231,8 +134,7 @@ def test_profile_banner_names_the_profile_its_data_and_what_to_trust():
 
 
 def test_runs_table_tells_finished_interrupted_running_and_unstarted_runs(exp):
-    from reskd.artifacts import run_dir, runs_table
-    from reskd.utils import folder_lock
+    from reskd.runstore import folder_lock, run_dir, runs_table
 
     e = exp()
     e.teacher()

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from reskd import adaptive, metrics, results, train
+from reskd import adaptive, metrics, results, theory, train
 from reskd.metrics import accuracy, agreement, centered, correct, residual_energy, top1
 
 
@@ -30,3 +30,6 @@ def test_one_home():
     out = adaptive.evaluate_policy(staged, adaptive.Policy("max_prob", [float("inf")]))
     assert out["top1"] == top1(staged.logits[-1], staged.labels)
     assert out["agreement_teacher"] == agreement(staged.logits[-1], staged.teacher_logits)
+    teacher = torch.randn(50, 3)
+    assert theory.disagreement_rate(teacher, staged.logits[-1]) == pytest.approx(
+        1 - agreement(staged.logits[-1], teacher) / 100, abs=1e-6)

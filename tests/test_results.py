@@ -1,26 +1,13 @@
-"""reskd.results: schema validation, round trip, atomic writes, the summary table."""
+"""reskd.results: schema validation, round trip, atomic writes, plain JSON."""
 import json
+import math
 import os
 
+import numpy as np
 import pytest
 
+from helpers import results_model as _model, write_results as _write
 from reskd import results as R
-
-
-def _model(name="KD student", kind="kd", **changes):
-    model = {"name": name, "kind": kind, "stages": 1, "macs": 1.5e6, "pct_teacher": 25.0, "top1_mean": 61.5,
-             "top1_std": 0.4, "seeds": [0, 1], "agreement_teacher": 70.0}
-    model.update(changes)
-    return model
-
-
-def _write(root, dataset="cifar10", models=None, **kw):
-    models = models if models is not None else [_model("teacher", "teacher", stages=0, pct_teacher=100.0,
-                                                       agreement_teacher=None), _model()]
-    args = dict(chapter="02_cifar", dataset=dataset, data_source="CIFAR-10 JPEG copy", profile="smoke",
-                device="cpu", models=models, root=root)
-    args.update(kw)
-    return R.write_results(**args)
 
 
 def test_round_trip(tmp_path):
@@ -76,33 +63,6 @@ def test_load_names_a_malformed_file(tmp_path):
         R.load_results(tmp_path)
 
 
-def test_summary_table_says_what_was_not_run(tmp_path):
-    _write(tmp_path)
-    R.write_not_run("03_imagenet", "imagenet", "ImageNet is not available here", "smoke", root=tmp_path)
-    table = R.results_table(R.load_results(tmp_path), datasets=["cifar10", "cifar100", "imagenet"])
-    assert list(table["dataset"]) == ["cifar10", "cifar10", "cifar100", "imagenet"]
-    assert table.loc[1, "% of teacher"] == 25.0 and table.loc[1, "MMACs"] == 1.5
-    assert table.loc[2, "model"] == "not run: no results file"
-    assert table.loc[3, "model"] == "ImageNet is not available here"
-    assert table.loc[3, "top-1 (%)"] != table.loc[3, "top-1 (%)"]  # NaN: no number for a data set not run
-
-
-def test_model_record_averages_seeds():
-    record = R.model_record("KD", "kd", stages=1, macs=2e6, teacher_macs=8e6, top1=[60.0, 62.0], seeds=[0, 1],
-                            agreement_teacher=[70.0, 72.0])
-    assert record["pct_teacher"] == 25.0 and record["top1_mean"] == 61.0 and record["agreement_teacher"] == 71.0
-    assert abs(record["top1_std"] - 2 ** 0.5) < 1e-12
-    with pytest.raises(R.ResultsError, match="one value per seed"):
-        R.model_record("KD", "kd", stages=1, macs=1, teacher_macs=1, top1=[60.0], seeds=[0, 1])
-
-
-def test_models_frame_is_readable():
-    frame = R.models_frame([_model()])
-    assert list(frame.columns) == ["model", "kind", "stages", "MMACs", "% of teacher", "top-1 (%)", "± (std)",
-                                   "agreement (%)"]
-    assert frame.loc[0, "MMACs"] == 1.5
-
-
 def test_analysis_round_trip_and_is_kept_out_of_model_records(tmp_path):
     _write(tmp_path)
     analysis = {"stages": [{"stage": 0, "train_energy": 3.5, "test_energy": 4.0}]}
@@ -120,67 +80,23 @@ def test_bad_analysis_is_refused(tmp_path, analysis, message):
         R.write_analysis("theory", "01", "cifar10", "CIFAR-10", "smoke", "cpu", analysis, root=tmp_path)
 
 
-def test_check_target_names_what_is_missing():
-    teacher = _model("teacher", "teacher", stages=0, pct_teacher=100.0, top1_mean=90.0, agreement_teacher=None)
-    equal = _model("equal-cost KD", "kd-equal-cost", pct_teacher=18.0, top1_mean=86.0)
-    stage = _model("ResKD S0..S2", "reskd-stage", stages=3, pct_teacher=17.0, top1_mean=89.5)
-    dear = _model("ResKD S0..S3", "reskd-stage", stages=4, pct_teacher=30.0, top1_mean=95.0)
-    verdict = R.check_target([teacher, equal, stage, dear], max_pct_teacher=18.04, max_drop=1.0)
-    assert verdict["reached"] and verdict["reskd"] == "ResKD S0..S2" and verdict["drop"] == pytest.approx(0.5)
-    weak = dict(stage, top1_mean=85.0)
-    verdict = R.check_target([teacher, equal, weak], max_pct_teacher=18.04, max_drop=1.0)
-    assert not verdict["reached"] and "5.00 points below" in verdict["why"] and "not above equal-cost KD" in verdict["why"]
-    assert "no ResKD entry" in R.check_target([teacher, dear], max_pct_teacher=18.04, max_drop=1.0)["why"]
-    with pytest.raises(R.ResultsError, match="no teacher"):
-        R.check_target([stage], max_pct_teacher=18.04, max_drop=1.0)
+def test_a_cascade_entry_is_a_model_kind(tmp_path):
+    _write(tmp_path, models=[_model("teacher", "teacher", stages=0, pct_teacher=100.0, agreement_teacher=None),
+                             _model("cascade KD -> ResKD", "cascade", stages=3)])
+    assert [m["kind"] for m in R.load_results(tmp_path)["cifar10"]["models"]] == ["teacher", "cascade"]
 
 
-def test_compare_at_cost_uses_the_longest_chain_and_the_seed_noise():
-    kd = _model("KD student", "kd", top1_mean=80.0, top1_std=0.5, seeds=[0, 1, 2])
-    equal = _model("equal-cost KD", "kd-equal-cost", top1_mean=81.0, top1_std=0.2, seeds=[0, 1, 2])
-    short = _model("ResKD S0..S1", "reskd-stage", stages=2, top1_mean=90.0, seeds=[0, 1, 2])
-    chain = _model("ResKD S0..S2", "reskd-stage", stages=3, top1_mean=81.2, top1_std=0.3, seeds=[0, 1, 2])
-    table = R.compare_at_cost([kd, equal, short, chain]).set_index("versus")
-    assert set(table["ResKD"]) == {"ResKD S0..S2"}
-    assert table.loc["KD student", "difference"] == pytest.approx(1.2)
-    assert table.loc["KD student", "verdict"] == "ResKD ahead"  # 1.2 > 2 * sqrt((0.09 + 0.25) / 3) = 0.67
-    assert table.loc["equal-cost KD", "verdict"] == "within seed noise"  # 0.2 < 2 * sqrt((0.09 + 0.04) / 3) = 0.42
-    behind = R.compare_at_cost([dict(equal, top1_mean=83.0), chain])
-    assert behind["verdict"].item() == "ResKD behind"
-    single = R.compare_at_cost([dict(equal, seeds=[0], top1_std=0.0), chain])
-    assert single["verdict"].item() == "one seed: no noise estimate" and single["std. error"].item() is None
-    with pytest.raises(R.ResultsError, match="no 'reskd-stage'"):
-        R.compare_at_cost([kd, equal])
+def test_regime_is_optional_text(tmp_path):
+    _write(tmp_path, models=[_model(regime="low-data"), _model("plain KD")])
+    models = R.load_results(tmp_path)["cifar10"]["models"]
+    assert models[0]["regime"] == "low-data" and "regime" not in models[1]
+    with pytest.raises(R.ResultsError, match="regime"):
+        _write(tmp_path, models=[_model(regime=3)])
 
 
-def test_frame_records_are_plain_json():
-    import pandas as pd
-    rows = R.frame_records(pd.DataFrame({"a": [1.23456, float("nan")], "b": ["x", None]}), digits=2)
-    assert rows == [{"a": 1.23, "b": "x"}, {"a": None, "b": None}]
-    json.dumps(rows, allow_nan=False)
-
-
-def test_reskd_records_stages_and_adaptive_points():
-    import torch
-
-    from reskd.adaptive import StagedOutputs
-
-    def staged(seed):
-        g = torch.Generator().manual_seed(seed)
-        labels = torch.randint(0, 5, (200,), generator=g)
-        teacher = torch.nn.functional.one_hot(labels, 5).float() * 6
-        s0 = teacher + 4 * torch.randn(200, 5, generator=g)  # a noisy student; the stage moves it to the teacher
-        logits = torch.stack([s0, 0.5 * (s0 + teacher)])
-        return StagedOutputs(logits, labels, [100, 40], teacher_logits=teacher)
-
-    by_seed = {seed: {"val": staged(10 + seed), "test": staged(20 + seed)} for seed in (0, 1)}
-    entries = R.reskd_records(by_seed, teacher_macs=1000, drops=(0.5, 100.0))
-    assert [e["name"] for e in entries] == ["ResKD S0", "ResKD S0..S1", "ResKD adaptive (val -0.5 pt)",
-                                            "ResKD adaptive (val -100 pt)"]
-    assert entries[0]["macs"] == 100 and entries[1]["macs"] == 140 and entries[1]["pct_teacher"] == 14.0
-    assert entries[1]["top1_mean"] > entries[0]["top1_mean"] and entries[1]["seeds"] == [0, 1]
-    loose = entries[3]  # allowed to lose 100 points: everybody stops after S0
-    assert loose["macs"] == 100 and loose["top1_mean"] == entries[0]["top1_mean"]
-    assert 100 <= entries[2]["macs"] <= 140
-    with pytest.raises(R.ResultsError, match="no staged outputs"):
-        R.reskd_records({}, teacher_macs=1000)
+def test_plain_json_cleans_numpy_and_non_finite_values():
+    value = {"a": np.float64(1.5), "b": [np.int64(2), math.nan, (math.inf, "x")], "c": {"d": np.bool_(True)}}
+    cleaned = R.plain_json(value)
+    assert cleaned == {"a": 1.5, "b": [2, None, [None, "x"]], "c": {"d": True}}
+    assert type(cleaned["a"]) is float and type(cleaned["b"][0]) is int and type(cleaned["c"]["d"]) is bool
+    json.dumps(cleaned, allow_nan=False)

@@ -13,7 +13,7 @@ import torch
 
 from reskd import train as train_module
 from reskd import utils
-from reskd.artifacts import run_dir, runs_table
+from reskd.runstore import run_dir, runs_table
 from reskd.data import Loader
 from reskd.distill import CE, KD
 from reskd.train import (CheckpointError, TrainConfig, evaluate, fit, load_run, make_optimizer, make_scheduler,

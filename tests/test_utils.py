@@ -34,30 +34,3 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA GPU"):
             resolve_device("cuda")
-
-
-def _hold_lock(folder, ready, release):
-    from reskd.utils import folder_lock
-    with folder_lock(folder):
-        ready.set()
-        release.wait(30)
-
-
-def test_folder_lock_excludes_a_second_process(tmp_path):
-    import multiprocessing as mp
-
-    from reskd.utils import RunLockedError, folder_lock
-    ctx = mp.get_context("spawn")
-    ready, release = ctx.Event(), ctx.Event()
-    holder = ctx.Process(target=_hold_lock, args=(tmp_path / "run", ready, release))
-    holder.start()
-    try:
-        assert ready.wait(60)
-        with pytest.raises(RunLockedError, match="another process"):
-            with folder_lock(tmp_path / "run", wait=False):
-                pass
-    finally:
-        release.set()
-        holder.join(30)
-    with folder_lock(tmp_path / "run", wait=False):  # released when its holder ends
-        assert (tmp_path / "run" / ".lock").exists()

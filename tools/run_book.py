@@ -108,6 +108,12 @@ def run_chapter(chapter: str, output_dir: Path, parameters: dict) -> float:
     return time.perf_counter() - start
 
 
+def cell_text(cell: dict) -> str:
+    """A stored cell's source as one string (nbformat stores it as a string or as a list of lines)."""
+    source = cell["source"]
+    return "".join(source) if isinstance(source, list) else source
+
+
 def tidy_page(path: Path) -> None:
     """Replace papermill's absolute input/output paths in the notebook's metadata with the chapter's file name (a
     committed notebook names no machine's folders), and label papermill's parameters cell for the reader."""
@@ -118,7 +124,7 @@ def tidy_page(path: Path) -> None:
             meta[key] = Path(meta[key]).name
     for cell in notebook["cells"]:
         if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
-            lines = cell["source"] if isinstance(cell["source"], list) else cell["source"].splitlines(keepends=True)
+            lines = cell_text(cell).splitlines(keepends=True)
             if lines and lines[0].strip() == "# Parameters":
                 cell["source"] = [INJECTED_LABEL + "\n", *lines[1:]]
     path.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")
@@ -173,10 +179,12 @@ def publish(staging: Path, output_dir: Path, results_dir: Path, chapters: list[s
             os.replace(results_dir / f".{path.name}.tmp", target)
 
 
-def sync_sources(chapter: str, book: Path = BOOK) -> list[int]:
+def sync_sources(chapter: str, book: Path = BOOK, *, keep_outputs: bool = False) -> list[int]:
     """Copy the sources of ``book/<chapter>.py`` into the stored page without executing it: prose (markdown cells)
     and code cells without outputs (the Colab and parameters cells). Returns the indices of the cells changed.
-    Refuses (SystemExit) when a code cell with outputs changed, or cells were added or removed: re-execute then."""
+    Refuses (SystemExit) when a code cell with outputs changed, or cells were added or removed: re-execute then.
+    With ``keep_outputs`` a changed code cell keeps its stored outputs (for a refactoring that must not change them;
+    nbval then checks that re-executing the page gives the same outputs)."""
     source = jupytext.read(book / f"{chapter}.py")
     path = book / f"{chapter}.ipynb"
     stored = json.loads(path.read_text())
@@ -185,11 +193,11 @@ def sync_sources(chapter: str, book: Path = BOOK) -> list[int]:
         raise SystemExit(f"{chapter}: cells were added, removed or reordered; re-execute it (tools/run_book.py).")
     changed = []
     for i, (new, old) in enumerate(zip(source.cells, cells)):
-        text = "".join(old["source"]) if isinstance(old["source"], list) else old["source"]
-        if new.source == text:
+        if new.source == cell_text(old):
             continue
-        if new.cell_type == "code" and old.get("outputs"):
-            raise SystemExit(f"{chapter}: code cell {i} has outputs and its source changed; re-execute the chapter.")
+        if new.cell_type == "code" and old.get("outputs") and not keep_outputs:
+            raise SystemExit(f"{chapter}: code cell {i} has outputs and its source changed; re-execute the chapter "
+                             "(or, when its outputs must stay the same, --keep-outputs, then make nbval).")
         old["source"] = new.source.splitlines(keepends=True)
         tags = new.metadata.get("tags")
         if tags:
@@ -218,10 +226,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sources-only", action="store_true",
                         help="copy edited prose and output-less code cells from book/*.py into the stored pages, "
                              "without executing anything")
+    parser.add_argument("--keep-outputs", action="store_true",
+                        help="with --sources-only, also copy code cells that have outputs, keeping the stored outputs "
+                             "(a refactoring that must not change them; check with make nbval)")
     args = parser.parse_args(argv)
     if args.sources_only:
         for chapter in select(args.chapters):
-            print(f"{chapter}: {len(sync_sources(chapter))} cell(s) updated")
+            print(f"{chapter}: {len(sync_sources(chapter, keep_outputs=args.keep_outputs))} cell(s) updated")
         return
 
     chapters = select(args.chapters)

@@ -1,4 +1,5 @@
-"""Where trained models live: one folder per run, named by a key derived from the run's whole configuration.
+"""Where trained models live: one folder per run, named by a key derived from the run's whole configuration, the
+files a run folder holds, its lock, and whether it is finished.
 
 A chapter describes each run it needs by a JSON-able ``spec`` (data set and source, architecture, seed, loss,
 training config, the keys of the models it learns from, ...). :func:`run_dir` maps the spec to
@@ -6,16 +7,24 @@ training config, the keys of the models it learns from, ...). :func:`run_dir` ma
 when it was interrupted, and trains it when it is missing. Changing anything in the spec changes the key, so a stale
 artifact is never mistaken for a fresh one.
 
-The artifacts root is the ``root`` argument, else ``$RESKD_ARTIFACTS``, else ``artifacts/`` in the project.
+The artifacts root is the ``root`` argument, else ``$RESKD_ARTIFACTS``, else ``artifacts/`` in the project. A run
+folder holds ``spec.json``, ``checkpoint.pt`` while training, then ``history.csv``, ``summary.json`` and ``model.pt``
+(:data:`RUN_FILES`, written by :func:`reskd.train.fit`), and ``.lock`` (:func:`folder_lock`).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
 from typing import Any, Mapping
 
 from .utils import atomic_json_dump, project_root, stable_hash
+
+try:
+    import fcntl
+except ImportError:  # Windows: runs are not locked
+    fcntl = None
 
 ARTIFACTS_ENV = "RESKD_ARTIFACTS"
 SPEC_FILE = "spec.json"
@@ -52,13 +61,65 @@ def run_dir(spec: Mapping[str, Any], name: str, *, root: str | os.PathLike | Non
     return path
 
 
+CHECKPOINT = "checkpoint.pt"
+FINAL_MODEL = "model.pt"
+HISTORY = "history.csv"
+SUMMARY = "summary.json"
+RUN_FILES = (CHECKPOINT, FINAL_MODEL, HISTORY, SUMMARY)  # what fit writes, each through a temporary file
+
+
+def is_finished(run_dir: str | os.PathLike) -> bool:
+    """Whether ``run_dir`` holds a finished run (``model.pt``, written after ``summary.json`` and ``history.csv``)."""
+    run_dir = Path(run_dir)
+    return (run_dir / FINAL_MODEL).exists() and (run_dir / SUMMARY).exists()
+
+
+def remove_temporary_files(run_dir: Path) -> None:
+    """The temporary files of writes that a kill interrupted (only the lock holder writes them)."""
+    for name in RUN_FILES:
+        for tmp in run_dir.glob(f".{name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+
+LOCK_FILE = ".lock"
+
+
+class RunLockedError(RuntimeError):
+    """Another process holds the lock of a run folder (it is training that run right now)."""
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, *, wait: bool = True):
+    """Hold an exclusive lock on ``folder`` (``<folder>/.lock``) so that two processes never train the same run.
+
+    The operating system releases the lock when its process dies, so an interrupted run never leaves a stale lock.
+    ``wait=False`` raises :class:`RunLockedError` instead of waiting. Without ``fcntl`` (Windows) nothing is locked.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:
+        yield
+        return
+    with open(folder / LOCK_FILE, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not wait:
+                raise RunLockedError(f"{folder} is being trained by another process; wait until it finishes (the run "
+                                     "is then loaded), or stop that process.") from None
+            print(f"{folder.name}: another process is training this run; waiting for it to finish ...", flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 RUN_STATES = ("finished", "training now", "interrupted", "not started")
 
 
-def _is_locked(folder: Path) -> bool:
-    """Whether a process holds the run folder's lock (see :func:`reskd.utils.folder_lock`)."""
-    from .utils import LOCK_FILE, RunLockedError, folder_lock
-
+def is_locked(folder: Path) -> bool:
+    """Whether a process holds the run folder's lock (see :func:`folder_lock`)."""
     if not (folder / LOCK_FILE).exists():
         return False
     try:
@@ -74,8 +135,6 @@ def runs_table(dataset: str | None = None, *, root: str | os.PathLike | None = N
     profile in the background, or to see how far the background workers are."""
     import pandas as pd
 
-    from .train import CHECKPOINT, HISTORY, is_finished
-
     base = artifacts_root(root)
     folders = sorted(p.parent for p in base.glob(f"{dataset or '*'}/*/{SPEC_FILE}"))
     rows = []
@@ -84,7 +143,7 @@ def runs_table(dataset: str | None = None, *, root: str | os.PathLike | None = N
         history = pd.read_csv(folder / HISTORY) if (folder / HISTORY).exists() else pd.DataFrame()
         if is_finished(folder):
             state = "finished"
-        elif _is_locked(folder):
+        elif is_locked(folder):
             state = "training now"
         elif (folder / CHECKPOINT).exists():
             state = "interrupted"
@@ -96,7 +155,7 @@ def runs_table(dataset: str | None = None, *, root: str | os.PathLike | None = N
     return pd.DataFrame(rows, columns=["dataset", "run", "state", "epochs_done", "epochs", "val_top1"])
 
 
-if __name__ == "__main__":  # python -m reskd.artifacts [dataset]: the state of every run
+if __name__ == "__main__":  # python -m reskd.runstore [dataset]: the state of every run
     import sys
 
     print(runs_table(sys.argv[1] if len(sys.argv) > 1 else None).to_string(index=False))

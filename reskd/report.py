@@ -1,0 +1,261 @@
+"""Records and verdicts: the chapters' model entries (from per-seed logits or calibrated adaptive rules), readable
+tables of them, and the checks the book reports (a target like the paper's, ResKD against equal-cost baselines).
+The schema these entries follow, and reading and writing them, are in :mod:`reskd.results`."""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping, Sequence
+
+import pandas as pd
+from torch import Tensor
+
+from . import metrics
+from .adaptive import Policy, StagedOutputs, calibrate, calibrate_per_stage, evaluate_policy
+from .results import STATUS_NOT_RUN, ResultsError, plain_json
+
+
+def results_table(records: Mapping[str, Mapping[str, Any]], *, datasets: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per (data set, model): profile, kind, stages, MACs, % of teacher, top-1 and agreement.
+
+    ``datasets`` lists the data sets to show, in order; one without a record, or recorded as not run, gets a single
+    row saying so (numbers left empty) instead of being silently dropped.
+    """
+    by_dataset = {r["dataset"]: r for r in records.values()}
+    rows = []
+    for dataset in (datasets if datasets is not None else list(by_dataset)):
+        record = by_dataset.get(dataset)
+        if record is None or record.get("status") == STATUS_NOT_RUN or not record["models"]:
+            reason = record.get("reason", "not run") if record is not None else "not run: no results file"
+            rows.append({"dataset": dataset, "profile": record["profile"] if record else "", "model": reason})
+            continue
+        for m in record["models"]:
+            rows.append({"dataset": dataset, "profile": record["profile"], "model": m["name"], "kind": m["kind"],
+                         "stages": m["stages"], "MMACs": m["macs"] / 1e6, "% of teacher": m["pct_teacher"],
+                         "top-1 (%)": m["top1_mean"], "± (std)": m["top1_std"], "seeds": len(m["seeds"]),
+                         "agreement (%)": m["agreement_teacher"]})
+    columns = ["dataset", "profile", "model", "kind", "stages", "MMACs", "% of teacher", "top-1 (%)", "± (std)",
+               "seeds", "agreement (%)"]
+    table = pd.DataFrame(rows, columns=columns)
+    return table.astype({"stages": "Int64", "seeds": "Int64"})
+
+
+def frame_records(frame: pd.DataFrame, digits: int = 4) -> list[dict[str, Any]]:
+    """``frame``'s rows as plain-JSON dicts (floats rounded to ``digits``, missing values as None), for ``extra``."""
+    rounded = frame.round(digits).astype(object)
+    return plain_json(rounded.where(frame.notna(), None).to_dict(orient="records"))
+
+
+def for_display(frame: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
+    """``frame`` with floats rounded to ``digits`` and missing values blank (for tables in the book)."""
+    rounded = frame.round(digits).astype(object)
+    return rounded.where(frame.notna(), "")
+
+
+def model_record(name: str, kind: str, *, stages: int, macs: float, teacher_macs: float, top1: Sequence[float],
+                 seeds: Sequence[int], agreement_teacher: Sequence[float] | None = None) -> dict[str, Any]:
+    """One entry of ``models``: the per-seed top-1 (and agreement) values averaged, MACs as % of the teacher's."""
+    if len(top1) != len(seeds):
+        raise ResultsError(f"{name!r}: {len(top1)} top-1 values for {len(seeds)} seeds; give one value per seed.")
+    mean = sum(top1) / len(top1)
+    std = math.sqrt(sum((t - mean) ** 2 for t in top1) / (len(top1) - 1)) if len(top1) > 1 else 0.0
+    agree = sum(agreement_teacher) / len(agreement_teacher) if agreement_teacher else None
+    return {"name": name, "kind": kind, "stages": int(stages), "macs": float(macs),
+            "pct_teacher": 100.0 * float(macs) / float(teacher_macs), "top1_mean": float(mean), "top1_std": float(std),
+            "seeds": [int(s) for s in seeds], "agreement_teacher": None if agree is None else float(agree)}
+
+
+def logits_record(name: str, kind: str, logits: Mapping[int, Tensor], labels: Tensor, *, stages: int, macs: float,
+                  teacher_macs: float, teacher_logits: Tensor | None = None) -> dict[str, Any]:
+    """One entry of ``models`` from a model's test logits per seed (``logits[seed]``, N x C): top-1 against
+    ``labels`` and, when ``teacher_logits`` are given, agreement with the teacher (:func:`model_record`)."""
+    outputs = list(logits.values())
+    return model_record(name, kind, stages=stages, macs=macs, teacher_macs=teacher_macs,
+                        top1=[metrics.top1(z, labels) for z in outputs], seeds=list(logits),
+                        agreement_teacher=None if teacher_logits is None
+                        else [metrics.agreement(z, teacher_logits) for z in outputs])
+
+
+def models_frame(models: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """A chapter's ``models`` entries as a readable table (MACs in millions, percentages)."""
+    frame = pd.DataFrame(list(models), columns=["name", "kind", "stages", "macs", "pct_teacher", "top1_mean",
+                                                "top1_std", "agreement_teacher"])
+    frame["macs"] = frame["macs"] / 1e6
+    return frame.rename(columns={"name": "model", "macs": "MMACs", "pct_teacher": "% of teacher",
+                                 "top1_mean": "top-1 (%)", "top1_std": "± (std)", "agreement_teacher": "agreement (%)"})
+
+
+def check_target(models: Sequence[Mapping[str, Any]], *, max_pct_teacher: float, max_drop: float) -> dict[str, Any]:
+    """Whether ResKD reached a target like the paper's: a ResKD entry (adaptive or a static stage) within
+    ``max_drop`` top-1 points of the teacher at no more than ``max_pct_teacher`` % of its MACs, and above every
+    equal-cost baseline. Picks the most accurate ResKD entry within the budget; says why when none qualifies."""
+    teacher = next((m for m in models if m["kind"] == "teacher"), None)
+    if teacher is None:
+        raise ResultsError("the models hold no teacher; the target is relative to the teacher's top-1.")
+    within = [m for m in models if m["kind"] in ("reskd-stage", "reskd-adaptive") and m["pct_teacher"] <= max_pct_teacher]
+    out: dict[str, Any] = {"max_pct_teacher": max_pct_teacher, "max_drop": max_drop, "teacher_top1": teacher["top1_mean"]}
+    if not within:
+        return {**out, "reached": False, "why": f"no ResKD entry costs at most {max_pct_teacher}% of the teacher"}
+    best = max(within, key=lambda m: m["top1_mean"])
+    drop = teacher["top1_mean"] - best["top1_mean"]
+    beats = {m["name"]: best["top1_mean"] > m["top1_mean"] for m in models if m["kind"] == "kd-equal-cost"}
+    reached = drop <= max_drop and all(beats.values())
+    why = [] if drop <= max_drop else [f"{drop:.2f} points below the teacher (allowed {max_drop})"]
+    why += [f"not above {name}" for name, ok in beats.items() if not ok]
+    return {**out, "reskd": best["name"], "reskd_top1": best["top1_mean"], "reskd_pct_teacher": best["pct_teacher"],
+            "drop": drop, "beats": beats, "reached": reached, "why": "; ".join(why) or "reached"}
+
+
+NOISE_Z = 2.0  # a difference counts when it exceeds this many standard errors of the difference of seed means
+
+
+def compare_at_cost(models: Sequence[Mapping[str, Any]], *, against: Sequence[str] = ("kd", "kd-equal-cost"),
+                    z: float = NOISE_Z) -> pd.DataFrame:
+    """The full ResKD chain (the static entry with the most stages) against every model of the kinds ``against``:
+    both top-1 means, their difference, its standard error over seeds, sqrt(s_a^2/n_a + s_b^2/n_b), and a verdict:
+    ResKD ahead or behind when the difference exceeds ``z`` standard errors, else within the seed noise (and
+    "one seed" when either side has a single seed, so no noise estimate exists)."""
+    chains = [m for m in models if m["kind"] == "reskd-stage"]
+    if not chains:
+        raise ResultsError("the models hold no 'reskd-stage' entry; add the ResKD chain (reskd_records) first.")
+    chain = max(chains, key=lambda m: m["stages"])
+    rows = []
+    for other in (m for m in models if m["kind"] in against):
+        diff = chain["top1_mean"] - other["top1_mean"]
+        n_a, n_b = len(chain["seeds"]), len(other["seeds"])
+        se = math.sqrt(chain["top1_std"] ** 2 / n_a + other["top1_std"] ** 2 / n_b) if min(n_a, n_b) > 1 else None
+        if se is None:
+            verdict = "one seed: no noise estimate"
+        elif abs(diff) > z * se:
+            verdict = "ResKD ahead" if diff > 0 else "ResKD behind"
+        else:
+            verdict = "within seed noise"
+        rows.append({"ResKD": chain["name"], "ResKD MMACs": chain["macs"] / 1e6, "ResKD top-1": chain["top1_mean"],
+                     "versus": other["name"], "versus MMACs": other["macs"] / 1e6, "versus top-1": other["top1_mean"],
+                     "difference": diff, "std. error": se, "verdict": verdict})
+    return pd.DataFrame(rows)
+
+
+def reskd_records(staged: Mapping[int, Mapping[str, StagedOutputs]], teacher_macs: float, *,
+                  drops: Sequence[float] = (0.5, 1.0), criterion: str = "max_prob") -> list[dict[str, Any]]:
+    """Model entries of a ResKD chain, from ``staged[seed]["val" | "test"]`` (cumulative stage outputs with the
+    teacher's logits): every static stage, and the adaptive rule calibrated on the validation split to keep its
+    top-1 within each of ``drops`` points of the full ensemble's (the test split is only evaluated)."""
+    seeds = list(staged)
+    if not seeds:
+        raise ResultsError("no staged outputs: give at least one seed's {'val': ..., 'test': ...}.")
+    first = staged[seeds[0]]["test"]
+    entries = []
+    for k in range(first.num_stages):
+        tests = [staged[seed]["test"] for seed in seeds]
+        entries.append(model_record(
+            "ResKD S0" if k == 0 else f"ResKD S0..S{k}", "reskd-stage", stages=k + 1, macs=first.cumulative_macs[k],
+            teacher_macs=teacher_macs, top1=[metrics.top1(t.logits[k], t.labels) for t in tests], seeds=seeds,
+            agreement_teacher=[metrics.agreement(t.logits[k], t.teacher_logits) for t in tests]
+            if first.teacher_logits is not None else None))
+    for drop in drops:
+        runs = []
+        for seed in seeds:
+            val = staged[seed]["val"]
+            full_val = metrics.top1(val.logits[-1], val.labels)
+            policy = calibrate(val, criterion, target_top1=max(0.0, full_val - drop))  # a top-1 is never below 0
+            runs.append(evaluate_policy(staged[seed]["test"], policy, teacher_macs=teacher_macs))
+        entries.append(model_record(
+            f"ResKD adaptive (val -{drop:g} pt)", "reskd-adaptive", stages=first.num_stages,
+            macs=sum(r["avg_macs"] for r in runs) / len(runs), teacher_macs=teacher_macs,
+            top1=[r["top1"] for r in runs], seeds=seeds,
+            agreement_teacher=[r["agreement_teacher"] for r in runs] if "agreement_teacher" in runs[0] else None))
+    return entries
+
+
+CALIBRATIONS = {"shared": calibrate, "per stage": calibrate_per_stage}  # one threshold for all stages, or one each
+
+
+def operating_targets(val: StagedOutputs, *, drops: Sequence[float], shares: Sequence[float]
+                      ) -> dict[str, dict[str, float]]:
+    """The calibration targets on one seed's validation outputs, by name: validation top-1 at most each of ``drops``
+    points below the full ensemble's ("full − 0.5"), and average MACs within S0's plus each of ``shares`` of the
+    res-students' ("S0 + 25% res")."""
+    full = metrics.top1(val.logits[-1], val.labels)
+    points = {f"full − {drop:g}": {"target_top1": max(0.0, full - drop)} for drop in drops}
+    res_macs = sum(val.stage_macs[1:])
+    points.update({f"S0 + {share:.0%} res": {"target_macs": val.stage_macs[0] + share * res_macs}
+                   for share in shares})
+    return points
+
+
+def calibration_grid(staged: Mapping[int, Mapping[str, StagedOutputs]], *, criteria: Sequence[str],
+                     teacher_macs: float, drops: Sequence[float], shares: Sequence[float],
+                     gate_for: Callable[[str, int], Any] | None = None,
+                     calibrations: Mapping[str, Callable[..., Policy]] = CALIBRATIONS
+                     ) -> tuple[pd.DataFrame, dict[tuple[int, str, str, str], Policy]]:
+    """Every (seed, operating point of :func:`operating_targets`, criterion, calibration) policy, calibrated on the
+    seed's validation split and evaluated on both splits: one row each (validation top-1 and MMACs, test top-1,
+    MMACs, % of the teacher, agreement, and the share of test samples stopping after each stage ``S<k>``), and the
+    policies by ``(seed, point, criterion, calibration)``. ``gate_for(criterion, seed)`` gives a learned gate."""
+    rows, policies = [], {}
+    for seed, st in staged.items():
+        for point, target in operating_targets(st["val"], drops=drops, shares=shares).items():
+            for criterion in criteria:
+                for kind, calibrate_fn in calibrations.items():
+                    gate = gate_for(criterion, seed) if gate_for is not None else None
+                    policy = calibrate_fn(st["val"], criterion, gate=gate, **target)
+                    policies[seed, point, criterion, kind] = policy
+                    v = evaluate_policy(st["val"], policy)
+                    t = evaluate_policy(st["test"], policy, teacher_macs=teacher_macs)
+                    rows.append({"seed": seed, "operating point": point, "criterion": criterion, "thresholds": kind,
+                                 "val top-1": v["top1"], "val MMACs": v["avg_macs"] / 1e6, "test top-1": t["top1"],
+                                 "test MMACs": t["avg_macs"] / 1e6, "% of teacher": t["pct_teacher"],
+                                 "agreement (%)": t["agreement_teacher"],
+                                 **{f"S{k}": t[f"exit_frac_{k}"] for k in range(st["test"].num_stages)}})
+    return pd.DataFrame(rows), policies
+
+
+def _number(x: Any) -> float | None:
+    """A plain float for JSON (None for NaN)."""
+    return plain_json(float(x))
+
+
+def adaptive_analysis(*, seeds: Sequence[int], criteria: Sequence[str], stage_macs: Sequence[float],
+                      teacher_macs: float, teacher_top1: float, static: pd.DataFrame, grid: pd.DataFrame,
+                      curves: pd.DataFrame, chosen_point: str, chosen: str, exit_fractions: pd.Series,
+                      latency: pd.DataFrame, latency_setup: Mapping[str, Any], timed: Sequence[str]
+                      ) -> dict[str, Any]:
+    """The adaptive-inference chapter's ``analysis`` record: the static stages (``static``: macs, pct_teacher,
+    test_top1 per stage), every operating point of the :func:`calibration_grid` ``grid`` (means over seeds), the
+    threshold sweeps ``curves`` by criterion, the ``chosen`` criterion at ``chosen_point`` with its test
+    ``exit_fractions``, and the ``latency`` table (ms per image of each model in ``timed``, the speedups) with its
+    ``latency_setup`` (device, threads, repeats, target ratio)."""
+    stage_columns = [f"S{k}" for k in range(len(stage_macs))]
+    operating_rows = []
+    for (point, criterion, kind), group in grid.groupby(["operating point", "criterion", "thresholds"], sort=False):
+        operating_rows.append({
+            "operating_point": point, "criterion": criterion, "thresholds": kind, "seeds": len(group),
+            "val_top1": _number(group["val top-1"].mean()), "val_macs": _number(1e6 * group["val MMACs"].mean()),
+            "test_top1_mean": _number(group["test top-1"].mean()),
+            "test_top1_std": _number(group["test top-1"].std()) if len(group) > 1 else 0.0,
+            "test_macs": _number(1e6 * group["test MMACs"].mean()),
+            "pct_teacher": _number(group["% of teacher"].mean()),
+            "agreement_teacher": _number(group["agreement (%)"].mean()),
+            "exit_fractions": [_number(group[c].mean()) for c in stage_columns]})
+    return {
+        "seeds": list(seeds), "criteria": list(criteria), "num_stages": len(stage_macs),
+        "stage_macs": [int(m) for m in stage_macs], "teacher_macs": int(teacher_macs), "teacher_top1": teacher_top1,
+        "static_stages": [{"stages": k + 1, "macs": _number(r["macs"]), "pct_teacher": _number(r["pct_teacher"]),
+                           "test_top1_mean": _number(r["test_top1"])} for k, r in static.iterrows()],
+        "operating_points": operating_rows,
+        "sweeps": {criterion: [{"val_top1": _number(r["val_top1"]), "val_macs": _number(r["val_avg_macs"]),
+                                "test_top1": _number(r["test_top1"]), "test_macs": _number(r["test_avg_macs"]),
+                                "test_pct_teacher": _number(r["test_pct_teacher"])} for _, r in curve.iterrows()]
+                   for criterion, curve in curves.groupby("criterion", sort=False)},
+        "chosen": {"operating_point": chosen_point, "criterion": chosen,
+                   "exit_fractions": [_number(f) for f in exit_fractions]},
+        "latency": {**latency_setup,
+                    "settings": [{"setting": setting, "images": int(row["images"]),
+                                  "batch_size": int(row["batch size"]),
+                                  "ms_per_image": {name: _number(row[f"{name} (ms/image)"]) for name in timed},
+                                  "macs_speedup": _number(row["MACs speedup"]),
+                                  "realized_speedup": _number(row["realized speedup"]),
+                                  "realized_over_macs_speedup": _number(row["realized / MACs speedup"]),
+                                  "speedup_vs_teacher": _number(row["adaptive vs teacher"])}
+                                 for setting, row in latency.iterrows()]},
+    }

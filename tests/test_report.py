@@ -1,0 +1,153 @@
+"""reskd.report: model entries, tables and verdicts built on the results schema."""
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from helpers import results_model as _model, write_results as _write
+from reskd import report as R
+from reskd import results
+from reskd.adaptive import StagedOutputs
+from reskd.metrics import agreement, top1
+
+
+def test_summary_table_says_what_was_not_run(tmp_path):
+    _write(tmp_path)
+    results.write_not_run("03_imagenet", "imagenet", "ImageNet is not available here", "smoke", root=tmp_path)
+    table = R.results_table(results.load_results(tmp_path), datasets=["cifar10", "cifar100", "imagenet"])
+    assert list(table["dataset"]) == ["cifar10", "cifar10", "cifar100", "imagenet"]
+    assert table.loc[1, "% of teacher"] == 25.0 and table.loc[1, "MMACs"] == 1.5
+    assert table.loc[2, "model"] == "not run: no results file"
+    assert table.loc[3, "model"] == "ImageNet is not available here"
+    assert table.loc[3, "top-1 (%)"] != table.loc[3, "top-1 (%)"]  # NaN: no number for a data set not run
+
+
+def test_model_record_averages_seeds():
+    record = R.model_record("KD", "kd", stages=1, macs=2e6, teacher_macs=8e6, top1=[60.0, 62.0], seeds=[0, 1],
+                            agreement_teacher=[70.0, 72.0])
+    assert record["pct_teacher"] == 25.0 and record["top1_mean"] == 61.0 and record["agreement_teacher"] == 71.0
+    assert abs(record["top1_std"] - 2 ** 0.5) < 1e-12
+    with pytest.raises(results.ResultsError, match="one value per seed"):
+        R.model_record("KD", "kd", stages=1, macs=1, teacher_macs=1, top1=[60.0], seeds=[0, 1])
+
+
+def test_models_frame_is_readable():
+    frame = R.models_frame([_model()])
+    assert list(frame.columns) == ["model", "kind", "stages", "MMACs", "% of teacher", "top-1 (%)", "± (std)",
+                                   "agreement (%)"]
+    assert frame.loc[0, "MMACs"] == 1.5
+
+
+def test_check_target_names_what_is_missing():
+    teacher = _model("teacher", "teacher", stages=0, pct_teacher=100.0, top1_mean=90.0, agreement_teacher=None)
+    equal = _model("equal-cost KD", "kd-equal-cost", pct_teacher=18.0, top1_mean=86.0)
+    stage = _model("ResKD S0..S2", "reskd-stage", stages=3, pct_teacher=17.0, top1_mean=89.5)
+    dear = _model("ResKD S0..S3", "reskd-stage", stages=4, pct_teacher=30.0, top1_mean=95.0)
+    verdict = R.check_target([teacher, equal, stage, dear], max_pct_teacher=18.04, max_drop=1.0)
+    assert verdict["reached"] and verdict["reskd"] == "ResKD S0..S2" and verdict["drop"] == pytest.approx(0.5)
+    weak = dict(stage, top1_mean=85.0)
+    verdict = R.check_target([teacher, equal, weak], max_pct_teacher=18.04, max_drop=1.0)
+    assert not verdict["reached"] and "5.00 points below" in verdict["why"] and "not above equal-cost KD" in verdict["why"]
+    assert "no ResKD entry" in R.check_target([teacher, dear], max_pct_teacher=18.04, max_drop=1.0)["why"]
+    with pytest.raises(results.ResultsError, match="no teacher"):
+        R.check_target([stage], max_pct_teacher=18.04, max_drop=1.0)
+
+
+def test_compare_at_cost_uses_the_longest_chain_and_the_seed_noise():
+    kd = _model("KD student", "kd", top1_mean=80.0, top1_std=0.5, seeds=[0, 1, 2])
+    equal = _model("equal-cost KD", "kd-equal-cost", top1_mean=81.0, top1_std=0.2, seeds=[0, 1, 2])
+    short = _model("ResKD S0..S1", "reskd-stage", stages=2, top1_mean=90.0, seeds=[0, 1, 2])
+    chain = _model("ResKD S0..S2", "reskd-stage", stages=3, top1_mean=81.2, top1_std=0.3, seeds=[0, 1, 2])
+    table = R.compare_at_cost([kd, equal, short, chain]).set_index("versus")
+    assert set(table["ResKD"]) == {"ResKD S0..S2"}
+    assert table.loc["KD student", "difference"] == pytest.approx(1.2)
+    assert table.loc["KD student", "verdict"] == "ResKD ahead"  # 1.2 > 2 * sqrt((0.09 + 0.25) / 3) = 0.67
+    assert table.loc["equal-cost KD", "verdict"] == "within seed noise"  # 0.2 < 2 * sqrt((0.09 + 0.04) / 3) = 0.42
+    behind = R.compare_at_cost([dict(equal, top1_mean=83.0), chain])
+    assert behind["verdict"].item() == "ResKD behind"
+    single = R.compare_at_cost([dict(equal, seeds=[0], top1_std=0.0), chain])
+    assert single["verdict"].item() == "one seed: no noise estimate" and single["std. error"].item() is None
+    with pytest.raises(results.ResultsError, match="no 'reskd-stage'"):
+        R.compare_at_cost([kd, equal])
+
+
+def test_frame_records_are_plain_json():
+    rows = R.frame_records(pd.DataFrame({"a": [1.23456, float("nan")], "b": ["x", None]}), digits=2)
+    assert rows == [{"a": 1.23, "b": "x"}, {"a": None, "b": None}]
+    json.dumps(rows, allow_nan=False)
+
+
+def _staged(seed):
+    """Two stages on 200 samples of 5 classes: a noisy S0, and a stage that moves it halfway to the teacher."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 5, (200,), generator=g)
+    teacher = torch.nn.functional.one_hot(labels, 5).float() * 6
+    s0 = teacher + 4 * torch.randn(200, 5, generator=g)
+    logits = torch.stack([s0, 0.5 * (s0 + teacher)])
+    return StagedOutputs(logits, labels, [100, 40], teacher_logits=teacher)
+
+
+def test_reskd_records_stages_and_adaptive_points():
+    staged = _staged
+    by_seed = {seed: {"val": staged(10 + seed), "test": staged(20 + seed)} for seed in (0, 1)}
+    entries = R.reskd_records(by_seed, teacher_macs=1000, drops=(0.5, 100.0))
+    assert [e["name"] for e in entries] == ["ResKD S0", "ResKD S0..S1", "ResKD adaptive (val -0.5 pt)",
+                                            "ResKD adaptive (val -100 pt)"]
+    assert entries[0]["macs"] == 100 and entries[1]["macs"] == 140 and entries[1]["pct_teacher"] == 14.0
+    assert entries[1]["top1_mean"] > entries[0]["top1_mean"] and entries[1]["seeds"] == [0, 1]
+    loose = entries[3]  # allowed to lose 100 points: everybody stops after S0
+    assert loose["macs"] == 100 and loose["top1_mean"] == entries[0]["top1_mean"]
+    assert 100 <= entries[2]["macs"] <= 140
+    with pytest.raises(results.ResultsError, match="no staged outputs"):
+        R.reskd_records({}, teacher_macs=1000)
+
+
+def test_logits_record_scores_every_seed():
+    teacher = torch.tensor([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0], [0.0, 2.0]])
+    labels = torch.tensor([0, 1, 1, 1])
+    logits = {3: teacher, 5: -teacher}
+    entry = R.logits_record("KD", "kd", logits, labels, stages=1, macs=2e6, teacher_macs=8e6, teacher_logits=teacher)
+    assert entry["seeds"] == [3, 5] and entry["pct_teacher"] == 25.0
+    assert entry["top1_mean"] == (top1(teacher, labels) + top1(-teacher, labels)) / 2 == 50.0
+    assert entry["agreement_teacher"] == (agreement(teacher, teacher) + agreement(-teacher, teacher)) / 2 == 50.0
+    alone = R.logits_record("teacher", "teacher", {0: teacher}, labels, stages=0, macs=8e6, teacher_macs=8e6)
+    assert alone["agreement_teacher"] is None and alone["top1_std"] == 0.0 and alone["top1_mean"] == 75.0
+
+
+def test_calibration_grid_covers_every_point_criterion_and_calibration():
+    staged = {seed: {"val": _staged(10 + seed), "test": _staged(20 + seed)} for seed in (0, 1)}
+    targets = R.operating_targets(staged[0]["val"], drops=(0.5,), shares=(0.25,))
+    assert list(targets) == ["full − 0.5", "S0 + 25% res"] and targets["S0 + 25% res"] == {"target_macs": 110.0}
+    grid, policies = R.calibration_grid(staged, criteria=("max_prob", "margin"), teacher_macs=1000,
+                                        drops=(0.5,), shares=(0.25,))
+    assert len(grid) == 2 * 2 * 2 * 2 == len(policies)  # seeds x points x criteria x calibrations
+    assert set(grid["thresholds"]) == {"shared", "per stage"}
+    assert ((grid["S0"] + grid["S1"]) - 1).abs().max() < 1e-6  # every test sample stops after one of the stages
+    budget = grid[grid["operating point"] == "S0 + 25% res"]
+    assert (budget["val MMACs"] <= 110 / 1e6 + 1e-12).all()
+
+
+def test_adaptive_analysis_is_plain_json_means_over_seeds():
+    staged = {seed: {"val": _staged(10 + seed), "test": _staged(20 + seed)} for seed in (0, 1)}
+    grid, _ = R.calibration_grid(staged, criteria=("max_prob",), teacher_macs=1000, drops=(0.5,), shares=())
+    static = pd.DataFrame([{"macs": 100, "pct_teacher": 10.0, "test_top1": 50.0},
+                           {"macs": 140, "pct_teacher": 14.0, "test_top1": 60.0}])
+    curves = pd.DataFrame([{"criterion": "max_prob", "val_top1": 55.0, "val_avg_macs": 120.0, "test_top1": 54.0,
+                            "test_avg_macs": 121.0, "test_pct_teacher": 12.1}])
+    latency = pd.DataFrame([{"setting": "batch 1", "images": 4, "batch size": 1, "teacher (ms/image)": 2.0,
+                             "adaptive (ms/image)": 1.0, "MACs speedup": 1.2, "realized speedup": 1.1,
+                             "realized / MACs speedup": 0.9, "adaptive vs teacher": 2.0}]).set_index("setting")
+    analysis = R.adaptive_analysis(
+        seeds=(0, 1), criteria=("max_prob",), stage_macs=(100, 40), teacher_macs=1000, teacher_top1=70.0,
+        static=static, grid=grid, curves=curves, chosen_point="full − 0.5", chosen="max_prob",
+        exit_fractions=pd.Series([0.75, 0.25]), latency=latency, timed=["teacher", "adaptive"],
+        latency_setup={"device": "cpu", "threads": 1, "repeats": 2, "target_ratio": 0.8})
+    (shared,) = [r for r in analysis["operating_points"] if r["thresholds"] == "shared"]
+    assert shared["seeds"] == 2 and shared["test_top1_mean"] == pytest.approx(
+        grid[grid["thresholds"] == "shared"]["test top-1"].mean())
+    assert analysis["num_stages"] == 2 and analysis["static_stages"][1] == {"stages": 2, "macs": 140.0,
+                                                                          "pct_teacher": 14.0, "test_top1_mean": 60.0}
+    assert analysis["latency"]["settings"][0]["ms_per_image"] == {"teacher": 2.0, "adaptive": 1.0}
+    results.validate_analysis({"chapter": "04_adaptive", "dataset": "cifar10", "data_source": "x", "profile": "smoke",
+                               "device": "cpu", "analysis": analysis})

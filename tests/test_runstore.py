@@ -1,0 +1,56 @@
+"""reskd.runstore: run keys, run folders, their files and locks."""
+import json
+
+import pytest
+
+from reskd.runstore import (CHECKPOINT, FINAL_MODEL, SPEC_FILE, SUMMARY, RunLockedError, artifacts_root, folder_lock,
+                            is_finished, run_dir, run_key, run_path)
+
+
+def test_committed_runs_keep_their_keys():
+    """Every committed run folder is named by the key of its spec, so a chapter still finds it."""
+    folders = sorted(p.parent for p in artifacts_root().glob(f"*/*/{SPEC_FILE}"))
+    assert folders, "no committed run folders found under artifacts/"
+    for folder in folders:
+        spec = json.loads((folder / SPEC_FILE).read_text())
+        assert folder.name.endswith(f"-{run_key(spec)}"), folder.name
+        assert run_path(spec, folder.name.rsplit("-", 1)[0], root=folder.parent.parent) == folder
+
+
+def test_run_dir_writes_the_spec_and_a_run_is_finished_by_its_model(tmp_path):
+    spec = {"dataset": "cifar10", "seed": 0}
+    folder = run_dir(spec, "kd", root=tmp_path)
+    assert folder == tmp_path / "cifar10" / f"kd-{run_key(spec)}"
+    assert json.loads((folder / SPEC_FILE).read_text()) == spec
+    (folder / CHECKPOINT).write_bytes(b"")
+    (folder / SUMMARY).write_text("{}")
+    assert not is_finished(folder)
+    (folder / FINAL_MODEL).write_bytes(b"")
+    assert is_finished(folder)
+    with pytest.raises(ValueError, match="dataset"):
+        run_path({"seed": 0}, "kd")
+
+
+def _hold_lock(folder, ready, release):
+    with folder_lock(folder):
+        ready.set()
+        release.wait(30)
+
+
+def test_folder_lock_excludes_a_second_process(tmp_path):
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_lock, args=(tmp_path / "run", ready, release))
+    holder.start()
+    try:
+        assert ready.wait(60)
+        with pytest.raises(RunLockedError, match="another process"):
+            with folder_lock(tmp_path / "run", wait=False):
+                pass
+    finally:
+        release.set()
+        holder.join(30)
+    with folder_lock(tmp_path / "run", wait=False):  # released when its holder ends
+        assert (tmp_path / "run" / ".lock").exists()
