@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .metrics import accuracy
+from .precision import autocast
 from .registry import Registry
 from .utils import model_memory_format, resolve_device
 
@@ -515,7 +516,7 @@ def measure_latency(model: nn.Module, inputs: Tensor, *, batch_size: int, repeat
 
 @torch.no_grad()
 def collect(ensemble: nn.Module, loader, *, teacher: nn.Module | None = None,
-            device: str | torch.device | None = "auto") -> StagedOutputs:
+            device: str | torch.device | None = "auto", precision: str = "fp32") -> StagedOutputs:
     """Run every stage of ``ensemble`` (and the ``teacher``) on an evaluation ``loader``: the cumulative logits of
     each stage in sample order, the labels, and each stage's MACs on the loader's input size."""
     device = resolve_device(device)
@@ -530,7 +531,8 @@ def collect(ensemble: nn.Module, loader, *, teacher: nn.Module | None = None,
     fmt = model_memory_format(ensemble.stages[0])
     for x, y, index in loader:
         x = x.to(device).contiguous(memory_format=fmt)
-        with torch.inference_mode():  # faster than no_grad alone; the buffers filled below stay ordinary tensors
+        # inference_mode is faster than no_grad alone; the buffers filled below stay ordinary tensors
+        with torch.inference_mode(), autocast(precision, device, force=True):
             stage_logits = torch.stack(ensemble.cumulative_logits(x)).float().cpu()
             teacher_out = (teacher(x.contiguous(memory_format=model_memory_format(teacher))).float().cpu()
                            if teacher is not None else None)

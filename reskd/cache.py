@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .precision import autocast, check_precision
 from .runstore import folder_lock
 from .utils import atomic_torch_save, memory_format_for, state_dict_hash, stable_hash
 
@@ -56,9 +57,12 @@ class OutputCache:
     ``root=None`` keeps the cache in memory only.
     """
 
-    def __init__(self, model: nn.Module, root: str | os.PathLike | None, *, name: str = "model"):
+    def __init__(self, model: nn.Module, root: str | os.PathLike | None, *, name: str = "model",
+                 precision: str = "fp32"):
         self.model = model.eval().requires_grad_(False)
-        self.model_key = f"{name}-{state_dict_hash(model)}"
+        self.precision = check_precision(precision)
+        # fp32 outputs keep the key they always had; other precisions are stored apart
+        self.model_key = f"{name}-{state_dict_hash(model)}" + ("" if precision == "fp32" else f"-{precision}")
         self.root = Path(root) / self.model_key if root is not None else None
         self.stats = CacheStats()
         self._views: dict[str, _ViewOutputs] = {}
@@ -107,7 +111,8 @@ class OutputCache:
         if self._memory_format is None:  # channels_last where it is safe (see reskd.train.memory_format_for)
             self._memory_format = memory_format_for(self.model, x.device)
             self.model.to(memory_format=self._memory_format)
-        out = self.model(x.contiguous(memory_format=self._memory_format)).to(CACHE_DTYPE)
+        with autocast(self.precision, x.device, force=True):
+            out = self.model(x.contiguous(memory_format=self._memory_format)).to(CACHE_DTYPE)
         if entry is None:
             entry = _ViewOutputs(torch.zeros(num_samples, out.shape[1], dtype=CACHE_DTYPE),
                                  torch.zeros(num_samples, dtype=torch.bool), self._path(view_key))

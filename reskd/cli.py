@@ -110,9 +110,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--retrain", action="store_true")
+    parser.add_argument("--precision", choices=["fp32", "bf16", "auto"], default=None,
+                        help="train (and evaluate) in this precision instead of the profile's; part of every run's "
+                             "key, so the chapters find these runs only with the same setting")
     args = parser.parse_args(argv)
     exp = Experiment(get_profile(args.dataset, args.profile), data_root=args.data_root, device=args.device,
-                     retrain=args.retrain)
+                     retrain=args.retrain, precision=args.precision)
     run_jobs(exp, args.jobs, args.seeds)
     for name, result in exp.results.items():
         print(name, result.summary.get("final"))

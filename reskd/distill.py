@@ -102,13 +102,14 @@ class KD(Distiller):
 
     def __init__(self, student: nn.Module, teacher: nn.Module, *, temperature: float = DEFAULT_TEMPERATURE,
                  ce_weight: float = DEFAULT_CE_WEIGHT, kd_weight: float = DEFAULT_KD_WEIGHT,
-                 cache_root: str | os.PathLike | None = None, teacher_name: str = TEACHER_CACHE_NAME):
+                 cache_root: str | os.PathLike | None = None, teacher_name: str = TEACHER_CACHE_NAME,
+                 precision: str = "fp32"):
         super().__init__(student)
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}.")
         self.teacher = frozen(teacher)
         self.temperature, self.ce_weight, self.kd_weight = temperature, ce_weight, kd_weight
-        self.teacher_outputs = OutputCache(self.teacher, cache_root, name=teacher_name)
+        self.teacher_outputs = OutputCache(self.teacher, cache_root, name=teacher_name, precision=precision)
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -7,6 +7,7 @@ Studies around the method (ablation, growth, baselines) are in :mod:`reskd.studi
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 from dataclasses import dataclass, field
@@ -35,10 +36,13 @@ TRAIN_SAMPLE, TRAIN_SAMPLE_SIZE = "train-sample", 10_000  # statistics on traini
 EVAL_CACHE = "eval"
 
 
-def cached_eval(model: nn.Module, loader: rdata.Loader, compute: Callable[[], Any]) -> Any:
-    """``compute()`` (a frozen model's outputs on an evaluation loader), stored under the cache folder keyed by a hash
-    of the model's weights and the loader's images, so chapters that evaluate the same models share the work."""
+def cached_eval(model: nn.Module, loader: rdata.Loader, compute: Callable[[], Any], precision: str = "fp32") -> Any:
+    """``compute()`` (a frozen model's outputs on an evaluation loader, in ``precision``), stored under the cache
+    folder keyed by a hash of the model's weights and the loader's images, so chapters that evaluate the same models
+    share the work."""
     wiring = [loader.view_key(0), getattr(model, "inputs", None), getattr(model, "feature_index", None)]
+    if precision != "fp32":  # fp32 entries keep the keys they always had
+        wiring.append(precision)
     path = rdata.cache_dir() / EVAL_CACHE / f"{state_dict_hash(model)}-{stable_hash(wiring)}.pt"
     if path.exists():
         try:
@@ -66,6 +70,7 @@ class Experiment:
     progress: bool = True
     download: bool = False
     train_missing: bool = True  # False: a run that is not finished raises MissingRunError instead of training
+    precision: str | None = None  # overrides the profile's recipes' precision ("fp32", "bf16", "auto")
     results: dict[str, FitResult] = field(default_factory=dict)
     specs: dict[str, dict[str, Any]] = field(default_factory=dict)
     _teachers: dict[int, nn.Module] = field(default_factory=dict, repr=False)
@@ -73,6 +78,15 @@ class Experiment:
 
     def __post_init__(self):
         self.device = resolve_device(self.device)
+        if self.precision is not None:  # every recipe of the profile in that precision (a part of each run's key)
+            p = self.profile
+            self.profile = p.replace(teacher_train=dataclasses.replace(p.teacher_train, precision=self.precision),
+                                     student_train=dataclasses.replace(p.student_train, precision=self.precision))
+
+    @property
+    def inference_precision(self) -> str:
+        """The precision frozen models are evaluated and cached in: that of the profile's student recipe."""
+        return self.profile.student_train.precision
 
     @cached_property
     def data(self) -> rdata.DataSplits:
@@ -163,7 +177,8 @@ class Experiment:
         workers calling this split the views between them. Returns the number of views computed by this call."""
         p = self.profile
         loader = self.train_loader(p.student_train)
-        cache = OutputCache(self.teacher(), self.output_cache, name=TEACHER_CACHE_NAME)
+        cache = OutputCache(self.teacher(), self.output_cache, name=TEACHER_CACHE_NAME,
+                            precision=p.student_train.precision)
         cache.model.to(self.device)
         computed = 0
         for epoch in range(p.student_train.epochs) if epochs is None else epochs:
@@ -197,8 +212,9 @@ class Experiment:
     def logits(self, model: nn.Module, split: str) -> tuple[Tensor, Tensor]:
         """``model``'s logits and the labels on an evaluation split, through the evaluation cache: every network a
         chapter compares is predicted once per split, however many tables and ensembles it appears in."""
-        loader = self.eval_loader(split)
-        return cached_eval(model, loader, lambda: predict(model, loader, device=self.device))
+        loader, precision = self.eval_loader(split), self.inference_precision
+        return cached_eval(model, loader, lambda: predict(model, loader, device=self.device, precision=precision),
+                           precision)
 
     def teacher_logits(self, split: str) -> Tensor:
         """The teacher's logits on an evaluation split, computed once (then read from the evaluation cache)."""
@@ -223,7 +239,7 @@ class Experiment:
         spec = self.student_spec(kind, arch, seed)
         if kind == "kd":
             distiller: Distiller = KD(self.build(arch, seed), self.teacher(), temperature=p.temperature,
-                                      cache_root=self.output_cache)
+                                      cache_root=self.output_cache, precision=p.student_train.precision)
         else:
             distiller = CE(self.build(arch, seed))
         return self.run(f"{kind}-{arch.label}-s{seed}", distiller, spec, p.student_train).model
@@ -294,7 +310,7 @@ class ResKDRuns:
                              feature_index=self.feature_index, **extra)
             distiller = ResidualDistiller(self._res_student(arch, s0, seed + 1000 * k), teacher, ens, loss=self.loss,
                                           input=kind, temperature=p.temperature, cache_root=exp.output_cache,
-                                          focus=self.focus)
+                                          focus=self.focus, precision=self.train.precision)
             epochs = "" if self.train == p.student_train else f"-e{self.train.epochs}"
             name = f"res{k}-{arch.label}-{self.loss}-{kind}{epochs}{tag}-s{seed}"
             stage = exp.run(name, distiller, spec, self.train).model
@@ -313,7 +329,9 @@ class ResKDRuns:
                                    ens.stage_macs(self.exp.input_size))
         else:
             loader = self.exp.eval_loader(split)
-            staged = cached_eval(ens, loader, lambda: collect(ens, loader, device=self.exp.device))
+            staged = cached_eval(ens, loader, lambda: collect(ens, loader, device=self.exp.device,
+                                                              precision=self.exp.inference_precision),
+                                 self.exp.inference_precision)
         staged.teacher_logits = self.exp.teacher_logits(split)
         return staged
 

@@ -9,26 +9,18 @@ part of its identity (:mod:`reskd.experiment`), so fp32 and bf16 runs never stan
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
-
 import torch
+
+from .utils import cpuinfo_field
 
 PRECISIONS = ("fp32", "bf16")
 AUTO = "auto"
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of CPUs with native bf16 arithmetic
-CPUINFO = Path("/proc/cpuinfo")
 
 
 def cpu_flags() -> set[str]:
     """The CPU's feature flags from ``/proc/cpuinfo`` (empty where it cannot be read, e.g. not on Linux)."""
-    try:
-        text = CPUINFO.read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
+    return set((cpuinfo_field("flags") or "").split())
 
 
 def fast_bf16(device: torch.device | str) -> bool:
@@ -50,10 +42,21 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
     return precision
 
 
-def autocast(precision: str, device: torch.device | str):
-    """A context that runs the forward pass in ``precision`` (resolved already): bf16 autocast, or nothing."""
+def autocast(precision: str, device: torch.device | str, *, force: bool = False):
+    """A context that runs forward passes in ``precision`` (resolved already): bf16 autocast, or nothing. With
+    ``force``, fp32 also switches off an enclosing autocast (a frozen model's cached outputs must be computed in the
+    precision they are stored under, whatever the training around them runs in)."""
+    device_type = torch.device(device).type
     if precision == "fp32":
-        return contextlib.nullcontext()
+        return torch.autocast(device_type=device_type, enabled=False) if force else contextlib.nullcontext()
     if precision == "bf16":
-        return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+        return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
     raise ValueError(f"unknown precision {precision!r}; resolve it first with resolve_precision().")
+
+
+def check_precision(precision: str) -> str:
+    """``precision`` if it is a resolved one (fp32, bf16), else a clear error."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)} (or {AUTO!r} where "
+                         f"a configuration is made).")
+    return precision

@@ -255,7 +255,8 @@ class ResidualDistiller(Distiller):
     def __init__(self, res_student: nn.Module, teacher: nn.Module, previous: ResKDEnsemble, *, loss: str = "kd",
                  input: str = "image", temperature: float = DEFAULT_TEMPERATURE,
                  ce_weight: float = DEFAULT_CE_WEIGHT, kd_weight: float = DEFAULT_KD_WEIGHT,
-                 cache_root: str | os.PathLike | None = None, zero_init: bool = True, focus: float | None = None):
+                 cache_root: str | os.PathLike | None = None, zero_init: bool = True, focus: float | None = None,
+                 precision: str = "fp32"):
         super().__init__(res_student)
         RESIDUAL_LOSSES.check(loss)
         if focus is not None:
@@ -271,8 +272,8 @@ class ResidualDistiller(Distiller):
         self.teacher, self.previous = frozen(teacher), frozen(previous)
         self.loss_kind, self.input, self.focus = loss, input, focus
         self.temperature, self.ce_weight, self.kd_weight = temperature, ce_weight, kd_weight
-        self.teacher_outputs = OutputCache(self.teacher, cache_root, name=TEACHER_CACHE_NAME)
-        self.previous_outputs = OutputCache(self.previous, cache_root, name="ensemble")
+        self.teacher_outputs = OutputCache(self.teacher, cache_root, name=TEACHER_CACHE_NAME, precision=precision)
+        self.previous_outputs = OutputCache(self.previous, cache_root, name="ensemble", precision=precision)
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -155,6 +155,35 @@ def runs_table(dataset: str | None = None, *, root: str | os.PathLike | None = N
     return pd.DataFrame(rows, columns=["dataset", "run", "state", "epochs_done", "epochs", "val_top1"])
 
 
+def cost_table(dataset: str | None = None, *, root: str | os.PathLike | None = None,
+               train_samples: int | None = None):
+    """What every finished run cost, from its own files: epochs, precision, batch size, wall-clock hours (the sum of
+    ``epoch_s`` in its history: training plus the per-epoch evaluation, as measured where it ran), training images per
+    second, and the CPU (or GPU) and thread count it finished on. Runs trained before the summary recorded the machine
+    and the training-set size show them empty; ``train_samples`` fills in that size."""
+    import pandas as pd
+
+    base = artifacts_root(root)
+    rows = []
+    for folder in sorted(p.parent for p in base.glob(f"{dataset or '*'}/*/{SPEC_FILE}")):
+        if not is_finished(folder) or not (folder / HISTORY).exists():
+            continue
+        spec = json.loads((folder / SPEC_FILE).read_text())
+        summary = json.loads((folder / SUMMARY).read_text()) if (folder / SUMMARY).exists() else {}
+        machine = summary.get("machine", {})
+        train = spec.get("train", {})
+        seconds = pd.read_csv(folder / HISTORY)["epoch_s"].sum()
+        n = machine.get("train_samples") or train_samples
+        epochs = train.get("epochs")
+        rows.append({"dataset": folder.parent.name, "run": folder.name, "role": spec.get("role"),
+                     "epochs": epochs, "precision": train.get("precision", "fp32"),
+                     "batch_size": train.get("batch_size"), "hours": seconds / 3600,
+                     "images_per_s": n * epochs / seconds if n and epochs and seconds else None,
+                     "cpu": machine.get("gpu") or machine.get("cpu"), "threads": machine.get("threads")})
+    return pd.DataFrame(rows, columns=["dataset", "run", "role", "epochs", "precision", "batch_size", "hours",
+                                       "images_per_s", "cpu", "threads"])
+
+
 if __name__ == "__main__":  # python -m reskd.runstore [dataset]: the state of every run
     import sys
 

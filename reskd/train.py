@@ -34,11 +34,12 @@ from torch import Tensor, nn
 
 from .distill import Distiller, View
 from .metrics import top1  # noqa: F401 (re-exported: reskd.train.top1)
+from .precision import autocast, resolve_precision
 from .registry import Registry
 from .runstore import (CHECKPOINT, FINAL_MODEL, HISTORY, SUMMARY, folder_lock, is_finished,  # noqa: F401
                        remove_temporary_files)
 from .utils import (MIN_CHANNELS_LAST_CHANNELS, atomic_json_dump, atomic_torch_save, atomic_write,  # noqa: F401
-                    memory_format_for, model_memory_format, resolve_device, rng_state, set_rng_state)
+                    machine_info, memory_format_for, model_memory_format, resolve_device, rng_state, set_rng_state)
 from .utils import progress as progress_bar
 
 Schedule = Callable[..., Any]
@@ -66,9 +67,12 @@ class TrainConfig:
     onecycle_pct_start: float = 0.25  # onecycle: share of the run spent warming up
     data_seed: int = 0  # the augmentation stream and batch order; shared across weight seeds so caches are reused
     channels_last: bool = True
+    precision: str = "fp32"  # "fp32", "bf16" (autocast), or "auto": bf16 where this machine runs it fast (resolved here)
 
     def __post_init__(self):
         SCHEDULES.check(self.schedule)
+        # "auto" is resolved now, so a config (and the key of a run trained with it) names the precision that ran
+        object.__setattr__(self, "precision", resolve_precision(self.precision, resolve_device("auto")))
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}.")
         if self.lr <= 0:
@@ -77,7 +81,12 @@ class TrainConfig:
             raise ValueError(f"milestones are fractions of the run in (0, 1), got {self.milestones}.")
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        """The config as JSON; ``precision`` only when it is not fp32, so runs trained before it existed keep their
+        keys."""
+        d = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        if d["precision"] == "fp32":
+            del d["precision"]
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
@@ -127,12 +136,12 @@ def _loader_view(loader, epoch: int | None) -> View:
 @torch.no_grad()
 def predict(model: nn.Module, loader, *, device: str | torch.device | None = "auto",
             progress: bool = False, desc: str = "predict",
-            memory_format: torch.memory_format | None = None) -> tuple[Tensor, Tensor]:
+            memory_format: torch.memory_format | None = None, precision: str = "fp32") -> tuple[Tensor, Tensor]:
     """Logits of ``model`` on every sample of an evaluation ``loader``, in sample order, with the labels (CPU).
 
     Inputs are laid out in ``memory_format`` (default: that of the model's first convolution). Forward passes run
-    under :func:`torch.inference_mode` (faster than ``no_grad`` alone); the returned tensors are ordinary ones, so
-    they can serve as targets of a loss that is back-propagated."""
+    under :func:`torch.inference_mode` (faster than ``no_grad`` alone) in ``precision`` (logits returned in fp32);
+    the returned tensors are ordinary ones, so they can serve as targets of a loss that is back-propagated."""
     device = resolve_device(device)
     was_training = model.training
     model.eval().to(device)
@@ -141,7 +150,7 @@ def predict(model: nn.Module, loader, *, device: str | torch.device | None = "au
     labels = torch.empty(n, dtype=torch.long)
     memory_format = model_memory_format(model) if memory_format is None else memory_format
     for x, y, index in progress_bar(loader, desc=desc, leave=False, enabled=progress):
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(precision, device, force=True):
             out = model(x.to(device).contiguous(memory_format=memory_format)).float().cpu()
         if logits is None:
             logits = torch.empty(n, out.shape[1])
@@ -153,9 +162,10 @@ def predict(model: nn.Module, loader, *, device: str | torch.device | None = "au
     return logits, labels
 
 
-def evaluate(model: nn.Module, loader, *, device: str | torch.device | None = "auto") -> dict[str, float]:
+def evaluate(model: nn.Module, loader, *, device: str | torch.device | None = "auto",
+             precision: str = "fp32") -> dict[str, float]:
     """Top-1 (%) and mean cross-entropy of ``model`` on ``loader``."""
-    return _metrics(*predict(model, loader, device=device))
+    return _metrics(*predict(model, loader, device=device, precision=precision))
 
 
 def _metrics(logits: Tensor, labels: Tensor) -> dict[str, float]:
@@ -163,7 +173,8 @@ def _metrics(logits: Tensor, labels: Tensor) -> dict[str, float]:
 
 
 def evaluate_distiller(distiller: Distiller, loader, *, device: str | torch.device | None = "auto",
-                       frozen_logits: dict[Any, tuple[Tensor, Tensor]] | None = None) -> dict[str, float]:
+                       frozen_logits: dict[Any, tuple[Tensor, Tensor]] | None = None,
+                       precision: str = "fp32") -> dict[str, float]:
     """Top-1 (%) and mean cross-entropy of ``distiller.eval_model()`` on ``loader``.
 
     When the distiller has a frozen addend (a res-student's earlier stages), its logits are predicted once per loader
@@ -172,13 +183,13 @@ def evaluate_distiller(distiller: Distiller, loader, *, device: str | torch.devi
     student's cost."""
     model, addend = distiller.eval_model(), distiller.frozen_addend()
     if addend is None:
-        return evaluate(model, loader, device=device)
+        return evaluate(model, loader, device=device, precision=precision)
     memory_format = model_memory_format(model)  # the layout the whole model would see
     memo = {} if frozen_logits is None else frozen_logits
     if loader not in memo:
-        memo[loader] = predict(addend, loader, device=device, memory_format=memory_format)
+        memo[loader] = predict(addend, loader, device=device, memory_format=memory_format, precision=precision)
     fixed, labels = memo[loader]
-    logits, _ = predict(distiller.student, loader, device=device, memory_format=memory_format)
+    logits, _ = predict(distiller.student, loader, device=device, memory_format=memory_format, precision=precision)
     return _metrics(fixed + logits, labels)
 
 
@@ -288,14 +299,16 @@ def fit(distiller: Distiller, train_loader, config: TrainConfig, *, eval_loaders
         for epoch in epochs:
             t0 = time.perf_counter()
             row = _train_epoch(distiller, train_loader, optimizer, scheduler, epoch, device=device,
-                               memory_format=memory_format, progress=progress)
-            row.update(_evaluate(distiller, eval_loaders, device=device, frozen_logits=frozen_logits))
+                               memory_format=memory_format, progress=progress, precision=config.precision)
+            row.update(_evaluate(distiller, eval_loaders, device=device, frozen_logits=frozen_logits,
+                                 precision=config.precision))
             row["epoch_s"] = time.perf_counter() - t0
             history.append(row)
             epochs.set_postfix({k: f"{v:.2f}" for k, v in row.items() if k.endswith("_top1")}, refresh=False)
             if run_dir is not None:
                 _write_checkpoint(run_dir, student, optimizer, scheduler, epoch, history, identity)
-        return _finish(student, config, history, eval_loaders, identity, run_dir)
+        return _finish(student, config, history, eval_loaders, identity, run_dir,
+                       machine={**machine_info(device), "train_samples": len(train_loader.data)})
 
 
 def _resume(run_dir: Path | None, student: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
@@ -316,9 +329,10 @@ def _resume(run_dir: Path | None, student: nn.Module, optimizer: torch.optim.Opt
 
 
 def _train_epoch(distiller: Distiller, train_loader, optimizer: torch.optim.Optimizer, scheduler: Any, epoch: int, *,
-                 device: torch.device, memory_format: torch.memory_format, progress: bool) -> dict[str, Any]:
+                 device: torch.device, memory_format: torch.memory_format, progress: bool,
+                 precision: str = "fp32") -> dict[str, Any]:
     """One pass over ``train_loader`` (its augmentation seeded by ``epoch``), stepping the optimiser and the
-    schedule every batch; returns the epoch's history row so far: epoch, learning rate, training loss (and each
+    schedule every batch, the forward pass and the loss in ``precision`` (weights and gradients stay fp32); returns the epoch's history row so far: epoch, learning rate, training loss (and each
     loss term) and top-1."""
     train_loader.set_epoch(epoch)
     view = _loader_view(train_loader, epoch)
@@ -329,8 +343,9 @@ def _train_epoch(distiller: Distiller, train_loader, optimizer: torch.optim.Opti
     for x, y, index in batches:
         x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
         y = y.to(device, non_blocking=True)
-        logits, losses = distiller.loss(x, y, index, view)
-        loss = sum(losses.values())
+        with autocast(precision, device):
+            logits, losses = distiller.loss(x, y, index, view)
+            loss = sum(losses.values())
         if not torch.isfinite(loss):
             raise FloatingPointError(f"the loss became {loss.item()} at epoch {epoch + 1}; lower the learning "
                                      f"rate (now {scheduler.get_last_lr()[0]:.4g}).")
@@ -353,11 +368,12 @@ def _train_epoch(distiller: Distiller, train_loader, optimizer: torch.optim.Opti
 
 
 def _evaluate(distiller: Distiller, eval_loaders: Mapping[str, Any], *, device: torch.device,
-              frozen_logits: dict[Any, tuple[Tensor, Tensor]]) -> dict[str, float]:
+              frozen_logits: dict[Any, tuple[Tensor, Tensor]], precision: str = "fp32") -> dict[str, float]:
     """The per-epoch evaluation columns: ``<name>_top1`` and ``<name>_loss`` of every loader in ``eval_loaders``."""
     row: dict[str, float] = {}
     for name, loader in eval_loaders.items():
-        metrics = evaluate_distiller(distiller, loader, device=device, frozen_logits=frozen_logits)
+        metrics = evaluate_distiller(distiller, loader, device=device, frozen_logits=frozen_logits,
+                                     precision=precision)
         row.update({f"{name}_top1": metrics["top1"], f"{name}_loss": metrics["loss"]})
     return row
 
@@ -373,15 +389,16 @@ def _write_checkpoint(run_dir: Path, student: nn.Module, optimizer: torch.optim.
 
 
 def _finish(student: nn.Module, config: TrainConfig, history: list[dict[str, Any]], eval_loaders: Mapping[str, Any],
-            identity: dict[str, Any], run_dir: Path | None) -> FitResult:
+            identity: dict[str, Any], run_dir: Path | None, machine: dict[str, Any] | None = None) -> FitResult:
     """The trained run: the student laid out for the CPU, its summary (last and best epochs) and, with a
     ``run_dir``, history -> summary -> ``model.pt`` written in that order (``model.pt`` marks the run finished), and
-    the checkpoint removed."""
+    the checkpoint removed. ``machine`` (where the last epoch ran, and the training-set size) goes to the summary, for
+    cost tables."""
     student.eval()
     _lay_out_for_cpu(student, config)
     frame = pd.DataFrame(history)
     summary = {"identity": identity, "final": history[-1] if history else {},
-               "best": _best(frame, eval_loaders), "architecture": architecture(student)}
+               "best": _best(frame, eval_loaders), "architecture": architecture(student), "machine": machine or {}}
     if run_dir is not None:  # model.pt last: it marks the run finished, and all it needs is then in place
         _write_history(history, run_dir)  # (a kill after the last checkpoint may have kept the previous one)
         atomic_json_dump(summary, run_dir / SUMMARY)

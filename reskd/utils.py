@@ -38,6 +38,31 @@ def progress(iterable: Iterable[T], *, enabled: bool = True, **kwargs: Any) -> I
     return tqdm(iterable, disable=not enabled or progress_disabled(), **kwargs)
 
 
+CPUINFO = Path("/proc/cpuinfo")
+
+
+def cpuinfo_field(name: str) -> str | None:
+    """The first value of field ``name`` ("model name", "flags", ...) in ``/proc/cpuinfo``; None where it cannot be
+    read (not Linux)."""
+    try:
+        text = CPUINFO.read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == name:
+            return value.strip()
+    return None
+
+
+def machine_info(device: str | torch.device) -> dict[str, Any]:
+    """Where a run trained: the CPU model (or the GPU's name), torch's thread count and version, for its summary."""
+    device = torch.device(device)
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    return {"device": device.type, "gpu": gpu, "cpu": cpuinfo_field("model name"), "threads": torch.get_num_threads(),
+            "torch": torch.__version__}
+
+
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """Return ``device``, where ``"auto"``/``None`` means the GPU when one is present, else the CPU."""
     if device is None or device == "auto":

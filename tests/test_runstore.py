@@ -54,3 +54,23 @@ def test_folder_lock_excludes_a_second_process(tmp_path):
         holder.join(30)
     with folder_lock(tmp_path / "run", wait=False):  # released when its holder ends
         assert (tmp_path / "run" / ".lock").exists()
+
+
+def test_cost_table_reads_each_finished_run_and_its_machine(tmp_path):
+    from helpers import TinyNet, tiny_images, tiny_spec
+    from reskd.data import Loader
+    from reskd.distill import CE
+    from reskd.runstore import cost_table, run_dir
+    from reskd.train import TrainConfig, fit
+
+    config = TrainConfig(epochs=2, batch_size=16, lr=0.05)
+    folder = run_dir({"dataset": "toy", "train": config.to_dict(), "role": "scratch"}, "run", root=tmp_path)
+    fit(CE(TinyNet()), Loader(tiny_images(64), tiny_spec(), 16, train=True), config, run_dir=folder, device="cpu",
+        progress=False)
+    (tmp_path / "toy" / "unfinished").mkdir()
+    (tmp_path / "toy" / "unfinished" / "spec.json").write_text("{}")
+    table = cost_table("toy", root=tmp_path)
+    assert list(table["run"]) == [folder.name]  # the unfinished folder is left out
+    row = table.iloc[0]
+    assert row["epochs"] == 2 and row["precision"] == "fp32" and row["threads"] >= 1 and row["hours"] > 0
+    assert row["images_per_s"] > 0  # 64 images x 2 epochs over the summed epoch times
