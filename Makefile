@@ -17,7 +17,7 @@ PROFILE ?= smoke
 # How notebooks are executed: this venv's python as the `python3` kernel, inline figures, no progress bars.
 NOTEBOOK_ENV := PATH="$(abspath $(VENV))/bin:$$PATH" TQDM_DISABLE=1 PYTHONHASHSEED=0 \
 	MPLBACKEND=module://matplotlib_inline.backend_inline
-# The book is built with _config.yml plus the repository URL and Colab buttons when `git remote` names one.
+# The book is built with _config.yml plus the Colab buttons when its repository.url is set (tools/book_config.py).
 # (`jupyter-book build` through the venv's python, which finds it wherever pip put its console script)
 BUILD := $(PY) -c "from jupyter_book.cli.main import main; main()" build . --warningiserror --keep-going \
 	--config "$$($(PY) tools/book_config.py)"
