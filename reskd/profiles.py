@@ -52,6 +52,7 @@ class Profile:
     residual_input: str = "image"  # "image" or "features"
     val_size: int | None = None  # None: the data set's default (5,000 on CIFAR)
     split_seed: int = 0
+    regimes: tuple[str, ...] = ()  # the regime map's regimes this profile screens (names of reskd.regimes)
     train_subset: int | None = None
     test_subset: int | None = None
     notes: str = ""
@@ -70,14 +71,21 @@ _SMOKE = TrainConfig(epochs=2, batch_size=64, lr=0.05, schedule="cosine", weight
 _TINY_SMOKE = TrainConfig(epochs=1, batch_size=64, lr=0.05, schedule="cosine", weight_decay=5e-4)
 
 
+#: The regime map of the CIFAR cpu profile (reskd.regimes.CIFAR_REGIMES), in the order they were screened.
+CIFAR_CPU_REGIMES = ("light-image", "equal-image", "heavy-image", "features-last", "features-deep", "features-mid",
+                     "features-chain", "focus-equal", "focus-heavy", "strong-s0")
+CIFAR_SMOKE_REGIMES = ("light-image", "features-last", "focus-equal")  # enough to run every step of the map
+
+
 def _cifar_profiles(dataset: str) -> dict[str, Profile]:
     res = (Arch("resnet8", 0.5), Arch("resnet8", 0.5), Arch("resnet8", 0.5))
     return {
         "smoke": Profile("smoke", dataset, Arch("resnet8", 0.5), Arch("resnet8", 0.25), (Arch("resnet8", 0.25),),
                          _SMOKE, _SMOKE, equal_cost=Arch("resnet8", 0.35), seeds=(0,), val_size=500,
+                         regimes=CIFAR_SMOKE_REGIMES,
                          train_subset=1000, test_subset=500, notes="tiny models on 1,000 training images, 2 epochs"),
         "cpu": Profile("cpu", dataset, Arch("resnet56"), Arch("resnet8"), res, _CIFAR_TEACHER_CPU, _CIFAR_STUDENT_CPU,
-                       equal_cost=Arch("resnet8", 1.35),
+                       equal_cost=Arch("resnet8", 1.35), regimes=CIFAR_CPU_REGIMES,
                        notes="resnet56 teacher (30 epochs) and resnet8 students (15 epochs), on two CPU cores"),
         "paper": Profile("paper", dataset, Arch("resnet110"), Arch("resnet8"), res, _CIFAR_PAPER, _CIFAR_PAPER,
                          equal_cost=Arch("resnet8", 1.35),

@@ -19,11 +19,12 @@ from typing import Sequence
 import pandas as pd
 
 from .adaptive import StagedOutputs, at_budgets, cascade
-from .experiment import Experiment, ResKDRuns, stage_input
+from .experiment import Experiment, MissingRunError, ResKDRuns, stage_input
 from .flops import count_macs
 from .metrics import correct, top1
 from .profiles import Arch
 from .registry import Registry
+from .report import model_record
 from .reskd import ResKDEnsemble
 from .studies import reskd_runs
 from .theory import sample_energy
@@ -135,17 +136,23 @@ def regime_budgets(exp: Experiment, regime: Regime, seed: int, *, budgets_pct: S
 CASCADE = "cascade"
 
 
-def cascade_budgets(exp: Experiment, seed: int, *, student: Arch | None = None,
-                    budgets_pct: Sequence[float] = BUDGETS_PCT, criterion: str = "max_prob") -> pd.DataFrame:
-    """The cascade from the KD student of ``seed`` (default: the profile's S0) to the teacher, as
-    :func:`regime_budgets` tabulates a regime."""
+def cascade_staged(exp: Experiment, seed: int, *, student: Arch | None = None) -> dict[str, StagedOutputs]:
+    """The cascade from the KD student of ``seed`` (default: the profile's S0) to the teacher, as staged outputs on
+    val and test (:func:`reskd.adaptive.cascade`)."""
     runs = ResKDRuns(exp, loss="mse", student=student)  # the loss is unused: no res-student is built
     ens = runs.ensemble([], seed)
     teacher_macs = count_macs(exp.teacher(), exp.input_size)
-    staged = {split: cascade(runs.staged(ens, split), exp.teacher_logits(split), teacher_macs)
-              for split in ("val", "test")}
+    return {split: cascade(runs.staged(ens, split), exp.teacher_logits(split), teacher_macs)
+            for split in ("val", "test")}
+
+
+def cascade_budgets(exp: Experiment, seed: int, *, student: Arch | None = None,
+                    budgets_pct: Sequence[float] = BUDGETS_PCT, criterion: str = "max_prob") -> pd.DataFrame:
+    """The cascade to the teacher, tabulated as :func:`regime_budgets` tabulates a regime."""
+    teacher_macs = count_macs(exp.teacher(), exp.input_size)
     label = CASCADE if student is None else f"{CASCADE} from {student.label}"
-    return _budget_table(label, seed, staged, teacher_macs, budgets_pct, criterion)
+    return _budget_table(label, seed, cascade_staged(exp, seed, student=student), teacher_macs, budgets_pct,
+                         criterion)
 
 
 def screen(exp: Experiment, regimes: Sequence[Regime] | None = None, *, seeds: Sequence[int] = SCREEN_SEEDS,
@@ -175,3 +182,53 @@ def energy_by_outcome(staged: StagedOutputs, stage: int = 1) -> pd.DataFrame:
                      "fixed_pct": 100.0 * (group & ~right_before & right_after).sum().item() / n,
                      "broken_pct": 100.0 * (group & right_before & ~right_after).sum().item() / n})
     return pd.DataFrame(rows)
+
+
+def screen_available(exp: Experiment, names: Sequence[str], *, seeds: Sequence[int] = SCREEN_SEEDS,
+                     budgets_pct: Sequence[float] = BUDGETS_PCT) -> tuple[pd.DataFrame, list[str]]:
+    """:func:`screen` over the regimes ``names`` whose runs exist (an experiment with ``train_missing=False`` skips
+    the others instead of training them), and the names of the regimes skipped."""
+    frames, missing = [], []
+    for name in names:
+        try:
+            frames += [regime_budgets(exp, CIFAR_REGIMES[name], s, budgets_pct=budgets_pct) for s in seeds]
+        except MissingRunError:
+            missing.append(name)
+    columns = ["regime", "seed", "policy", "budget_pct"]
+    return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)), missing
+
+
+def map_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """The regime map as a reader wants it: one row per regime (mean over its seeds), the full static chain's cost
+    and top-1, then at each budget the adaptive policy's test top-1 with its val top-1 (what chose it) and its
+    realised test cost."""
+    full = frame[frame["policy"].str.startswith("static")].groupby(["regime", "seed"]).tail(1)
+    table = full.groupby("regime", sort=False)[["test_pct_teacher", "val_top1", "test_top1"]].mean()
+    table.columns = pd.MultiIndex.from_tuples([("all stages", "% of T"), ("all stages", "val"),
+                                               ("all stages", "test")])
+    adaptive = frame[frame["policy"].str.startswith("adaptive")]
+    for budget, rows in adaptive.groupby("budget_pct", sort=True):
+        means = rows.groupby("regime", sort=False)[["test_pct_teacher", "val_top1", "test_top1"]].mean()
+        for column, label in (("test_pct_teacher", "% of T"), ("val_top1", "val"), ("test_top1", "test")):
+            table[(f"≤{budget:g}%", label)] = means[column]
+    return table
+
+
+def budget_records(frame: pd.DataFrame, teacher_macs: int, *, kind: str, labels: dict[str, str] | None = None,
+                   budgets_pct: Sequence[float] = BUDGETS_PCT) -> list[dict]:
+    """Model entries of the results file from :func:`regime_budgets` / :func:`cascade_budgets` rows: one per regime
+    and budget (top-1 over the seeds, mean realised test MACs), of ``kind`` ("reskd-adaptive" or "cascade"), with a
+    ``regime`` field from ``labels`` (regime name to description) when given."""
+    records = []
+    static = frame[frame["policy"].str.startswith("static")]
+    for (name, budget), rows in frame[frame["budget_pct"].isin(list(budgets_pct))].groupby(
+            ["regime", "budget_pct"], sort=False):
+        stages = int(static[static["regime"] == name].groupby("seed").size().max())
+        record = model_record(f"{name} (adaptive, {budget:g}% budget)", kind, stages=stages,
+                              macs=rows["test_avg_macs"].mean(), teacher_macs=teacher_macs,
+                              top1=list(rows["test_top1"]), seeds=list(rows["seed"]),
+                              agreement_teacher=list(rows["test_agreement_teacher"]))
+        if labels and name in labels:
+            record["regime"] = labels[name]
+        records.append(record)
+    return records

@@ -168,3 +168,31 @@ def test_energy_by_outcome_splits_the_removed_energy_by_what_s0_got_right():
     assert frame.loc["wrong before the stage", "fixed_pct"] == 0.0
     with pytest.raises(ValueError, match="stage in 1..1"):
         energy_by_outcome(st, stage=2)
+
+
+def test_profiles_name_only_known_regimes():
+    from reskd.profiles import PROFILES
+
+    for dataset, profiles in PROFILES.items():
+        for profile in profiles.values():
+            assert all(name in CIFAR_REGIMES for name in profile.regimes), (dataset, profile.name)
+    assert set(get_profile("cifar10", "cpu").regimes) == set(CIFAR_REGIMES)
+
+
+def test_map_table_and_records_from_a_fixture_screen(exp):
+    from reskd import results
+    from reskd.regimes import budget_records, map_table, screen_available
+
+    e = Experiment(exp.profile, data_root=exp.data_root, artifacts=exp.artifacts, device="cpu", progress=False,
+                   train_missing=False)
+    frame, missing = screen_available(e, ["light-image"], budgets_pct=(50.0,))
+    assert frame.empty and missing == ["light-image"]  # nothing trained: skipped, not trained
+    regime = Regime("tiny", (LIGHT,), "a test regime", "ours", loss="mse")
+    frame = regime_budgets(exp, regime, 0, budgets_pct=(50.0,))
+    table = map_table(frame)
+    assert list(table.index) == ["tiny"] and ("≤50%", "test") in table.columns
+    records = budget_records(frame, 10**9, kind="reskd-adaptive", labels={"tiny": "S0 + a light stage"},
+                             budgets_pct=(50.0,))
+    assert len(records) == 1 and records[0]["regime"] == "S0 + a light stage" and records[0]["stages"] == 2
+    results.validate({"chapter": "c", "dataset": "cifar10", "data_source": "fixture", "profile": "smoke",
+                      "device": "cpu", "status": results.STATUS_RUN, "models": records})

@@ -40,15 +40,24 @@ def test_models_frame_is_readable():
 
 
 def test_check_target_names_what_is_missing():
+    seeds = dict(seeds=[0, 1, 2], top1_std=0.2)
     teacher = _model("teacher", "teacher", stages=0, pct_teacher=100.0, top1_mean=90.0, agreement_teacher=None)
-    equal = _model("equal-cost KD", "kd-equal-cost", pct_teacher=18.0, top1_mean=86.0)
-    stage = _model("ResKD S0..S2", "reskd-stage", stages=3, pct_teacher=17.0, top1_mean=89.5)
-    dear = _model("ResKD S0..S3", "reskd-stage", stages=4, pct_teacher=30.0, top1_mean=95.0)
-    verdict = R.check_target([teacher, equal, stage, dear], max_pct_teacher=18.04, max_drop=1.0)
+    equal = _model("equal-cost KD", "kd-equal-cost", pct_teacher=18.2, top1_mean=86.0, **seeds)
+    cascade = _model("cascade", "cascade", pct_teacher=18.0, top1_mean=89.0, **seeds)
+    dear_cascade = _model("dear cascade", "cascade", pct_teacher=25.0, top1_mean=99.0, **seeds)
+    stage = _model("ResKD S0..S2", "reskd-stage", stages=3, pct_teacher=17.0, top1_mean=89.5, **seeds)
+    dear = _model("ResKD S0..S3", "reskd-stage", stages=4, pct_teacher=30.0, top1_mean=95.0, **seeds)
+    verdict = R.check_target([teacher, equal, cascade, dear_cascade, stage, dear], max_pct_teacher=18.04, max_drop=1.0)
     assert verdict["reached"] and verdict["reskd"] == "ResKD S0..S2" and verdict["drop"] == pytest.approx(0.5)
+    assert set(verdict["beats"]) == {"equal-cost KD", "cascade"}  # a cascade dearer than the budget is no bar
+    close = dict(cascade, top1_mean=89.3)  # 0.2 points behind the stage: within two standard errors (0.33)
+    verdict = R.check_target([teacher, equal, close, stage], max_pct_teacher=18.04, max_drop=1.0)
+    assert not verdict["reached"] and "not ahead of cascade by more than 2 standard errors" in verdict["why"]
     weak = dict(stage, top1_mean=85.0)
     verdict = R.check_target([teacher, equal, weak], max_pct_teacher=18.04, max_drop=1.0)
-    assert not verdict["reached"] and "5.00 points below" in verdict["why"] and "not above equal-cost KD" in verdict["why"]
+    assert not verdict["reached"] and "5.00 points below" in verdict["why"] and "equal-cost KD" in verdict["why"]
+    single = dict(stage, seeds=[0], top1_std=0.0)
+    assert "one seed" in R.check_target([teacher, equal, single], max_pct_teacher=18.04, max_drop=1.0)["why"]
     assert "no ResKD entry" in R.check_target([teacher, dear], max_pct_teacher=18.04, max_drop=1.0)["why"]
     with pytest.raises(results.ResultsError, match="no teacher"):
         R.check_target([stage], max_pct_teacher=18.04, max_drop=1.0)
