@@ -133,7 +133,7 @@ class OutputCache:
         a process may hold around the whole pass, e.g. :meth:`reskd.experiment.Experiment.warm_teacher_cache`.)"""
         for key, entry in list(self._views.items()):
             if entry.dirty and entry.path is not None:
-                with folder_lock(self.root / "locks" / f"{stable_hash(key)}{WRITE_LOCK_SUFFIX}"):
+                with folder_lock(self.root / "locks" / f"{stable_hash(key)}{WRITE_LOCK_SUFFIX}", announce=False):
                     _merge_stored(entry, key)
                     atomic_torch_save({"view_key": key, "outputs": entry.outputs, "filled": entry.filled},
                                       entry.path)
