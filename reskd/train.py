@@ -282,6 +282,10 @@ def fit(distiller: Distiller, train_loader, config: TrainConfig, *, eval_loaders
     device = resolve_device(device)
     eval_loaders = dict(eval_loaders or {})
     run_dir = Path(run_dir) if run_dir is not None else None
+    if getattr(train_loader, "world_size", 1) != distributed.world_size():
+        raise ValueError(f"the training loader is split over {getattr(train_loader, 'world_size', 1)} process(es) but "
+                         f"{distributed.world_size()} are training; build it with reskd.data.Loader(..., "
+                         f"rank=reskd.distributed.rank(), world_size=reskd.distributed.world_size()).")
     processes = distributed.run_identity(train_loader.batch_size)  # {} for one process: its identity is unchanged
     identity = json.loads(json.dumps({"config": config.to_dict(), "run_info": dict(run_info or {}),
                                       "batch_size": train_loader.batch_size,

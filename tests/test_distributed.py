@@ -20,7 +20,8 @@ from PIL import Image
 from reskd import distributed
 from reskd.cache import OutputCache
 from reskd.data import Loader, load_dataset
-from reskd.train import CHECKPOINT, FINAL_MODEL
+from reskd.distill import CE
+from reskd.train import CHECKPOINT, FINAL_MODEL, TrainConfig, fit
 
 import dist_job
 from helpers import TinyNet, tiny_images, tiny_spec
@@ -205,3 +206,9 @@ def test_one_process_helpers():
         distributed.backend_for("meta")
     model = TinyNet()
     assert distributed.wrap_student(model, torch.device("cpu")) is model
+
+
+def test_fit_names_a_loader_split_for_another_number_of_processes():
+    loader = Loader(tiny_images(48), tiny_spec(), 8, train=True, rank=0, world_size=2)
+    with pytest.raises(ValueError, match="split over 2 process.*but 1 are training"):
+        fit(CE(TinyNet()), loader, TrainConfig(epochs=1, batch_size=8), device="cpu", progress=False)
