@@ -114,17 +114,19 @@ class Experiment:
         return rdata.Loader(self.data.train, self.data.spec, config.batch_size, train=True, seed=config.data_seed,
                             device=self.device, **shard)
 
-    def eval_loader(self, split: str) -> rdata.Loader:
+    def eval_loader(self, split: str, *, sharded: bool = True) -> rdata.Loader:
         """Un-augmented batches of ``split``: "train", "val", "test", or "train-sample" (a fixed random
-        :data:`TRAIN_SAMPLE_SIZE`-image subset of the training split, for statistics on training data)."""
+        :data:`TRAIN_SAMPLE_SIZE`-image subset of the training split, for statistics on training data). Data-parallel,
+        each rank gets its share of the batches (``reskd.train.predict`` gathers them) unless ``sharded=False``."""
         splits = {"train": self.data.train, "val": self.data.val, "test": self.data.test}
+        shard = _shard() if sharded else {}
         if split == TRAIN_SAMPLE:
             return rdata.Loader(self.train_sample, self.data.spec, EVAL_BATCH_SIZE, train=False, device=self.device,
-                                **_shard())
+                                **shard)
         if split not in splits:
             raise ValueError(f"unknown split {split!r}; choose one of {', '.join([*splits, TRAIN_SAMPLE])}.")
         return rdata.Loader(splits[split], self.data.spec, EVAL_BATCH_SIZE, train=False, device=self.device,
-                            **_shard())
+                            **shard)
 
     @cached_property
     def train_sample(self) -> rdata.ImageTensors:
@@ -342,7 +344,7 @@ class ResKDRuns:
             staged = StagedOutputs(torch.stack(cumulative_sums([z for z, _ in outs])), outs[0][1],
                                    ens.stage_macs(self.exp.input_size))
         else:
-            loader = self.exp.eval_loader(split)
+            loader = self.exp.eval_loader(split, sharded=False)  # collect() reads every batch on every rank
             staged = cached_eval(ens, loader, lambda: collect(ens, loader, device=self.exp.device,
                                                               precision=self.exp.inference_precision),
                                  self.exp.inference_precision)
