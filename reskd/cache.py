@@ -26,6 +26,7 @@ from .runstore import folder_lock
 from .utils import atomic_torch_save, memory_format_for, state_dict_hash, stable_hash
 
 CACHE_DTYPE = torch.float16
+WRITE_LOCK_SUFFIX = "-write"  # the lock held while a view's file is merged and written
 TEACHER_CACHE_NAME = "teacher"  # the name the teacher's outputs are cached under (shared by KD and ResKD runs)
 
 
@@ -124,8 +125,31 @@ class OutputCache:
         return out.float()
 
     def flush(self) -> None:
-        """Write every view that gained outputs to disk (atomically), and drop them from memory."""
+        """Write every view that gained outputs to disk, and drop them from memory.
+
+        Several processes may fill one view (the ranks of a data-parallel run each compute their slice of every
+        batch): under the view's lock, the rows another writer stored meanwhile are merged in before the view is
+        written (atomically), so every writer's rows end up on disk. (The write lock is not :meth:`view_lock`, which
+        a process may hold around the whole pass, e.g. :meth:`reskd.experiment.Experiment.warm_teacher_cache`.)"""
         for key, entry in list(self._views.items()):
             if entry.dirty and entry.path is not None:
-                atomic_torch_save({"view_key": key, "outputs": entry.outputs, "filled": entry.filled}, entry.path)
+                with folder_lock(self.root / "locks" / f"{stable_hash(key)}{WRITE_LOCK_SUFFIX}", announce=False):
+                    _merge_stored(entry, key)
+                    atomic_torch_save({"view_key": key, "outputs": entry.outputs, "filled": entry.filled},
+                                      entry.path)
             del self._views[key]
+
+
+def _merge_stored(entry: _ViewOutputs, view_key: str) -> None:
+    """Add to ``entry`` the rows that its file on disk has and it lacks (a damaged or foreign file adds none)."""
+    if entry.path is None or not entry.path.exists():
+        return
+    try:
+        saved = torch.load(entry.path, map_location="cpu", weights_only=True)
+    except Exception:  # a damaged file is overwritten
+        return
+    if saved.get("view_key") != view_key or saved["outputs"].shape != entry.outputs.shape:
+        return
+    new = saved["filled"] & ~entry.filled
+    entry.outputs[new] = saved["outputs"][new]
+    entry.filled |= new

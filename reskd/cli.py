@@ -1,11 +1,16 @@
 """The job CLI: train (or load, or resume) a profile's runs from the shell, ahead of the chapters.
 
     python -m reskd.cli cifar10 cpu teacher teacher-cache kd ablation reskd
+
+Data-parallel over several processes (:mod:`reskd.distributed`), the same command under torchrun:
+
+    torchrun --nproc_per_node 2 -m reskd.cli cifar10 cpu kd
 """
 from __future__ import annotations
 
 from typing import Callable, Sequence
 
+from . import distributed
 from .experiment import Experiment
 from .profiles import PROFILE_NAMES, PROFILES, get_profile
 from .registry import Registry
@@ -99,6 +104,7 @@ def main(argv: list[str] | None = None) -> None:
         python -m reskd.cli cifar10 cpu kd ablation reskd --seeds 0 1 2
         python -m reskd.cli cifar10 cpu scratch equal-cost plain   # a second worker, on the other core
         python -m reskd.cli cifar10 cpu regime:focus-equal --seeds 0   # one regime of the map (reskd.regimes)
+        torchrun --nproc_per_node 2 -m reskd.cli cifar10 cpu kd   # data-parallel: gloo on CPUs, nccl on GPUs
     """
     import argparse
 
@@ -114,11 +120,17 @@ def main(argv: list[str] | None = None) -> None:
                         help="train (and evaluate) in this precision instead of the profile's; part of every run's "
                              "key, so the chapters find these runs only with the same setting")
     args = parser.parse_args(argv)
-    exp = Experiment(get_profile(args.dataset, args.profile), data_root=args.data_root, device=args.device,
-                     retrain=args.retrain, precision=args.precision)
-    run_jobs(exp, args.jobs, args.seeds)
-    for name, result in exp.results.items():
-        print(name, result.summary.get("final"))
+    distributed.init_from_env(args.device)  # under torchrun: join the process group (nothing otherwise)
+    try:
+        exp = Experiment(get_profile(args.dataset, args.profile), data_root=args.data_root, device=args.device,
+                         retrain=args.retrain, precision=args.precision,
+                         progress=distributed.is_main())
+        run_jobs(exp, args.jobs, args.seeds)
+        if distributed.is_main():
+            for name, result in exp.results.items():
+                print(name, result.summary.get("final"))
+    finally:
+        distributed.shutdown()
 
 
 if __name__ == "__main__":

@@ -905,12 +905,28 @@ class Loader:
     are reproducible and a frozen model's outputs on a view can be cached. ``train=False``: in order, centre-cropped.
     Yields ``(x, y, index)``: ``x`` float32 normalised on ``device`` (channels-last when ``channels_last``), ``y``
     int64 on ``device``, ``index`` the int64 CPU indices of the samples in ``data``.
+
+    Data-parallel (``world_size`` > 1, see :mod:`reskd.distributed`): ``batch_size`` is the global batch. Training,
+    rank ``rank`` takes the ``rank``-th of ``world_size`` equal slices of every global batch, so the ranks together
+    see exactly the samples and views of a one-process run (``batch_size`` must divide by ``world_size``);
+    evaluation, each rank takes every ``world_size``-th batch. ``len(loader)`` counts global batches.
     """
 
     def __init__(self, data: ImageTensors, spec: DatasetSpec, batch_size: int, *, train: bool, seed: int = 0,
-                 device: str | torch.device = "cpu", drop_last: bool | None = None, channels_last: bool = True):
+                 device: str | torch.device = "cpu", drop_last: bool | None = None, channels_last: bool = True,
+                 rank: int = 0, world_size: int = 1):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in 0 .. world_size - 1 with world_size >= 1, got rank={rank}, "
+                             f"world_size={world_size}.")
+        if train and batch_size % world_size:
+            raise ValueError(f"the global batch_size={batch_size} does not divide by the {world_size} processes; "
+                             f"choose a batch_size that is a multiple of {world_size} (or another process count).")
+        if train and world_size > 1 and drop_last is False:
+            raise ValueError("a training loader split over several processes needs drop_last=True (a last partial "
+                             "batch would give the ranks unequal slices); leave drop_last at its default.")
+        self.rank, self.world_size = rank, world_size
         self.data, self.spec, self.batch_size = data, spec, batch_size
         self.train, self.seed, self.channels_last = train, seed, channels_last
         self.device = resolve_device(device)
@@ -937,8 +953,13 @@ class Loader:
         else:
             order = torch.arange(n)
         cuda = self.device.type == "cuda"
+        share = self.batch_size // self.world_size  # a rank's slice of a training batch
         for b in range(len(self)):
             index = order[b * self.batch_size:(b + 1) * self.batch_size]
+            if self.world_size > 1 and self.train:
+                index = index[self.rank * share:(self.rank + 1) * share]
+            elif b % self.world_size != self.rank:  # evaluation: every world_size-th batch
+                continue
             images, labels = self.data.images[index], self.data.labels[index]
             if cuda:  # augment on the GPU: move the compact uint8 batch
                 images, labels = images.pin_memory(), labels.pin_memory()

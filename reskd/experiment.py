@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from . import data as rdata
+from . import distributed
 from .runstore import RunLockedError, run_dir, run_key, run_path
 
 from .adaptive import StagedOutputs, collect
@@ -52,6 +53,11 @@ def cached_eval(model: nn.Module, loader: rdata.Loader, compute: Callable[[], An
     value = compute()
     atomic_torch_save(value, path)
     return value
+
+
+def _shard() -> dict[str, int]:
+    """This process's place among the data-parallel ranks, for :class:`reskd.data.Loader`."""
+    return {"rank": distributed.rank(), "world_size": distributed.world_size()}
 
 
 class MissingRunError(RuntimeError):
@@ -102,19 +108,25 @@ class Experiment:
     def input_size(self) -> tuple[int, int, int]:
         return (3, self.data.spec.crop_size, self.data.spec.crop_size)
 
-    def train_loader(self, config: TrainConfig) -> rdata.Loader:
+    def train_loader(self, config: TrainConfig, *, sharded: bool = True) -> rdata.Loader:
+        """The training batches of ``config``; data-parallel, this rank's slice of each (unless ``sharded=False``)."""
+        shard = _shard() if sharded else {}
         return rdata.Loader(self.data.train, self.data.spec, config.batch_size, train=True, seed=config.data_seed,
-                            device=self.device)
+                            device=self.device, **shard)
 
-    def eval_loader(self, split: str) -> rdata.Loader:
+    def eval_loader(self, split: str, *, sharded: bool = True) -> rdata.Loader:
         """Un-augmented batches of ``split``: "train", "val", "test", or "train-sample" (a fixed random
-        :data:`TRAIN_SAMPLE_SIZE`-image subset of the training split, for statistics on training data)."""
+        :data:`TRAIN_SAMPLE_SIZE`-image subset of the training split, for statistics on training data). Data-parallel,
+        each rank gets its share of the batches (``reskd.train.predict`` gathers them) unless ``sharded=False``."""
         splits = {"train": self.data.train, "val": self.data.val, "test": self.data.test}
+        shard = _shard() if sharded else {}
         if split == TRAIN_SAMPLE:
-            return rdata.Loader(self.train_sample, self.data.spec, EVAL_BATCH_SIZE, train=False, device=self.device)
+            return rdata.Loader(self.train_sample, self.data.spec, EVAL_BATCH_SIZE, train=False, device=self.device,
+                                **shard)
         if split not in splits:
             raise ValueError(f"unknown split {split!r}; choose one of {', '.join([*splits, TRAIN_SAMPLE])}.")
-        return rdata.Loader(splits[split], self.data.spec, EVAL_BATCH_SIZE, train=False, device=self.device)
+        return rdata.Loader(splits[split], self.data.spec, EVAL_BATCH_SIZE, train=False, device=self.device,
+                            **shard)
 
     @cached_property
     def train_sample(self) -> rdata.ImageTensors:
@@ -134,8 +146,12 @@ class Experiment:
         return create_model(arch.name, self.num_classes, width=arch.width)
 
     def spec(self, role: str, arch: Arch, seed: int, config: TrainConfig, **extra: Any) -> dict[str, Any]:
+        """A run's identity; a data-parallel run's also records its processes and batches (a one-process run's does
+        not, so its key is what it always was)."""
+        processes = distributed.run_identity(config.batch_size)
         return {"dataset": self.profile.dataset, "data": self.data.train.fingerprint, "role": role,
-                "arch": arch.name, "width": arch.width, "seed": seed, "train": config.to_dict(), **extra}
+                "arch": arch.name, "width": arch.width, "seed": seed, "train": config.to_dict(), **extra,
+                **({"distributed": processes} if processes else {})}
 
     def run(self, name: str, distiller: Distiller, spec: dict[str, Any], config: TrainConfig) -> FitResult:
         """Train (or load, or resume) one run described by ``spec``."""
@@ -176,7 +192,7 @@ class Experiment:
         Views already cached are skipped, and a view another process is computing right now is left to it, so two
         workers calling this split the views between them. Returns the number of views computed by this call."""
         p = self.profile
-        loader = self.train_loader(p.student_train)
+        loader = self.train_loader(p.student_train, sharded=False)  # data-parallel, the ranks split the views
         cache = OutputCache(self.teacher(), self.output_cache, name=TEACHER_CACHE_NAME,
                             precision=p.student_train.precision)
         cache.model.to(self.device)
@@ -328,7 +344,7 @@ class ResKDRuns:
             staged = StagedOutputs(torch.stack(cumulative_sums([z for z, _ in outs])), outs[0][1],
                                    ens.stage_macs(self.exp.input_size))
         else:
-            loader = self.exp.eval_loader(split)
+            loader = self.exp.eval_loader(split, sharded=False)  # collect() reads every batch on every rank
             staged = cached_eval(ens, loader, lambda: collect(ens, loader, device=self.exp.device,
                                                               precision=self.exp.inference_precision),
                                  self.exp.inference_precision)

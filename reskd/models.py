@@ -12,7 +12,8 @@ Three families, all exposing the same small interface (see :class:`StagedClassif
   standard 7x7/2 + max-pool stem or, with ``small_input=True``, a 3x3 stride-1 stem for 64x64 images
   (Tiny-ImageNet).
 
-Every family takes a ``width`` multiplier on all its channel counts. Build models by name with
+Every family takes a ``width`` multiplier on all its channel counts. An ImageNet ResNet at full width may start from
+torchvision's ImageNet weights (``create_model("resnet34", 1000, pretrained=True)``, downloaded once when online). Build models by name with
 :func:`create_model`; later chapters add architectures with :func:`register_model`.
 """
 
@@ -44,6 +45,8 @@ __all__ = [
     "CIFAR_RESNET_DEPTHS",
     "WRN_NAMES",
     "IMAGENET_RESNET_LAYERS",
+    "PretrainedWeightsError",
+    "load_torchvision_weights",
 ]
 
 CIFAR_STAGE_CHANNELS = (16, 32, 64)  # the stem has CIFAR_STAGE_CHANNELS[0] channels too
@@ -59,6 +62,14 @@ IMAGENET_RESNET_LAYERS: dict[int, tuple[type[nn.Module], tuple[int, ...]]] = {
     101: (Bottleneck, (3, 4, 23, 3)),
 }
 IN_CHANNELS = 3  # RGB input
+IMAGENET_CLASSES = 1000
+TORCHVISION_WEIGHTS = "IMAGENET1K_V1"  # torchvision's original ImageNet weights of its ResNets
+#: torchvision's names of the stem's layers -> ours (every other tensor has the same name in both)
+TORCHVISION_STEM = {"conv1.": "stem.conv.", "bn1.": "stem.bn."}
+
+
+class PretrainedWeightsError(RuntimeError):
+    """torchvision's pretrained weights cannot be had (offline) or do not fit the model."""
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -225,11 +236,13 @@ def cifar_resnet(depth: int, num_classes: int, width: float = 1.0) -> ResNet:
     return ResNet(BasicBlock, [n] * len(channels), channels, num_classes, small_input=True)
 
 
-def imagenet_resnet(depth: int, num_classes: int, width: float = 1.0, *, small_input: bool = False) -> ResNet:
+def imagenet_resnet(depth: int, num_classes: int, width: float = 1.0, *, small_input: bool = False,
+                    pretrained: bool = False) -> ResNet:
     """ImageNet-style ResNet-``depth`` (18, 34, 50 or 101), torchvision's layout times ``width``.
 
     With ``width=1.0`` and ``small_input=False`` it has exactly the layers (and parameter count) of
     ``torchvision.models.resnet<depth>``; ``small_input=True`` swaps in a 3x3 stride-1 stem for 64x64 images.
+    ``pretrained=True`` starts from torchvision's ImageNet weights (:func:`load_torchvision_weights`).
     """
     if depth not in IMAGENET_RESNET_LAYERS:
         raise ValueError(
@@ -238,7 +251,39 @@ def imagenet_resnet(depth: int, num_classes: int, width: float = 1.0, *, small_i
         )
     block, layers = IMAGENET_RESNET_LAYERS[depth]
     channels = [scale_channels(c, width) for c in IMAGENET_STAGE_CHANNELS]
-    return ResNet(block, layers, channels, num_classes, small_input=small_input)
+    model = ResNet(block, layers, channels, num_classes, small_input=small_input)
+    if pretrained:
+        if width != 1.0 or small_input or num_classes != IMAGENET_CLASSES:
+            raise PretrainedWeightsError(
+                f"torchvision's ImageNet weights fit resnet{depth} at width 1.0 with the standard stem and "
+                f"{IMAGENET_CLASSES} classes, not width={width}, small_input={small_input}, num_classes={num_classes}; "
+                f"build it that way or drop pretrained=True.")
+        load_torchvision_weights(model, depth)
+    return model
+
+
+def load_torchvision_weights(model: ResNet, depth: int) -> ResNet:
+    """Load torchvision's ImageNet weights of ``resnet<depth>`` into ``model`` (downloaded into torch.hub's cache
+    the first time: that needs the internet; offline, a cached copy is used, else the error says what to do)."""
+    from torchvision.models import get_model_weights
+
+    weights = get_model_weights(f"resnet{depth}")[TORCHVISION_WEIGHTS]
+    try:
+        state = torch.hub.load_state_dict_from_url(weights.url, progress=False, check_hash=True)
+    except OSError as err:  # urllib's URLError and socket errors are OSErrors
+        name = weights.url.rsplit("/", 1)[-1]
+        raise PretrainedWeightsError(
+            f"cannot download torchvision's ImageNet weights of resnet{depth} ({err}): this machine seems to be "
+            f"offline. Connect to the internet, or copy {name} from {weights.url} into "
+            f"{torch.hub.get_dir()}/checkpoints, or drop pretrained=True to train the teacher from scratch.") from None
+    renamed = {}
+    for key, value in state.items():
+        for theirs, ours in TORCHVISION_STEM.items():
+            if key.startswith(theirs):
+                key = ours + key[len(theirs):]
+        renamed[key] = value
+    model.load_state_dict(renamed)
+    return model
 
 
 # ----------------------------------------------------------------------------------------------- Wide ResNet

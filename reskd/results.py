@@ -156,10 +156,13 @@ def write_results(chapter: str, dataset: str, data_source: str, profile: str, de
 
 
 def write_not_run(chapter: str, dataset: str, reason: str, profile: str, *, data_source: str = "unavailable",
-                  device: str = "none", root: str | os.PathLike | None = None) -> Path:
-    """Record that ``dataset`` was not run, and why (the summary shows the reason instead of numbers)."""
+                  device: str = "none", extra: Mapping[str, Any] | None = None,
+                  root: str | os.PathLike | None = None) -> Path:
+    """Record that ``dataset`` was not run, and why (the summary shows the reason instead of numbers); ``extra``
+    holds what was computed without running it (e.g. the models' costs)."""
     record = validate({"chapter": chapter, "dataset": dataset, "data_source": data_source, "profile": profile,
-                       "device": str(device), "status": STATUS_NOT_RUN, "reason": reason, "models": []})
+                       "device": str(device), "status": STATUS_NOT_RUN, "reason": reason, "models": [],
+                       **({"extra": dict(extra)} if extra is not None else {})})
     return atomic_json_dump(record, results_root(root) / f"{dataset}.json")
 
 

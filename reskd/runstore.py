@@ -89,11 +89,12 @@ class RunLockedError(RuntimeError):
 
 
 @contextlib.contextmanager
-def folder_lock(folder: str | os.PathLike, *, wait: bool = True):
+def folder_lock(folder: str | os.PathLike, *, wait: bool = True, announce: bool = True):
     """Hold an exclusive lock on ``folder`` (``<folder>/.lock``) so that two processes never train the same run.
 
     The operating system releases the lock when its process dies, so an interrupted run never leaves a stale lock.
-    ``wait=False`` raises :class:`RunLockedError` instead of waiting. Without ``fcntl`` (Windows) nothing is locked.
+    ``wait=False`` raises :class:`RunLockedError` instead of waiting; ``announce=False`` waits without saying so (a
+    lock held for a moment). Without ``fcntl`` (Windows) nothing is locked.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -107,7 +108,8 @@ def folder_lock(folder: str | os.PathLike, *, wait: bool = True):
             if not wait:
                 raise RunLockedError(f"{folder} is being trained by another process; wait until it finishes (the run "
                                      "is then loaded), or stop that process.") from None
-            print(f"{folder.name}: another process is training this run; waiting for it to finish ...", flush=True)
+            if announce:
+                print(f"{folder.name}: another process is training this run; waiting for it to finish ...", flush=True)
             fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

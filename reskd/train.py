@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import distributed
 from .distill import Distiller, View
 from .metrics import top1  # noqa: F401 (re-exported: reskd.train.top1)
 from .precision import autocast, resolve_precision
@@ -147,19 +148,33 @@ def predict(model: nn.Module, loader, *, device: str | torch.device | None = "au
     model.eval().to(device)
     n = len(loader.data)
     logits: Tensor | None = None
-    labels = torch.empty(n, dtype=torch.long)
+    labels = torch.zeros(n, dtype=torch.long)
     memory_format = model_memory_format(model) if memory_format is None else memory_format
     for x, y, index in progress_bar(loader, desc=desc, leave=False, enabled=progress):
         with torch.inference_mode(), autocast(precision, device, force=True):
             out = model(x.to(device).contiguous(memory_format=memory_format)).float().cpu()
         if logits is None:
-            logits = torch.empty(n, out.shape[1])
+            logits = torch.zeros(n, out.shape[1])
         logits[index] = out
         labels[index] = y.cpu()
     model.train(was_training)
+    if getattr(loader, "world_size", 1) > 1:  # each rank predicted its share of the batches: gather them
+        logits, labels = _gather_predictions(logits, labels)
     if logits is None:
         raise ValueError("the loader yielded no batches: the evaluation split is empty.")
     return logits, labels
+
+
+def _gather_predictions(logits: Tensor | None, labels: Tensor) -> tuple[Tensor | None, Tensor]:
+    """Every rank's rows of a sharded evaluation, on every rank: each row was filled by exactly one rank and is
+    zero elsewhere, so the sum over the ranks is the whole evaluation (exactly)."""
+    classes = int(distributed.all_reduce_tensor(torch.tensor(0 if logits is None else logits.shape[1]), "max"))
+    if classes == 0:
+        return None, labels
+    if logits is None:  # this rank had no batch
+        logits = torch.zeros(len(labels), classes)
+        labels.zero_()
+    return distributed.all_reduce_tensor(logits), distributed.all_reduce_tensor(labels)
 
 
 def evaluate(model: nn.Module, loader, *, device: str | torch.device | None = "auto",
@@ -267,23 +282,33 @@ def fit(distiller: Distiller, train_loader, config: TrainConfig, *, eval_loaders
     device = resolve_device(device)
     eval_loaders = dict(eval_loaders or {})
     run_dir = Path(run_dir) if run_dir is not None else None
+    if getattr(train_loader, "world_size", 1) != distributed.world_size():
+        raise ValueError(f"the training loader is split over {getattr(train_loader, 'world_size', 1)} process(es) but "
+                         f"{distributed.world_size()} are training; build it with reskd.data.Loader(..., "
+                         f"rank=reskd.distributed.rank(), world_size=reskd.distributed.world_size()).")
+    processes = distributed.run_identity(train_loader.batch_size)  # {} for one process: its identity is unchanged
     identity = json.loads(json.dumps({"config": config.to_dict(), "run_info": dict(run_info or {}),
-                                      "batch_size": train_loader.batch_size}, default=str))
+                                      "batch_size": train_loader.batch_size,
+                                      **({"distributed": processes} if processes else {})}, default=str))
+    main = distributed.is_main()  # only rank 0 locks the run folder and writes its files
     student = distiller.student
     _lay_out_for_cpu(student, config)  # a loaded run comes back laid out as a trained one (training re-lays it out)
 
     if run_dir is not None and not retrain and is_finished(run_dir) and not (run_dir / CHECKPOINT).exists():
         return load_run(run_dir, student, identity)  # finished: loading needs no lock
     with contextlib.ExitStack() as stack:
-        if run_dir is not None:  # one process per run: a second one waits, then loads what the first trained
+        if run_dir is not None and main:  # one job per run: a second one waits, then loads what the first trained
             stack.enter_context(folder_lock(run_dir))
             remove_temporary_files(run_dir)
-        if run_dir is not None and retrain:
+        if run_dir is not None and retrain and main:
             for name in (FINAL_MODEL, CHECKPOINT, SUMMARY, HISTORY):  # the finished marker first
                 (run_dir / name).unlink(missing_ok=True)
+        distributed.barrier()  # the other ranks look at the folder once rank 0 holds it
         if run_dir is not None and is_finished(run_dir):
             result = load_run(run_dir, student, identity)
-            (run_dir / CHECKPOINT).unlink(missing_ok=True)  # left by a kill just before its removal
+            distributed.barrier()
+            if main:
+                (run_dir / CHECKPOINT).unlink(missing_ok=True)  # left by a kill just before its removal
             return result
 
         memory_format = memory_format_for(student, device, config.channels_last)
@@ -291,24 +316,31 @@ def fit(distiller: Distiller, train_loader, config: TrainConfig, *, eval_loaders
         student.to(memory_format=memory_format)
         optimizer = make_optimizer(distiller.trainable_parameters(), config)
         scheduler = make_scheduler(optimizer, config, len(train_loader))
-        history, start_epoch = _resume(run_dir, student, optimizer, scheduler, identity)
+        history, start_epoch = _resume(run_dir, student, optimizer, scheduler, identity)  # on every rank
+        wrapped = distributed.wrap_student(student, device)  # DDP for several ranks: only the student
         frozen_logits: dict[Any, tuple[Tensor, Tensor]] = {}  # a frozen addend's evaluation logits, per loader
 
         epochs = progress_bar(range(start_epoch, config.epochs), desc="epochs", initial=start_epoch, total=config.epochs,
-                              enabled=progress, leave=True)
+                              enabled=progress and main, leave=True)
         for epoch in epochs:
             t0 = time.perf_counter()
-            row = _train_epoch(distiller, train_loader, optimizer, scheduler, epoch, device=device,
-                               memory_format=memory_format, progress=progress, precision=config.precision)
+            with distributed.student_swapped(distiller, wrapped):
+                row = _train_epoch(distiller, train_loader, optimizer, scheduler, epoch, device=device,
+                                   memory_format=memory_format, progress=progress and main,
+                                   precision=config.precision)
+            distributed.average_buffers(student)  # the ranks' BatchNorm statistics agree before evaluation
             row.update(_evaluate(distiller, eval_loaders, device=device, frozen_logits=frozen_logits,
                                  precision=config.precision))
             row["epoch_s"] = time.perf_counter() - t0
             history.append(row)
             epochs.set_postfix({k: f"{v:.2f}" for k, v in row.items() if k.endswith("_top1")}, refresh=False)
-            if run_dir is not None:
+            if run_dir is not None and main:
                 _write_checkpoint(run_dir, student, optimizer, scheduler, epoch, history, identity)
-        return _finish(student, config, history, eval_loaders, identity, run_dir,
-                       machine={**machine_info(device), "train_samples": len(train_loader.data)})
+            distributed.barrier()
+        result = _finish(student, config, history, eval_loaders, identity, run_dir if main else None,
+                         machine={**machine_info(device), "train_samples": len(train_loader.data)})
+        distributed.barrier()
+        return result
 
 
 def _resume(run_dir: Path | None, student: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
@@ -360,6 +392,9 @@ def _train_epoch(distiller: Distiller, train_loader, optimizer: torch.optim.Opti
             sums[k] = sums.get(k, 0.0) + v.item() * n
         batches.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     distiller.end_epoch()
+    totals = distributed.all_reduce_sums({**sums, "correct": correct, "seen": seen})  # every rank's samples
+    correct, seen = totals.pop("correct"), totals.pop("seen")
+    sums = totals
     row: dict[str, Any] = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
                            "train_loss": sum(sums.values()) / max(seen, 1),
                            "train_top1": 100.0 * correct / max(seen, 1)}

@@ -212,3 +212,36 @@ def test_register_model(monkeypatch):
     assert create_model("tiny_resnet", 7).num_classes == 7
     with pytest.raises(ValueError, match="already registered"):
         register_model("resnet20")(tiny_resnet)
+
+
+def test_pretrained_resnet_loads_torchvision_weights(monkeypatch):
+    """torchvision's ImageNet weights (here a fresh torchvision resnet18's, served in place of the download) land in
+    our layout: the same outputs as torchvision's model."""
+    reference = torchvision.models.resnet18().eval()
+    urls = []
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url",
+                        lambda url, **kw: urls.append(url) or reference.state_dict())
+    model = models.create_model("resnet18", 1000, pretrained=True).eval()
+    assert urls == [torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url]
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x))
+
+
+def test_pretrained_weights_offline_say_what_to_do(monkeypatch):
+    import urllib.error
+
+    def offline(url, **kw):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(models.PretrainedWeightsError) as error:
+        models.create_model("resnet34", 1000, pretrained=True)
+    message = str(error.value)
+    assert "\n" not in message and "offline" in message and "resnet34-b627a593.pth" in message
+    assert "Connect to the internet" in message and "drop pretrained=True" in message
+
+
+def test_pretrained_weights_need_the_torchvision_shape():
+    with pytest.raises(models.PretrainedWeightsError, match="fit resnet18 at width 1.0"):
+        models.create_model("resnet18", 200, width=0.5, pretrained=True)
