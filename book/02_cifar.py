@@ -89,7 +89,7 @@ from reskd.adaptive import sweep
 from reskd.data import is_available
 from reskd.experiment import Experiment
 from reskd.flops import model_cost
-from reskd.metrics import correct, residual_energy, top1
+from reskd.metrics import correct, top1
 from reskd.profiles import PAPER_PCT_TEACHER, get_profile, profile_banner
 from reskd.studies import (PLAIN_SEED_OFFSET, ablate, ablate_losses, other_options, plain_ensemble_logits,
                            reskd_runs, stage_records)
@@ -456,20 +456,7 @@ plt.show()
 # right, or on those it got wrong (fixed and broken are in % of all test images).
 
 # %%
-rows = []
-for name in [n for n in config.regimes if n not in not_trained]:
-    st = regimes.regime_staged(exp, regimes.CIFAR_REGIMES[name], screen_seed)
-    for split in ("val", "test"):
-        s0_energy = residual_energy(st[split].teacher_logits, st[split].logits[0]).item()
-        s1_energy = residual_energy(st[split].teacher_logits, st[split].logits[1]).item()
-        outcome = regimes.energy_by_outcome(st[split]).set_index("samples")
-        rows.append({"regime": name, "split": split, "energy removed (%)": 100 * (1 - s1_energy / s0_energy),
-                     "top-1 gain": top1(st[split].logits[1], st[split].labels) - top1(st[split].logits[0],
-                                                                                        st[split].labels),
-                     "energy removed on images S0 had right (%)":
-                         outcome.loc["right before the stage", "share_of_energy_removed_pct"],
-                     "fixed (%)": outcome["fixed_pct"].sum(), "broken (%)": outcome["broken_pct"].sum()})
-energy_table = pd.DataFrame(rows).set_index(["regime", "split"])
+energy_table = regimes.first_stage_energy(exp, [n for n in config.regimes if n not in not_trained], screen_seed)
 report.for_display(energy_table)
 
 # %% [markdown]
@@ -478,10 +465,9 @@ report.for_display(energy_table)
 # seeds, not a result).
 
 # %%
-at_budget = regime_frame[(regime_frame["budget_pct"] == budget) & (regime_frame["regime"] != regimes.CASCADE)]
-if len(at_budget):
-    best = at_budget.loc[at_budget["val_top1"].idxmax()]
-    cascade_row = regime_frame[(regime_frame["regime"] == regimes.CASCADE) & (regime_frame["budget_pct"] == budget)].iloc[0]
+screened = regimes.best_at_budget(regime_frame, budget)
+if screened is not None:
+    best, cascade_row = screened
     equal_seed = top1(equal_logits[screen_seed], labels)
     print(f"best regime on val at <= {budget}% of the teacher: {best['regime']} "
           f"(val {best['val_top1']:.2f}%, test {best['test_top1']:.2f}% at {best['test_pct_teacher']:.2f}%)")
@@ -548,7 +534,7 @@ if cascade_at is not None:
                     f"{cascade_at['top1_mean'] - chain['top1_mean']:+.2f} points against the full chain and "
                     f"{cascade_at['top1_mean'] - equal_cost['top1_mean']:+.2f} against the equal-cost student, "
                     f"with no training at all.")
-if len(at_budget):
+if screened is not None:
     findings.append(f"**The regime map** (seed {screen_seed}, {len(config.regimes) - len(not_trained)} of "
                     f"{len(config.regimes)} regimes trained): the best at {budget}% on validation is "
                     f"{best['regime']}, {best['test_top1'] - cascade_row['test_top1']:+.2f} test points against the "

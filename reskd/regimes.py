@@ -21,7 +21,7 @@ import pandas as pd
 from .adaptive import StagedOutputs, at_budgets, cascade
 from .experiment import Experiment, MissingRunError, ResKDRuns, stage_input
 from .flops import count_macs
-from .metrics import correct, top1
+from .metrics import correct, residual_energy, top1
 from .profiles import Arch
 from .registry import Registry
 from .report import model_record
@@ -167,7 +167,7 @@ def screen(exp: Experiment, regimes: Sequence[Regime] | None = None, *, seeds: S
 def energy_by_outcome(staged: StagedOutputs, stage: int = 1) -> pd.DataFrame:
     """Where the residual energy stage ``stage`` removes sits, and what it does to top-1: samples grouped by whether
     the ensemble before the stage was right, with each group's share of the samples, its share of the energy removed
-    (``sum_x e_{k-1}(x) - e_k(x)`` over the group, over the total), and how many of its predictions the stage fixed
+    (``sum_x e_{k-1}(x) - e_k(x)`` over the group, over the total; None when the stage removed none), and how many of its predictions the stage fixed
     (wrong to right) and broke (right to wrong), in % of all samples."""
     if staged.teacher_logits is None or not 1 <= stage < staged.num_stages:
         raise ValueError(f"need the teacher's logits and a stage in 1..{staged.num_stages - 1}, got stage {stage}.")
@@ -178,7 +178,7 @@ def energy_by_outcome(staged: StagedOutputs, stage: int = 1) -> pd.DataFrame:
     rows = []
     for name, group in (("right before the stage", right_before), ("wrong before the stage", ~right_before)):
         rows.append({"samples": name, "share_of_samples_pct": 100.0 * group.float().mean().item(),
-                     "share_of_energy_removed_pct": 100.0 * removed[group].sum().item() / total if total else None,
+                     "share_of_energy_removed_pct": 100.0 * removed[group].sum().item() / total if total > 0 else None,
                      "fixed_pct": 100.0 * (group & ~right_before & right_after).sum().item() / n,
                      "broken_pct": 100.0 * (group & right_before & ~right_after).sum().item() / n})
     return pd.DataFrame(rows)
@@ -232,3 +232,34 @@ def budget_records(frame: pd.DataFrame, teacher_macs: int, *, kind: str, labels:
             record["regime"] = labels[name]
         records.append(record)
     return records
+
+
+def first_stage_energy(exp: Experiment, names: Sequence[str], seed: int) -> pd.DataFrame:
+    """For each regime's first res-student, on val and test: the share of the residual energy it removed, the top-1
+    it gained, the share of the removed energy that sat on images S0 already got right, and the predictions it fixed
+    and broke (% of all images)."""
+    rows = []
+    for name in names:
+        staged = regime_staged(exp, CIFAR_REGIMES[name], seed)
+        for split, st in staged.items():
+            before = residual_energy(st.teacher_logits, st.logits[0]).item()
+            after = residual_energy(st.teacher_logits, st.logits[1]).item()
+            outcome = energy_by_outcome(st).set_index("samples")
+            rows.append({"regime": name, "split": split, "energy removed (%)": 100.0 * (1.0 - after / before),
+                         "top-1 gain": top1(st.logits[1], st.labels) - top1(st.logits[0], st.labels),
+                         "energy removed on images S0 had right (%)":
+                             outcome.loc["right before the stage", "share_of_energy_removed_pct"],
+                         "fixed (%)": outcome["fixed_pct"].sum(), "broken (%)": outcome["broken_pct"].sum()})
+    return pd.DataFrame(rows).set_index(["regime", "split"])
+
+
+def best_at_budget(frame: pd.DataFrame, budget_pct: float) -> tuple[pd.Series, pd.Series] | None:
+    """The regime row with the best **validation** top-1 at ``budget_pct`` (adaptive), and the cascade's row at the
+    same budget and seed; None when no regime row is there."""
+    at = frame[(frame["budget_pct"] == budget_pct) & (frame["regime"] != CASCADE)]
+    if at.empty:
+        return None
+    best = at.loc[at["val_top1"].idxmax()]
+    cascades = frame[(frame["regime"] == CASCADE) & (frame["budget_pct"] == budget_pct)
+                     & (frame["seed"] == best["seed"])]
+    return best, cascades.iloc[0]

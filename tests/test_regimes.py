@@ -2,6 +2,8 @@
 budgeted evaluation, on a fixture CIFAR-10 (and on hand-made logits where the answer is known)."""
 import math
 
+import pandas as pd
+
 import pytest
 import torch
 
@@ -196,3 +198,17 @@ def test_map_table_and_records_from_a_fixture_screen(exp):
     assert len(records) == 1 and records[0]["regime"] == "S0 + a light stage" and records[0]["stages"] == 2
     results.validate({"chapter": "c", "dataset": "cifar10", "data_source": "fixture", "profile": "smoke",
                       "device": "cpu", "status": results.STATUS_RUN, "models": records})
+
+
+def test_first_stage_energy_and_the_best_regime_on_val(exp, monkeypatch):
+    from reskd import regimes as R
+
+    tiny = Regime("tiny", (LIGHT,), "a test regime", "ours", loss="mse")
+    monkeypatch.setattr(R, "CIFAR_REGIMES", {"tiny": tiny})
+    energy = R.first_stage_energy(exp, ["tiny"], 0)
+    assert list(energy.index) == [("tiny", "val"), ("tiny", "test")]
+    assert energy["energy removed on images S0 had right (%)"].notna().all()
+    frame = pd.concat([cascade_budgets(exp, 0, budgets_pct=(50.0,)), regime_budgets(exp, tiny, 0, budgets_pct=(50.0,))])
+    best, cascade_row = R.best_at_budget(frame, 50.0)
+    assert best["regime"] == "tiny" and cascade_row["regime"] == "cascade"
+    assert R.best_at_budget(frame, 7.0) is None
