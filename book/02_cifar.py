@@ -344,8 +344,8 @@ runs_table["config"] = (role + " " + runs_table["arch"] + ", " + runs_table["los
 cost = runs_table.assign(part=runs_table["role"].where(runs_table["role"] == "teacher", "students and res-students"))
 hours = cost.groupby("part")["train_hours"].sum()
 print(hours.round(2).to_string())
-print(f"about {hours.get('teacher', 0.0) + hours.drop('teacher', errors='ignore').sum() / 2:.1f} hours of wall-clock "
-      f"on two workers ({profile} profile, {len(runs_table)} runs)")
+two_workers = hours.get("teacher", 0.0) + hours.drop("teacher", errors="ignore").sum() / 2
+print(f"about {two_workers:.1f} hours of wall-clock on two workers ({profile} profile, {len(runs_table)} runs)")
 
 # %%
 LABELLED_KINDS = ("teacher", "scratch", "kd", "kd-equal-cost")  # the rest are told apart by the legend
@@ -542,8 +542,9 @@ if screened is not None:
 findings.append(f"**The target** ({MAX_DROP} point from the teacher at {verdict['max_pct_teacher']}% of its MACs, "
                 f"ahead of the cascade and the equal-cost student): "
                 + ("reached." if verdict["reached"] else f"not reached: {verdict['why']}."))
-findings.append(f"**What it cost**: {hours.sum():.1f} hours of measured wall-clock over {len(runs_table)} runs, "
-                f"{hours.get('teacher', 0.0):.1f} of them the teacher's (see the table above).")
+findings.append(f"**What it cost**: {hours.sum():.1f} hours of run time summed over the {len(runs_table)} runs of the "
+                f"chain and its baselines, {hours.get('teacher', 0.0):.1f} of them the teacher's, about {two_workers:.1f} "
+                f"hours of wall-clock on two workers (see the cost table above).")
 display(Markdown("\n".join(f"- {line}" for line in findings)))
 
 # %% [markdown]

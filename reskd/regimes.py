@@ -228,6 +228,7 @@ def budget_records(frame: pd.DataFrame, teacher_macs: int, *, kind: str, labels:
                               macs=rows["test_avg_macs"].mean(), teacher_macs=teacher_macs,
                               top1=list(rows["test_top1"]), seeds=list(rows["seed"]),
                               agreement_teacher=list(rows["test_agreement_teacher"]))
+        record["budget_pct"] = float(budget)
         if labels and name in labels:
             record["regime"] = labels[name]
         records.append(record)

@@ -35,6 +35,9 @@ RESULTS_DIR = "results"
 RESULTS_ENV = "RESKD_RESULTS"  # where results files go when no root is given (the book's runner stages them there)
 MODEL_KINDS = ("teacher", "scratch", "kd", "kd-equal-cost", "reskd-stage", "reskd-adaptive", "cascade")
 OPTIONAL_TEXT = ("regime",)  # optional text fields of a model entry (a string when present)
+#: optional number fields of a model entry: ``budget_pct``, the budget of mean MACs (% of the teacher's) an adaptive
+#: policy was calibrated to on the validation split (its realised test cost, ``pct_teacher``, may differ a little)
+OPTIONAL_NUMBERS = ("budget_pct",)
 STATUS_RUN, STATUS_NOT_RUN = "run", "not run"
 ANALYSIS = "analysis"
 _REQUIRED_TEXT = ("chapter", "dataset", "data_source", "profile", "device")
@@ -99,6 +102,10 @@ def _check_model(i: int, model: Any) -> dict[str, Any]:
         raise ResultsError(f"{where}.seeds must be a non-empty list of ints (the seeds behind top1_mean), "
                            f"got {seeds!r}.")
     model["seeds"] = list(seeds)
+    for key in OPTIONAL_NUMBERS:
+        if key in model and (not _is_number(model[key]) or model[key] < 0):
+            raise ResultsError(f"{where}.{key} is an optional number >= 0 (e.g. 18.04); give one or leave it out, "
+                               f"got {model[key]!r}.")
     for key in OPTIONAL_TEXT:
         if key in model and not isinstance(model[key], str):
             raise ResultsError(f"{where}.{key} is optional text (e.g. 'low-data'); give a string or leave it out, "

@@ -56,6 +56,9 @@ def test_check_target_names_what_is_missing():
     weak = dict(stage, top1_mean=85.0)
     verdict = R.check_target([teacher, equal, weak], max_pct_teacher=18.04, max_drop=1.0)
     assert not verdict["reached"] and "5.00 points below" in verdict["why"] and "equal-cost KD" in verdict["why"]
+    calibrated = dict(cascade, pct_teacher=18.3, budget_pct=18.04)  # calibrated on val to the budget: it counts
+    verdict = R.check_target([teacher, equal, calibrated, stage], max_pct_teacher=18.04, max_drop=1.0)
+    assert "cascade" in verdict["beats"]
     single = dict(stage, seeds=[0], top1_std=0.0)
     assert "one seed" in R.check_target([teacher, equal, single], max_pct_teacher=18.04, max_drop=1.0)["why"]
     assert "no ResKD entry" in R.check_target([teacher, dear], max_pct_teacher=18.04, max_drop=1.0)["why"]

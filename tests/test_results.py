@@ -100,3 +100,13 @@ def test_plain_json_cleans_numpy_and_non_finite_values():
     assert cleaned == {"a": 1.5, "b": [2, None, [None, "x"]], "c": {"d": True}}
     assert type(cleaned["a"]) is float and type(cleaned["b"][0]) is int and type(cleaned["c"]["d"]) is bool
     json.dumps(cleaned, allow_nan=False)
+
+
+def test_budget_pct_is_an_optional_number(tmp_path):
+    from helpers import results_model
+
+    record = {"chapter": "02_cifar", "dataset": "cifar10", "data_source": "fixture", "profile": "smoke",
+              "device": "cpu", "status": R.STATUS_RUN}
+    R.validate({**record, "models": [results_model(budget_pct=18.04)]})
+    with pytest.raises(R.ResultsError, match="budget_pct is an optional number"):
+        R.validate({**record, "models": [results_model(budget_pct="18%")]})
