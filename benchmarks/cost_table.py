@@ -40,7 +40,8 @@ def main() -> None:
         speed = f"{r.images_per_s:.0f}" if r.images_per_s == r.images_per_s else ""
         print(f"| {r.arch} | {r.runs} | {r.epochs} | {r.precision} | {r.hours:.2f}{spread} | {speed} | "
               f"{r.cpu}, {r.threads} |")
-    print(f"\nTotal: {len(table)} runs, {table['hours'].sum():.1f} hours of wall-clock.")
+    print(f"\nTotal: {len(table)} runs, {table['hours'].sum():.1f} hours of run time (summed over runs that often shared the "
+          f"cores, so more than the wall-clock of the whole profile).")
 
 
 if __name__ == "__main__":

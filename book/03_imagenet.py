@@ -228,9 +228,9 @@ print(f"wrote {path.parent.name}/{path.name}: not run (the costs at 224x224 only
 # (the same samples and views as one process), metrics are all-reduced before they are logged, rank 0 writes the
 # checkpoints and every rank resumes from them. The global batch is the profile's `batch_size` whatever the number
 # of processes, and the learning rate is used as given; a run's identity records the world size, the per-rank and
-# global batch and that rule. The CLI takes a data set that has profiles: ImageNet's `paper` profile is not
-# defined yet (`reskd.profiles`), so `imagenet paper` below is the command once it is; the same commands run
-# today for `cifar10` and `tiny-imagenet`. Decode the data once, in one process, before the ranks read it:
+# global batch and that rule. ImageNet's `paper` profile (`reskd.profiles`: resnet34 teacher, resnet18 student, a
+# resnet18x0.375 res-student, the 100-epoch recipe of torchdistill and mdistiller) is what `imagenet paper` below
+# trains; it has not been run here. Decode the data once, in one process, before the ranks read it:
 #
 # ```bash
 # export RESKD_DATA=/path/to/data           # holds imagenet/train/ and imagenet/val/

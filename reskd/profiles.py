@@ -104,9 +104,27 @@ def _tiny_imagenet_profiles() -> dict[str, Profile]:
     }
 
 
+# The ImageNet KD recipe of torchdistill and mdistiller (resnet34 -> resnet18): 100 epochs, batch 256, lr 0.1 divided
+# by 10 at epochs 30, 60 and 90, weight decay 1e-4, plain momentum, KD at temperature 1.
+_IMAGENET_PAPER = TrainConfig(epochs=100, batch_size=256, lr=0.1, schedule="multistep", milestones=(0.3, 0.6, 0.9),
+                              weight_decay=1e-4, nesterov=False)
+
+
+def _imagenet_profiles() -> dict[str, Profile]:
+    """Only ``paper`` (a GPU cluster, through torchrun): nothing of ImageNet is run on this project's machines."""
+    return {
+        "paper": Profile("paper", "imagenet", Arch("resnet34"), Arch("resnet18"), (Arch("resnet18", 0.375),),
+                         _IMAGENET_PAPER, _IMAGENET_PAPER, equal_cost=Arch("resnet18", 1.075), seeds=(0,),
+                         temperature=1.0,
+                         notes="resnet34 teacher, resnet18 student and a resnet18x0.375 res-student (S0 + S1 at about "
+                               "57% of the teacher's MACs at 224 px, near the paper's 56.86%), 100 epochs; for GPUs"),
+    }
+
+
 PROFILES: dict[str, dict[str, Profile]] = {"cifar10": _cifar_profiles("cifar10"),
                                            "cifar100": _cifar_profiles("cifar100"),
-                                           "tiny-imagenet": _tiny_imagenet_profiles()}
+                                           "tiny-imagenet": _tiny_imagenet_profiles(),
+                                           "imagenet": _imagenet_profiles()}
 
 PROFILE_TRUST = {
     "smoke": "it checks that the chapter runs, and its numbers mean nothing (they are not a reproduction)",

@@ -36,3 +36,10 @@ def test_banner_says_when_seeds_are_missing():
     cpu = get_profile("cifar10", "cpu")
     assert "Only seeds" not in profile_banner(cpu)
     assert "**Only seeds [0] of the profile's [0, 1, 2] were run**" in profile_banner(cpu.replace(seeds=(0,)), "x")
+
+
+def test_imagenet_has_the_paper_profile_the_launch_commands_name():
+    p = get_profile("imagenet", "paper")
+    assert (p.teacher, p.student) == (Arch("resnet34"), Arch("resnet18")) and p.teacher_train.epochs == 100
+    assert p.temperature == 1.0 and not p.student_train.nesterov
+    assert find_profile("imagenet", "cpu") is None  # nothing of ImageNet runs on two CPU cores
