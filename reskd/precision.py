@@ -37,9 +37,7 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
     """``precision`` with ``"auto"`` resolved for ``device``: ``"bf16"`` where :func:`fast_bf16`, else ``"fp32"``."""
     if precision == AUTO:
         return "bf16" if fast_bf16(device) else "fp32"
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)} or {AUTO!r}.")
-    return precision
+    return check_precision(precision)
 
 
 def autocast(precision: str, device: torch.device | str, *, force: bool = False):

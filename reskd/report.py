@@ -87,14 +87,21 @@ def models_frame(models: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
 BASELINE_KINDS = ("kd-equal-cost", "cascade")  # what a ResKD model must beat at no more than the target's cost
 
 
+def standard_error(a: Mapping[str, Any], b: Mapping[str, Any]) -> float | None:
+    """The standard error of the difference of two entries' seed means, ``sqrt(s_a^2/n_a + s_b^2/n_b)``; None when
+    either rests on one seed (no noise estimate)."""
+    n_a, n_b = len(a["seeds"]), len(b["seeds"])
+    if min(n_a, n_b) < 2:
+        return None
+    return math.sqrt(a["top1_std"] ** 2 / n_a + b["top1_std"] ** 2 / n_b)
+
+
 def _ahead(a: Mapping[str, Any], b: Mapping[str, Any], z: float) -> tuple[bool, str]:
     """Whether entry ``a`` is ahead of ``b`` by more than ``z`` standard errors of the difference of seed means,
     and why not when it is not (one seed gives no noise estimate, so no lead can be established)."""
-    diff = a["top1_mean"] - b["top1_mean"]
-    n_a, n_b = len(a["seeds"]), len(b["seeds"])
-    if min(n_a, n_b) < 2:
+    diff, se = a["top1_mean"] - b["top1_mean"], standard_error(a, b)
+    if se is None:
         return False, f"one seed, so no lead over {b['name']} can be established ({diff:+.2f} points)"
-    se = math.sqrt(a["top1_std"] ** 2 / n_a + b["top1_std"] ** 2 / n_b)
     if diff > z * se:
         return True, ""
     return False, f"not ahead of {b['name']} by more than {z:g} standard errors ({diff:+.2f} points, s.e. {se:.2f})"
@@ -149,9 +156,7 @@ def compare_at_cost(models: Sequence[Mapping[str, Any]], *, against: Sequence[st
     chain = max(chains, key=lambda m: m["stages"])
     rows = []
     for other in (m for m in models if m["kind"] in against):
-        diff = chain["top1_mean"] - other["top1_mean"]
-        n_a, n_b = len(chain["seeds"]), len(other["seeds"])
-        se = math.sqrt(chain["top1_std"] ** 2 / n_a + other["top1_std"] ** 2 / n_b) if min(n_a, n_b) > 1 else None
+        diff, se = chain["top1_mean"] - other["top1_mean"], standard_error(chain, other)
         if se is None:
             verdict = "one seed: no noise estimate"
         elif abs(diff) > z * se:
