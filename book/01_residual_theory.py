@@ -406,21 +406,29 @@ show(toy_records, "test").assign(**{"top-1 (%)": top1_per_stage(toy_test)})
 # $F_k = z_0 + \dots + z_{k-1}$; the points are the test set.
 
 # %%
+PANELS_PER_ROW = 3  # panels side by side; more would shrink each below legibility in the book's text column
+
+
 @torch.no_grad()
 def plot_regions(models: dict[str, list[nn.Module]]) -> None:
     grid = torch.linspace(-3.6, 3.6, 300)
     gx, gy = torch.meshgrid(grid, grid, indexing="xy")
     plane = torch.stack([gx.ravel(), gy.ravel()], 1)
     palette = sns.color_palette("deep", NUM_CLASSES)
-    fig, axes = plt.subplots(1, len(models), figsize=(3.2 * len(models), 3.4), sharex=True, sharey=True)
-    for ax, (title, parts) in zip(axes, models.items()):
+    rows = -(-len(models) // PANELS_PER_ROW)
+    fig, axes = plt.subplots(rows, PANELS_PER_ROW, figsize=(3.3 * PANELS_PER_ROW, 3.3 * rows), sharex=True,
+                             sharey=True, squeeze=False)
+    for ax in axes.ravel()[len(models):]:
+        ax.set_visible(False)
+    for ax, (title, parts) in zip(axes.ravel(), models.items()):
         pred = sum(m(plane) for m in parts).argmax(1).reshape(gx.shape)
         ax.contourf(gx, gy, pred, levels=np.arange(NUM_CLASSES + 1) - 0.5, colors=palette, alpha=0.35)
         ax.scatter(x_test[:, 0], x_test[:, 1], c=[palette[i] for i in y_test], s=6, linewidths=0)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("$x_1$")
         ax.set_aspect("equal")
-    axes[0].set_ylabel("$x_2$")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("$x_2$")
     fig.tight_layout()
     plt.show()
 
@@ -536,15 +544,20 @@ for k in range(1, num_stages):
           f"{by_split['test'].loc[k, 'step']:.2f} (test)")
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharex=True)
-for ax, centered, title in zip(axes, (False, True), ("raw residual", "centered residual")):
-    sns.lineplot(data=energy_curve(records, centered=centered), x="stages", y="energy", hue="split", marker="o",
-                 ax=ax)
-    ax.set_xticks(range(num_stages + 1))
-    ax.set_yscale("log")
-    ax.set_xlabel("stages in the student (0: none, 1: $S_0$, ...)")
-    ax.set_ylabel("residual energy (squared logits)")
-    ax.set_title(f"{exp.data.spec.display_name}: {title}")
+curves = pd.concat([energy_curve(records, centered=centered).assign(residual="centered" if centered else "raw")
+                    for centered in (False, True)])
+both = curves.pivot_table(index=["split", "stages"], columns="residual", values="energy")
+gap = (both["raw"] / both["centered"] - 1).abs().max()
+print(f"raw and centered residual energy differ by at most {100 * gap:.2f}% at any stage and split: "
+      + ("the two curves of each split lie on top of each other (the stages learn no per-sample shift to remove)"
+         if gap < 0.01 else "the dashed curves show the centered residual"))
+fig, ax = plt.subplots(figsize=(6.5, 3.8))
+sns.lineplot(data=curves, x="stages", y="energy", hue="split", style="residual", markers=True, ax=ax)
+ax.set_xticks(range(num_stages + 1))
+ax.set_yscale("log")
+ax.set_xlabel("stages in the student (0: none, 1: $S_0$, ...)")
+ax.set_ylabel("residual energy (squared logits, log scale)")
+ax.set_title(f"{exp.data.spec.display_name}: the residual stage by stage")
 fig.tight_layout()
 plt.show()
 
@@ -572,8 +585,19 @@ for k in range(num_stages):
     per_sample.append(pd.DataFrame({"energy": theory.sample_energy(test.teacher_logits, test.logits[k],
                                                                    center=True).numpy(), "after": stage_name(k)}))
 per_sample = pd.concat(per_sample, ignore_index=True)
+CDF_SAME = 0.01  # two CDFs closer than this everywhere (Kolmogorov-Smirnov distance) are drawn on top of each other
+names = list(dict.fromkeys(per_sample["after"]))
+for before, after in zip(names, names[1:]):
+    distance = theory.ks_distance(per_sample.loc[per_sample["after"] == before, "energy"].to_numpy(),
+                                  per_sample.loc[per_sample["after"] == after, "energy"].to_numpy())
+    print(f"{after} against {before}: largest CDF difference {distance:.3f}"
+          + (" (the curves coincide; the dashes tell them apart)" if distance < CDF_SAME else ""))
 fig, ax = plt.subplots(figsize=(6.5, 3.8))
-sns.ecdfplot(data=per_sample, x="energy", hue="after", log_scale=True, ax=ax)
+dashes = ["-", "--", "-.", ":", (0, (5, 1, 1, 1, 1, 1))]
+for i, name in enumerate(names):
+    sns.ecdfplot(per_sample.loc[per_sample["after"] == name, "energy"], log_scale=True, ax=ax, label=name,
+                 ls=dashes[i % len(dashes)], lw=1.4)
+ax.legend(fontsize=8, title="residual after")
 ax.set_xlabel(r"per-image centered residual energy $\|\bar r(x)\|^2$ (test)")
 ax.set_ylabel("fraction of test images")
 fig.tight_layout()
@@ -642,8 +666,11 @@ checks.set_index(["split", "stage k"])
 # $\operatorname{osc}(r)$; the statement says every point lies below the diagonal.
 
 # %%
-fig, axes = plt.subplots(1, num_stages, figsize=(4 * num_stages, 3.6), squeeze=False)
-for k, ax in enumerate(axes[0]):
+rows = -(-num_stages // 2)
+fig, axes = plt.subplots(rows, 2, figsize=(8.5, 3.6 * rows), squeeze=False)
+for ax in axes.ravel()[num_stages:]:
+    ax.set_visible(False)
+for k, ax in enumerate(axes.ravel()[:num_stages]):
     gap = theory.logprob_gap(test.teacher_logits, test.logits[k]).numpy()
     bound = theory.logprob_gap_bound(test.teacher_logits, test.logits[k]).numpy()
     ax.scatter(bound, gap, s=4, alpha=0.4, linewidths=0)
@@ -651,7 +678,8 @@ for k, ax in enumerate(axes[0]):
     ax.plot([0, top], [0, top], color="gray", lw=1, ls="--", label="gap = bound")
     ax.set_xlabel(r"oscillation of the residual $\mathrm{osc}(r)$")
     ax.set_title(stage_name(k), fontsize=10)
-axes[0][0].set_ylabel("largest log-probability gap")
+for ax in axes[:, 0]:
+    ax.set_ylabel("largest log-probability gap")
 axes[0][0].legend(fontsize=8)
 fig.tight_layout()
 plt.show()

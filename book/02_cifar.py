@@ -349,8 +349,17 @@ print(f"about {two_workers:.1f} hours of wall-clock on two workers ({profile} pr
 
 # %%
 LABELLED_KINDS = ("teacher", "scratch", "kd", "kd-equal-cost")  # the rest are told apart by the legend
+MARKERS = "osD^vPX*<>"
 fig, ax = plt.subplots(figsize=(8, 5))
-sns.scatterplot(data=table, x="MMACs", y="top-1 (%)", hue="kind", style="kind", s=70, ax=ax, zorder=3)
+# hollow markers of distinct shapes and sizes, so that points at the same place (an adaptive policy that stops every
+# image after S0 is the KD student) all stay visible
+for i, (kind, part) in enumerate(table.groupby("kind", sort=False)):
+    ax.scatter(part["MMACs"], part["top-1 (%)"], marker=MARKERS[i % len(MARKERS)], s=110 - 8 * i,
+               facecolors="none", edgecolors=sns.color_palette("deep", 10)[i % 10], linewidths=1.4, zorder=3,
+               label=kind)
+same = table.groupby([table["MMACs"].round(2), table["top-1 (%)"].round(2)])["model"].agg(list)
+for models_here in same[same.map(len) > 1]:
+    print("drawn at one point:", "; ".join(models_here))
 labelled = table[table["kind"].isin(LABELLED_KINDS)].sort_values("MMACs").reset_index(drop=True)
 for i, row in labelled.iterrows():  # alternate above and below, so neighbouring labels do not overprint
     ax.annotate(row["model"].replace(" (", "\n("), (row["MMACs"], row["top-1 (%)"]), textcoords="offset points",
@@ -367,7 +376,7 @@ ax.margins(y=0.15)
 ax.set_xlabel("mean cost per test image (millions of MACs, log scale)")
 ax.set_ylabel("top-1 accuracy on the test split (%)")
 ax.set_title(f"{exp.data.spec.display_name}, profile {config.name!r}")
-ax.legend(loc="lower right", fontsize=7)
+ax.legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")  # outside: no point hidden
 fig.tight_layout()
 plt.show()
 

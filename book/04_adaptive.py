@@ -197,8 +197,9 @@ def gate_for(criterion: str, seed: int) -> LearnedGate | None:
 # One threshold shared by all stages traces a curve: at $\tau = -\infty$ every sample stops after $S_0$, at
 # $\tau = +\infty$ every sample runs all stages. `reskd.adaptive.sweep` takes the thresholds at quantiles of the
 # criterion on the **validation** split and evaluates each on the **test** split (first seed). The static ensembles
-# (always stopping after $S_0$, after $S_1$, ...) are the black points (mean over seeds), the teacher the dashed line.
-# A criterion is better where its curve lies higher at the same average cost.
+# (always stopping after $S_0$, after $S_1$, ...) are the black points (mean over seeds); the teacher is the dashed
+# line, or, when it lies far above the curves, named at the top of the frame. A
+# criterion is better where its curve lies higher at the same average cost.
 
 # %%
 SWEEP_POINTS = 30  # thresholds per criterion
@@ -216,7 +217,15 @@ ax.scatter(static["pct_teacher"], static["test_top1"], color="black", zorder=3, 
 for _, row in static.iterrows():
     ax.annotate(row["stages"], (row["pct_teacher"], row["test_top1"]), textcoords="offset points", xytext=(4, -12),
                 fontsize=8)
-ax.axhline(teacher_top1, color="gray", ls="--", label=f"teacher {config.teacher.label} (100% of its MACs)")
+teacher_name = f"teacher {config.teacher.label}: {teacher_top1:.2f}% (100% of its MACs)"
+shown = pd.concat([curves["test_top1"], static["test_top1"]])
+pad = 0.1 * (shown.max() - shown.min()) + 0.1
+if teacher_top1 > shown.max() + 4 * pad:  # a line that far up would squash the curves into one band: name it instead
+    ax.set_ylim(shown.min() - pad, shown.max() + pad)
+    ax.text(0.02, 0.97, f"↑ {teacher_name}, above this frame", transform=ax.transAxes, va="top", fontsize=8,
+            color="0.3")
+else:
+    ax.axhline(teacher_top1, color="gray", ls="--", label=teacher_name)
 ax.set_xlim(0, 1.1 * static["pct_teacher"].max())
 ax.set_xlabel("average MACs per test image (% of the teacher's)")
 ax.set_ylabel("top-1 accuracy on the test split (%)")

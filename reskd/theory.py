@@ -15,8 +15,9 @@ Everything is computed in float64, so a measured violation would be a real one, 
 """
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
@@ -53,6 +54,18 @@ def sample_energy(teacher_logits: Tensor, logits: Tensor, *, center: bool = Fals
     t, z = _check_logits(teacher_logits, logits)
     r = t - z
     return (centered(r) if center else r).pow(2).sum(1)
+
+
+def ks_distance(a: Sequence[float], b: Sequence[float]) -> float:
+    """The two-sample Kolmogorov-Smirnov distance: the largest gap between the empirical CDFs of ``a`` and ``b``
+    (0: the same distribution of values; 1: no overlap), to say when two plotted CDFs lie on top of each other."""
+    a, b = np.sort(np.asarray(a, dtype=float)), np.sort(np.asarray(b, dtype=float))
+    if a.size == 0 or b.size == 0:
+        raise ValueError("ks_distance needs at least one value in each sample.")
+    points = np.concatenate([a, b])
+    cdf_a = np.searchsorted(a, points, side="right") / a.size
+    cdf_b = np.searchsorted(b, points, side="right") / b.size
+    return float(np.abs(cdf_a - cdf_b).max())
 
 
 def logprob_gap(teacher_logits: Tensor, logits: Tensor) -> Tensor:

@@ -2,6 +2,8 @@
 import json
 import math
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -9,7 +11,7 @@ from reskd.adaptive import StagedOutputs
 from reskd.distill import kd_loss
 from reskd.reskd import residual_energy
 from reskd.theory import (BOUNDS, disagreement_bound, disagreement_rate, energy_by_confidence, json_ready, kd_limit,
-                          logprob_gap, logprob_gap_bound, oscillation, sample_energy, stage_theory_records,
+                          ks_distance, logprob_gap, logprob_gap_bound, oscillation, sample_energy, stage_theory_records,
                           top1_margin)
 
 SCALES = (1e-3, 0.1, 1.0, 10.0, 100.0, 1e4)  # logit magnitudes, from nearly uniform to saturated softmax
@@ -189,3 +191,14 @@ def test_json_ready_gives_plain_json():
     rows = json_ready(pd.DataFrame({"x": [1.0, math.nan], "ok": [True, False], "n": [1, 2]}))
     assert rows == [{"x": 1.0, "ok": True, "n": 1}, {"x": None, "ok": False, "n": 2}]
     json.dumps(rows, allow_nan=False)
+
+
+def test_ks_distance_of_same_shifted_and_disjoint_samples():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=2000)
+    assert ks_distance(a, rng.permutation(a)) == 0.0  # the same values in another order
+    assert ks_distance(a, a + 100.0) == 1.0  # no overlap at all
+    shifted = ks_distance(a, a + 0.5)  # N(0,1) against N(0.5,1): about 0.2 (2 * Phi(0.25) - 1)
+    assert 0.15 < shifted < 0.25
+    with pytest.raises(ValueError, match="at least one value"):
+        ks_distance([], a)
