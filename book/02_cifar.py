@@ -469,6 +469,33 @@ energy_table = regimes.first_stage_energy(exp, [n for n in config.regimes if n n
 report.for_display(energy_table)
 
 # %% [markdown]
+# ### How many stages does each regime keep?
+#
+# A regime trains a fixed number of stages; a user stops adding them when the next one no longer pays. The rule
+# (`reskd.studies.grow`, through `reskd.regimes.stages_paid_for`) keeps a stage only while its **validation** top-1
+# gain per added million MACs is at least what the same MACs buy as width: the slope, on validation, from $S_0$ to
+# the equal-cost KD student. A regime whose first stage already falls below that bar would do better spending its
+# MACs on a wider student.
+
+# %%
+s0_val = top1(*exp.logits(students["kd"][screen_seed], "val"))
+equal_val = top1(*exp.logits(equal[screen_seed], "val"))
+s0_mmacs = model_cost(students["kd"][screen_seed], exp.input_size).macs / 1e6
+equal_mmacs = model_cost(equal[screen_seed], exp.input_size).macs / 1e6
+width_slope = (equal_val - s0_val) / (equal_mmacs - s0_mmacs)
+print(f"the bar: {config.student.label} -> {config.equal_cost.label} gains {equal_val - s0_val:+.2f} val points for "
+      f"{equal_mmacs - s0_mmacs:.2f} MMACs = {width_slope:.3f} points per MMAC (seed {screen_seed})")
+growth = pd.concat([regimes.stages_paid_for(exp, regimes.CIFAR_REGIMES[name], screen_seed,
+                                            min_gain_per_mmac=width_slope)
+                    for name in config.regimes if name not in not_trained], ignore_index=True)
+kept = growth.groupby("regime", sort=False).apply(
+    lambda log: pd.Series({"stages trained": len(regimes.CIFAR_REGIMES[log.name].stages),
+                           "stages kept": int(log["decision"].str.startswith("added").sum()),
+                           "why it stopped": log["decision"].iloc[-1] if log["decision"].iloc[-1].startswith("stop")
+                           else "kept every trained stage"}), include_groups=False)
+kept
+
+# %% [markdown]
 # The screening verdict: the regime with the best **validation** top-1 at the paper's budget, against the cascade to
 # the teacher and the equal-cost KD student at the same seed (one seed: a lead shown here is a reason to run three
 # seeds, not a result).
@@ -485,24 +512,48 @@ if screened is not None:
           f"points on test")
     print(f"equal-cost KD student, seed {screen_seed}: test {equal_seed:.2f}% at {equal_cost['pct_teacher']:.2f}% -> "
           f"regime {best['test_top1'] - equal_seed:+.2f} points on test")
-    best_models = regimes.budget_records(regime_frame[regime_frame["regime"] == best["regime"]], teacher_macs,
-                                         kind="reskd-adaptive", labels=described)
-    for model in best_models:  # the map's best regime joins the models, named as a screen
+else:
+    print(f"no trained regime of the map meets the budget of {budget}% on val: see the list above")
+
+# %% [markdown]
+# The regime chosen on validation then runs with every seed of the profile: its entries in the results file, and the
+# verdicts below, use all the seeds that are trained (one seed gives no noise estimate, and the verdicts say so).
+
+# %%
+if screened is not None:
+    best_rows, best_seeds = regimes.budgets_over_seeds(exp, best["regime"], config.seeds)
+    missing_seeds = [s for s in config.seeds if s not in best_seeds]
+    print(f"{best['regime']}: seeds {best_seeds} trained" + (
+        f"; seeds {missing_seeds} are not (python -m reskd.cli {DATASET} {config.name} regime:{best['regime']} "
+        f"--seeds {' '.join(map(str, missing_seeds))})" if missing_seeds else ""))
+    best_models = regimes.budget_records(best_rows, teacher_macs, kind="reskd-adaptive", labels=described)
+    for model in best_models:  # the map's best regime joins the models
         model["name"] = f"ResKD {model['name']}"
     models += best_models
+    display(report.for_display(report.models_frame(best_models)))
+    chosen_name = f"ResKD {best['regime']} (adaptive, {budget:g}% budget)"
+    chosen_at_cost = report.compare_at_cost(models, against=("kd", "kd-equal-cost", "cascade"), reskd=chosen_name)
+    for _, row in chosen_at_cost.iterrows():
+        print(f"{row['ResKD']} ({row['ResKD MMACs']:.1f} MMACs) vs {row['versus']} ({row['versus MMACs']:.1f} "
+              f"MMACs): {row['difference']:+.2f} points, s.e. "
+              + ("n/a" if pd.isna(row["std. error"]) else f"{row['std. error']:.2f}") + f" -> {row['verdict']}")
+    at_cost = pd.concat([at_cost, chosen_at_cost], ignore_index=True)
 else:
-    print("no regime of the map is trained yet: see the list above")
+    chosen_name = None
 
 # %% [markdown]
 # ## The paper's claim beside ours
 #
 # The paper reports accuracy competitive with the teacher at 18.04% of its compute on CIFAR-10 (23.14% on
 # CIFAR-100). Our target, fixed before the runs: a ResKD model (adaptive or a static stage) **within 1.0 point of
-# the teacher at no more than that share of its MACs, and above both equal-cost baselines**.
+# the teacher at no more than that share of its MACs, and ahead of the equal-cost baselines and of the cascade to
+# the teacher by more than twice the standard error over seeds**. The model held to it is the regime chosen on
+# validation at that budget (the test split chooses nothing); without a regime map, the best ResKD entry.
 
 # %%
-verdict = report.check_target(models, max_pct_teacher=budget or 100.0, max_drop=MAX_DROP)
-print(f"teacher top-1 {verdict['teacher_top1']:.2f}%; best ResKD within {verdict['max_pct_teacher']}% of its MACs: "
+verdict = report.check_target(models, max_pct_teacher=budget or 100.0, max_drop=MAX_DROP, reskd=chosen_name)
+print(f"teacher top-1 {verdict['teacher_top1']:.2f}%; ResKD held to the target within {verdict['max_pct_teacher']}% "
+      "of its MACs: "
       f"{verdict.get('reskd', 'none')}"
       + (f", {verdict['reskd_top1']:.2f}% at {verdict['reskd_pct_teacher']:.2f}%" if "reskd" in verdict else ""))
 print("target reached" if verdict["reached"] else f"target NOT reached: {verdict['why']}")

@@ -38,7 +38,7 @@ if "google.colab" in sys.modules:
 
     fetch_data("05_summary")
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "hide-input"]
 # Defaults. A run through papermill (tools/run_book.py) puts the values it ran with in the next cell.
 profile = "smoke"  # "smoke" (CI, seconds), "cpu" (the real run on two CPU cores), "paper" (a GPU)
 data_root = None  # folder holding the data sets; None: $RESKD_DATA, else the project's data/
@@ -66,9 +66,9 @@ check_parameters(profile=profile, data_root=data_root, seeds=seeds, retrain=retr
 # numbers are read **only** from the results files the chapters wrote (`results/*.json`); a data set that was not
 # run says so instead of a number.
 
-# %%
+# %% tags=["hide-input"]
 import pandas as pd
-from IPython.display import display
+from IPython.display import Markdown, display
 
 from reskd import report, results
 from reskd.profiles import PAPER_PCT_TEACHER  # the paper's headline cost, % of the teacher's MACs
@@ -78,6 +78,7 @@ pd.set_option("display.max_colwidth", 100)
 
 DISPLAY = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "tiny-imagenet": "Tiny-ImageNet", "imagenet": "ImageNet"}
 records = {r["dataset"]: r for r in results.load_results(results_dir).values()}
+notes: dict[str, str] = {}  # per data set: its data source and the target's verdict in full, below the table
 
 
 def ours(dataset: str) -> dict:
@@ -93,13 +94,15 @@ def ours(dataset: str) -> dict:
                 "profile": record["profile"]}
     by_name = {m["name"]: m for m in record["models"]}
     teacher = next(m for m in record["models"] if m["kind"] == "teacher")
-    row = {"profile": record["profile"], "data": record["data_source"], "teacher top-1 (%)": teacher["top1_mean"]}
+    row = {"profile": record["profile"], "teacher top-1 (%)": teacher["top1_mean"]}
     target = (record.get("extra") or {}).get("target")
     if target is None:
         ran_reskd = any(m["kind"].startswith("reskd") for m in record["models"])
         return {"ours: % of teacher": "ResKD ran, no target recorded" if ran_reskd else
                 "ResKD not run yet (baselines only)", **row}
-    verdict = "reached" if target["reached"] else f"not reached: {target['why']}"
+    verdict = "reached" if target["reached"] else "not reached"
+    notes[dataset] = f"data: {record['data_source']}; target {verdict}" + (
+        "" if target["reached"] else f": {target['why']}")
     if "reskd" not in target:
         return {"ours: % of teacher": "no ResKD model within the budget", "our target": verdict, **row}
     m = by_name[target["reskd"]]
@@ -109,7 +112,8 @@ def ours(dataset: str) -> dict:
 
 summary = pd.DataFrame([{"data set": DISPLAY[d], "paper: % of teacher": pct, **ours(d)}
                         for d, pct in PAPER_PCT_TEACHER.items()])
-report.for_display(summary.set_index("data set"))
+display(report.for_display(summary.set_index("data set")))
+display(Markdown("\n".join(f"- **{DISPLAY[d]}**: {note}" for d, note in notes.items())))
 
 # %% [markdown]
 # ## Do residual stages pay at equal cost?
@@ -119,7 +123,7 @@ report.for_display(summary.set_index("data set"))
 # counts when it exceeds twice its standard
 # error over seeds; the verdict says "one seed" where there is no noise estimate.
 
-# %%
+# %% tags=["hide-input"]
 at_cost = pd.DataFrame([{"data set": DISPLAY[d], "profile": records[d]["profile"], **row}
                         for d in PAPER_PCT_TEACHER if d in records
                         for row in (records[d].get("extra") or {}).get("at_equal_cost") or []])
@@ -137,10 +141,10 @@ else:
 # produced the numbers: **smoke** numbers come from tiny models trained for seconds and only show that the
 # pipeline runs.
 
-# %%
+# %% tags=["hide-input"]
 report.for_display(report.results_table(records, datasets=list(PAPER_PCT_TEACHER)).set_index("dataset"))
 
-# %%
+# %% tags=["hide-input"]
 smoke = sorted(d for d, r in records.items()
                if r["profile"] == "smoke" and r["status"] != results.STATUS_NOT_RUN and d in PAPER_PCT_TEACHER)
 if smoke:

@@ -26,6 +26,7 @@ from .runstore import RunLockedError, run_dir, run_key, run_path
 from .adaptive import StagedOutputs, collect
 from .cache import TEACHER_CACHE_NAME, OutputCache
 from .distill import CE, KD, Distiller
+from .flops import count_macs
 from .models import create_model
 from .profiles import Arch, Profile
 from .reskd import RESIDUAL_LOSSES, FeatureHead, ResidualDistiller, ResKDEnsemble, cumulative_sums
@@ -224,6 +225,11 @@ class Experiment:
             self._teachers[seed] = self.run(f"teacher-{p.teacher.label}-s{seed}", CE(self.build(p.teacher, seed)),
                                             self.teacher_spec(seed), p.teacher_train).model
         return self._teachers[seed]
+
+    @cached_property
+    def teacher_macs(self) -> int:
+        """MACs of one forward pass of the teacher (seed 0) on one image: the unit of every "% of the teacher"."""
+        return count_macs(self.teacher(), self.input_size)
 
     def logits(self, model: nn.Module, split: str) -> tuple[Tensor, Tensor]:
         """``model``'s logits and the labels on an evaluation split, through the evaluation cache: every network a

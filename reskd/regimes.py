@@ -20,13 +20,12 @@ import pandas as pd
 
 from .adaptive import StagedOutputs, at_budgets, cascade
 from .experiment import Experiment, MissingRunError, ResKDRuns, stage_input
-from .flops import count_macs
 from .metrics import correct, residual_energy, top1
 from .profiles import Arch
 from .registry import Registry
 from .report import model_record
 from .reskd import ResKDEnsemble
-from .studies import reskd_runs
+from .studies import grow, reskd_runs
 from .theory import sample_energy
 
 #: Budgets of mean MACs per test image (% of the teacher's) at which regimes are compared: below, at and above the
@@ -58,7 +57,8 @@ class Regime:
         p = exp.profile
         student = self.student or p.student
         inputs = {stage_input(a) for a in self.stages}
-        where = "S0's feature map" + ("" if self.feature_index == -1 else f" {self.feature_index}")
+        where = ("S0's last feature map" if self.feature_index == -1
+                 else f"S0's feature map {self.feature_index} (counted from the last)")
         objective = ("residual regression" if self.focus is None else
                      f"decision-focused (loss on the combined logits over the {self.focus:.0%} least confident)")
         return {"input": " + ".join(sorted(where if i == "features" else "image" for i in inputs)),
@@ -66,7 +66,8 @@ class Regime:
 
     def label(self, exp: Experiment) -> str:
         f = self.fields(exp)
-        return f"{self.name}: S0={f['student']}; stages {f['size']} on the {f['input']}; {f['objective']}"
+        where = f["input"] if f["input"].startswith("S0") else f"the {f['input']}"
+        return f"{self.name}: S0={f['student']}; stages {f['size']} on {where}; {f['objective']}"
 
 
 #: The CIFAR-10 regimes of the map, by name (screened on val with one seed).
@@ -129,7 +130,7 @@ def regime_budgets(exp: Experiment, regime: Regime, seed: int, *, budgets_pct: S
                    criterion: str = "max_prob") -> pd.DataFrame:
     """One regime and seed: every static prefix of its chain, and at each budget the adaptive policy calibrated on
     val (its val and test top-1 and mean MACs; test is only reported)."""
-    teacher_macs = count_macs(exp.teacher(), exp.input_size)
+    teacher_macs = exp.teacher_macs
     return _budget_table(regime.name, seed, regime_staged(exp, regime, seed), teacher_macs, budgets_pct, criterion)
 
 
@@ -141,7 +142,7 @@ def cascade_staged(exp: Experiment, seed: int, *, student: Arch | None = None) -
     val and test (:func:`reskd.adaptive.cascade`)."""
     runs = ResKDRuns(exp, loss="mse", student=student)  # the loss is unused: no res-student is built
     ens = runs.ensemble([], seed)
-    teacher_macs = count_macs(exp.teacher(), exp.input_size)
+    teacher_macs = exp.teacher_macs
     return {split: cascade(runs.staged(ens, split), exp.teacher_logits(split), teacher_macs)
             for split in ("val", "test")}
 
@@ -149,7 +150,7 @@ def cascade_staged(exp: Experiment, seed: int, *, student: Arch | None = None) -
 def cascade_budgets(exp: Experiment, seed: int, *, student: Arch | None = None,
                     budgets_pct: Sequence[float] = BUDGETS_PCT, criterion: str = "max_prob") -> pd.DataFrame:
     """The cascade to the teacher, tabulated as :func:`regime_budgets` tabulates a regime."""
-    teacher_macs = count_macs(exp.teacher(), exp.input_size)
+    teacher_macs = exp.teacher_macs
     label = CASCADE if student is None else f"{CASCADE} from {student.label}"
     return _budget_table(label, seed, cascade_staged(exp, seed, student=student), teacher_macs, budgets_pct,
                          criterion)
@@ -198,6 +199,34 @@ def screen_available(exp: Experiment, names: Sequence[str], *, seeds: Sequence[i
     return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)), missing
 
 
+def budgets_over_seeds(exp: Experiment, name: str, seeds: Sequence[int], *,
+                       budgets_pct: Sequence[float] = BUDGETS_PCT) -> tuple[pd.DataFrame, list[int]]:
+    """:func:`regime_budgets` of regime ``name`` for each of ``seeds`` whose runs exist (the others are skipped when
+    ``exp.train_missing`` is False), and the seeds it found: the three-seed rows a verdict needs."""
+    frames, found = [], []
+    for seed in seeds:
+        try:
+            frames.append(regime_budgets(exp, CIFAR_REGIMES[name], seed, budgets_pct=budgets_pct))
+            found.append(seed)
+        except MissingRunError:
+            continue
+    return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), found
+
+
+def stages_paid_for(exp: Experiment, regime: Regime, seed: int, *, min_gain_per_mmac: float,
+                    macs_budget: float | None = None) -> pd.DataFrame:
+    """How many of the regime's trained stages :func:`reskd.studies.grow` keeps: a stage stays only while its
+    **validation** top-1 gain per added million MACs is at least ``min_gain_per_mmac`` (and the chain stays within
+    ``macs_budget``, a fraction of the teacher's MACs). Candidates are the regime's own stages, so nothing new is
+    trained; its log, one row per decision."""
+    if len(set(regime.stages)) != 1:
+        raise ValueError(f"regime {regime.name!r} mixes stage architectures {[a.label for a in regime.stages]}; "
+                         "stages_paid_for grows one architecture at a time.")
+    _, log = grow(regime.runs(exp), [regime.stages[0]], max_stages=len(regime.stages), macs_budget=macs_budget,
+                  min_gain_per_mmac=min_gain_per_mmac, seed=seed)
+    return log.assign(regime=regime.name, seed=seed)
+
+
 def map_table(frame: pd.DataFrame) -> pd.DataFrame:
     """The regime map as a reader wants it: one row per regime (mean over its seeds), the full static chain's cost
     and top-1, then at each budget the adaptive policy's test top-1 with its val top-1 (what chose it) and its
@@ -218,11 +247,14 @@ def budget_records(frame: pd.DataFrame, teacher_macs: int, *, kind: str, labels:
                    budgets_pct: Sequence[float] = BUDGETS_PCT) -> list[dict]:
     """Model entries of the results file from :func:`regime_budgets` / :func:`cascade_budgets` rows: one per regime
     and budget (top-1 over the seeds, mean realised test MACs), of ``kind`` ("reskd-adaptive" or "cascade"), with a
-    ``regime`` field from ``labels`` (regime name to description) when given."""
+    ``regime`` field from ``labels`` (regime name to description) when given. A budget that some seed's policy does
+    not meet on val (``fits``: its first stage alone costs more) gives no entry: it was never at that budget."""
     records = []
     static = frame[frame["policy"].str.startswith("static")]
     for (name, budget), rows in frame[frame["budget_pct"].isin(list(budgets_pct))].groupby(
             ["regime", "budget_pct"], sort=False):
+        if "fits" in rows and not rows["fits"].astype(bool).all():
+            continue
         stages = int(static[static["regime"] == name].groupby("seed").size().max())
         record = model_record(f"{name} (adaptive, {budget:g}% budget)", kind, stages=stages,
                               macs=rows["test_avg_macs"].mean(), teacher_macs=teacher_macs,
@@ -255,9 +287,11 @@ def first_stage_energy(exp: Experiment, names: Sequence[str], seed: int) -> pd.D
 
 
 def best_at_budget(frame: pd.DataFrame, budget_pct: float) -> tuple[pd.Series, pd.Series] | None:
-    """The regime row with the best **validation** top-1 at ``budget_pct`` (adaptive), and the cascade's row at the
-    same budget and seed; None when no regime row is there."""
+    """The regime row with the best **validation** top-1 at ``budget_pct`` (adaptive, among the policies that meet
+    the budget on val), and the cascade's row at the same budget and seed; None when no regime row is there."""
     at = frame[(frame["budget_pct"] == budget_pct) & (frame["regime"] != CASCADE)]
+    if "fits" in at:
+        at = at[at["fits"].astype(bool)]
     if at.empty:
         return None
     best = at.loc[at["val_top1"].idxmax()]

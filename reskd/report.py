@@ -114,13 +114,14 @@ def _cost(model: Mapping[str, Any]) -> float:
 
 
 def check_target(models: Sequence[Mapping[str, Any]], *, max_pct_teacher: float, max_drop: float,
-                 z: float = 2.0) -> dict[str, Any]:
+                 z: float = 2.0, reskd: str | None = None) -> dict[str, Any]:
     """Whether ResKD reached a target like the paper's: a ResKD entry (adaptive or a static stage) within
     ``max_drop`` top-1 points of the teacher at no more than ``max_pct_teacher`` % of its MACs, and ahead of every
     baseline of :data:`BASELINE_KINDS` that costs no more than ``max_pct_teacher`` % (the equal-cost KD students also
     when they cost a little more: they are the equal-cost comparison) by more than ``z`` standard errors over seeds.
     An adaptive entry's cost is the budget it was calibrated to on val (:func:`_cost`). Picks the most accurate ResKD
-    entry within the budget; says why when none qualifies."""
+    entry within the budget, or the entry named ``reskd`` (one chosen on validation, so that the test split
+    picks nothing); says why when none qualifies."""
     teacher = next((m for m in models if m["kind"] == "teacher"), None)
     if teacher is None:
         raise ResultsError("the models hold no teacher; the target is relative to the teacher's top-1.")
@@ -128,7 +129,14 @@ def check_target(models: Sequence[Mapping[str, Any]], *, max_pct_teacher: float,
     out: dict[str, Any] = {"max_pct_teacher": max_pct_teacher, "max_drop": max_drop, "teacher_top1": teacher["top1_mean"]}
     if not within:
         return {**out, "reached": False, "why": f"no ResKD entry costs at most {max_pct_teacher}% of the teacher"}
-    best = max(within, key=lambda m: m["top1_mean"])
+    if reskd is None:
+        best = max(within, key=lambda m: m["top1_mean"])
+    else:
+        best = next((m for m in within if m["name"] == reskd), None)
+        if best is None:
+            known = [m["name"] for m in within]
+            raise ResultsError(f"no ResKD entry named {reskd!r} costs at most {max_pct_teacher}% of the teacher; "
+                               f"those that do: {known}.")
     drop = teacher["top1_mean"] - best["top1_mean"]
     baselines = [m for m in models if m["kind"] == "kd-equal-cost"
                  or (m["kind"] in BASELINE_KINDS and _cost(m) <= max_pct_teacher)]
@@ -145,15 +153,21 @@ NOISE_Z = 2.0  # a difference counts when it exceeds this many standard errors o
 
 
 def compare_at_cost(models: Sequence[Mapping[str, Any]], *, against: Sequence[str] = ("kd", "kd-equal-cost"),
-                    z: float = NOISE_Z) -> pd.DataFrame:
-    """The full ResKD chain (the static entry with the most stages) against every model of the kinds ``against``:
-    both top-1 means, their difference, its standard error over seeds, sqrt(s_a^2/n_a + s_b^2/n_b), and a verdict:
-    ResKD ahead or behind when the difference exceeds ``z`` standard errors, else within the seed noise (and
-    "one seed" when either side has a single seed, so no noise estimate exists)."""
-    chains = [m for m in models if m["kind"] == "reskd-stage"]
-    if not chains:
-        raise ResultsError("the models hold no 'reskd-stage' entry; add the ResKD chain (reskd_records) first.")
-    chain = max(chains, key=lambda m: m["stages"])
+                    z: float = NOISE_Z, reskd: str | None = None) -> pd.DataFrame:
+    """The full ResKD chain (the static entry with the most stages), or the ResKD entry named ``reskd``, against
+    every model of the kinds ``against``: both top-1 means, their difference, its standard error over seeds,
+    sqrt(s_a^2/n_a + s_b^2/n_b), and a verdict: ResKD ahead or behind when the difference exceeds ``z`` standard
+    errors, else within the seed noise (and "one seed" when either side has a single seed, so no noise estimate
+    exists)."""
+    if reskd is not None:
+        chain = next((m for m in models if m["name"] == reskd and m["kind"].startswith("reskd")), None)
+        if chain is None:
+            raise ResultsError(f"the models hold no ResKD entry named {reskd!r}.")
+    else:
+        chains = [m for m in models if m["kind"] == "reskd-stage"]
+        if not chains:
+            raise ResultsError("the models hold no 'reskd-stage' entry; add the ResKD chain (reskd_records) first.")
+        chain = max(chains, key=lambda m: m["stages"])
     rows = []
     for other in (m for m in models if m["kind"] in against):
         diff, se = chain["top1_mean"] - other["top1_mean"], standard_error(chain, other)

@@ -15,7 +15,6 @@ from torch import Tensor, nn
 
 from .adaptive import Policy, StagedOutputs, evaluate_policy
 from .experiment import AUTO, FEATURE_HEAD, TRAIN_SAMPLE, Experiment, ResKDRuns, stage_input
-from .flops import count_macs
 from .metrics import agreement, residual_energy, top1
 from .profiles import Arch, Profile
 from .reskd import RESIDUAL_LOSSES, ResKDEnsemble
@@ -49,8 +48,7 @@ def _option_row(exp: Experiment, option: StageOption, seed: int, input: str | No
         train = dataclasses.replace(train, epochs=option.epochs)
     runs = ResKDRuns(exp, loss=option.loss, input=input, train=train)
     ens = runs.ensemble([option.arch], seed)
-    records = stage_records({split: runs.staged(ens, split) for split in ABLATION_SPLITS},
-                            count_macs(exp.teacher(), exp.input_size))
+    records = stage_records({split: runs.staged(ens, split) for split in ABLATION_SPLITS}, exp.teacher_macs)
     before, after = records.iloc[0], records.iloc[1]
     row: dict[str, Any] = {"option": option.label, "arch": option.arch.label, "input": option.input,
                            "loss": option.loss, "epochs": option.epochs or train.epochs, "seed": seed,
@@ -136,11 +134,11 @@ def grow(runs: ResKDRuns, candidates: Sequence[Arch], *, max_stages: int = 3, ma
     ``max_stages``, the cumulative MACs passing ``macs_budget`` (a fraction of the teacher's), or the validation
     top-1 gain per added million MACs falling below ``min_gain_per_mmac``. Only validation data is used to decide."""
     exp = runs.exp
-    teacher_macs = count_macs(exp.teacher(), exp.input_size)
+    teacher_macs = exp.teacher_macs
     chosen: list[Arch] = []
     ens = runs.ensemble(chosen, seed)
     val = runs.staged(ens, "val")
-    log = [{"stage": 0, "arch": exp.profile.student.label, "val_top1": evaluate_policy(val, _all_stages(val))["top1"],
+    log = [{"stage": 0, "arch": runs.student.label, "val_top1": evaluate_policy(val, _all_stages(val))["top1"],
             "macs": val.cumulative_macs[-1], "decision": "student"}]
     while len(chosen) < max_stages:
         best = None
@@ -160,7 +158,7 @@ def grow(runs: ResKDRuns, candidates: Sequence[Arch], *, max_stages: int = 3, ma
         gain, arch, trial, st, top1 = best
         if min_gain_per_mmac is not None and gain < min_gain_per_mmac:
             log.append({"stage": len(chosen) + 1, "arch": arch.label, "val_top1": top1, "macs": st.cumulative_macs[-1],
-                        "decision": f"stop: gain {gain:.3f} points/MMAC < {min_gain_per_mmac}"})
+                        "decision": f"stop: gain {gain:.3f} points/MMAC < {min_gain_per_mmac:.3f}"})
             break
         chosen.append(arch)
         ens, val = trial, st

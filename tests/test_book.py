@@ -217,6 +217,8 @@ def test_an_executed_page_names_no_scratch_folder(tmp_path):
     assert "run-book-" not in page and str(tmp_path) not in page
     assert json.loads(page)["metadata"]["papermill"]["parameters"] == {"profile": "cpu", "train_missing": False}
     assert "CIFAR-10 (JPEG copy" in page  # the summary read the copied cifar10.json
+    injected = [c for c in json.loads(page)["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
+    assert len(injected) == 1 and "hide-input" in injected[0]["metadata"]["tags"]  # folded as the defaults cell is
 
 
 def test_a_cell_source_reads_the_same_as_a_string_or_as_lines():

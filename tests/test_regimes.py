@@ -126,6 +126,9 @@ def test_regime_and_cascade_tables_on_a_fixture(exp):
     assert list(frame["policy"]) == ["static, 1 stage(s)", "static, 2 stage(s)", "adaptive, 10% budget",
                                      "adaptive, 200% budget"]
     assert frame["test_top1"].between(0, 100).all()
+    from reskd.flops import count_macs
+
+    assert exp.teacher_macs == count_macs(exp.teacher(), exp.input_size)  # counted once per experiment
     cas = cascade_budgets(exp, 0, budgets_pct=(200.0,))
     assert cas["regime"].iloc[0] == "cascade"
     assert cas.loc[1, "val_pct_teacher"] > 100.0  # S0 plus the teacher for everyone
@@ -198,6 +201,10 @@ def test_map_table_and_records_from_a_fixture_screen(exp):
     assert len(records) == 1 and records[0]["regime"] == "S0 + a light stage" and records[0]["stages"] == 2
     results.validate({"chapter": "c", "dataset": "cifar10", "data_source": "fixture", "profile": "smoke",
                       "device": "cpu", "status": results.STATUS_RUN, "models": records})
+    below_s0 = regime_budgets(exp, regime, 0, budgets_pct=(1.0, 50.0))  # S0 alone is dearer than 1% of T
+    assert not below_s0.loc[below_s0["budget_pct"] == 1.0, "fits"].any()
+    kept = budget_records(below_s0, 10**9, kind="reskd-adaptive", budgets_pct=(1.0, 50.0))
+    assert [r["budget_pct"] for r in kept] == [50.0]  # never at 1%: no entry claims it
 
 
 def test_first_stage_energy_and_the_best_regime_on_val(exp, monkeypatch):
@@ -212,3 +219,31 @@ def test_first_stage_energy_and_the_best_regime_on_val(exp, monkeypatch):
     best, cascade_row = R.best_at_budget(frame, 50.0)
     assert best["regime"] == "tiny" and cascade_row["regime"] == "cascade"
     assert R.best_at_budget(frame, 7.0) is None
+    assert R.best_at_budget(frame.assign(fits=False), 50.0) is None  # a policy dearer than the budget is not chosen
+
+
+def test_budgets_over_seeds_skips_untrained_seeds_and_grow_keeps_only_stages_that_pay(exp, monkeypatch):
+    from reskd import regimes as R
+
+    tiny = Regime("tiny", (LIGHT, LIGHT), "a test regime", "ours", loss="mse")
+    monkeypatch.setattr(R, "CIFAR_REGIMES", {"tiny": tiny})
+    R.regime_budgets(exp, tiny, 0, budgets_pct=(50.0,))  # trains seed 0 only
+    frozen = Experiment(exp.profile, data_root=exp.data_root, artifacts=exp.artifacts, device="cpu", progress=False,
+                        train_missing=False)
+    frame, found = R.budgets_over_seeds(frozen, "tiny", [0, 1], budgets_pct=(50.0,))
+    assert found == [0] and set(frame["seed"]) == {0}
+    assert R.budgets_over_seeds(frozen, "tiny", [5], budgets_pct=(50.0,))[1] == []
+    # an impossible bar stops before the first stage; no bar keeps every trained stage
+    strict = R.stages_paid_for(frozen, tiny, 0, min_gain_per_mmac=1e9)
+    assert strict["decision"].iloc[-1].startswith("stop: gain") and len(strict) == 2
+    lenient = R.stages_paid_for(frozen, tiny, 0, min_gain_per_mmac=-1e9)
+    assert list(lenient["stage"]) == [0, 1, 2] and lenient["decision"].str.startswith("added").sum() == 2
+    mixed = Regime("mixed", (LIGHT, Arch("feature_head")), "two kinds", "ours")
+    with pytest.raises(ValueError, match="mixes stage architectures"):
+        R.stages_paid_for(frozen, mixed, 0, min_gain_per_mmac=0.0)
+
+
+def test_a_regime_label_reads_as_a_sentence(exp):
+    assert "on the image;" in CIFAR_REGIMES["light-image"].label(exp)
+    assert "on S0's last feature map;" in CIFAR_REGIMES["features-deep"].label(exp)
+    assert "S0's feature map -2 (counted from the last)" in CIFAR_REGIMES["features-mid"].label(exp)

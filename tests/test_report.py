@@ -64,6 +64,13 @@ def test_check_target_names_what_is_missing():
     assert "no ResKD entry" in R.check_target([teacher, dear], max_pct_teacher=18.04, max_drop=1.0)["why"]
     with pytest.raises(results.ResultsError, match="no teacher"):
         R.check_target([stage], max_pct_teacher=18.04, max_drop=1.0)
+    # an entry chosen on validation is held to the target even where another one has the better test top-1
+    chosen = _model("ResKD chosen on val", "reskd-adaptive", stages=2, pct_teacher=12.0, top1_mean=88.0, **seeds)
+    verdict = R.check_target([teacher, equal, cascade, stage, chosen], max_pct_teacher=18.04, max_drop=1.0,
+                             reskd="ResKD chosen on val")
+    assert verdict["reskd"] == "ResKD chosen on val" and not verdict["reached"]
+    with pytest.raises(results.ResultsError, match="no ResKD entry named 'ResKD S0..S3'"):
+        R.check_target([teacher, stage, dear], max_pct_teacher=18.04, max_drop=1.0, reskd="ResKD S0..S3")
 
 
 def test_compare_at_cost_uses_the_longest_chain_and_the_seed_noise():
@@ -82,6 +89,10 @@ def test_compare_at_cost_uses_the_longest_chain_and_the_seed_noise():
     assert single["verdict"].item() == "one seed: no noise estimate" and single["std. error"].item() is None
     with pytest.raises(results.ResultsError, match="no 'reskd-stage'"):
         R.compare_at_cost([kd, equal])
+    named = R.compare_at_cost([kd, equal, short, chain], reskd="ResKD S0..S1")
+    assert set(named["ResKD"]) == {"ResKD S0..S1"} and len(named) == 2
+    with pytest.raises(results.ResultsError, match="no ResKD entry named 'KD student'"):
+        R.compare_at_cost([kd, chain], reskd="KD student")
 
 
 def test_frame_records_are_plain_json():

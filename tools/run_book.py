@@ -114,6 +114,10 @@ def cell_text(cell: dict) -> str:
     return "".join(source) if isinstance(source, list) else source
 
 
+#: Jupyter Book's cell tags that change how a cell is shown; papermill's injected cell takes those of the defaults.
+DISPLAY_TAGS = ("hide-input", "hide-cell", "remove-input", "remove-cell")
+
+
 def tidy_page(path: Path) -> None:
     """Replace papermill's absolute input/output paths in the notebook's metadata with the chapter's file name (a
     committed notebook names no machine's folders), and label papermill's parameters cell for the reader."""
@@ -122,11 +126,15 @@ def tidy_page(path: Path) -> None:
     for key in ("input_path", "output_path"):
         if meta.get(key):
             meta[key] = Path(meta[key]).name
+    defaults = next((c for c in notebook["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    shown_as = [t for t in (defaults or {}).get("metadata", {}).get("tags", []) if t in DISPLAY_TAGS]
     for cell in notebook["cells"]:
-        if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "injected-parameters" in tags:
             lines = cell_text(cell).splitlines(keepends=True)
             if lines and lines[0].strip() == "# Parameters":
                 cell["source"] = [INJECTED_LABEL + "\n", *lines[1:]]
+            tags += [t for t in shown_as if t not in tags]  # shown as the defaults cell is (e.g. folded away)
     path.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")
 
 

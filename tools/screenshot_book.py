@@ -1,6 +1,10 @@
 """Screenshot the built book's pages in headless Chromium, to check them as a reader would.
 
     python tools/screenshot_book.py [--html _build/html] [--out _build/screenshots] [--browser chromium]
+                                    [--window 1280,16000 --tile 1800]
+
+``--tile H`` cuts each page's screenshot into pieces H pixels tall (``name-01.png``, ...), leaving out blank ones,
+so that a whole long page can be read piece by piece with a tall ``--window``.
 
 Needs a Chromium binary (Debian: ``apt-get install chromium``); CI does not use this tool. MathJax is loaded from a
 CDN, so without network access the formulas stay as TeX inside their math containers in the screenshots.
@@ -39,6 +43,27 @@ def screenshot(browser: str, page: Path, png: Path, window: str) -> None:
                        check=True, timeout=TIMEOUT_S, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def tiles(png: Path, height: int) -> list[Path]:
+    """Cut ``png`` into pieces ``height`` pixels tall, leaving out the pieces whose text column (right of the sidebar,
+    whose border runs to the bottom) is blank: the window's rest below a short page; remove ``png``."""
+    from PIL import Image, ImageChops
+
+    with Image.open(png) as image:
+        image = image.convert("RGB")
+        pieces = []
+        for top in range(0, image.height, height):
+            piece = image.crop((0, top, image.width, min(top + height, image.height)))
+            column = piece.crop((piece.width // 4, 0, piece.width, piece.height))
+            blank = Image.new("RGB", column.size, column.getpixel((column.width - 1, column.height - 1)))
+            if ImageChops.difference(column, blank).getbbox() is None:
+                continue
+            path = png.with_name(f"{png.stem}-{len(pieces) + 1:02d}.png")
+            piece.save(path)
+            pieces.append(path)
+    png.unlink()
+    return pieces
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--html", type=Path, default=ROOT / "_build" / "html")
@@ -46,6 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--browser", default=None)
     parser.add_argument("--window", default=WINDOW, help="width,height in pixels")
     parser.add_argument("--pages", nargs="*", default=PAGES)
+    parser.add_argument("--tile", type=int, default=None, help="cut each screenshot into pieces this many pixels tall")
     args = parser.parse_args(argv)
     browser = find_browser(args.browser)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -55,7 +81,8 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(f"{page} is missing: build the book first (make book)")
         png = args.out / f"{Path(name).name}.png"
         screenshot(browser, page, png, args.window)
-        print(png)
+        for path in tiles(png, args.tile) if args.tile else [png]:
+            print(path)
 
 
 if __name__ == "__main__":
