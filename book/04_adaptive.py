@@ -308,8 +308,9 @@ for name in regime_names:
     plt.show()
 
 # %% [markdown]
-# What the figures say, computed from the curves: at each regime's middle budget, the best criterion on test, the
-# random baseline and the cascade at the same budget, and the oracle's bound.
+# What the figures say, computed from the curves: at each regime's middle budget, the criterion best on test (a
+# report: every threshold was chosen on validation), the random baseline and the cascade at the same budget, and the
+# oracle's bound.
 
 # %%
 def budget_summary(name: str) -> str:
@@ -381,14 +382,13 @@ def operating_policy(name: str) -> tuple[str, dict]:
 operating = {name: operating_policy(name) for name in regime_names}
 test_exits = {name: {seed: exit_stages(staged[name][seed]["test"], policy)
                      for seed, policy in operating[name][1].items()} for name in regime_names}
-per_stage = pd.DataFrame({name: torch.stack([torch.bincount(e, minlength=staged[name][s]["test"].num_stages).double()
-                                             / len(e) for s, e in test_exits[name].items()]).mean(0).numpy()
-                          for name in regime_names}.items(), columns=["regime", "fractions"])
+per_stage = {name: torch.stack([torch.bincount(e, minlength=staged[name][s]["test"].num_stages).double() / len(e)
+                                for s, e in test_exits[name].items()]).mean(0).tolist() for name in regime_names}
 per_class = torch.stack([exit_fractions_by_class(e, staged[MAIN][s]["test"].labels, num_stages, len(classes))
                          for s, e in test_exits[MAIN].items()]).nanmean(0)
 for name in regime_names:
     chosen, policies = operating[name]
-    fractions = per_stage.set_index("regime").loc[name, "fractions"]
+    fractions = per_stage[name]
     stage = trivial_exit(torch.cat(list(test_exits[name].values())))
     status = (f"TRIVIAL: every test sample exits after S{stage}, so this 'adaptive' rule is the static model "
               f"S0..S{stage}" if stage is not None else "not trivial")
@@ -398,10 +398,11 @@ for name in regime_names:
 
 fig, (left, right) = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw={"width_ratios": [1, 2.2]})
 width = 0.8 / len(regime_names)
-for i, (name, fractions) in enumerate(per_stage.itertuples(index=False)):
-    left.bar(np.arange(len(fractions)) + i * width, 100 * fractions, width, label=name)
-left.set_xticks(np.arange(max(len(f) for f in per_stage["fractions"])) + width * (len(regime_names) - 1) / 2)
-left.set_xticklabels([f"S{k}" for k in range(max(len(f) for f in per_stage["fractions"]))])
+most_stages = max(len(f) for f in per_stage.values())
+for i, (name, fractions) in enumerate(per_stage.items()):
+    left.bar(np.arange(len(fractions)) + i * width, 100 * np.array(fractions), width, label=name)
+left.set_xticks(np.arange(most_stages) + width * (len(regime_names) - 1) / 2)
+left.set_xticklabels([f"S{k}" for k in range(most_stages)])
 left.set_xlabel("stopped after")
 left.set_ylabel("test samples (%)")
 left.legend(fontsize=8)
@@ -567,7 +568,7 @@ report.for_display(breakdown, digits=3)
 # %%
 regime_records = {}
 for name in regime_names:
-    fractions = per_stage.set_index("regime").loc[name, "fractions"]
+    fractions = per_stage[name]
     entry = {"label": regimes.CIFAR_REGIMES[name].label(exp), "role": "main" if name == MAIN else "counterexample",
              "seeds": list(staged[name]), "stage_macs": next(iter(staged[name].values()))["test"].stage_macs,
              "static": tables[name]["static"], "budget_curves": tables[name]["curves"],
@@ -578,7 +579,8 @@ for name in regime_names:
     if name == MAIN:
         entry["exit_fractions"]["per_class"] = {c: per_class[i].tolist() for i, c in enumerate(classes)}
     regime_records[name] = entry
-wallclock = {**machine_info(exp.device), "precision": "fp32", "repeats": REPEATS, "regime": MAIN, "seed": first_seed,
+wallclock = {**machine_info(exp.device), "precision": exp.inference_precision, "repeats": REPEATS, "regime": MAIN,
+             "seed": first_seed,
              "settings": {setting: {"images": int(row["images"]), "batch_size": int(row["batch size"]),
                                     "latency_ms_per_image": {m: row[f"{m} (ms/image)"] for m in models},
                                     "throughput_images_per_s": {m: row[f"{m} (images/s)"] for m in models},

@@ -523,8 +523,8 @@ def speedup_verdict(exits: Tensor, realized: float, macs_speedup: float, *, targ
     static prefix of the chain, so its "speedup" measures a smaller model, not adaptive inference."""
     stage = trivial_exit(exits)
     if stage is not None:
-        reason = (f"trivial policy: every sample exits after S{stage}, so it is the static prefix S0..S{stage} "
-                  f"and measures no adaptive skipping; no verdict on the {target:g} target")
+        reason = (f"trivial policy: every sample exits after stage S{stage}, so it runs a static model and measures "
+                  f"no adaptive skipping; no verdict on the {target:g} target")
         return {"trivial": True, "ratio": None, "target": target, "meets": None, "verdict": reason}
     if not (_is_number(realized) and _is_number(macs_speedup)) or realized <= 0 or macs_speedup <= 0:
         raise ValueError(f"speedups must be positive numbers, got realized={realized!r}, macs={macs_speedup!r}.")
