@@ -141,6 +141,15 @@ if not staged[MAIN]:
     raise MissingRunError(f"the main regime {MAIN!r} has no trained seed: train it (python -m reskd.cli {DATASET} "
                           f"{config.name} regime:{MAIN} --seeds {config.seeds[0]}) or run with train_missing=True.")
 cascaded = load_seeds(regimes.CASCADE, lambda seed: regimes.cascade_staged(exp, seed))
+equal_cost = None  # the single KD student about as costly as S0 plus the profile's res-students
+if config.equal_cost is not None:
+    equal_models = load_seeds("equal-cost KD student",
+                              lambda seed: exp.student("kd", arch=config.equal_cost, seed=seed))
+    if equal_models:
+        equal_cost = {"name": f"KD student {config.equal_cost.label} (equal cost)", "seeds": list(equal_models),
+                      "pct_teacher": 100 * model_cost(next(iter(equal_models.values())), exp.input_size).macs
+                      / teacher_macs,
+                      "test_top1": float(np.mean([top1(*exp.logits(m, "test")) for m in equal_models.values()]))}
 first_seed = next(iter(staged[MAIN]))
 first = staged[MAIN][first_seed]
 teacher_top1 = top1(first["test"].teacher_logits, first["test"].labels)
@@ -237,8 +246,9 @@ gates = {name: {seed: LearnedGate.fit(st["val"]) for seed, st in by_seed.items()
 # random exits are drawn at the same average MACs. The cascade to the teacher is calibrated at the same budgets
 # (`reskd.adaptive.at_budgets`). Each figure (one per regime) plots test top-1 against the test MACs each rule really
 # paid, as means over the seeds; the static stages ($S_0$ is the KD student, $S_0..S_K$ the full chain) are the black
-# points, the oracles the stars, and the teacher the dashed line, or, when it lies far above the curves, named at
-# the top of the frame.
+# points, the single KD student about as costly as $S_0$ plus the profile's res-students (`config.equal_cost`) the
+# hollow square, the oracles the red markers, and the teacher the dotted line, or, when it lies far above the
+# curves, named at the top of the frame.
 
 # %%
 BUDGET_POINTS = 4 if config.name == "smoke" else 10  # budgets per regime, S0's cost to the full chain's
@@ -281,11 +291,15 @@ def plot_budgets(name: str, ax) -> None:
     for k, row in static.iterrows():
         ax.annotate("S0 = KD student" if k == 0 else f"S0..S{k}", (row["test_pct_teacher"], row["test_top1"]),
                     textcoords="offset points", xytext=(4, -12), fontsize=8)
+    if equal_cost is not None:
+        ax.scatter(equal_cost["pct_teacher"], equal_cost["test_top1"], marker="s", s=50, facecolors="none",
+                   edgecolors="black", zorder=3, label=f"{equal_cost['name']}, seeds {equal_cost['seeds']}")
     oracle = t["oracle"].groupby("oracle", sort=False)[["pct_teacher", "top1"]].mean()
     for (label, row), marker in zip(oracle.iterrows(), ("*", "P")):
         ax.scatter(row["pct_teacher"], row["top1"], marker=marker, s=120, color="tab:red", zorder=4,
                    label=f"{label}, not deployable")
-    shown = pd.concat([means["test_top1"], static["test_top1"], oracle["top1"]])
+    shown = pd.concat([means["test_top1"], static["test_top1"], oracle["top1"],
+                       pd.Series([equal_cost["test_top1"]] if equal_cost else [], dtype=float)])
     pad = 0.1 * (shown.max() - shown.min()) + 0.1
     teacher_name = f"teacher {config.teacher.label}: {teacher_top1:.2f}% (100% of its MACs)"
     if teacher_top1 > shown.max() + 4 * pad:  # a line that far up would squash the curves: name it instead
@@ -588,7 +602,7 @@ wallclock = {**machine_info(exp.device), "precision": exp.inference_precision, "
                           for setting, row in timing.iterrows()}}
 analysis = report.adaptive_analysis(
     teacher_macs=teacher_macs, teacher_top1=teacher_top1, regimes=regime_records, wallclock=wallclock,
-    speedup_realized_over_macs=speedups,
+    speedup_realized_over_macs=speedups, baselines={"kd_equal_cost": equal_cost},
     operating_point={"budget_pct": OPERATING_BUDGET, "paper_budget_pct": paper_budget,
                      "criteria": {name: operating[name][0] for name in regime_names}})
 path = results.write_analysis("adaptive", CHAPTER, DATASET, exp.data.source, config.name, exp.device.type, analysis,

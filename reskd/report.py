@@ -266,13 +266,15 @@ ADAPTIVE_REGIME_KEYS = ("label", "seeds", "stage_macs", "static", "budget_curves
 
 def adaptive_analysis(*, teacher_macs: float, teacher_top1: float, regimes: Mapping[str, Mapping[str, Any]],
                       wallclock: Mapping[str, Any], speedup_realized_over_macs: Mapping[str, Any],
-                      operating_point: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                      operating_point: Mapping[str, Any] | None = None,
+                      baselines: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The adaptive-inference chapter's ``analysis`` record, as plain JSON: per regime (the main one first, then the
     counterexamples, and the cascade) the fields of :data:`ADAPTIVE_REGIME_KEYS` (tables as lists of rows: the
     static stages, the budget curves of every criterion and the random baseline, the calibration gap, the exit
     fractions per stage and per class) and any others given (the oracle, the KD student); the ``wallclock`` timings
     (latency and throughput per method, with the machine) and, per setting, the ``speedup_realized_over_macs``
-    (a ratio, or None with the reason for a trivial policy)."""
+    (a ratio, or None with the reason for a trivial policy); the ``operating_point`` and the ``baselines`` outside
+    any regime (the equal-cost KD student)."""
     if not regimes:
         raise ResultsError("no regimes: give at least the chapter's main regime.")
     out = {}
@@ -286,5 +288,6 @@ def adaptive_analysis(*, teacher_macs: float, teacher_top1: float, regimes: Mapp
             raise ResultsError(f"speedup_realized_over_macs[{setting!r}] has no ratio and no reason: say why "
                                f"(e.g. a trivial policy).")
     return plain_json({"teacher_macs": int(teacher_macs), "teacher_top1": teacher_top1, "regimes": out,
-                       "operating_point": dict(operating_point or {}), "wallclock": dict(wallclock),
+                       "operating_point": dict(operating_point or {}), "baselines": dict(baselines or {}),
+                       "wallclock": dict(wallclock),
                        "speedup_realized_over_macs": dict(speedup_realized_over_macs)})

@@ -154,9 +154,10 @@ def test_adaptive_analysis_is_plain_json_per_regime():
     analysis = R.adaptive_analysis(
         teacher_macs=1000, teacher_top1=70.0, regimes={"features-deep": regime},
         wallclock={"device": "cpu", "latency_ms": {"teacher": 2.0, "adaptive": 1.0}},
-        speedup_realized_over_macs={"batch 1": trivial})
+        speedup_realized_over_macs={"batch 1": trivial}, baselines={"kd_equal_cost": None})
     stored = analysis["regimes"]["features-deep"]
     assert stored["static"][1] == {"stages": 2, "pct_teacher": 14.0, "test_top1": 60.0}
+    assert analysis["baselines"] == {"kd_equal_cost": None}
     assert len(stored["budget_curves"]) == len(curves) and analysis["wallclock"]["latency_ms"]["adaptive"] == 1.0
     assert all(t is None or isinstance(t, float) for t in stored["budget_curves"][0]["thresholds"])  # inf: None
     results.validate_analysis({"chapter": "04_adaptive", "dataset": "cifar10", "data_source": "x", "profile": "smoke",
