@@ -14,7 +14,11 @@ criteria, the gate and the calibration below are our choices. Thresholds are cal
 (:func:`calibrate` with one shared threshold, :func:`calibrate_per_stage` with one per stage, :func:`sweep`); test
 data is only evaluated. The cost of a sample is the sum of the MACs of the stages it ran; the reported cost is the
 mean over samples. :class:`AdaptiveEnsemble` really skips the work, and :func:`measure_latency` /
-:func:`compare_latency` time it.
+:func:`compare_latency` time it; :class:`Cascade` executes the cascade to the teacher the same way, and
+:func:`stage_call_times` splits masked execution's time into its stage calls and its decision step. Budgeted
+evaluation (:func:`budget_range`, :func:`budget_curves`) holds every criterion and random exits
+(:func:`random_fractions`) to the same mean MACs; :func:`speedup_verdict` refuses a verdict for a trivial policy
+(every exit at one stage).
 """
 from __future__ import annotations
 
@@ -412,15 +416,18 @@ def cascade(first: StagedOutputs, teacher_logits: Tensor, teacher_macs: int) -> 
 
 
 def at_budgets(val: StagedOutputs, test: StagedOutputs, budgets_pct: Sequence[float], teacher_macs: int, *,
-               criterion: str = "max_prob", per_stage: bool = False) -> pd.DataFrame:
+               criterion: str = "max_prob", per_stage: bool = False, gate: LearnedGate | None = None) -> pd.DataFrame:
     """Budgeted evaluation (as MSDNet reports it): for each budget of mean MACs per image (% of the teacher's), the
     most accurate policy on val whose mean MACs stay within it (:func:`calibrate`, or :func:`calibrate_per_stage`),
     evaluated on val and on test. ``fits`` says whether the policy meets the budget on val (a first stage dearer than
-    the budget cannot); test is only reported."""
+    the budget cannot); test is only reported. ``gate``: the :class:`LearnedGate` of criterion "gate" (fit on val
+    when None)."""
     rows = []
+    if criterion == "gate" and gate is None:
+        gate = LearnedGate.fit(val)  # once for every budget
     for budget in budgets_pct:
         find = calibrate_per_stage if per_stage else calibrate
-        policy = find(val, criterion, target_macs=budget / 100.0 * teacher_macs)
+        policy = find(val, criterion, target_macs=budget / 100.0 * teacher_macs, gate=gate)
         on_val = evaluate_policy(val, policy, teacher_macs=teacher_macs)
         on_test = evaluate_policy(test, policy, teacher_macs=teacher_macs)
         row = {"budget_pct": float(budget), "criterion": criterion, "thresholds": list(policy.thresholds),
@@ -429,6 +436,103 @@ def at_budgets(val: StagedOutputs, test: StagedOutputs, budgets_pct: Sequence[fl
         row.update({f"test_{k}": v for k, v in on_test.items()})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def budget_range(staged: StagedOutputs, teacher_macs: int, *, points: int = 10,
+                 max_pct: float | None = None) -> list[float]:
+    """``points`` budgets of mean MACs per image (% of the teacher's), evenly spaced from S0's cost to the full
+    chain's (or to ``max_pct`` when it is lower: a cap, e.g. for the cascade, whose full chain is dearer than the
+    teacher)."""
+    if isinstance(points, bool) or not isinstance(points, int) or points < 2:
+        raise ValueError(f"points must be an int >= 2 (the cheapest and the dearest budget at least), got {points!r}.")
+    if staged.num_stages < 2:
+        raise ValueError("a single stage has nothing to skip: budgets need S0 plus at least one later stage.")
+    lo, hi = (100.0 * staged.cumulative_macs[k] / teacher_macs for k in (0, -1))
+    if max_pct is not None:
+        if max_pct <= lo:
+            raise ValueError(f"max_pct {max_pct}% is not above S0's cost ({lo:.2f}% of the teacher): give a larger "
+                             f"cap or none.")
+        hi = min(hi, float(max_pct))
+    return np.linspace(lo, hi, points).tolist()
+
+
+def random_fractions(cumulative_macs: Sequence[float], target_macs: float) -> list[float]:
+    """Exit fractions whose mean MACs equal ``target_macs``: samples split between the two adjacent stages whose
+    cumulative MACs bracket it (all at S0 below S0's cost, all at the last stage above the full chain's)."""
+    cum = [float(m) for m in cumulative_macs]
+    if not _is_number(target_macs) or not math.isfinite(target_macs):
+        raise ValueError(f"target_macs must be a finite number of mean MACs per sample, got {target_macs!r}.")
+    fractions = [0.0] * len(cum)
+    if target_macs <= cum[0]:
+        fractions[0] = 1.0
+    elif target_macs >= cum[-1]:
+        fractions[-1] = 1.0
+    else:
+        k = next(i for i in range(len(cum) - 1) if cum[i] <= target_macs < cum[i + 1])
+        upper = (target_macs - cum[k]) / (cum[k + 1] - cum[k])
+        fractions[k], fractions[k + 1] = 1.0 - upper, upper
+    return fractions
+
+
+def budget_curves(val: StagedOutputs, test: StagedOutputs, budgets_pct: Sequence[float], teacher_macs: int, *,
+                  criteria: Sequence[str] = tuple(CRITERIA), gate: LearnedGate | None = None,
+                  seed: int = 0) -> pd.DataFrame:
+    """Budgeted evaluation of every criterion of ``criteria`` (:func:`at_budgets`: thresholds from val, test only
+    reported) and of random exits at the same mean MACs (``method`` "random": :func:`random_fractions` of each
+    budget, drawn with ``seed`` on each split). One row per (method, budget), with val and test columns."""
+    if val.num_samples == 0:
+        raise ValueError("the validation split is empty: thresholds must be calibrated on validation data.")
+    if "gate" in criteria and gate is None:
+        gate = LearnedGate.fit(val)
+    frames = [at_budgets(val, test, budgets_pct, teacher_macs, criterion=c,
+                         gate=gate if c == "gate" else None).rename(
+        columns={"criterion": "method"}) for c in criteria]
+    rows = []
+    for budget in budgets_pct:
+        fractions = random_fractions(val.cumulative_macs, budget / 100.0 * teacher_macs)
+        row = {"budget_pct": float(budget), "method": "random", "thresholds": None}
+        for split, st in (("val", val), ("test", test)):
+            out = evaluate_exits(st, random_exits(st, fractions, seed=seed), teacher_macs=teacher_macs)
+            row.update({f"{split}_{k}": v for k, v in out.items()})
+        row["fits"] = row["val_pct_teacher"] <= budget + 1e-9
+        rows.append(row)
+    return pd.concat(frames + [pd.DataFrame(rows)], ignore_index=True)
+
+
+def exit_fractions_by_class(exits: Tensor, labels: Tensor, num_stages: int, num_classes: int) -> Tensor:
+    """``(classes, stages)``: for each class, the fraction of its samples that stop after each stage (a class with
+    no sample gets a row of NaN)."""
+    if exits.shape != labels.shape or exits.dim() != 1:
+        raise ValueError(f"give one exit stage per label: exits {tuple(exits.shape)}, labels {tuple(labels.shape)}.")
+    counts = torch.zeros(num_classes, num_stages, dtype=torch.float64)
+    counts.index_put_((labels.long(), exits.long()), torch.ones(len(labels), dtype=torch.float64), accumulate=True)
+    return counts / counts.sum(1, keepdim=True)
+
+
+def trivial_exit(exits: Tensor) -> int | None:
+    """The stage every sample exits at when all exit at one (a trivial policy: a static model), else None."""
+    if len(exits) == 0:
+        raise ValueError("no exits: give the exit stage of at least one sample.")
+    stages = torch.unique(exits)
+    return int(stages[0]) if len(stages) == 1 else None
+
+
+def speedup_verdict(exits: Tensor, realized: float, macs_speedup: float, *, target: float = 0.8) -> dict:
+    """Whether masked execution delivered the speedup its MACs promise: ``ratio`` = realized / MACs speedup against
+    ``target``. A trivial policy (:func:`trivial_exit`) gets no ratio and no verdict, only the reason: it runs a
+    static prefix of the chain, so its "speedup" measures a smaller model, not adaptive inference."""
+    stage = trivial_exit(exits)
+    if stage is not None:
+        reason = (f"trivial policy: every sample exits after stage S{stage}, so it runs a static model and measures "
+                  f"no adaptive skipping; no verdict on the {target:g} target")
+        return {"trivial": True, "ratio": None, "target": target, "meets": None, "verdict": reason}
+    if not (_is_number(realized) and _is_number(macs_speedup)) or realized <= 0 or macs_speedup <= 0:
+        raise ValueError(f"speedups must be positive numbers, got realized={realized!r}, macs={macs_speedup!r}.")
+    ratio = float(realized) / float(macs_speedup)
+    meets = ratio >= target
+    verdict = (f"realized {realized:.2f}x of a promised {macs_speedup:.2f}x: ratio {ratio:.2f}, "
+               f"{'meets' if meets else 'misses'} the target {target:g}")
+    return {"trivial": False, "ratio": ratio, "target": target, "meets": meets, "verdict": verdict}
 
 
 class AdaptiveEnsemble(nn.Module):
@@ -469,6 +573,87 @@ class AdaptiveEnsemble(nn.Module):
             logits[active] = logits[active] + ens.stages[k](inp)
         self.last_exits = exits
         return logits
+
+
+class Cascade(nn.Module):
+    """The cascade to the teacher, executed: S0 (``student``) on the batch, then the ``teacher`` only on the samples
+    whose confidence under ``policy`` (one threshold: the policy of :func:`cascade`'s two stages) is below it. Returns
+    S0's logits for the samples that stopped and the teacher's for the others; ``last_exits`` holds 0 or 1."""
+
+    def __init__(self, student: nn.Module, teacher: nn.Module, policy: Policy):
+        super().__init__()
+        policy.check(2, _num_classes(student))
+        self.student, self.teacher, self.policy = student, teacher, policy
+        self.gate = policy.gate
+        self.last_exits: Tensor | None = None
+
+    @torch.no_grad()
+    def forward(self, x: Tensor) -> Tensor:
+        logits = self.student(x).float().clone()
+        conf = confidence(logits, self.policy.criterion, gate=self.policy.gate, stage=0)
+        send = (conf < self.policy.thresholds[0]).nonzero().flatten()
+        exits = torch.zeros(len(x), dtype=torch.long, device=x.device)
+        exits[send] = 1
+        if len(send):
+            inp = x[send].contiguous(memory_format=model_memory_format(self.teacher))
+            logits[send] = self.teacher(inp).float()
+        self.last_exits = exits
+        return logits
+
+
+def _num_classes(model: nn.Module) -> int:
+    """The classes a classifier predicts (its last linear layer's outputs)."""
+    n = getattr(model, "num_classes", None)
+    if isinstance(n, int):
+        return n
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError("cannot tell how many classes the student predicts: give it a num_classes attribute.")
+    return linears[-1].out_features
+
+
+def stage_call_times(ensemble: nn.Module, policy: Policy, inputs: Tensor, *, batch_size: int, repeats: int = 5,
+                     warmup: int = 1) -> dict[str, float]:
+    """Where masked execution's time goes: seconds per image of each stage alone on every input (``S0``, ``S1``,
+    ...; a feature stage on S0's precomputed feature map) and of the decision step after S0 (``decision``: the
+    confidence, the threshold, and the gather of the samples sent on and the scatter of their logits back), each
+    the median of ``repeats`` passes in batches of ``batch_size``."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= len(inputs):
+        raise ValueError(f"batch_size must be an int from 1 to the number of inputs ({len(inputs)}), got "
+                         f"{batch_size!r}.")
+    policy.check(ensemble.num_stages, ensemble.num_classes)
+    batches = list(inputs.split(batch_size))
+    with torch.inference_mode():
+        s0 = ensemble.stages[0]
+        feats = [s0.forward_features(x)[ensemble.feature_index] if ensemble._needs_features(ensemble.num_stages)
+                 else None for x in batches]
+        z0 = [s0(x) for x in batches]
+    calls: dict[str, Callable[[int], object]] = {"S0": lambda i: s0(batches[i])}
+    for k in range(1, ensemble.num_stages):
+        stage, kind = ensemble.stages[k], ensemble.inputs[k]
+        calls[f"S{k}"] = (lambda i, stage=stage, kind=kind:
+                          stage(feats[i] if kind == "features" else batches[i]))
+
+    def decide(i: int) -> None:
+        logits = z0[i].clone()
+        conf = confidence(logits, policy.criterion, gate=policy.gate, stage=0)
+        active = (conf < policy.thresholds[0]).nonzero().flatten()
+        logits[active] = logits[active] + logits[active]  # the scatter back of a stage's output
+        batches[i][active]  # the gather of the active samples
+
+    calls["decision"] = decide
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    with torch.inference_mode():
+        for r in range(warmup + repeats):
+            for name, call in calls.items():
+                _sync(inputs.device)
+                start = time.perf_counter()
+                for i in range(len(batches)):
+                    call(i)
+                _sync(inputs.device)
+                if r >= warmup:
+                    times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) / len(inputs) for name, t in times.items()}
 
 
 def _sync(device: torch.device) -> None:

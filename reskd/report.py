@@ -258,52 +258,50 @@ def calibration_grid(staged: Mapping[int, Mapping[str, StagedOutputs]], *, crite
     return pd.DataFrame(rows), policies
 
 
-def _number(x: Any) -> float | None:
-    """A plain float for JSON (None for NaN)."""
-    return plain_json(float(x))
+def calibration_gap(curves: pd.DataFrame) -> pd.DataFrame:
+    """How far test moves from val at the same thresholds: per method and budget of :func:`reskd.adaptive.
+    budget_curves` rows (means over the seeds in them), val and test top-1 and mean MACs (% of the teacher), and
+    test minus val for both."""
+    needed = {"method", "budget_pct", "val_top1", "test_top1", "val_pct_teacher", "test_pct_teacher"}
+    if not needed <= set(curves.columns):
+        raise ValueError(f"curves lack the columns {sorted(needed - set(curves.columns))}; pass the rows of "
+                         f"reskd.adaptive.budget_curves.")
+    gap = curves.groupby(["method", "budget_pct"], sort=False)[
+        ["val_top1", "test_top1", "val_pct_teacher", "test_pct_teacher"]].mean()
+    gap["top1_gap"] = gap["test_top1"] - gap["val_top1"]
+    gap["pct_teacher_gap"] = gap["test_pct_teacher"] - gap["val_pct_teacher"]
+    return gap.reset_index()
 
 
-def adaptive_analysis(*, seeds: Sequence[int], criteria: Sequence[str], stage_macs: Sequence[float],
-                      teacher_macs: float, teacher_top1: float, static: pd.DataFrame, grid: pd.DataFrame,
-                      curves: pd.DataFrame, chosen_point: str, chosen: str, exit_fractions: pd.Series,
-                      latency: pd.DataFrame, latency_setup: Mapping[str, Any], timed: Sequence[str]
-                      ) -> dict[str, Any]:
-    """The adaptive-inference chapter's ``analysis`` record: the static stages (``static``: macs, pct_teacher,
-    test_top1 per stage), every operating point of the :func:`calibration_grid` ``grid`` (means over seeds), the
-    threshold sweeps ``curves`` by criterion, the ``chosen`` criterion at ``chosen_point`` with its test
-    ``exit_fractions``, and the ``latency`` table (ms per image of each model in ``timed``, the speedups) with its
-    ``latency_setup`` (device, threads, repeats, target ratio)."""
-    stage_columns = [f"S{k}" for k in range(len(stage_macs))]
-    operating_rows = []
-    for (point, criterion, kind), group in grid.groupby(["operating point", "criterion", "thresholds"], sort=False):
-        operating_rows.append({
-            "operating_point": point, "criterion": criterion, "thresholds": kind, "seeds": len(group),
-            "val_top1": _number(group["val top-1"].mean()), "val_macs": _number(1e6 * group["val MMACs"].mean()),
-            "test_top1_mean": _number(group["test top-1"].mean()),
-            "test_top1_std": _number(group["test top-1"].std()) if len(group) > 1 else 0.0,
-            "test_macs": _number(1e6 * group["test MMACs"].mean()),
-            "pct_teacher": _number(group["% of teacher"].mean()),
-            "agreement_teacher": _number(group["agreement (%)"].mean()),
-            "exit_fractions": [_number(group[c].mean()) for c in stage_columns]})
-    return {
-        "seeds": list(seeds), "criteria": list(criteria), "num_stages": len(stage_macs),
-        "stage_macs": [int(m) for m in stage_macs], "teacher_macs": int(teacher_macs), "teacher_top1": teacher_top1,
-        "static_stages": [{"stages": k + 1, "macs": _number(r["macs"]), "pct_teacher": _number(r["pct_teacher"]),
-                           "test_top1_mean": _number(r["test_top1"])} for k, r in static.iterrows()],
-        "operating_points": operating_rows,
-        "sweeps": {criterion: [{"val_top1": _number(r["val_top1"]), "val_macs": _number(r["val_avg_macs"]),
-                                "test_top1": _number(r["test_top1"]), "test_macs": _number(r["test_avg_macs"]),
-                                "test_pct_teacher": _number(r["test_pct_teacher"])} for _, r in curve.iterrows()]
-                   for criterion, curve in curves.groupby("criterion", sort=False)},
-        "chosen": {"operating_point": chosen_point, "criterion": chosen,
-                   "exit_fractions": [_number(f) for f in exit_fractions]},
-        "latency": {**latency_setup,
-                    "settings": [{"setting": setting, "images": int(row["images"]),
-                                  "batch_size": int(row["batch size"]),
-                                  "ms_per_image": {name: _number(row[f"{name} (ms/image)"]) for name in timed},
-                                  "macs_speedup": _number(row["MACs speedup"]),
-                                  "realized_speedup": _number(row["realized speedup"]),
-                                  "realized_over_macs_speedup": _number(row["realized / MACs speedup"]),
-                                  "speedup_vs_teacher": _number(row["adaptive vs teacher"])}
-                                 for setting, row in latency.iterrows()]},
-    }
+#: What :func:`adaptive_analysis` needs of every regime the adaptive chapter runs.
+ADAPTIVE_REGIME_KEYS = ("label", "seeds", "stage_macs", "static", "budget_curves", "calibration_gap",
+                        "exit_fractions")
+
+
+def adaptive_analysis(*, teacher_macs: float, teacher_top1: float, regimes: Mapping[str, Mapping[str, Any]],
+                      wallclock: Mapping[str, Any], speedup_realized_over_macs: Mapping[str, Any],
+                      operating_point: Mapping[str, Any] | None = None,
+                      baselines: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The adaptive-inference chapter's ``analysis`` record, as plain JSON: per regime (the main one first, then the
+    counterexamples, and the cascade) the fields of :data:`ADAPTIVE_REGIME_KEYS` (tables as lists of rows: the
+    static stages, the budget curves of every criterion and the random baseline, the calibration gap, the exit
+    fractions per stage and per class) and any others given (the oracle, the KD student); the ``wallclock`` timings
+    (latency and throughput per method, with the machine) and, per setting, the ``speedup_realized_over_macs``
+    (a ratio, or None with the reason for a trivial policy); the ``operating_point`` and the ``baselines`` outside
+    any regime (the equal-cost KD student)."""
+    if not regimes:
+        raise ResultsError("no regimes: give at least the chapter's main regime.")
+    out = {}
+    for name, regime in regimes.items():
+        missing = [k for k in ADAPTIVE_REGIME_KEYS if k not in regime]
+        if missing:
+            raise ResultsError(f"regime {name!r} lacks {missing}; give every field of ADAPTIVE_REGIME_KEYS.")
+        out[name] = {k: frame_records(v) if isinstance(v, pd.DataFrame) else v for k, v in regime.items()}
+    for setting, entry in speedup_realized_over_macs.items():
+        if entry.get("ratio") is None and not entry.get("reason"):
+            raise ResultsError(f"speedup_realized_over_macs[{setting!r}] has no ratio and no reason: say why "
+                               f"(e.g. a trivial policy).")
+    return plain_json({"teacher_macs": int(teacher_macs), "teacher_top1": teacher_top1, "regimes": out,
+                       "operating_point": dict(operating_point or {}), "baselines": dict(baselines or {}),
+                       "wallclock": dict(wallclock),
+                       "speedup_realized_over_macs": dict(speedup_realized_over_macs)})

@@ -7,8 +7,8 @@ import torch
 from torch import Tensor
 
 from reskd.adaptive import (CRITERIA, DECISION_TOLERANCE, AdaptiveEnsemble, LearnedGate, Policy, StagedOutputs, calibrate,
-                            calibrate_per_stage, collect, compare_latency, confidence, evaluate_policy, exit_stages,
-                            measure_latency, sweep)
+                            calibrate_per_stage, collect, compare_latency, confidence, evaluate_exits, evaluate_policy,
+                            exit_stages, measure_latency, sweep)
 from reskd.data import Loader
 from reskd.reskd import ResKDEnsemble
 
@@ -266,3 +266,115 @@ def test_masked_execution_with_the_learned_gate():
     exits = exit_stages(full, Policy("gate", [tau], gate))
     assert 0 < (exits == 0).sum() < len(exits)
     assert torch.equal(adaptive.last_exits, exits)
+
+
+def test_cascade_module_matches_the_staged_cascade():
+    """Executing the cascade (S0, then the teacher on the unsure samples only) predicts as cascade()'s staged outputs
+    with the same policy, away from threshold ties."""
+    from reskd.adaptive import Cascade, cascade
+    from reskd.models import create_model
+
+    torch.manual_seed(0)
+    s0, teacher = create_model("resnet8", 4, width=0.5).eval(), create_model("resnet8", 4).eval()
+    loader = _tiny_loader()
+    first = collect(ResKDEnsemble(s0).eval(), loader, device="cpu", teacher=teacher)
+    staged_cascade = cascade(first, first.teacher_logits, teacher_macs=1000)
+    policy = Policy("max_prob", [threshold_in_a_gap(confidence(first.logits[0], "max_prob"))])
+    exits = exit_stages(staged_cascade, policy)
+    assert 0 < (exits == 0).sum() < len(exits)
+    run = Cascade(s0, teacher, policy)
+    out = run(next(iter(loader))[0])
+    assert torch.equal(run.last_exits, exits)
+    expected = staged_cascade.logits[exits, torch.arange(len(exits))]
+    assert torch.equal(out.argmax(1), expected.argmax(1))
+    torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="thresholds for 2 stages"):
+        Cascade(s0, teacher, Policy("max_prob", [0.5, 0.5]))
+
+
+def test_speedup_verdict_refuses_a_trivial_policy():
+    from reskd.adaptive import speedup_verdict, trivial_exit
+
+    all_s0 = torch.zeros(10, dtype=torch.long)
+    verdict = speedup_verdict(all_s0, realized=3.3, macs_speedup=3.4)
+    assert verdict["trivial"] and verdict["ratio"] is None and verdict["meets"] is None
+    assert verdict["verdict"].startswith("trivial policy") and "S0" in verdict["verdict"]
+    mixed = torch.tensor([0, 0, 1, 2])
+    assert trivial_exit(mixed) is None and trivial_exit(torch.full((3,), 2)) == 2
+    good, poor = speedup_verdict(mixed, 1.8, 2.0), speedup_verdict(mixed, 1.0, 2.0)
+    assert good["meets"] and "meets" in good["verdict"] and good["ratio"] > 0.8
+    assert not poor["meets"] and "misses" in poor["verdict"] and poor["ratio"] < 0.8
+    with pytest.raises(ValueError, match="positive"):
+        speedup_verdict(mixed, 0.0, 2.0)
+    with pytest.raises(ValueError, match="no exits"):
+        trivial_exit(torch.zeros(0, dtype=torch.long))
+
+
+def test_budget_range_spans_s0_to_the_chain_or_a_cap():
+    from reskd.adaptive import budget_range
+
+    s = staged()
+    budgets = budget_range(s, teacher_macs=1000, points=5)
+    assert len(budgets) == 5 and budgets[0] == pytest.approx(10.0) and budgets[-1] == pytest.approx(15.0)
+    assert all(a < b for a, b in zip(budgets, budgets[1:]))
+    assert budget_range(s, 1000, points=3, max_pct=12.0)[-1] == pytest.approx(12.0)
+    with pytest.raises(ValueError, match="not above S0"):
+        budget_range(s, 1000, max_pct=5.0)
+    with pytest.raises(ValueError, match="points"):
+        budget_range(s, 1000, points=1)
+
+
+@pytest.mark.parametrize("target", [90, 100, 115, 135, 150, 170])
+def test_random_exits_pay_the_budget(target):
+    from reskd.adaptive import random_exits, random_fractions
+
+    s = staged(n=1000)
+    fractions = random_fractions(s.cumulative_macs, target)
+    assert sum(fractions) == pytest.approx(1.0) and min(fractions) >= 0
+    macs = evaluate_exits(s, random_exits(s, fractions, seed=3))["avg_macs"]
+    expected = min(max(target, MACS[0]), sum(MACS))
+    assert macs == pytest.approx(expected, abs=0.01 * sum(MACS))  # within the rounding of counts to samples
+    with pytest.raises(ValueError, match="finite"):
+        random_fractions(s.cumulative_macs, math.nan)
+
+
+def test_budget_curves_calibrate_on_val_and_hold_random_to_the_budget():
+    from reskd.adaptive import budget_curves
+    from reskd.report import calibration_gap
+
+    val, test = staged(n=400, seed=1), staged(n=400, seed=2)
+    budgets = [11.0, 13.0, 14.5]
+    curves = budget_curves(val, test, budgets, teacher_macs=1000, criteria=("max_prob", "gate"))
+    assert set(curves["method"]) == {"max_prob", "gate", "random"} and len(curves) == 3 * len(budgets)
+    calibrated = curves[curves["method"] != "random"]
+    assert (calibrated["val_pct_teacher"] <= calibrated["budget_pct"] + 1e-9).all()  # chosen within it on val
+    random = curves[curves["method"] == "random"]
+    assert (random["test_pct_teacher"] - random["budget_pct"]).abs().max() < 0.2
+    gap = calibration_gap(curves.assign(seed=0))
+    assert len(gap) == 3 * len(budgets)
+    assert (gap["top1_gap"] - (gap["test_top1"] - gap["val_top1"])).abs().max() < 1e-9
+    with pytest.raises(ValueError, match="lack the columns"):
+        calibration_gap(curves.drop(columns=["val_top1"]))
+
+
+def test_exit_fractions_by_class_sum_to_one_per_class():
+    from reskd.adaptive import exit_fractions_by_class
+
+    exits, labels = torch.tensor([0, 1, 1, 2, 0]), torch.tensor([0, 0, 1, 1, 1])
+    by_class = exit_fractions_by_class(exits, labels, num_stages=3, num_classes=3)
+    assert by_class.shape == (3, 3)
+    assert by_class[0].tolist() == [0.5, 0.5, 0.0] and by_class[:2].sum(1).tolist() == [1.0, 1.0]
+    assert torch.isnan(by_class[2]).all()  # a class without samples
+    with pytest.raises(ValueError, match="one exit stage per label"):
+        exit_fractions_by_class(exits[:3], labels, 3, 3)
+
+
+def test_stage_call_times_cover_every_stage_and_the_decision():
+    from reskd.adaptive import stage_call_times
+
+    ens = _ensemble("features")
+    x = next(iter(_tiny_loader()))[0][:8]
+    times = stage_call_times(ens, Policy("max_prob", [0.5, 0.5]), x, batch_size=4, repeats=1, warmup=0)
+    assert set(times) == {"S0", "S1", "S2", "decision"} and all(t > 0 for t in times.values())
+    with pytest.raises(ValueError, match="batch_size"):
+        stage_call_times(ens, Policy("max_prob", [0.5, 0.5]), x, batch_size=9)

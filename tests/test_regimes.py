@@ -181,6 +181,7 @@ def test_profiles_name_only_known_regimes():
     for dataset, profiles in PROFILES.items():
         for profile in profiles.values():
             assert all(name in CIFAR_REGIMES for name in profile.regimes), (dataset, profile.name)
+            assert all(name in CIFAR_REGIMES for name in profile.adaptive_regimes), (dataset, profile.name)
     assert set(get_profile("cifar10", "cpu").regimes) == set(CIFAR_REGIMES)
 
 

@@ -151,26 +151,31 @@ def test_calibration_grid_covers_every_point_criterion_and_calibration():
     assert (budget["val MMACs"] <= 110 / 1e6 + 1e-12).all()
 
 
-def test_adaptive_analysis_is_plain_json_means_over_seeds():
-    staged = {seed: {"val": _staged(10 + seed), "test": _staged(20 + seed)} for seed in (0, 1)}
-    grid, _ = R.calibration_grid(staged, criteria=("max_prob",), teacher_macs=1000, drops=(0.5,), shares=())
-    static = pd.DataFrame([{"macs": 100, "pct_teacher": 10.0, "test_top1": 50.0},
-                           {"macs": 140, "pct_teacher": 14.0, "test_top1": 60.0}])
-    curves = pd.DataFrame([{"criterion": "max_prob", "val_top1": 55.0, "val_avg_macs": 120.0, "test_top1": 54.0,
-                            "test_avg_macs": 121.0, "test_pct_teacher": 12.1}])
-    latency = pd.DataFrame([{"setting": "batch 1", "images": 4, "batch size": 1, "teacher (ms/image)": 2.0,
-                             "adaptive (ms/image)": 1.0, "MACs speedup": 1.2, "realized speedup": 1.1,
-                             "realized / MACs speedup": 0.9, "adaptive vs teacher": 2.0}]).set_index("setting")
+def test_adaptive_analysis_is_plain_json_per_regime():
+    from reskd.adaptive import budget_curves
+
+    val, test = _staged(10), _staged(20)
+    curves = budget_curves(val, test, [10.5, 12.0], teacher_macs=1000, criteria=("max_prob",)).assign(seed=0)
+    static = pd.DataFrame([{"stages": 1, "pct_teacher": 10.0, "test_top1": 50.0},
+                           {"stages": 2, "pct_teacher": 14.0, "test_top1": 60.0}])
+    regime = {"label": "features-deep", "seeds": [0], "stage_macs": [100, 40], "static": static,
+              "budget_curves": curves, "calibration_gap": R.calibration_gap(curves),
+              "exit_fractions": {"per_stage": [0.75, 0.25], "per_class": {"cat": [1.0, 0.0]}}}
+    trivial = {"ratio": None, "reason": "trivial policy: every sample exits after S0"}
     analysis = R.adaptive_analysis(
-        seeds=(0, 1), criteria=("max_prob",), stage_macs=(100, 40), teacher_macs=1000, teacher_top1=70.0,
-        static=static, grid=grid, curves=curves, chosen_point="full − 0.5", chosen="max_prob",
-        exit_fractions=pd.Series([0.75, 0.25]), latency=latency, timed=["teacher", "adaptive"],
-        latency_setup={"device": "cpu", "threads": 1, "repeats": 2, "target_ratio": 0.8})
-    (shared,) = [r for r in analysis["operating_points"] if r["thresholds"] == "shared"]
-    assert shared["seeds"] == 2 and shared["test_top1_mean"] == pytest.approx(
-        grid[grid["thresholds"] == "shared"]["test top-1"].mean())
-    assert analysis["num_stages"] == 2 and analysis["static_stages"][1] == {"stages": 2, "macs": 140.0,
-                                                                          "pct_teacher": 14.0, "test_top1_mean": 60.0}
-    assert analysis["latency"]["settings"][0]["ms_per_image"] == {"teacher": 2.0, "adaptive": 1.0}
+        teacher_macs=1000, teacher_top1=70.0, regimes={"features-deep": regime},
+        wallclock={"device": "cpu", "latency_ms": {"teacher": 2.0, "adaptive": 1.0}},
+        speedup_realized_over_macs={"batch 1": trivial}, baselines={"kd_equal_cost": None})
+    stored = analysis["regimes"]["features-deep"]
+    assert stored["static"][1] == {"stages": 2, "pct_teacher": 14.0, "test_top1": 60.0}
+    assert analysis["baselines"] == {"kd_equal_cost": None}
+    assert len(stored["budget_curves"]) == len(curves) and analysis["wallclock"]["latency_ms"]["adaptive"] == 1.0
+    assert all(t is None or isinstance(t, float) for t in stored["budget_curves"][0]["thresholds"])  # inf: None
     results.validate_analysis({"chapter": "04_adaptive", "dataset": "cifar10", "data_source": "x", "profile": "smoke",
                                "device": "cpu", "analysis": analysis})
+    with pytest.raises(results.ResultsError, match="lacks"):
+        R.adaptive_analysis(teacher_macs=1000, teacher_top1=70.0, regimes={"x": {"label": "x"}}, wallclock={},
+                            speedup_realized_over_macs={})
+    with pytest.raises(results.ResultsError, match="no ratio and no reason"):
+        R.adaptive_analysis(teacher_macs=1000, teacher_top1=70.0, regimes={"features-deep": regime}, wallclock={},
+                            speedup_realized_over_macs={"batch 1": {"ratio": None}})
