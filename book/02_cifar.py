@@ -79,6 +79,7 @@ check_parameters(profile=profile, data_root=data_root, seeds=seeds, retrain=retr
 
 # %%
 import matplotlib.pyplot as plt
+import matplotlib.ticker as ticker
 import pandas as pd
 import seaborn as sns
 import torch
@@ -350,7 +351,7 @@ print(f"about {two_workers:.1f} hours of wall-clock on two workers ({profile} pr
 # %%
 LABELLED_KINDS = ("teacher", "scratch", "kd", "kd-equal-cost")  # the rest are told apart by the legend
 MARKERS = "osD^vPX*<>"
-fig, ax = plt.subplots(figsize=(8, 5))
+fig, ax = plt.subplots(figsize=(8, 6.2))
 # hollow markers of distinct shapes and sizes, so that points at the same place (an adaptive policy that stops every
 # image after S0 is the KD student) all stay visible
 for i, (kind, part) in enumerate(table.groupby("kind", sort=False)):
@@ -376,7 +377,10 @@ ax.margins(y=0.15)
 ax.set_xlabel("mean cost per test image (millions of MACs, log scale)")
 ax.set_ylabel("top-1 accuracy on the test split (%)")
 ax.set_title(f"{exp.data.spec.display_name}, profile {config.name!r}")
-ax.legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")  # outside: no point hidden
+ax.xaxis.set_major_formatter(ticker.ScalarFormatter())  # plain numbers on the log axis
+ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+ax.set_xticks([t for t in (10, 15, 20, 30, 50, 100, 150) if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]])
+ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3)  # below: no point hidden
 fig.tight_layout()
 plt.show()
 
@@ -524,7 +528,7 @@ if screened is not None:
     best_rows, best_seeds = regimes.budgets_over_seeds(exp, best["regime"], config.seeds)
     missing_seeds = [s for s in config.seeds if s not in best_seeds]
     print(f"{best['regime']}: seeds {best_seeds} trained" + (
-        f"; seeds {missing_seeds} are not (python -m reskd.cli {DATASET} {config.name} regime:{best['regime']} "
+        f"; seeds {missing_seeds} are not (python -m reskd.cli {dataset} {config.name} regime:{best['regime']} "
         f"--seeds {' '.join(map(str, missing_seeds))})" if missing_seeds else ""))
     best_models = regimes.budget_records(best_rows, teacher_macs, kind="reskd-adaptive", labels=described)
     for model in best_models:  # the map's best regime joins the models

@@ -163,7 +163,8 @@ for name in regime_names:
     role = "main regime" if name == MAIN else "counterexample"
     print(f"{role} {regimes.CIFAR_REGIMES[name].label(exp)}; seeds {list(staged[name])}; stage MMACs "
           f"{[round(m / 1e6, 3) for m in st.stage_macs]} (all stages {100 * st.cumulative_macs[-1] / teacher_macs:.1f}%"
-          f" of the teacher); test top-1 per stage {[round(top1(z, st.labels), 2) for z in st.logits]}")
+          f" of the teacher); seed {next(iter(staged[name]))} test top-1 per stage "
+          f"{[round(top1(z, st.labels), 2) for z in st.logits]}")
 
 # %% [markdown]
 # ## Why stopping early can work: the student's confidence
@@ -315,9 +316,9 @@ def plot_budgets(name: str, ax) -> None:
 
 
 for name in regime_names:
-    fig, ax = plt.subplots(figsize=(8.5, 4.2))
+    fig, ax = plt.subplots(figsize=(8.5, 5.6))
     plot_budgets(name, ax)
-    ax.legend(fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3)  # below: the plot keeps its width
     fig.tight_layout()
     plt.show()
 

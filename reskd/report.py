@@ -4,13 +4,13 @@ The schema these entries follow, and reading and writing them, are in :mod:`resk
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import pandas as pd
 from torch import Tensor
 
 from . import metrics
-from .adaptive import Policy, StagedOutputs, calibrate, calibrate_per_stage, evaluate_policy
+from .adaptive import StagedOutputs, calibrate, evaluate_policy
 from .results import STATUS_NOT_RUN, ResultsError, plain_json
 
 
@@ -213,49 +213,6 @@ def reskd_records(staged: Mapping[int, Mapping[str, StagedOutputs]], teacher_mac
             top1=[r["top1"] for r in runs], seeds=seeds,
             agreement_teacher=[r["agreement_teacher"] for r in runs] if "agreement_teacher" in runs[0] else None))
     return entries
-
-
-CALIBRATIONS = {"shared": calibrate, "per stage": calibrate_per_stage}  # one threshold for all stages, or one each
-
-
-def operating_targets(val: StagedOutputs, *, drops: Sequence[float], shares: Sequence[float]
-                      ) -> dict[str, dict[str, float]]:
-    """The calibration targets on one seed's validation outputs, by name: validation top-1 at most each of ``drops``
-    points below the full ensemble's ("full − 0.5"), and average MACs within S0's plus each of ``shares`` of the
-    res-students' ("S0 + 25% res")."""
-    full = metrics.top1(val.logits[-1], val.labels)
-    points = {f"full − {drop:g}": {"target_top1": max(0.0, full - drop)} for drop in drops}
-    res_macs = sum(val.stage_macs[1:])
-    points.update({f"S0 + {share:.0%} res": {"target_macs": val.stage_macs[0] + share * res_macs}
-                   for share in shares})
-    return points
-
-
-def calibration_grid(staged: Mapping[int, Mapping[str, StagedOutputs]], *, criteria: Sequence[str],
-                     teacher_macs: float, drops: Sequence[float], shares: Sequence[float],
-                     gate_for: Callable[[str, int], Any] | None = None,
-                     calibrations: Mapping[str, Callable[..., Policy]] = CALIBRATIONS
-                     ) -> tuple[pd.DataFrame, dict[tuple[int, str, str, str], Policy]]:
-    """Every (seed, operating point of :func:`operating_targets`, criterion, calibration) policy, calibrated on the
-    seed's validation split and evaluated on both splits: one row each (validation top-1 and MMACs, test top-1,
-    MMACs, % of the teacher, agreement, and the share of test samples stopping after each stage ``S<k>``), and the
-    policies by ``(seed, point, criterion, calibration)``. ``gate_for(criterion, seed)`` gives a learned gate."""
-    rows, policies = [], {}
-    for seed, st in staged.items():
-        for point, target in operating_targets(st["val"], drops=drops, shares=shares).items():
-            for criterion in criteria:
-                for kind, calibrate_fn in calibrations.items():
-                    gate = gate_for(criterion, seed) if gate_for is not None else None
-                    policy = calibrate_fn(st["val"], criterion, gate=gate, **target)
-                    policies[seed, point, criterion, kind] = policy
-                    v = evaluate_policy(st["val"], policy)
-                    t = evaluate_policy(st["test"], policy, teacher_macs=teacher_macs)
-                    rows.append({"seed": seed, "operating point": point, "criterion": criterion, "thresholds": kind,
-                                 "val top-1": v["top1"], "val MMACs": v["avg_macs"] / 1e6, "test top-1": t["top1"],
-                                 "test MMACs": t["avg_macs"] / 1e6, "% of teacher": t["pct_teacher"],
-                                 "agreement (%)": t["agreement_teacher"],
-                                 **{f"S{k}": t[f"exit_frac_{k}"] for k in range(st["test"].num_stages)}})
-    return pd.DataFrame(rows), policies
 
 
 def calibration_gap(curves: pd.DataFrame) -> pd.DataFrame:
