@@ -138,19 +138,6 @@ def test_logits_record_scores_every_seed():
     assert alone["agreement_teacher"] is None and alone["top1_std"] == 0.0 and alone["top1_mean"] == 75.0
 
 
-def test_calibration_grid_covers_every_point_criterion_and_calibration():
-    staged = {seed: {"val": _staged(10 + seed), "test": _staged(20 + seed)} for seed in (0, 1)}
-    targets = R.operating_targets(staged[0]["val"], drops=(0.5,), shares=(0.25,))
-    assert list(targets) == ["full − 0.5", "S0 + 25% res"] and targets["S0 + 25% res"] == {"target_macs": 110.0}
-    grid, policies = R.calibration_grid(staged, criteria=("max_prob", "margin"), teacher_macs=1000,
-                                        drops=(0.5,), shares=(0.25,))
-    assert len(grid) == 2 * 2 * 2 * 2 == len(policies)  # seeds x points x criteria x calibrations
-    assert set(grid["thresholds"]) == {"shared", "per stage"}
-    assert ((grid["S0"] + grid["S1"]) - 1).abs().max() < 1e-6  # every test sample stops after one of the stages
-    budget = grid[grid["operating point"] == "S0 + 25% res"]
-    assert (budget["val MMACs"] <= 110 / 1e6 + 1e-12).all()
-
-
 def test_adaptive_analysis_is_plain_json_per_regime():
     from reskd.adaptive import budget_curves
 
