@@ -642,23 +642,30 @@ def stage_call_times(ensemble: nn.Module, policy: Policy, inputs: Tensor, *, bat
         batches[i][active]  # the gather of the active samples
 
     calls["decision"] = decide
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    with torch.inference_mode():
-        for r in range(warmup + repeats):
-            for name, call in calls.items():
-                _sync(inputs.device)
-                start = time.perf_counter()
-                for i in range(len(batches)):
-                    call(i)
-                _sync(inputs.device)
-                if r >= warmup:
-                    times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) / len(inputs) for name, t in times.items()}
+    passes = {name: (lambda call=call: [call(i) for i in range(len(batches))]) for name, call in calls.items()}
+    return _time_in_turns(passes, inputs, repeats=repeats, warmup=warmup)
 
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def _time_in_turns(passes: Mapping[str, Callable[[], object]], inputs: Tensor, *, repeats: int,
+                   warmup: int) -> dict[str, float]:
+    """Seconds per image of each pass over ``inputs``: the median of ``repeats`` timed runs after ``warmup`` untimed
+    ones, the passes taking turns run by run (so that drift in the machine's load hits all of them alike)."""
+    times: dict[str, list[float]] = {name: [] for name in passes}
+    with torch.inference_mode():
+        for r in range(warmup + repeats):
+            for name, run in passes.items():
+                _sync(inputs.device)
+                start = time.perf_counter()
+                run()
+                _sync(inputs.device)
+                if r >= warmup:
+                    times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) / len(inputs) for name, t in times.items()}
 
 
 def compare_latency(models: Mapping[str, nn.Module], inputs: Tensor, *, batch_size: int, repeats: int = 5,
@@ -680,18 +687,8 @@ def compare_latency(models: Mapping[str, nn.Module], inputs: Tensor, *, batch_si
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
         raise ValueError(f"warmup must be an int >= 0 (untimed passes), got {warmup!r}.")
     batches = list(inputs.split(batch_size))
-    times: dict[str, list[float]] = {name: [] for name in models}
-    with torch.inference_mode():
-        for i in range(warmup + repeats):
-            for name, model in models.items():
-                _sync(inputs.device)
-                start = time.perf_counter()
-                for x in batches:
-                    model(x)
-                _sync(inputs.device)
-                if i >= warmup:
-                    times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) / len(inputs) for name, t in times.items()}
+    passes = {name: (lambda model=model: [model(x) for x in batches]) for name, model in models.items()}
+    return _time_in_turns(passes, inputs, repeats=repeats, warmup=warmup)
 
 
 def measure_latency(model: nn.Module, inputs: Tensor, *, batch_size: int, repeats: int = 5, warmup: int = 1) -> float:
