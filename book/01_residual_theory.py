@@ -468,9 +468,9 @@ plt.show()
 from IPython.display import Markdown, display
 
 from reskd.distill import kd_loss
-from reskd.experiment import TRAIN_SAMPLE, Experiment
+from reskd.experiment import TRAIN_SAMPLE, Experiment, MissingRunError
 from reskd.profiles import get_profile, profile_banner
-from reskd.studies import reskd_runs
+from reskd.studies import learnability, reskd_runs
 
 torch.set_num_threads(threads)  # back to every core for the convolutional networks
 DATASET = "cifar10"
@@ -561,15 +561,35 @@ ax.set_title(f"{exp.data.spec.display_name}: the residual stage by stage")
 fig.tight_layout()
 plt.show()
 
-# %% [markdown]
-# **What the stored `cpu` run shows** (CIFAR-10, JPEG copy, seed 0; the printed lines above are the numbers). The
-# suspect is cleared: after $S_0$ the residual carries the same energy on test images as on training images (ratio
-# 1.00), so the 15-epoch resnet8 student underfits rather than memorises, and $S_1$ removes about the same share
-# (about a tenth) of the residual on both. That tenth hardly moves the predictions (the next chapter measures the
-# top-1), and $S_2$ and $S_3$, the same architecture fitted to what $S_1$ left, remove about 0.1% each: the residual
-# after $S_1$ holds nothing a resnet8x0.5 looking at the image can fit. Two further hints for the next chapter: the
-# line-search step $\rho^\star$ above 1 says each stage's output is too small (scaling it by about 1.3 would remove
-# more), and the second statement's bound on the top-1 disagreement is loose (about three times the measured one).
+# %% tags=["hide-input"]
+STILL_FITTED = 1.2  # a test/train ratio of S0's residual energy below this: S0 underfits rather than memorises
+drops = {k: {split: 100 * (1 - by_split[split].loc[k, "energy_after_centered"]
+                           / by_split[split].loc[k, "energy_before_centered"]) for split in ("train", "test")}
+         for k in range(1, num_stages)}
+reading = [f"After $S_0$ the residual carries {ratio:.2f} times as much centered energy on test images as on "
+           "training images: " + ("the student underfits rather than memorises, so the res-students see the same "
+                                  "kind of residual on both." if ratio < STILL_FITTED else
+                                  "the student fits its training images better than unseen ones, so the "
+                                  "res-students learn a residual smaller than the one they meet at test time.")]
+if drops:
+    reading.append(f"$S_1$ removes {drops[1]['train']:.1f}% of the residual on training images and "
+                   f"{drops[1]['test']:.1f}% on test images.")
+if len(drops) > 1:
+    later = max(max(d.values()) for k, d in drops.items() if k > 1)
+    reading.append(f"The later stages, the same architecture fitted to what $S_1$ left, remove at most {later:.1f}% "
+                   "each.")
+steps = [by_split["train"].loc[k, "step"] for k in range(1, num_stages)]
+if steps and min(steps) > 1:
+    span = f"{steps[0]:.2f}" if len(steps) == 1 else f"from {min(steps):.2f} to {max(steps):.2f}"
+    reading.append(f"Every stage's line-search step $\\rho^\\star$ is above 1 ({span} on training images): each "
+                   "stage's output is too small, and scaling it would remove more.")
+s0_test = records[(records["split"] == "test") & (records["stage"] == 0)].iloc[0]
+if s0_test["disagreement_pct"] > 0:
+    reading.append(f"The second statement's bound on $S_0$'s top-1 disagreement with the teacher is "
+                   f"{s0_test['disagreement_bound_pct'] / s0_test['disagreement_pct']:.1f} times the measured "
+                   "disagreement on test images: a worst case, loose on average.")
+display(Markdown(f"**What this run shows** ({exp.data.source}, profile `{config.name}`, seed {seed}): "
+                 + " ".join(reading)))
 
 # %% [markdown]
 # ### Where the residual lives
@@ -637,12 +657,19 @@ ax.legend(fontsize=8)
 fig.tight_layout()
 plt.show()
 
-# %% [markdown]
-# In the stored `cpu` run the residual is only mildly concentrated on unsure images: the least confident fifth of the
-# test images carries about a quarter of $S_0$'s residual energy (an even spread would be a fifth), and the most
-# confident fifth still about a sixth. A per-sample rule can therefore save the res-students' cost on the confident
-# images, but it cannot expect the res-students to fix much there either way: the gain it rations is the small gain
-# the stages bring.
+# %% tags=["hide-input"]
+share_least, share_most = least["energy_share_pct"], most["energy_share_pct"]
+even = 100 / CONFIDENCE_BINS
+display(Markdown(
+    f"The least confident {even:.0f}% of the test images carry {share_least:.1f}% of $S_0$'s residual energy (an "
+    f"even spread would be {even:.0f}%), the most confident {even:.0f}% still {share_most:.1f}%. "
+    + ("The residual is concentrated on the images $S_0$ is unsure of: a per-sample rule can save the res-students' "
+       "cost on the confident ones, where there is little for them to fix." if share_least > 2 * even else
+       "The residual is only mildly concentrated on unsure images: a per-sample rule can save the res-students' cost "
+       "on the confident images, but it cannot expect them to fix much there either way; the gain it rations is the "
+       "small gain the stages bring." if share_least > even else
+       "The residual is not concentrated on the images $S_0$ is unsure of: confidence is a poor guide to where the "
+       "res-students have work to do.")))
 
 # %% [markdown]
 # ### Checking the two statements
@@ -685,6 +712,155 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
+# ## Why a residual is harder to learn than the task
+#
+# The measurements above and the next chapter's show a pattern: a stage fitted to the residual $r = z_T - z_0$
+# removes some residual energy, adds little accuracy, and a second stage of the same architecture removes almost
+# nothing more. **The argument (ours, not the paper's)**, three claims, each with what it predicts:
+#
+# 1. $r = z_T - z_0$ holds $S_0$'s own idiosyncratic errors with a minus sign. A stage that sees only the image must
+#    model $S_0$'s quirks as well as the teacher's knowledge. *Prediction:* one network and recipe, trained from the
+#    image, explains a smaller fraction of the residual's variance than of the teacher's logits or of $S_0$'s.
+# 2. A stage that reads $S_0$'s features can read those quirks. *Prediction:* a head on $S_0$'s last feature map
+#    explains more of the residual than a network on the image, although it is far lighter.
+# 3. Stage-wise fitting with fully trained learners of one class stalls (unlike boosting, which takes small steps
+#    with shrinkage): what a converged learner of the class could fit, the previous stage already took.
+#    *Prediction:* in the chain of same-architecture stages, each later stage explains a smaller fraction of its own
+#    residual than the one before it.
+#
+# The measure is the fraction of a target's variance over the test samples a prediction explains,
+# $1 - \sum \lVert \bar y - \bar{\hat y} \rVert^2 / \sum \lVert \bar y - \mathbb{E}\,\bar y \rVert^2$, with
+# logits centered over classes (`reskd.theory.explained_variance`): 1 is a perfect fit, 0 no better than the
+# target's mean. Every network of a comparison has the same architecture, recipe (MSE regression) and initial
+# weights, so the rows differ only in what they fit.
+#
+# First the toy: networks of the stages' size (one hidden layer of 8) regress each target from the points; the head
+# for claim 2 is the same size, on $S_0$'s hidden layer.
+
+# %%
+TOY_INITS = 5  # initial weights per target (seeds 1000, 1001, ...): the toy's regressors are cheap, their spread is not
+
+
+def toy_learnability(seed: int, inits: int = TOY_INITS) -> pd.DataFrame:
+    """Explained variance of each target on the test points, per regressor (the stages' size) and initialisation."""
+    teacher, stages = runs[seed]
+    s0 = stages[0]
+    with torch.no_grad():
+        targets = {split: {"teacher's logits z_T": teacher(x), "S0's logits z_S0": s0(x),
+                           "residual z_T - z_S0": teacher(x) - s0(x)} for split, x in (("train", x_train),
+                                                                                        ("test", x_test))}
+        hidden = {"train": s0[:2](x_train), "test": s0[:2](x_test)}  # S0's hidden layer: its "features"
+    rows = []
+    for target in targets["train"]:
+        inputs = {"points": {"train": x_train, "test": x_test}}
+        if target.startswith("residual"):
+            inputs["S0's hidden layer"] = hidden
+        for input, x in inputs.items():
+            for init in range(inits):
+                seed_everything(seed + 1000 + init)  # the same initial weights for every target
+                y = targets["train"][target]
+                net = train(mlp(x["train"].shape[1], STUDENT_HIDDEN, NUM_CLASSES), x["train"],
+                            lambda z: F.mse_loss(z, y))
+                with torch.no_grad():
+                    prediction = net(x["test"])
+                rows.append({"target": target, "input": input, "init": init,
+                             "explained_variance": theory.explained_variance(targets["test"][target], prediction)})
+    return pd.DataFrame(rows)
+
+
+torch.set_num_threads(1)
+toy_runs = toy_learnability(toy_seeds[0])
+torch.set_num_threads(threads)
+toy_learn = (toy_runs.groupby(["target", "input"], sort=False)["explained_variance"]
+             .agg(explained_variance="mean", std="std").reset_index())
+toy_chain = theory.stage_explained_variance(toy_staged[toy_seeds[0]]["test"])
+print(f"toy, test points, mean and std over {TOY_INITS} initialisations per row; the chain's res-students (one "
+      "initialisation each) explain of their own residual: "
+      + ", ".join(f"S{k} {v:.3f}" for k, v in enumerate(toy_chain, start=1)))
+toy_learn
+
+# %% [markdown]
+# Then CIFAR-10 (`reskd.studies.learnability`): resnet-sized regressors of the profile's first res-student
+# architecture, trained with the student recipe and plain MSE from the image, and a feature head on $S_0$'s last
+# feature map; the top-1 column is each prediction alone for the logits and $S_0$ plus it for the residual. Claim 3
+# is read off the profile's chain of the sections above (`reskd.theory.stage_explained_variance`).
+
+# %%
+LEARN_ARCH = config.res_students[0]
+try:
+    learn = learnability(exp, LEARN_ARCH, seed=seed)
+except MissingRunError:
+    learn = None
+    print(f"the learnability runs of seed {seed} are not trained in the {config.name} profile: train them with "
+          f"`python -m reskd.cli {DATASET} {config.name} learnability --seeds {seed}` and execute this page again")
+chain_fractions = theory.stage_explained_variance(staged["test"])
+print(f"the profile's chain ({LEARN_ARCH.label} stages, loss {res_runs.loss!r}), test images: each res-student's "
+      "explained fraction of its own residual: "
+      + ", ".join(f"S{k} {v:.3f}" for k, v in enumerate(chain_fractions, start=1)))
+if learn is not None:
+    display(learn[learn["split"] == "test"].drop(columns="split").set_index(["target", "input"]))
+
+
+# %% tags=["hide-input"]
+def claim_verdicts(frame: pd.DataFrame, chain: list[float], inputs: tuple[str, str]) -> list[str]:
+    """The three predictions against a learnability table (rows of one split) and a chain's explained fractions."""
+    ev = frame.set_index(["target", "input"])["explained_variance"]
+    image, features = inputs
+    residual, teacher_ev, s0_ev = (ev[("residual z_T - z_S0", image)], ev[("teacher's logits z_T", image)],
+                                   ev[("S0's logits z_S0", image)])
+    feature_ev = ev[("residual z_T - z_S0", features)]
+    holds = lambda ok: "holds" if ok else "**does not hold**"  # noqa: E731
+    lines = [f"claim 1 {holds(residual < min(teacher_ev, s0_ev))}: the residual {residual:.3f} against the teacher's "
+             f"logits {teacher_ev:.3f} and S0's {s0_ev:.3f}",
+             f"claim 2 {holds(feature_ev > residual)}: the residual from {features} {feature_ev:.3f} against from "
+             f"the {image} {residual:.3f}"]
+    if len(chain) > 1:
+        falling = all(b < a for a, b in zip(chain, chain[1:]))
+        lines.append(f"claim 3 {holds(falling)}: each stage's fraction of its own residual "
+                     + " -> ".join(f"{v:.3f}" for v in chain))
+    return lines
+
+
+verdicts = {"toy": claim_verdicts(toy_learn, toy_chain, ("points", "S0's hidden layer"))}
+if learn is not None:
+    verdicts[exp.data.spec.display_name] = claim_verdicts(learn[learn["split"] == "test"], chain_fractions,
+                                                          ("image", "S0's last feature map"))
+display(Markdown("\n".join(f"- **{name}** (test): " + "; ".join(lines) for name, lines in verdicts.items())))
+REFINED = {  # what a failed prediction changes in the argument (the numbers stay as measured)
+    "claim 1": "the residual can be as learnable as the task where S0's errors are themselves a simple function of "
+               "the input; the claim holds only where S0's quirks are hard to model from the input.",
+    "claim 2": "reading S0's features helps only when they carry more than a stage could compute from the input "
+               "itself (a wide feature map), not through a bottleneck narrower than the input, such as the toy's "
+               "eight hidden units.",
+    "claim 3": "stage-wise fitting stalls only once a stage has fit what its class can; where an earlier stage "
+               "stops short of that (an unlucky initialisation, or too few steps: compare its fraction with the "
+               "regressors' of the same target above), the next stage of the same class takes up the rest.",
+}
+failed = {claim: [name for name, lines in verdicts.items() if any(l.startswith(f"{claim} **does not") for l in lines)]
+          for claim in REFINED}
+refinements = [f"- **{claim} fails on {', '.join(names)}**, so the argument is refined: {REFINED[claim]}"
+               for claim, names in failed.items() if names]
+if refinements:
+    display(Markdown("\n".join(refinements)))
+panels = {"toy (test points)": toy_runs.assign(input=toy_runs["input"].replace({"points": "image / points"}))}
+if learn is not None:
+    test_learn = learn[learn["split"] == "test"]
+    panels[f"{exp.data.spec.display_name} (test images)"] = test_learn.assign(
+        input=test_learn["input"].replace({"image": "image / points"}))
+fig, axes = plt.subplots(len(panels), 1, figsize=(6.8, 3.4 * len(panels)), squeeze=False)  # one per row: readable
+for ax, (title, frame) in zip(axes[:, 0], panels.items()):
+    sns.barplot(data=frame, x="target", y="explained_variance", hue="input", ax=ax, errorbar="sd",
+                hue_order=sorted(frame["input"].unique(), key=lambda name: not name.startswith("image")))
+    ax.set_title(title + (f" (bars: mean and std over {TOY_INITS} initialisations)" if title.startswith("toy") else ""),
+                 fontsize=10)
+    ax.set_xlabel("")
+    ax.set_ylabel("explained fraction\nof the variance")
+    ax.tick_params(axis="x", labelsize=8)
+    ax.legend(fontsize=8, title="input", loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2)
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
 # ## Results files
 #
 # The toy's numbers (cost in MACs of the linear layers, test accuracy, agreement with the teacher) go to
@@ -717,6 +893,11 @@ analysis = {
         columns={"temperature T": "temperature", "KD loss / limit": "ratio"}))},
     "energy_by_confidence": theory.json_ready(by_confidence),
     "toy": {"dataset": TOY_DATASET, "steps": STEPS, "seed": toy_seeds[0], "stages": theory.json_ready(toy_records)},
+    "learnability": {
+        "arch": LEARN_ARCH.label, "loss": "mse", "seed": seed, "verdicts": verdicts,
+        "cifar10": None if learn is None else theory.json_ready(learn),
+        "chain_explained_variance_test": chain_fractions, "chain_loss": res_runs.loss,
+        "toy": {"inits": TOY_INITS, "table": theory.json_ready(toy_runs), "chain_explained_variance_test": toy_chain}},
 }
 path = results.write_analysis("theory", CHAPTER, DATASET, exp.data.source, config.name, exp.device.type, analysis,
                               root=results_dir)

@@ -217,7 +217,7 @@ per_stage_mean = per_stage.groupby("stage").mean().drop(columns="seed")
 per_stage_mean[["macs", "pct_teacher", "val_top1", "test_top1", "test_agreement_teacher",
                 "train-sample_residual_energy", "test_residual_energy"]]
 
-# %%
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
 energy = per_stage.melt(id_vars=["stage", "seed"], value_vars=["train-sample_residual_energy", "test_residual_energy"],
                         var_name="images", value_name="residual energy")
@@ -239,7 +239,7 @@ plt.show()
 # Which classes does each res-student fix? The change of per-class test accuracy from stage $k-1$ to stage $k$,
 # averaged over seeds (positive: the stage fixed more images of that class than it broke).
 
-# %%
+# %% tags=["hide-input"]
 classes = exp.data.test.classes
 gains = {}
 for k in range(1, len(config.res_students) + 1):
@@ -331,9 +331,10 @@ runs_table = exp.training_table()
 role = runs_table["role"].where(runs_table["seed"] < PLAIN_SEED_OFFSET, "kd (plain-ensemble member)")
 runs_table["config"] = (role + " " + runs_table["arch"] + ", " + runs_table["loss"] + ", "
                         + runs_table["epochs"].astype(str) + " epochs")
-(runs_table.groupby("config", sort=False)
- .agg(runs=("seed", "size"), last_top1=("test_top1", "mean"),
-      last_std=("test_top1", "std"), best_top1=("best_test_top1", "mean"), best_epoch=("best_test_epoch", "mean")))
+report.for_display(runs_table.groupby("config", sort=False)
+                   .agg(runs=("seed", "size"), last_top1=("test_top1", "mean"), last_std=("test_top1", "std"),
+                        best_top1=("best_test_top1", "mean"), best_epoch=("best_test_epoch", "mean")),
+                   missing="–")  # the spread of a single run does not exist
 
 # %% [markdown]
 # What the runs cost, as measured while they trained (hours of wall-clock per run, training plus the per-epoch
@@ -348,7 +349,7 @@ print(hours.round(2).to_string())
 two_workers = hours.get("teacher", 0.0) + hours.drop("teacher", errors="ignore").sum() / 2
 print(f"about {two_workers:.1f} hours of wall-clock on two workers ({profile} profile, {len(runs_table)} runs)")
 
-# %%
+# %% tags=["hide-input"]
 LABELLED_KINDS = ("teacher", "scratch", "kd", "kd-equal-cost")  # the rest are told apart by the legend
 MARKERS = "osD^vPX*<>"
 fig, ax = plt.subplots(figsize=(8, 6.2))
@@ -424,7 +425,11 @@ report.for_display(at_cost.drop(columns=["ResKD", "ResKD MMACs", "ResKD top-1"])
 # %%
 regime_frame, not_trained = regimes.screen_available(exp, config.regimes)
 screen_seed = regimes.SCREEN_SEEDS[0]
-regime_frame = pd.concat([cascade_rows[cascade_rows["seed"] == screen_seed], regime_frame], ignore_index=True)
+stronger = sorted({regimes.CIFAR_REGIMES[n].student for n in config.regimes if n not in not_trained} - {None},
+                  key=lambda arch: arch.label)  # a regime with its own S0 is held against the cascade from that S0
+regime_frame = pd.concat([cascade_rows[cascade_rows["seed"] == screen_seed], regime_frame]
+                         + [regimes.cascade_budgets(exp, screen_seed, student=arch) for arch in stronger],
+                         ignore_index=True)
 described = {name: regimes.CIFAR_REGIMES[name].label(exp) for name in config.regimes}
 for name in config.regimes:
     print(f"{'NOT TRAINED YET' if name in not_trained else 'screened':>15}  {described[name]}")
@@ -435,7 +440,7 @@ report.for_display(regime_map, digits=2)
 # The map as a picture: every static prefix of each regime's chain (connected), its adaptive policies at the three
 # budgets, and the cascade to the teacher, against the test cost each one really paid.
 
-# %%
+# %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(8, 5))
 palette = dict(zip(regime_map.index, sns.color_palette("tab10", len(regime_map))))
 for name, rows in regime_frame[regime_frame["seed"] == screen_seed].groupby("regime", sort=False):

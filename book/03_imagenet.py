@@ -68,9 +68,9 @@ check_parameters(profile=profile, data_root=data_root, seeds=seeds, retrain=retr
 # inventing numbers.
 
 # %%
-import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
+from IPython.display import display
 
 from reskd import report, results
 from reskd.experiment import Experiment

@@ -251,7 +251,7 @@ gates = {name: {seed: LearnedGate.fit(st["val"]) for seed, st in by_seed.items()
 # hollow square, the oracles the red markers, and the teacher the dotted line, or, when it lies far above the
 # curves, named at the top of the frame.
 
-# %%
+# %% tags=["hide-input"]
 BUDGET_POINTS = 4 if config.name == "smoke" else 10  # budgets per regime, S0's cost to the full chain's
 METHODS = [*CRITERIA, "random"]
 
@@ -376,7 +376,7 @@ for name, gap in gaps.items():
 # stage, per regime; the second, for the main regime, the same per class. Below, test images that needed every stage
 # and test images that stopped after $S_0$ (first seed).
 
-# %%
+# %% tags=["hide-input"]
 lo, hi = tables[MAIN]["budgets"][0], tables[MAIN]["budgets"][-1]
 paper_budget = PAPER_PCT_TEACHER[DATASET]
 middle_budget = tables[MAIN]["budgets"][len(tables[MAIN]["budgets"]) // 2]
@@ -429,7 +429,7 @@ fig.suptitle(f"operating point {OPERATING_BUDGET:.2f}% of the teacher's MACs, th
 fig.tight_layout()
 plt.show()
 
-# %%
+# %% tags=["hide-input"]
 GRID_IMAGES = 8  # images per row
 exits0, test0 = test_exits[MAIN][first_seed], staged[MAIN][first_seed]["test"]
 fig, axes = plt.subplots(2, GRID_IMAGES, figsize=(1.4 * GRID_IMAGES, 3.6))
@@ -511,7 +511,7 @@ print(f"masked execution: {adaptive.policy.criterion}, thresholds {[round(t, 4) 
       + (f"; cascade: max_prob, threshold {cascade_policy.thresholds[0]:.4f}" if "cascade" in models else "")
       + f"; timing {BATCH1_IMAGES} images one at a time and {len(images)} in one batch, {REPEATS} timed passes each")
 
-# %% tags=["nbval-ignore-output"]
+# %% tags=["hide-input", "nbval-ignore-output"]
 comparisons = {"adaptive (masked)": ("all stages", cum), "cascade": ("teacher", None)}
 timing_rows, speedups = [], {}
 for setting, (x, batch_size) in settings.items():
@@ -548,7 +548,7 @@ report.for_display(timing.T, digits=3)
 # Where masked execution's time goes: each stage called alone on the same images, and the decision step after $S_0$
 # (confidence, threshold, gather and scatter) alone, in ms per image, against each stage's share of the MACs.
 
-# %% tags=["nbval-ignore-output"]
+# %% tags=["hide-input", "nbval-ignore-output"]
 pieces = {setting: stage_call_times(ensemble, adaptive.policy, x, batch_size=b, repeats=REPEATS)
           for setting, (x, b) in settings.items()}
 stage_macs = first["test"].stage_macs

@@ -112,6 +112,8 @@ def ours(dataset: str) -> dict:
 
 summary = pd.DataFrame([{"data set": DISPLAY[d], "paper: % of teacher": pct, **ours(d)}
                         for d, pct in PAPER_PCT_TEACHER.items()])
+if "seeds" in summary:
+    summary["seeds"] = summary["seeds"].astype("Int64")  # a count, blank where a data set has no ResKD model
 display(report.for_display(summary.set_index("data set")))
 display(Markdown("\n".join(f"- **{DISPLAY[d]}**: {note}" for d, note in notes.items())))
 

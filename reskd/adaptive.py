@@ -530,7 +530,7 @@ def speedup_verdict(exits: Tensor, realized: float, macs_speedup: float, *, targ
         raise ValueError(f"speedups must be positive numbers, got realized={realized!r}, macs={macs_speedup!r}.")
     ratio = float(realized) / float(macs_speedup)
     meets = ratio >= target
-    verdict = (f"realized {realized:.2f}x of a promised {macs_speedup:.2f}x: ratio {ratio:.2f}, "
+    verdict = (f"realized {realized:.2f}x of a promised {macs_speedup:.2f}x: ratio {ratio:.3f}, "
                f"{'meets' if meets else 'misses'} the target {target:g}")
     return {"trivial": False, "ratio": ratio, "target": target, "meets": meets, "verdict": verdict}
 

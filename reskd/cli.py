@@ -15,7 +15,7 @@ from .experiment import Experiment
 from .profiles import PROFILE_NAMES, PROFILES, get_profile
 from .registry import Registry
 from .regimes import CIFAR_REGIMES
-from .studies import ablate, other_options, plain_members, reskd_runs
+from .studies import ablate, learnability, other_options, plain_members, reskd_runs
 
 Job = Callable[[Experiment, Sequence[int]], None]
 #: What each job trains (or loads) for the given seeds; adding a job is one :data:`JOBS` definition.
@@ -71,6 +71,13 @@ def _plain(exp: Experiment, seeds: Sequence[int]) -> None:
     p = exp.profile
     for seed in seeds:
         plain_members(exp, [p.student, *p.res_students], seed)
+
+
+@JOBS.register("learnability", "the theory chapter's regressors of the teacher's and S0's logits, and the first "
+                               "res-students (image and S0's features) trained with plain MSE")
+def _learnability(exp: Experiment, seeds: Sequence[int]) -> None:
+    for seed in seeds:
+        learnability(exp, exp.profile.res_students[0], seed=seed)
 
 
 def _regime_job(name: str) -> Job:

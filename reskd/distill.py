@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .cache import TEACHER_CACHE_NAME, OutputCache
+from .metrics import centered
 
 #: Hinton et al.'s temperature commonly used on CIFAR (CRD, mdistiller).
 DEFAULT_TEMPERATURE = 4.0
@@ -123,3 +124,31 @@ class KD(Distiller):
 
     def end_epoch(self) -> None:
         self.teacher_outputs.flush()
+
+
+class Regress(Distiller):
+    """Logit regression: MSE between the student's logits and a frozen ``target`` model's (the teacher, or S0), both
+    centered over classes when ``center`` (softmax ignores a per-sample shift). The theory chapter's learnability
+    study trains it with a res-student's recipe (zeroed last layer, :func:`reskd.reskd.zero_last_layer`) to compare
+    how much of each target's variance one network can fit: the teacher's logits, S0's, or their difference."""
+
+    def __init__(self, student: nn.Module, target: nn.Module, *, target_name: str = TEACHER_CACHE_NAME,
+                 center: bool = False, cache_root: str | os.PathLike | None = None, precision: str = "fp32"):
+        super().__init__(student)
+        self.target, self.center = frozen(target), center
+        self.target_outputs = OutputCache(self.target, cache_root, name=target_name, precision=precision)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.target.eval()
+        return self
+
+    def loss(self, x, y, index, view):
+        logits = self.student(x)
+        target = self.target_outputs(x, index, view.key, view.num_samples)
+        if self.center:
+            return logits, {"mse": F.mse_loss(centered(logits), centered(target))}
+        return logits, {"mse": F.mse_loss(logits, target)}
+
+    def end_epoch(self) -> None:
+        self.target_outputs.flush()

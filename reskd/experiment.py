@@ -25,15 +25,17 @@ from .runstore import RunLockedError, run_dir, run_key, run_path
 
 from .adaptive import StagedOutputs, collect
 from .cache import TEACHER_CACHE_NAME, OutputCache
-from .distill import CE, KD, Distiller
+from .distill import CE, KD, Distiller, Regress
 from .flops import count_macs
 from .models import create_model
 from .profiles import Arch, Profile
-from .reskd import RESIDUAL_LOSSES, FeatureHead, ResidualDistiller, ResKDEnsemble, cumulative_sums
+from .reskd import (RESIDUAL_LOSSES, FeatureHead, ResidualDistiller, ResKDEnsemble, cumulative_sums,
+                    zero_last_layer)
 from .train import FitResult, TrainConfig, fit, is_finished, predict
 from .utils import atomic_torch_save, progress, resolve_device, seed_everything, stable_hash, state_dict_hash
 
 EVAL_BATCH_SIZE = 500
+RES_STUDENT_SEED_STRIDE = 1000  # res-student k of seed s draws its initial weights with seed s + 1000 k
 TRAIN_SAMPLE, TRAIN_SAMPLE_SIZE = "train-sample", 10_000  # statistics on training images use a fixed subset
 EVAL_CACHE = "eval"
 
@@ -266,6 +268,26 @@ class Experiment:
             distiller = CE(self.build(arch, seed))
         return self.run(f"{kind}-{arch.label}-s{seed}", distiller, spec, p.student_train).model
 
+    #: What :meth:`regressor` can regress: the teacher's logits, or S0's (the profile's KD student of the same seed).
+    REGRESSION_TARGETS = ("teacher", "s0")
+
+    def regressor(self, target: str, arch: Arch, seed: int = 0) -> nn.Module:
+        """A network of ``arch`` trained with MSE to regress ``target``'s logits from the image (the theory chapter's
+        learnability study). Its recipe is a first res-student's: the student recipe, initial weights drawn with
+        seed ``seed + 1000`` and a zeroed last layer, so that it differs from the res-student of the same
+        architecture and seed only in what it regresses (the residual ``z_T - z_S0``, for the res-student)."""
+        if target not in self.REGRESSION_TARGETS:
+            raise ValueError(f"unknown regression target {target!r}; choose one of {self.REGRESSION_TARGETS}.")
+        p = self.profile
+        source = self.teacher() if target == "teacher" else self.student("kd", seed=seed)
+        source_key = run_key(self.teacher_spec() if target == "teacher" else self.student_spec("kd", seed=seed))
+        spec = self.spec("regress", arch, seed, p.student_train, loss="mse", target=target, source=source_key)
+        seed_everything(seed + RES_STUDENT_SEED_STRIDE)
+        model = zero_last_layer(create_model(arch.name, self.num_classes, width=arch.width))
+        distiller = Regress(model, source, target_name=TEACHER_CACHE_NAME if target == "teacher" else "student",
+                            cache_root=self.output_cache, precision=p.student_train.precision)
+        return self.run(f"regress-{target}-{arch.label}-s{seed}", distiller, spec, p.student_train).model
+
 
 # ----------------------------------------------------------------------------------------------- ResKD
 AUTO = "auto"  # a profile's residual_loss: the loss the first-stage ablation picks on validation (reskd.studies)
@@ -330,7 +352,8 @@ class ResKDRuns:
             spec = exp.spec(f"res{k}", arch, seed, self.train, loss=self.loss, input=kind,
                              temperature=p.temperature, teacher=run_key(exp.teacher_spec()), previous=list(chain),
                              feature_index=self.feature_index, **extra)
-            distiller = ResidualDistiller(self._res_student(arch, s0, seed + 1000 * k), teacher, ens, loss=self.loss,
+            res_student = self._res_student(arch, s0, seed + RES_STUDENT_SEED_STRIDE * k)
+            distiller = ResidualDistiller(res_student, teacher, ens, loss=self.loss,
                                           input=kind, temperature=p.temperature, cache_root=exp.output_cache,
                                           focus=self.focus, precision=self.train.precision)
             epochs = "" if self.train == p.student_train else f"-e{self.train.epochs}"

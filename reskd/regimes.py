@@ -137,6 +137,12 @@ def regime_budgets(exp: Experiment, regime: Regime, seed: int, *, budgets_pct: S
 CASCADE = "cascade"
 
 
+def is_cascade(name: str) -> bool:
+    """Whether a row of a budget table is a cascade to the teacher (from S0, or from another student), not a
+    regime."""
+    return name == CASCADE or name.startswith(f"{CASCADE} from ")
+
+
 def cascade_staged(exp: Experiment, seed: int, *, student: Arch | None = None) -> dict[str, StagedOutputs]:
     """The cascade from the KD student of ``seed`` (default: the profile's S0) to the teacher, as staged outputs on
     val and test (:func:`reskd.adaptive.cascade`)."""
@@ -230,12 +236,14 @@ def stages_paid_for(exp: Experiment, regime: Regime, seed: int, *, min_gain_per_
 def map_table(frame: pd.DataFrame) -> pd.DataFrame:
     """The regime map as a reader wants it: one row per regime (mean over its seeds), the full static chain's cost
     and top-1, then at each budget the adaptive policy's test top-1 with its val top-1 (what chose it) and its
-    realised test cost."""
+    realised test cost; blank where the regime cannot meet the budget on val."""
     full = frame[frame["policy"].str.startswith("static")].groupby(["regime", "seed"]).tail(1)
     table = full.groupby("regime", sort=False)[["test_pct_teacher", "val_top1", "test_top1"]].mean()
     table.columns = pd.MultiIndex.from_tuples([("all stages", "% of T"), ("all stages", "val"),
                                                ("all stages", "test")])
     adaptive = frame[frame["policy"].str.startswith("adaptive")]
+    if "fits" in adaptive:  # a policy dearer than its budget on val (S0 alone costs more) was never at that budget
+        adaptive = adaptive[adaptive["fits"].astype(bool)]
     for budget, rows in adaptive.groupby("budget_pct", sort=True):
         means = rows.groupby("regime", sort=False)[["test_pct_teacher", "val_top1", "test_top1"]].mean()
         for column, label in (("test_pct_teacher", "% of T"), ("val_top1", "val"), ("test_top1", "test")):
@@ -289,7 +297,7 @@ def first_stage_energy(exp: Experiment, names: Sequence[str], seed: int) -> pd.D
 def best_at_budget(frame: pd.DataFrame, budget_pct: float) -> tuple[pd.Series, pd.Series] | None:
     """The regime row with the best **validation** top-1 at ``budget_pct`` (adaptive, among the policies that meet
     the budget on val), and the cascade's row at the same budget and seed; None when no regime row is there."""
-    at = frame[(frame["budget_pct"] == budget_pct) & (frame["regime"] != CASCADE)]
+    at = frame[(frame["budget_pct"] == budget_pct) & ~frame["regime"].map(is_cascade)]
     if "fits" in at:
         at = at[at["fits"].astype(bool)]
     if at.empty:

@@ -45,10 +45,11 @@ def frame_records(frame: pd.DataFrame, digits: int = 4) -> list[dict[str, Any]]:
     return plain_json(rounded.where(frame.notna(), None).to_dict(orient="records"))
 
 
-def for_display(frame: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
-    """``frame`` with floats rounded to ``digits`` and missing values blank (for tables in the book)."""
+def for_display(frame: pd.DataFrame, digits: int = 2, missing: str = "") -> pd.DataFrame:
+    """``frame`` with floats rounded to ``digits`` and missing values shown as ``missing`` (blank by default; "–"
+    where a reader should see that a value does not exist, such as the spread of a single seed)."""
     rounded = frame.round(digits).astype(object)
-    return rounded.where(frame.notna(), "")
+    return rounded.where(frame.notna(), missing)
 
 
 def model_record(name: str, kind: str, *, stages: int, macs: float, teacher_macs: float, top1: Sequence[float],

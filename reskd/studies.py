@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from .adaptive import Policy, StagedOutputs, evaluate_policy
 from .experiment import AUTO, FEATURE_HEAD, TRAIN_SAMPLE, Experiment, ResKDRuns, stage_input
+from .theory import explained_variance
 from .metrics import agreement, residual_energy, top1
 from .profiles import Arch, Profile
 from .reskd import RESIDUAL_LOSSES, ResKDEnsemble
@@ -165,6 +166,43 @@ def grow(runs: ResKDRuns, candidates: Sequence[Arch], *, max_stages: int = 3, ma
         log.append({"stage": len(chosen), "arch": arch.label, "val_top1": top1, "macs": st.cumulative_macs[-1],
                     "decision": f"added ({gain:.3f} points/MMAC)"})
     return ens, pd.DataFrame(log)
+
+
+LEARNABILITY_LOSS = "mse"  # one recipe for every target of the learnability study: plain regression of the logits
+
+
+def learnability(exp: Experiment, arch: Arch, *, seed: int = 0, feature_arch: Arch = Arch(FEATURE_HEAD),
+                 splits: Sequence[str] = ("val", "test")) -> pd.DataFrame:
+    """How much of each target one recipe fits (the theory chapter's learnability study): networks of ``arch``
+    trained with MSE from the image to regress (a) the teacher's logits, (b) S0's, (c) the residual
+    ``r = z_T - z_S0`` (a first res-student), and (c) again by ``feature_arch`` reading S0's last feature map.
+
+    One row per target, input and split: ``explained_variance`` of the target's centered logits
+    (:func:`reskd.theory.explained_variance`) and ``top1`` of what the prediction is used as: alone for (a) and (b),
+    added to S0 for (c). Every network starts from the same seed's weights (see
+    :meth:`reskd.experiment.Experiment.regressor`), so the rows differ in what they fit, not in luck."""
+    s0 = exp.student("kd", seed=seed)
+    runs = ResKDRuns(exp, loss=LEARNABILITY_LOSS, input="image")
+    fitted = {"teacher": exp.regressor("teacher", arch, seed), "s0": exp.regressor("s0", arch, seed)}
+    image_stage = runs.ensemble([arch], seed)
+    feature_stage = runs.ensemble([feature_arch], seed)
+    rows = []
+    for split in splits:
+        teacher = exp.teacher_logits(split)
+        s0_logits, labels = exp.logits(s0, split)
+        residual = teacher - s0_logits
+        features = runs.staged(feature_stage, split)
+        cases = [("teacher's logits z_T", "image", arch, teacher, exp.logits(fitted["teacher"], split)[0], False),
+                 ("S0's logits z_S0", "image", arch, s0_logits, exp.logits(fitted["s0"], split)[0], False),
+                 ("residual z_T - z_S0", "image", arch, residual, exp.logits(image_stage.stages[1], split)[0], True),
+                 ("residual z_T - z_S0", "S0's last feature map", feature_arch, residual,
+                  features.logits[1] - features.logits[0], True)]
+        for target, input, network, y, prediction, added in cases:
+            rows.append({"target": target, "input": input, "network": network.label, "split": split,
+                         "explained_variance": explained_variance(y, prediction),
+                         "top1": top1(s0_logits + prediction if added else prediction, labels),
+                         "top1_of": "S0 + it" if added else "it alone"})
+    return pd.DataFrame(rows)
 
 
 def _all_stages(st: StagedOutputs) -> Policy:

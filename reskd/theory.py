@@ -68,6 +68,29 @@ def ks_distance(a: Sequence[float], b: Sequence[float]) -> float:
     return float(np.abs(cdf_a - cdf_b).max())
 
 
+def explained_variance(target: Tensor, prediction: Tensor) -> float:
+    """The fraction of ``target``'s variance over samples that ``prediction`` explains, both ``(N, C)`` logits centered
+    over classes first (softmax ignores a per-sample shift): ``1 - SSE / SST`` with the squared errors and the
+    target's squared deviations from its mean over samples summed over samples and classes. 1: a perfect fit;
+    0: no better than predicting the target's mean; negative: worse than that."""
+    t, z = _check_logits(target, prediction)
+    t, z = centered(t), centered(z)
+    total = (t - t.mean(0, keepdim=True)).pow(2).sum()
+    if total.item() <= 0:
+        raise ValueError("the target is constant over the samples (after centering): its variance is 0, so the "
+                         "explained fraction is undefined; pass a target that varies.")
+    return 1.0 - ((t - z).pow(2).sum() / total).item()
+
+
+def stage_explained_variance(st: StagedOutputs) -> list[float]:
+    """Per res-student ``k = 1, 2, ...``: the fraction of its target ``r_k = z_T - Z_{k-1}`` that its output
+    ``z_k = Z_k - Z_{k-1}`` explains (:func:`explained_variance`); needs the teacher's logits in ``st``."""
+    if st.teacher_logits is None:
+        raise ValueError("the staged outputs carry no teacher logits; the residual targets need them.")
+    return [explained_variance(st.teacher_logits - st.logits[k - 1], st.logits[k] - st.logits[k - 1])
+            for k in range(1, st.num_stages)]
+
+
 def logprob_gap(teacher_logits: Tensor, logits: Tensor) -> Tensor:
     """``max_c |log softmax(z_T)_c - log softmax(Z)_c|`` per sample."""
     t, z = _check_logits(teacher_logits, logits)

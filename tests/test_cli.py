@@ -13,7 +13,8 @@ def test_unknown_jobs_are_refused_before_anything_runs():
         cli.run_jobs(None, ["distill"])
 
 
-def test_the_parser_knows_every_data_set_with_profiles(capsys):
+def test_the_parser_knows_every_data_set_with_profiles(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "1000")  # argparse wraps at the terminal's width, and breaks names at hyphens
     with pytest.raises(SystemExit):
         cli.main(["--help"])
     out = capsys.readouterr().out

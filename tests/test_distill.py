@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from reskd.distill import CE, KD, View, kd_loss
+from reskd.distill import CE, KD, Regress, View, kd_loss
 
 from helpers import TinyNet
 
@@ -68,3 +68,24 @@ def test_ce_distiller_is_the_student_at_inference():
     torch.testing.assert_close(CE(student)(x), student(x))
     logits, losses = CE(student).loss(x, torch.zeros(3, dtype=torch.long), torch.arange(3), View("v", 3))
     assert set(losses) == {"ce"} and math.isfinite(losses["ce"].item())
+
+
+def test_regress_fits_the_frozen_target_logits_and_can_ignore_their_shift():
+    torch.manual_seed(0)
+    student, target = TinyNet(), TinyNet(width=4)
+    x = torch.randn(6, 3, 8, 8)
+    d = Regress(student, target)
+    d.train()
+    assert student.training and not target.training
+    logits, losses = d.loss(x, torch.zeros(6, dtype=torch.long), torch.arange(6), View("v", 6))
+    with torch.no_grad():
+        t_logits = target(x).half().float()  # frozen outputs go through float16, as the teacher's do
+    torch.testing.assert_close(losses["mse"], F.mse_loss(logits, t_logits))
+    losses["mse"].backward()
+    assert all(p.grad is None for p in target.parameters())
+    # centered: a per-sample shift of the student's logits costs nothing
+    centered = Regress(student, target, center=True)
+    shifted = centered.loss(x, None, torch.arange(6), View("v", 6))[1]["mse"]
+    student.fc.bias.data += 5.0
+    assert torch.isclose(centered.loss(x, None, torch.arange(6), View("v", 6))[1]["mse"], shifted, rtol=1e-4)
+    assert not torch.isclose(d.loss(x, None, torch.arange(6), View("v", 6))[1]["mse"], losses["mse"], rtol=1e-2)

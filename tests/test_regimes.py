@@ -206,6 +206,9 @@ def test_map_table_and_records_from_a_fixture_screen(exp):
     assert not below_s0.loc[below_s0["budget_pct"] == 1.0, "fits"].any()
     kept = budget_records(below_s0, 10**9, kind="reskd-adaptive", budgets_pct=(1.0, 50.0))
     assert [r["budget_pct"] for r in kept] == [50.0]  # never at 1%: no entry claims it
+    shown = map_table(below_s0)  # nor does the map show a number at 1%
+    assert ("≤1%", "test") not in shown.columns or shown[("≤1%", "test")].isna().all()
+    assert shown[("≤50%", "test")].notna().all()
 
 
 def test_first_stage_energy_and_the_best_regime_on_val(exp, monkeypatch):
@@ -221,6 +224,9 @@ def test_first_stage_energy_and_the_best_regime_on_val(exp, monkeypatch):
     assert best["regime"] == "tiny" and cascade_row["regime"] == "cascade"
     assert R.best_at_budget(frame, 7.0) is None
     assert R.best_at_budget(frame.assign(fits=False), 50.0) is None  # a policy dearer than the budget is not chosen
+    other = frame[frame["regime"] == "cascade"].assign(regime="cascade from resnet14", val_top1=101.0)
+    best, _ = R.best_at_budget(pd.concat([frame, other]), 50.0)  # a cascade is a baseline, never the chosen regime
+    assert best["regime"] == "tiny" and R.is_cascade("cascade from resnet14") and not R.is_cascade("tiny")
 
 
 def test_budgets_over_seeds_skips_untrained_seeds_and_grow_keeps_only_stages_that_pay(exp, monkeypatch):

@@ -39,6 +39,14 @@ def test_models_frame_is_readable():
     assert frame.loc[0, "MMACs"] == 1.5
 
 
+def test_for_display_rounds_and_marks_what_is_missing():
+    frame = pd.DataFrame({"top1": [81.2345, 80.0], "std": [0.1234, float("nan")]})
+    shown = R.for_display(frame, digits=1, missing="–")
+    assert shown["top1"].tolist() == [81.2, 80.0]
+    assert shown.loc[0, "std"] == 0.1 and shown.loc[1, "std"] == "–"
+    assert R.for_display(frame).loc[1, "std"] == ""
+
+
 def test_check_target_names_what_is_missing():
     seeds = dict(seeds=[0, 1, 2], top1_std=0.2)
     teacher = _model("teacher", "teacher", stages=0, pct_teacher=100.0, top1_mean=90.0, agreement_teacher=None)

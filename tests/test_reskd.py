@@ -1,7 +1,6 @@
 """The residual-guided ensemble on a synthetic problem: a fixed random teacher and Gaussian-noise images."""
 import pytest
 import torch
-from torch import nn
 
 from reskd.data import Loader
 from reskd.distill import View

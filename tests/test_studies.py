@@ -7,7 +7,7 @@ from torch import nn
 from reskd.experiment import FEATURE_HEAD, ResKDRuns
 from reskd.profiles import Arch
 from reskd.reskd import RESIDUAL_LOSSES
-from reskd.studies import (StageOption, ablate, ablate_losses, fit_member_weights, grow, pick_best,
+from reskd.studies import (StageOption, ablate, ablate_losses, fit_member_weights, grow, learnability, pick_best,
                            plain_ensemble_logits, reskd_runs, resolve_loss, stage_records)
 
 
@@ -83,3 +83,20 @@ def test_ablation_options_are_distinct_runs(exp):
     assert table["added_mmacs"].iloc[2] < table["added_mmacs"].iloc[0]  # a head on S0's features is cheaper
     names = [name for name in e.results if name.startswith("res1")]
     assert len(names) == 3 and any(name.endswith("-e2-s0") for name in names)
+
+
+def test_learnability_fits_each_target_with_one_recipe(exp):
+    e = exp()
+    arch = Arch("resnet8", 0.5)
+    frame = learnability(e, arch, seed=0)
+    assert len(frame) == 8 and set(frame["split"]) == {"val", "test"}
+    test = frame[frame["split"] == "test"].set_index(["target", "input"])
+    assert test.loc[("residual z_T - z_S0", "S0's last feature map"), "network"] == Arch(FEATURE_HEAD).label
+    assert set(test["top1_of"]) == {"it alone", "S0 + it"}
+    assert frame["explained_variance"].le(1.0).all() and frame["top1"].between(0, 100).all()
+    # the regressors start from the first res-student's weights and differ only in their target
+    teacher_fit, s0_fit = e.regressor("teacher", arch, 0), e.regressor("s0", arch, 0)
+    assert not torch.equal(teacher_fit.fc.weight, s0_fit.fc.weight)
+    assert e.specs["regress-teacher-resnet8x0.5-s0"]["target"] == "teacher"
+    with pytest.raises(ValueError, match="unknown regression target 'labels'"):
+        e.regressor("labels", arch, 0)

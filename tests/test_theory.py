@@ -10,9 +10,9 @@ import torch
 from reskd.adaptive import StagedOutputs
 from reskd.distill import kd_loss
 from reskd.reskd import residual_energy
-from reskd.theory import (BOUNDS, disagreement_bound, disagreement_rate, energy_by_confidence, json_ready, kd_limit,
-                          ks_distance, logprob_gap, logprob_gap_bound, oscillation, sample_energy, stage_theory_records,
-                          top1_margin)
+from reskd.theory import (BOUNDS, disagreement_bound, disagreement_rate, energy_by_confidence, explained_variance,
+                          json_ready, kd_limit, ks_distance, logprob_gap, logprob_gap_bound, oscillation, sample_energy,
+                          stage_explained_variance, stage_theory_records, top1_margin)
 
 SCALES = (1e-3, 0.1, 1.0, 10.0, 100.0, 1e4)  # logit magnitudes, from nearly uniform to saturated softmax
 
@@ -202,3 +202,27 @@ def test_ks_distance_of_same_shifted_and_disjoint_samples():
     assert 0.15 < shifted < 0.25
     with pytest.raises(ValueError, match="at least one value"):
         ks_distance([], a)
+
+
+def test_explained_variance_of_perfect_mean_and_partial_fits():
+    g = torch.Generator().manual_seed(0)
+    target = torch.randn(200, 10, generator=g, dtype=torch.float64)
+    shift = torch.randn(200, 1, generator=g, dtype=torch.float64)
+    assert explained_variance(target, target + shift) == pytest.approx(1.0)  # a per-sample shift is invisible
+    assert explained_variance(target, target.mean(0, keepdim=True).expand_as(target)) == pytest.approx(0.0, abs=1e-12)
+    assert explained_variance(target, 0.5 * target) == pytest.approx(0.75, abs=0.03)  # error 0.25 of the variance
+    assert explained_variance(target, -target) < 0  # worse than the mean
+    with pytest.raises(ValueError, match="constant"):
+        explained_variance(torch.ones(5, 3), torch.zeros(5, 3))
+
+
+def test_stage_explained_variance_reads_each_stage_against_its_residual():
+    g = torch.Generator().manual_seed(1)
+    teacher = torch.randn(400, 5, generator=g)
+    s0 = torch.randn(400, 5, generator=g)
+    first = s0 + 0.5 * (teacher - s0)  # stage 1 fits half of its residual: error 0.25 of its variance
+    second = teacher + 1e-3 * torch.randn(400, 5, generator=g)  # stage 2 fits what is left, nearly exactly
+    fractions = stage_explained_variance(staged(teacher, [s0, first, second]))
+    assert fractions[0] == pytest.approx(0.75, abs=0.02) and fractions[1] == pytest.approx(1.0, abs=1e-4)
+    with pytest.raises(ValueError, match="no teacher logits"):
+        stage_explained_variance(StagedOutputs(torch.stack([s0, first]), torch.zeros(400, dtype=torch.long), [1, 1]))
