@@ -282,8 +282,7 @@ class Experiment:
         source = self.teacher() if target == "teacher" else self.student("kd", seed=seed)
         source_key = run_key(self.teacher_spec() if target == "teacher" else self.student_spec("kd", seed=seed))
         spec = self.spec("regress", arch, seed, p.student_train, loss="mse", target=target, source=source_key)
-        seed_everything(seed + RES_STUDENT_SEED_STRIDE)
-        model = zero_last_layer(create_model(arch.name, self.num_classes, width=arch.width))
+        model = zero_last_layer(self.build(arch, seed + RES_STUDENT_SEED_STRIDE))
         distiller = Regress(model, source, target_name=TEACHER_CACHE_NAME if target == "teacher" else "student",
                             cache_root=self.output_cache, precision=p.student_train.precision)
         return self.run(f"regress-{target}-{arch.label}-s{seed}", distiller, spec, p.student_train).model
