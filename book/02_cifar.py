@@ -132,7 +132,7 @@ print(f"teacher {config.teacher.label}, student {config.student.label}, res-stud
 # %%
 teacher = exp.teacher()
 teacher_logits, labels = exp.logits(teacher, "test")  # every network is predicted once per split (then cached)
-teacher_macs = model_cost(teacher, exp.input_size).macs
+teacher_macs = exp.teacher_macs  # counted once per experiment
 students = {kind: {seed: exp.student(kind, seed=seed) for seed in config.seeds} for kind in ("scratch", "kd")}
 outputs = {kind: {seed: exp.logits(model, "test")[0] for seed, model in models.items()}
            for kind, models in students.items()}
@@ -434,14 +434,18 @@ described = {name: regimes.CIFAR_REGIMES[name].label(exp) for name in config.reg
 for name in config.regimes:
     print(f"{'NOT TRAINED YET' if name in not_trained else 'screened':>15}  {described[name]}")
 regime_map = regimes.map_table(regime_frame)
-report.for_display(regime_map, digits=2)
+# two narrower tables instead of one wide one: what each regime reaches on test, then what chose it
+display(Markdown("**Test top-1 (%)**: the whole chain, and the adaptive policy at each budget"),
+        report.for_display(regime_map.xs("test", axis=1, level=1), digits=2))
+display(Markdown("**What chose each policy** (val top-1, %) **and what it paid on test** (% of the teacher's MACs)"),
+        report.for_display(regime_map.drop(columns="test", level=1), digits=2))
 
 # %% [markdown]
 # The map as a picture: every static prefix of each regime's chain (connected), its adaptive policies at the three
 # budgets, and the cascade to the teacher, against the test cost each one really paid.
 
 # %% tags=["hide-input"]
-fig, ax = plt.subplots(figsize=(8, 5))
+fig, ax = plt.subplots(figsize=(8, 6.5))
 palette = dict(zip(regime_map.index, sns.color_palette("tab10", len(regime_map))))
 for name, rows in regime_frame[regime_frame["seed"] == screen_seed].groupby("regime", sort=False):
     static = rows[rows["policy"].str.startswith("static")]
@@ -464,7 +468,7 @@ ax.set_ylim(bottom=min(regime_frame["test_top1"].min(), equal_cost["top1_mean"])
 ax.set_xlabel("mean cost per test image (% of the teacher's MACs, log scale; dotted: the budgets)")
 ax.set_ylabel("top-1 on the test split (%)")
 ax.set_title(f"regime map, seed {screen_seed} (stars: adaptive at each budget)")
-ax.legend(fontsize=7, loc="lower right", ncol=2)
+ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3)  # below: no point hidden
 fig.tight_layout()
 plt.show()
 

@@ -119,7 +119,7 @@ if seeds is not None:
 exp = Experiment(config, data_root=data_root, device=device, retrain=retrain, train_missing=train_missing,
                  progress=False)
 teacher = exp.teacher()
-teacher_macs = model_cost(teacher, exp.input_size).macs
+teacher_macs = exp.teacher_macs  # counted once per experiment
 regime_names = list(config.adaptive_regimes or FALLBACK_REGIMES)
 MAIN, COUNTER = regime_names[0], regime_names[1:]
 

@@ -114,7 +114,8 @@ summary = pd.DataFrame([{"data set": DISPLAY[d], "paper: % of teacher": pct, **o
                         for d, pct in PAPER_PCT_TEACHER.items()])
 if "seeds" in summary:
     summary["seeds"] = summary["seeds"].astype("Int64")  # a count, blank where a data set has no ResKD model
-display(report.for_display(summary.set_index("data set")))
+# one column per data set, so that the long cells wrap inside the text column
+display(report.for_display(summary.set_index("data set")).T)
 display(Markdown("\n".join(f"- **{DISPLAY[d]}**: {note}" for d, note in notes.items())))
 
 # %% [markdown]
