@@ -332,7 +332,7 @@ print(f"{len(x_train)} training and {len(x_test)} test points, {NUM_CLASSES} cla
 # cumulative logits $F_1, \dots, F_4$ go into the same container the CIFAR-10 models use
 # (`reskd.adaptive.StagedOutputs`), so `reskd.theory.stage_theory_records` checks both the same way.
 
-# %%
+# %% tags=["nbval-ignore-output"]
 def fit_stages(seed: int) -> tuple[nn.Module, list[nn.Module]]:
     seed_everything(seed)
     teacher = train(mlp(2, TEACHER_HIDDEN, TEACHER_HIDDEN, NUM_CLASSES), x_train,
@@ -393,7 +393,7 @@ show(toy_records, "train").assign(**{"top-1 (%)": top1_per_stage(toy_staged[toy_
 # oscillation of the residual, and the top-1 disagreement with the teacher below its bound. On the test points the
 # identity $E_{k+1} = \ell_k$ still holds, but the stages were not fitted there, so a decrease is not guaranteed:
 
-# %%
+# %% tags=["nbval-ignore-output"]
 toy_test = toy_staged[toy_seeds[0]]["test"]
 print("test points: the energy falls at stages", list(toy_records.query("split == 'test' and lowers_energy")["stage"]),
       f"of 0..{NUM_STAGES - 1}")
@@ -737,7 +737,7 @@ plt.show()
 # First the toy: networks of the stages' size (one hidden layer of 8) regress each target from the points; the head
 # for claim 2 is the same size, on $S_0$'s hidden layer.
 
-# %%
+# %% tags=["nbval-ignore-output"]
 TOY_INITS = 5  # initial weights per target (seeds 1000, 1001, ...): the toy's regressors are cheap, their spread is not
 
 
@@ -801,7 +801,7 @@ if learn is not None:
     display(learn[learn["split"] == "test"].drop(columns="split").set_index(["target", "input"]))
 
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input", "nbval-ignore-output"]
 def claim_verdicts(frame: pd.DataFrame, chain: list[float], inputs: tuple[str, str]) -> list[str]:
     """The three predictions against a learnability table (rows of one split) and a chain's explained fractions."""
     ev = frame.set_index(["target", "input"])["explained_variance"]
