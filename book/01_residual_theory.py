@@ -266,6 +266,7 @@ import pandas as pd
 import seaborn as sns
 import torch
 import torch.nn.functional as F
+from IPython.display import Markdown, display
 from torch import nn
 
 from reskd import report, results, theory
@@ -360,11 +361,16 @@ def top1_per_stage(st: StagedOutputs) -> list[float]:
     return [top1(z, st.labels) for z in st.logits]
 
 
-STATEMENT_COLUMNS = {"stage": "stage k", "energy_before": "E_k", "stage_mse": "stage loss l_k",
-                     "energy_after": "E_k+1", "lowers_energy": "E falls", "gap_max": "max log-prob gap",
-                     "bound_max": "max bound osc(r)", "disagreement_pct": "disagreement (%)",
-                     "disagreement_bound_pct": "its bound (%)", "statement1_holds": "(1) holds",
-                     "statement2_holds": "(2) holds"}
+# The columns of the two statements' checks, under readable names: one table per statement, so that each fits the page
+STATEMENT_COLUMNS = {
+    1: {"energy_before": "E_k", "stage_mse": "stage loss l_k", "energy_after": "E_k+1", "lowers_energy": "E falls",
+        "statement1_holds": "(1) holds"},
+    2: {"gap_max": "max log-prob gap", "bound_max": "max bound osc(r)", "disagreement_pct": "disagreement (%)",
+        "disagreement_bound_pct": "its bound (%)", "statement2_holds": "(2) holds"}}
+
+STATEMENT_CLAIMS = {1: "$E_{k+1} = \\ell_k$, so the energy falls exactly when $\\ell_k < E_k$",
+                    2: "the largest log-probability gap is at most the largest oscillation, and the top-1 "
+                       "disagreement with the teacher at most its per-sample bound"}
 
 
 def stage_name(k: int) -> str:
@@ -372,9 +378,17 @@ def stage_name(k: int) -> str:
     return {0: "$S_0$", 1: "$S_0+S_1$"}.get(k, f"$S_0+\\dots+S_{{{k}}}$")
 
 
-def show(records: pd.DataFrame, split: str, columns: dict[str, str] = STATEMENT_COLUMNS) -> pd.DataFrame:
-    """The rows of one split, with the chosen columns under readable names."""
-    return records[records["split"] == split][list(columns)].rename(columns=columns).reset_index(drop=True)
+def show(records: pd.DataFrame, extra: dict[str, list[float]] | None = None) -> None:
+    """The checks of ``records`` as two tables, statement 1 then statement 2, one row per stage (per split and stage
+    when ``records`` holds several splits); ``extra`` adds columns (one value per row) to the first."""
+    index = ["split", "stage"] if records["split"].nunique() > 1 else ["stage"]
+    rows = records.set_index(index).rename_axis([{"stage": "stage k"}.get(i, i) for i in index])
+    for statement, columns in STATEMENT_COLUMNS.items():
+        table = rows[list(columns)].rename(columns=columns)
+        if statement == 1 and extra:
+            table = table.assign(**extra)
+        display(Markdown(f"**Statement {statement}**: {STATEMENT_CLAIMS[statement]}"))
+        display(table)
 
 
 runs = {seed: fit_stages(seed) for seed in toy_seeds}
@@ -385,7 +399,7 @@ toy_records = theory.stage_theory_records(toy_staged[toy_seeds[0]])
 teacher_top1 = top1(teacher(x_test), y_test)
 print(f"teacher: top-1 {teacher_top1:.1f}% on the test points, {macs(teacher):,} MACs; "
       f"each stage {macs(stages[0]):,} MACs")
-show(toy_records, "train").assign(**{"top-1 (%)": top1_per_stage(toy_staged[toy_seeds[0]]["train"])})
+show(toy_records.query("split == 'train'"), extra={"top-1 (%)": top1_per_stage(toy_staged[toy_seeds[0]]["train"])})
 
 # %% [markdown]
 # On the training points the columns "stage loss" and $E_{k+1}$ are equal, as statement 1 says, and the energy falls
@@ -397,7 +411,7 @@ show(toy_records, "train").assign(**{"top-1 (%)": top1_per_stage(toy_staged[toy_
 toy_test = toy_staged[toy_seeds[0]]["test"]
 print("test points: the energy falls at stages", list(toy_records.query("split == 'test' and lowers_energy")["stage"]),
       f"of 0..{NUM_STAGES - 1}")
-show(toy_records, "test").assign(**{"top-1 (%)": top1_per_stage(toy_test)})
+show(toy_records.query("split == 'test'"), extra={"top-1 (%)": top1_per_stage(toy_test)})
 
 # %% [markdown]
 # ## Decision regions, stage by stage
@@ -465,8 +479,6 @@ plt.show()
 # smaller), un-augmented like the validation and test images.
 
 # %%
-from IPython.display import Markdown, display
-
 from reskd.distill import kd_loss
 from reskd.experiment import TRAIN_SAMPLE, Experiment, MissingRunError
 from reskd.profiles import get_profile, profile_banner
@@ -607,11 +619,13 @@ for k in range(num_stages):
 per_sample = pd.concat(per_sample, ignore_index=True)
 CDF_SAME = 0.01  # two CDFs closer than this everywhere (Kolmogorov-Smirnov distance) are drawn on top of each other
 names = list(dict.fromkeys(per_sample["after"]))
+differences = []
 for before, after in zip(names, names[1:]):
     distance = theory.ks_distance(per_sample.loc[per_sample["after"] == before, "energy"].to_numpy(),
                                   per_sample.loc[per_sample["after"] == after, "energy"].to_numpy())
-    print(f"{after} against {before}: largest CDF difference {distance:.3f}"
-          + (" (the curves coincide; the dashes tell them apart)" if distance < CDF_SAME else ""))
+    differences.append(f"- {after} against {before}: largest CDF difference {distance:.3f}"
+                       + (" (the curves coincide; the dashes tell them apart)" if distance < CDF_SAME else ""))
+display(Markdown("\n".join(differences)))
 fig, ax = plt.subplots(figsize=(6.5, 3.8))
 dashes = ["-", "--", "-.", ":", (0, (5, 1, 1, 1, 1, 1))]
 for i, name in enumerate(names):
@@ -682,10 +696,9 @@ display(Markdown(
 # only says that its raw squared error on $r_k$ is above $E_k$.
 
 # %%
-checks = records[list(STATEMENT_COLUMNS) + ["split"]].rename(columns=STATEMENT_COLUMNS)
 print("statement 1 holds on every split and stage:", bool(records["statement1_holds"].all()))
 print("statement 2 holds on every split and stage:", bool(records["statement2_holds"].all()))
-checks.set_index(["split", "stage k"])
+show(records)
 
 # %% [markdown]
 # The bound is a worst case over classes and samples; how tight it is shows per image. Each point is a test image:

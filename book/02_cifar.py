@@ -177,7 +177,7 @@ runs = reskd_runs(exp)  # loss "auto": the validation winner of the table above
 print(f"S0 (KD student, seed 0): validation top-1 {losses['val_top1_s0'].iloc[0]:.2f}%, "
       f"test top-1 {losses['test_top1_s0'].iloc[0]:.2f}%; gains below are in top-1 points")
 print(f"chosen on validation: loss {runs.loss!r}")
-losses[ENERGY_COLUMNS].set_index("option")
+report.readable(losses[ENERGY_COLUMNS].set_index("option"))
 
 # %% [markdown]
 # With the chosen loss, the other choices around the first res-student: its input (a light head on $S_0$'s last
@@ -199,7 +199,7 @@ for weighting, how in (("equal", "averaged"), ("val", "weights fit on val")):
     ablation.loc[len(ablation), ["option", "added_mmacs", "val_gain", "test_gain"]] = [
         f"plain ensemble: S0 + independent KD {config.res_students[0].label} ({how})", member_mmacs,
         top1(*plain_pair["val"]) - val_s0, top1(*plain_pair["test"]) - test_s0]
-ablation[ENERGY_COLUMNS].set_index("option")
+report.readable(ablation[ENERGY_COLUMNS].set_index("option"))
 
 # %% [markdown]
 # ## Residual stages
@@ -214,8 +214,9 @@ splits = ("train-sample", "val", "test")
 staged = {seed: {split: runs.staged(ens, split) for split in splits} for seed, ens in ensembles.items()}
 per_stage = pd.concat([stage_records(st, teacher_macs).assign(seed=seed) for seed, st in staged.items()])
 per_stage_mean = per_stage.groupby("stage").mean().drop(columns="seed")
-per_stage_mean[["macs", "pct_teacher", "val_top1", "test_top1", "test_agreement_teacher",
-                "train-sample_residual_energy", "test_residual_energy"]]
+report.readable(per_stage_mean.assign(mmacs=per_stage_mean["macs"] / 1e6)[
+    ["mmacs", "pct_teacher", "val_top1", "test_top1", "test_agreement_teacher", "train-sample_residual_energy",
+     "test_residual_energy"]])
 
 # %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -480,6 +481,29 @@ plt.show()
 # %%
 energy_table = regimes.first_stage_energy(exp, [n for n in config.regimes if n not in not_trained], screen_seed)
 report.for_display(energy_table)
+
+# %% [markdown]
+# Where a stage would have to pay: the images an exit rule sends on. For each regime's first res-student, the test
+# images $S_0$ is least sure of (its max softmax probability at or below the val quantile
+# `regimes.HARD_FRACTION`; the cut is set on val), top-1 there of $S_0$, of $S_0$ plus the stage, and of the teacher,
+# which is what the cascade pays for on those images; fixed and broken are in % of those images.
+
+# %%
+hard = regimes.hard_images(exp, [n for n in config.regimes if n not in not_trained], screen_seed)
+display(report.for_display(hard))
+gain = hard["S0 + stage top-1"] - hard["S0 top-1"]
+closed = gain / (hard["teacher top-1"] - hard["S0 top-1"])  # the share of the gap to the teacher a stage closes there
+best_hard = gain.idxmax()
+reading = (f"On the {hard.loc[best_hard, 'hard images (% of test)']:.0f}% of the test images its $S_0$ is least sure "
+           f"of, the stage that gains most there, {best_hard}, takes top-1 from "
+           f"{hard.loc[best_hard, 'S0 top-1']:.1f}% to {hard.loc[best_hard, 'S0 + stage top-1']:.1f}%, against the "
+           f"teacher's {hard.loc[best_hard, 'teacher top-1']:.1f}%: it closes {closed[best_hard]:.0%} of the gap on "
+           f"the images where the cascade pays the teacher's MACs.")
+focused = [n for n in hard.index if regimes.CIFAR_REGIMES[n].focus is not None]
+if focused:
+    reading += (" The decision-focused stages, trained on exactly such images, change their top-1 by "
+                + ", ".join(f"{gain[n]:+.1f} points ({n})" for n in focused) + ".")
+display(Markdown(reading))
 
 # %% [markdown]
 # ### How many stages does each regime keep?

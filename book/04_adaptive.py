@@ -361,7 +361,7 @@ display(Markdown("\n\n".join(budget_summary(name) for name in regime_names)))
 # %%
 gaps = {name: report.calibration_gap(tables[name]["curves"]) for name in regime_names}
 main_gap = gaps[MAIN][gaps[MAIN]["method"].isin(["max_prob", "cascade"])].set_index(["method", "budget_pct"])
-display(report.for_display(main_gap))
+display(report.for_display(report.readable(main_gap)))
 for name, gap in gaps.items():
     calibrated = gap[gap["method"] != "random"]
     print(f"{name}: largest |test - val| over criteria and budgets: {calibrated['top1_gap'].abs().max():.2f} points of "

@@ -74,7 +74,7 @@ from reskd import report, results
 from reskd.profiles import PAPER_PCT_TEACHER  # the paper's headline cost, % of the teacher's MACs
 
 pd.set_option("display.precision", 2)
-pd.set_option("display.max_colwidth", 100)
+pd.set_option("display.max_colwidth", None)  # the reasons a data set did not run, in full
 
 DISPLAY = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "tiny-imagenet": "Tiny-ImageNet", "imagenet": "ImageNet"}
 records = {r["dataset"]: r for r in results.load_results(results_dir).values()}
@@ -140,12 +140,19 @@ else:
 # ## Every model we ran
 #
 # All models of every results file, with their cost (millions of MACs and % of the teacher), test top-1 (mean and
-# standard deviation over seeds) and top-1 agreement with the teacher. The *profile* column says which setting
-# produced the numbers: **smoke** numbers come from tiny models trained for seconds and only show that the
-# pipeline runs.
+# standard deviation over seeds) and top-1 agreement with the teacher, one table per data set. Each heading names
+# the profile that produced its numbers: **smoke** numbers come from tiny models trained for seconds and only show
+# that the pipeline runs.
 
 # %% tags=["hide-input"]
-report.for_display(report.results_table(records, datasets=list(PAPER_PCT_TEACHER)).set_index("dataset"))
+every_model = report.results_table(records, datasets=list(PAPER_PCT_TEACHER))
+for dataset, table in every_model.groupby("dataset", sort=False):
+    if table["kind"].isna().all():  # not run: the row holds the reason
+        display(Markdown(f"**{DISPLAY[dataset]}**: {table['model'].iloc[0]}"))
+        continue
+    display(Markdown(f"**{DISPLAY[dataset]}** (profile `{', '.join(dict.fromkeys(table['profile']))}`)"))
+    table = table.assign(**{"± (std)": table["± (std)"].where(table["seeds"] > 1)})  # one seed has no spread
+    display(report.for_display(table.drop(columns=["dataset", "profile"]).set_index("model"), missing="–"))
 
 # %% tags=["hide-input"]
 smoke = sorted(d for d, r in records.items()

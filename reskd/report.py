@@ -52,6 +52,25 @@ def for_display(frame: pd.DataFrame, digits: int = 2, missing: str = "") -> pd.D
     return rounded.where(frame.notna(), missing)
 
 
+#: Readable table headers for the column names the package's frames use (:func:`readable`). Headers with spaces
+#: wrap, so a table of them fits a book's text column where one of snake_case names runs past it.
+HEADERS = {"macs": "MACs", "mmacs": "MMACs", "added_mmacs": "added MMACs", "pct_teacher": "% of teacher",
+           "budget_pct": "budget (% of teacher)", "method": "rule",
+           "val_top1": "val top-1 (%)", "test_top1": "test top-1 (%)", "val_gain": "val gain (points)",
+           "test_gain": "test gain (points)", "val_pct_teacher": "val % of teacher",
+           "test_pct_teacher": "test % of teacher", "top1_gap": "top-1: test - val",
+           "pct_teacher_gap": "% of teacher: test - val", "test_agreement_teacher": "test agreement with T (%)",
+           "train-sample_residual_energy": "train residual energy", "test_residual_energy": "test residual energy",
+           "train_energy_s0": "train energy after S0", "train_energy_change_pct": "train energy change (%)",
+           "test_energy_s0": "test energy after S0", "test_energy_change_pct": "test energy change (%)"}
+
+
+def readable(frame: pd.DataFrame, headers: Mapping[str, str] = HEADERS) -> pd.DataFrame:
+    """``frame`` with its columns and index levels renamed by ``headers`` (names not in it stay as they are)."""
+    renamed = frame.rename(columns=headers)
+    return renamed.rename_axis(index=[headers.get(n, n) if n is not None else None for n in renamed.index.names])
+
+
 def model_record(name: str, kind: str, *, stages: int, macs: float, teacher_macs: float, top1: Sequence[float],
                  seeds: Sequence[int], agreement_teacher: Sequence[float] | None = None) -> dict[str, Any]:
     """One entry of ``models``: the per-seed top-1 (and agreement) values averaged, MACs as % of the teacher's."""

@@ -102,13 +102,13 @@ def _run_colab_cell(source: str, monkeypatch) -> list[list[str]]:
     return commands + [["fetch_data", *fetched]]
 
 
-def test_a_hosted_book_links_every_chapter_to_a_colab_cell_that_clones_it(tmp_path, monkeypatch):
-    """Build with a made-up hosted URL in a temporary configuration: every chapter's page has a Colab button opening
-    that repository's copy of the chapter, whose Colab cell (as run_book writes it) clones the same URL, installs
-    the package and fetches the chapter's data."""
+@pytest.fixture(scope="module")
+def hosted_build(tmp_path_factory) -> Path:
+    """The book built with a made-up hosted URL in a temporary configuration: its HTML folder."""
     import subprocess
     import sys
 
+    tmp_path = tmp_path_factory.mktemp("hosted")
     book_config = _tool("book_config")
     config = book_config.read_config()
     config["repository"] = {"url": HOSTED, "branch": "main"}
@@ -118,8 +118,15 @@ def test_a_hosted_book_links_every_chapter_to_a_colab_cell_that_clones_it(tmp_pa
     subprocess.run([sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(ROOT),
                     "--config", str(build_config), "--path-output", str(tmp_path / "out")],
                    check=True, capture_output=True)
+    return tmp_path / "out" / "_build" / "html"
+
+
+def test_a_hosted_book_links_every_chapter_to_a_colab_cell_that_clones_it(hosted_build, monkeypatch):
+    """Every chapter's page has a Colab button opening the hosted repository's copy of the chapter, whose Colab cell
+    (as run_book writes it) clones the same URL, installs the package and fetches the chapter's data."""
+    book_config = _tool("book_config")
     for chapter in run_book.CHAPTERS:
-        page = (tmp_path / "out" / "_build" / "html" / "book" / f"{chapter}.html").read_text()
+        page = (hosted_build / "book" / f"{chapter}.html").read_text()
         link = f"{book_config.COLAB_URL}/github/example-owner/reskd/blob/main/book/{chapter}.ipynb"
         assert link in page, f"{chapter}: no Colab button to {link}"
         assert (ROOT / "book" / f"{chapter}.ipynb").exists()  # what the button opens, once pushed
@@ -129,6 +136,21 @@ def test_a_hosted_book_links_every_chapter_to_a_colab_cell_that_clones_it(tmp_pa
         assert commands[0] == ["git", "clone", "--depth", "1", HOSTED, "reskd"], chapter
         assert commands[1] == ["cd", "reskd"] and commands[2][1:] == ["-m", "pip", "install", "--quiet", "-e", "."]
         assert commands[-1] == ["fetch_data", chapter]
+
+
+def test_every_formula_of_the_built_pages_is_typeset(hosted_build):
+    """No page shows $...$ as raw text outside code: the prose and the chapters' generated Markdown readings (which
+    myst-nb would otherwise render as CommonMark) reach MathJax as maths."""
+    import re
+
+    typeset = 0
+    for chapter in run_book.CHAPTERS:
+        page = (hosted_build / "book" / f"{chapter}.html").read_text()
+        typeset += page.count('class="math notranslate nohighlight"')
+        text = re.sub(r"<(pre|code|script)\b.*?</\1>", "", page, flags=re.S)
+        raw = re.findall(r"\$[^$<>\s][^$<>]{0,40}\$", text)
+        assert not raw, f"{chapter}: raw maths in the page: {raw[:3]}"
+    assert typeset > 0  # the maths the pages do have is found where MathJax looks for it
 
 
 def test_without_a_url_the_colab_cell_says_what_to_do(monkeypatch):

@@ -229,6 +229,29 @@ def test_first_stage_energy_and_the_best_regime_on_val(exp, monkeypatch):
     assert best["regime"] == "tiny" and R.is_cascade("cascade from resnet14") and not R.is_cascade("tiny")
 
 
+def test_hard_images_sets_the_cut_on_val_and_scores_the_stage_against_the_teacher_there(monkeypatch):
+    """Hand-made logits: two unsure test images (the stage fixes one, breaks the other; the teacher has both right)
+    and two sure ones (the stage breaks one)."""
+    from reskd import regimes as R
+
+    s0 = torch.tensor([[0.1, 0.0], [0.0, 0.1], [5.0, 0.0], [0.0, 5.0]])
+    staged = {"val": StagedOutputs(torch.stack([s0, s0]), torch.tensor([0, 1, 0, 1]), [1, 1], s0),
+              "test": StagedOutputs(torch.stack([s0, torch.tensor([[0.0, 1.0], [0.1, 0.0], [5.0, 0.0], [5.0, 0.0]])]),
+                                    torch.tensor([1, 1, 0, 1]), [1, 1],
+                                    torch.tensor([[0.0, 1.0], [0.0, 1.0], [1.0, 0.0], [1.0, 0.0]]))}
+    monkeypatch.setattr(R, "regime_staged", lambda exp, regime, seed: staged)
+    monkeypatch.setattr(R, "CIFAR_REGIMES", {"made": None})
+    row = R.hard_images(None, ["made"], 0, fraction=0.5).loc["made"]
+    assert row["hard images (% of test)"] == pytest.approx(50.0)
+    assert row["S0 top-1"] == pytest.approx(50.0) and row["S0 + stage top-1"] == pytest.approx(50.0)
+    assert row["teacher top-1"] == pytest.approx(100.0)
+    assert row["fixed (%)"] == pytest.approx(50.0) and row["broken (%)"] == pytest.approx(50.0)
+    assert row["top-1 change on the rest"] == pytest.approx(-50.0)
+    unsure = torch.zeros_like(s0)  # on val S0 is surer of nothing: the cut falls below every test image
+    staged["val"] = StagedOutputs(torch.stack([unsure, unsure]), staged["val"].labels, [1, 1], s0)
+    assert R.hard_images(None, ["made"], 0, fraction=0.5).loc["made", "hard images (% of test)"] == 0.0  # val's cut
+
+
 def test_budgets_over_seeds_skips_untrained_seeds_and_grow_keeps_only_stages_that_pay(exp, monkeypatch):
     from reskd import regimes as R
 

@@ -47,6 +47,15 @@ def test_for_display_rounds_and_marks_what_is_missing():
     assert R.for_display(frame).loc[1, "std"] == ""
 
 
+def test_readable_renames_known_columns_and_index_levels_only():
+    frame = pd.DataFrame({"method": ["cascade"], "budget_pct": [18.04], "val_top1": [84.2], "mine": [1]})
+    shown = R.readable(frame.set_index(["method", "budget_pct"]))
+    assert list(shown.columns) == ["val top-1 (%)", "mine"]
+    assert list(shown.index.names) == ["rule", "budget (% of teacher)"]
+    assert shown.iloc[0, 0] == 84.2
+    assert R.readable(frame).index.names == [None]
+
+
 def test_check_target_names_what_is_missing():
     seeds = dict(seeds=[0, 1, 2], top1_std=0.2)
     teacher = _model("teacher", "teacher", stages=0, pct_teacher=100.0, top1_mean=90.0, agreement_teacher=None)

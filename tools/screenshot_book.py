@@ -8,6 +8,10 @@ so that a whole long page can be read piece by piece with a tall ``--window``. `
 down the page (a page longer than one window is shot in several: ``--skip 0``, ``--skip 16000``, ...); its files are
 named ``name@PX``.
 
+``--overflow`` takes no screenshots: it lists, per page, what a reader at that width cannot see without scrolling
+sideways (a table or output wider than its scroll box, or anything running past the text column), as
+``page: tag.class  content-width > box-width px  "first words"``, and exits 1 when anything is listed.
+
 Needs a Chromium binary (Debian: ``apt-get install chromium``); CI does not use this tool. MathJax is loaded from a
 CDN, so without network access the formulas stay as TeX inside their math containers in the screenshots.
 """
@@ -57,6 +61,51 @@ def screenshot(browser: str, page: Path, png: Path, window: str, skip: int = 0) 
             shot.unlink(missing_ok=True)
 
 
+# Run in the page once it has loaded: every element of the text column whose content is wider than its box (a
+# scrolling table or output) or that runs past the column's right edge, one line each, into <pre id=overflow-report>.
+OVERFLOW_SCRIPT = """<script>
+window.addEventListener("load", () => {
+  const column = document.querySelector("article.bd-article") || document.body;
+  const right = column.getBoundingClientRect().right;
+  const lines = [], reported = [];
+  for (const el of column.querySelectorAll("table, pre, p, img, .cell_output, .output, div.pst-scrollable-table-container")) {
+    const box = el.getBoundingClientRect();
+    const hidden = el.scrollWidth > el.clientWidth + 1 && getComputedStyle(el).overflowX !== "visible";
+    if ((hidden || box.right > right + 1) && !el.closest(".cell_input") && !reported.some(r => r.contains(el))) {
+      reported.push(el);
+      const words = (el.innerText || el.alt || "").replace(/\\s+/g, " ").trim().slice(0, 60);
+      lines.push(`${el.tagName.toLowerCase()}.${el.className.split(" ")[0]}  ${el.scrollWidth} > ${el.clientWidth} px  "${words}"`);
+    }
+  }
+  const report = document.createElement("pre");
+  report.id = "overflow-report";
+  report.textContent = lines.join("\\n");
+  document.body.appendChild(report);
+});
+</script>"""
+
+
+def overflow(browser: str, page: Path, window: str) -> list[str]:
+    """What on ``page`` overflows at ``window``'s width (see OVERFLOW_SCRIPT), from a copy of the page beside it."""
+    import html as html_lib
+    import re
+
+    probe = page.with_name(f".{page.stem}.overflow.html")
+    probe.write_text(page.read_text(encoding="utf-8").replace("</body>", OVERFLOW_SCRIPT + "</body>", 1),
+                     encoding="utf-8")
+    try:
+        with tempfile.TemporaryDirectory() as profile:
+            dom = subprocess.run([browser, *FLAGS, f"--user-data-dir={profile}", f"--window-size={window}",
+                                  "--dump-dom", probe.resolve().as_uri()], check=True, timeout=TIMEOUT_S,
+                                 capture_output=True, text=True).stdout
+    finally:
+        probe.unlink(missing_ok=True)
+    found = re.search(r'<pre id="overflow-report"[^>]*>(.*?)</pre>', dom, re.S)
+    if found is None:
+        raise SystemExit(f"{page}: the overflow probe did not run")
+    return [line for line in html_lib.unescape(found.group(1)).splitlines() if line]
+
+
 def tiles(png: Path, height: int) -> list[Path]:
     """Cut ``png`` into pieces ``height`` pixels tall, leaving out the pieces whose text column (right of the sidebar,
     whose border runs to the bottom) is blank: the window's rest below a short page; remove ``png``."""
@@ -87,17 +136,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pages", nargs="*", default=PAGES)
     parser.add_argument("--tile", type=int, default=None, help="cut each screenshot into pieces this many pixels tall")
     parser.add_argument("--skip", type=int, default=0, help="start this many pixels down each page")
+    parser.add_argument("--overflow", action="store_true", help="list what overflows the text column; no screenshots")
     args = parser.parse_args(argv)
     browser = find_browser(args.browser)
     args.out.mkdir(parents=True, exist_ok=True)
+    found = False
     for name in args.pages:
         page = args.html / f"{name}.html"
         if not page.exists():
             sys.exit(f"{page} is missing: build the book first (make book)")
+        if args.overflow:
+            for line in overflow(browser, page, args.window):
+                print(f"{name}: {line}")
+                found = True
+            continue
         png = args.out / (f"{Path(name).name}.png" if not args.skip else f"{Path(name).name}@{args.skip}.png")
         screenshot(browser, page, png, args.window, args.skip)
         for path in tiles(png, args.tile) if args.tile else [png]:
             print(path)
+    if found:
+        sys.exit(1)
 
 
 if __name__ == "__main__":
