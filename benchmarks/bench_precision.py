@@ -8,6 +8,9 @@ of the same model. The kernels that ran are the top operators of a profiled step
 (speed does not depend on pixel values). Run from the repository root:
 
     python benchmarks/bench_precision.py [--steps 20] [--rounds 3] [--out benchmarks/results/precision.json]
+
+``precision.json`` holds a run on a CPU with bf16 units, ``precision-no-bf16.json`` one on a CPU without (where
+``"auto"`` falls back to fp32 and bf16 is an emulation).
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ import torch.nn.functional as F
 
 from reskd.models import create_model
 from reskd.precision import autocast, cpu_flags, fast_bf16
-from reskd.utils import memory_format_for
+from reskd.utils import cpuinfo_field, memory_format_for
 
 MODELS = (("resnet8", 1.0), ("resnet8", 0.5), ("resnet56", 1.0))
 TRAIN_BATCH, EVAL_BATCH = 128, 500
@@ -102,7 +105,7 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile (it takes a minute per model)")
     parser.add_argument("--out", default="benchmarks/results/precision.json")
     args = parser.parse_args()
-    out = {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+    out = {"cpu": cpuinfo_field("model name") or platform.processor() or platform.machine(), "torch": torch.__version__,
            "threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
            "bf16_units": sorted(cpu_flags() & {"avx512_bf16", "amx_bf16"}), "fast_bf16": fast_bf16("cpu"),
            "steps": args.steps, "rounds": args.rounds, "models": {}}

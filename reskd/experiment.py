@@ -146,18 +146,21 @@ class Experiment:
 
     def build(self, arch: Arch, seed: int) -> nn.Module:
         seed_everything(seed)
-        return create_model(arch.name, self.num_classes, width=arch.width)
+        return create_model(arch.name, self.num_classes, width=arch.width, **arch.options)
 
     def spec(self, role: str, arch: Arch, seed: int, config: TrainConfig, **extra: Any) -> dict[str, Any]:
         """A run's identity; a data-parallel run's also records its processes and batches (a one-process run's does
         not, so its key is what it always was)."""
         processes = distributed.run_identity(config.batch_size)
         return {"dataset": self.profile.dataset, "data": self.data.train.fingerprint, "role": role,
-                "arch": arch.name, "width": arch.width, "seed": seed, "train": config.to_dict(), **extra,
+                "arch": arch.name, "width": arch.width, **arch.options, "seed": seed, "train": config.to_dict(), **extra,
                 **({"distributed": processes} if processes else {})}
 
     def run(self, name: str, distiller: Distiller, spec: dict[str, Any], config: TrainConfig) -> FitResult:
-        """Train (or load, or resume) one run described by ``spec``."""
+        """Train (or load, or resume) one run described by ``spec``; a run this experiment already has is handed out
+        again, not loaded (nor, with ``retrain``, trained) a second time."""
+        if self.specs.get(name) == spec:
+            return self.results[name]
         folder = run_path(spec, name, root=self.artifacts)
         if not self.train_missing and (self.retrain or not is_finished(folder)):
             raise MissingRunError(
@@ -181,7 +184,8 @@ class Experiment:
         for name, result in self.results.items():
             spec, final, best = self.specs[name], result.summary.get("final", {}), result.summary.get("best", {})
             seconds = result.history["epoch_s"].sum() if "epoch_s" in result.history else float("nan")
-            rows.append({"run": name, "role": spec["role"], "arch": Arch(spec["arch"], spec["width"]).label,
+            rows.append({"run": name, "role": spec["role"], "arch": Arch(spec["arch"], spec["width"],
+                                                                          spec.get("stem")).label,
                          "loss": spec.get("loss"), "seed": spec["seed"], "epochs": spec["train"]["epochs"],
                          "val_top1": final.get("val_top1"), "test_top1": final.get("test_top1"),
                          "best_test_top1": best.get("test", {}).get("top1"),
@@ -326,12 +330,12 @@ class ResKDRuns:
         self.loss: str = RESIDUAL_LOSSES.check(loss)
 
     def _res_student(self, arch: Arch, s0: nn.Module, seed: int) -> nn.Module:
+        if arch.name not in FEATURE_HEADS:
+            return self.exp.build(arch, seed)
         seed_everything(seed)
-        if arch.name in FEATURE_HEADS:
-            channels = max(1, round(FEATURE_HEAD_BASE_CHANNELS * arch.width))
-            return FeatureHead(s0.feature_channels[self.feature_index], self.exp.num_classes, channels=channels,
-                               blocks=FEATURE_HEADS[arch.name])
-        return create_model(arch.name, self.exp.num_classes, width=arch.width)
+        channels = max(1, round(FEATURE_HEAD_BASE_CHANNELS * arch.width))
+        return FeatureHead(s0.feature_channels[self.feature_index], self.exp.num_classes, channels=channels,
+                           blocks=FEATURE_HEADS[arch.name])
 
     def ensemble(self, res_archs: Sequence[Arch], seed: int = 0) -> ResKDEnsemble:
         """S0 (the KD student of ``seed``) plus res-students ``res_archs``, each trained on the residual of the

@@ -8,9 +8,10 @@ Three families, all exposing the same small interface (see :class:`StagedClassif
   (depth = 6n + 2) and 1x1-conv + BN shortcuts where the shape changes ("option B").
 * Wide ResNets ``wrn_<depth>_<k>`` (Zagoruyko & Komodakis, "Wide Residual Networks", arXiv:1605.07146):
   pre-activation blocks with 16k/32k/64k channels (depth = 6n + 4), dropout 0 by default.
-* ImageNet-style ResNets ``resnet18/34/50/101`` built from torchvision's ``BasicBlock``/``Bottleneck``, with the
-  standard 7x7/2 + max-pool stem or, with ``small_input=True``, a 3x3 stride-1 stem for 64x64 images
-  (Tiny-ImageNet).
+* ImageNet-style ResNets ``resnet18/34/50/101`` built from torchvision's ``BasicBlock``/``Bottleneck``, with one of
+  :data:`STEMS`: the standard 7x7/2 + max-pool stem (224 px), a 3x3 stride-1 stem (``small_input=True``: 32 px, or
+  64 px at 16 times the standard stem's cost), or a 3x3 stride-2 stem for 64x64 images (``stem="64px"``:
+  Tiny-ImageNet's maps go 32, 16, 8, 4 through the stages, the resolutions of a CIFAR ResNet).
 
 Every family takes a ``width`` multiplier on all its channel counts. An ImageNet ResNet at full width may start from
 torchvision's ImageNet weights (``create_model("resnet34", 1000, pretrained=True)``, downloaded once when online). Build models by name with
@@ -62,6 +63,8 @@ IMAGENET_RESNET_LAYERS: dict[int, tuple[type[nn.Module], tuple[int, ...]]] = {
     101: (Bottleneck, (3, 4, 23, 3)),
 }
 IN_CHANNELS = 3  # RGB input
+#: The stems of an ImageNet-style ResNet, by name: (conv kernel, conv stride, max-pool after it).
+STEMS = {"imagenet": (7, 2, True), "small": (3, 1, False), "64px": (3, 2, False)}
 IMAGENET_CLASSES = 1000
 TORCHVISION_WEIGHTS = "IMAGENET1K_V1"  # torchvision's original ImageNet weights of its ResNets
 #: torchvision's names of the stem's layers -> ours (every other tensor has the same name in both)
@@ -157,15 +160,15 @@ class ResNet(StagedClassifier):
     """A ResNet built from torchvision's ``BasicBlock``/``Bottleneck`` with free stage widths.
 
     Structure: ``stem``, ``layer1 .. layerN`` (the first at stride 1, the others at stride 2), ``pool``, ``fc``.
-    The stem has ``stage_channels[0]`` channels: a 3x3 stride-1 conv + BN + ReLU when ``small_input``
-    (CIFAR, Tiny-ImageNet), else torchvision's 7x7/2 conv + BN + ReLU + 3x3/2 max-pool.
+    The stem has ``stage_channels[0]`` channels: conv + BN + ReLU (+ max-pool), one of :data:`STEMS`.
 
     Args:
         block: ``BasicBlock`` or ``Bottleneck`` (from ``torchvision.models.resnet``).
         layers: number of blocks per stage.
         stage_channels: ``planes`` of each stage (the output has ``planes * block.expansion`` channels).
         num_classes: number of logits.
-        small_input: use the 3x3 stride-1 stem without max-pool.
+        small_input: use the 3x3 stride-1 stem without max-pool (``stem="small"``).
+        stem: a name of :data:`STEMS`; default ``"small"`` with ``small_input``, else ``"imagenet"``.
     """
 
     def __init__(
@@ -175,7 +178,8 @@ class ResNet(StagedClassifier):
         stage_channels: Sequence[int],
         num_classes: int,
         *,
-        small_input: bool,
+        small_input: bool = False,
+        stem: str | None = None,
     ) -> None:
         super().__init__()
         if len(layers) != len(stage_channels) or not layers:
@@ -186,25 +190,18 @@ class ResNet(StagedClassifier):
         if any(n < 1 for n in layers):
             raise ValueError(f"every stage needs at least one block, got layers={list(layers)}")
         self.num_classes = _check_num_classes(num_classes)
-        self.small_input = small_input
+        stem = stem or ("small" if small_input else "imagenet")
+        if stem not in STEMS:
+            raise ValueError(f"unknown stem {stem!r}; choose one of {', '.join(STEMS)}.")
+        self.stem_name, self.small_input = stem, stem != "imagenet"
         stem_channels = stage_channels[0]
-        if small_input:
-            self.stem = nn.Sequential(
-                OrderedDict(
-                    conv=conv3x3(IN_CHANNELS, stem_channels),
-                    bn=nn.BatchNorm2d(stem_channels),
-                    relu=nn.ReLU(inplace=True),
-                )
-            )
-        else:
-            self.stem = nn.Sequential(
-                OrderedDict(
-                    conv=nn.Conv2d(IN_CHANNELS, stem_channels, kernel_size=7, stride=2, padding=3, bias=False),
-                    bn=nn.BatchNorm2d(stem_channels),
-                    relu=nn.ReLU(inplace=True),
-                    maxpool=nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
-                )
-            )
+        kernel, stride, pool = STEMS[stem]
+        layers_ = OrderedDict(conv=nn.Conv2d(IN_CHANNELS, stem_channels, kernel_size=kernel, stride=stride,
+                                             padding=kernel // 2, bias=False),
+                              bn=nn.BatchNorm2d(stem_channels), relu=nn.ReLU(inplace=True))
+        if pool:
+            layers_["maxpool"] = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.stem = nn.Sequential(layers_)
         self.stage_names = [f"layer{i + 1}" for i in range(len(layers))]
         in_channels = stem_channels
         for i, (name, planes, num_blocks) in enumerate(zip(self.stage_names, stage_channels, layers)):
@@ -237,11 +234,12 @@ def cifar_resnet(depth: int, num_classes: int, width: float = 1.0) -> ResNet:
 
 
 def imagenet_resnet(depth: int, num_classes: int, width: float = 1.0, *, small_input: bool = False,
-                    pretrained: bool = False) -> ResNet:
+                    stem: str | None = None, pretrained: bool = False) -> ResNet:
     """ImageNet-style ResNet-``depth`` (18, 34, 50 or 101), torchvision's layout times ``width``.
 
     With ``width=1.0`` and ``small_input=False`` it has exactly the layers (and parameter count) of
-    ``torchvision.models.resnet<depth>``; ``small_input=True`` swaps in a 3x3 stride-1 stem for 64x64 images.
+    ``torchvision.models.resnet<depth>``; ``small_input=True`` swaps in a 3x3 stride-1 stem, ``stem="64px"`` a 3x3
+    stride-2 one (:data:`STEMS`).
     ``pretrained=True`` starts from torchvision's ImageNet weights (:func:`load_torchvision_weights`).
     """
     if depth not in IMAGENET_RESNET_LAYERS:
@@ -251,9 +249,9 @@ def imagenet_resnet(depth: int, num_classes: int, width: float = 1.0, *, small_i
         )
     block, layers = IMAGENET_RESNET_LAYERS[depth]
     channels = [scale_channels(c, width) for c in IMAGENET_STAGE_CHANNELS]
-    model = ResNet(block, layers, channels, num_classes, small_input=small_input)
+    model = ResNet(block, layers, channels, num_classes, small_input=small_input, stem=stem)
     if pretrained:
-        if width != 1.0 or small_input or num_classes != IMAGENET_CLASSES:
+        if width != 1.0 or model.small_input or num_classes != IMAGENET_CLASSES:
             raise PretrainedWeightsError(
                 f"torchvision's ImageNet weights fit resnet{depth} at width 1.0 with the standard stem and "
                 f"{IMAGENET_CLASSES} classes, not width={width}, small_input={small_input}, num_classes={num_classes}; "
@@ -404,7 +402,7 @@ def create_model(name: str, num_classes: int, *, width: float = 1.0, **kwargs) -
         name: one of :func:`list_models`, or ``wrn_<depth>_<k>`` for any Wide ResNet.
         num_classes: number of logits.
         width: multiplier on every channel count (rounded, at least 1 channel).
-        **kwargs: family options: ``small_input`` (ImageNet-style ResNets), ``dropout`` (Wide ResNets).
+        **kwargs: family options: ``small_input`` or ``stem`` (ImageNet-style ResNets), ``dropout`` (Wide ResNets).
     """
     _check_num_classes(num_classes)
     _check_width(width)

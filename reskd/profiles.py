@@ -24,14 +24,23 @@ PAPER_PCT_TEACHER = {"cifar10": 18.04, "cifar100": 23.14, "tiny-imagenet": 53.59
 
 @dataclass(frozen=True)
 class Arch:
-    """An architecture by registry name and width multiplier."""
+    """An architecture by registry name and width multiplier; ``stem`` names an ImageNet-style ResNet's stem
+    (:data:`reskd.models.STEMS`; None: the family's default)."""
 
     name: str
     width: float = 1.0
+    stem: str | None = None
 
     @property
     def label(self) -> str:
-        return self.name if self.width == 1.0 else f"{self.name}x{self.width:g}"
+        label = self.name if self.width == 1.0 else f"{self.name}x{self.width:g}"
+        return label if self.stem is None else f"{label}-{self.stem}stem"
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The keyword options :func:`reskd.models.create_model` needs beyond name and width, which a run's spec
+        records too (none for the default stem, so older runs keep their keys)."""
+        return {} if self.stem is None else {"stem": self.stem}
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,7 @@ class Profile:
     # the regimes the adaptive-inference chapter runs: the main one (whose later stages change predictions) first,
     # then counterexamples (names of reskd.regimes)
     adaptive_regimes: tuple[str, ...] = ()
+    budgets_pct: tuple[float, ...] = ()  # budgets (% of the teacher's MACs) of adaptive comparisons; () the map's
     train_subset: int | None = None
     test_subset: int | None = None
     notes: str = ""
@@ -101,14 +111,40 @@ def _cifar_profiles(dataset: str) -> dict[str, Profile]:
     }
 
 
+# Tiny-ImageNet's cpu profile (sized on two cores, fp32: the models train at about 20 GMAC/s there): ResNet-18s with
+# the 64px stem (a 3x3 stride-2 conv, reskd.models.STEMS). Teacher x0.375 (79 MMACs, about 6 minutes an epoch of 90,000
+# images), S0 x0.25 (35 MMACs, 45% of the teacher), a res-student x0.125 (9 MMACs: S0 + S1 at 56%, near the paper's
+# 53.59%). The precision is pinned to fp32: the profile's runs are trained over several sessions on machines drawn at
+# random, some without bf16 units (where bf16 is emulated, 6-12x slower: benchmarks/results/precision-no-bf16.json),
+# and one precision keeps every run of the profile comparable and loadable everywhere.
+_TINY_TEACHER_CPU = TrainConfig(epochs=18, batch_size=128, lr=0.1, schedule="cosine", weight_decay=5e-4)
+_TINY_STUDENT_CPU = TrainConfig(epochs=10, batch_size=128, lr=0.1, schedule="cosine", weight_decay=5e-4)
+TINY_STEM = "64px"
+#: The regimes of the CIFAR-10 map that Tiny-ImageNet's cpu profile runs: the two that paid on CIFAR-10 (a head on S0's
+#: last feature map) beside the profile's own chain (one lighter res-student on the image, the paper's reading).
+TINY_CPU_REGIMES = ("features-last", "features-deep")
+TINY_SMOKE_REGIMES = ("features-last",)
+#: Budgets (% of the teacher's MACs) at which Tiny-ImageNet's cpu profile compares adaptive models: around S0 + S1 and
+#: the paper's 53.59%.
+TINY_CPU_BUDGETS_PCT = (48.0, 53.59, 60.0)
+
+
 def _tiny_imagenet_profiles() -> dict[str, Profile]:
-    """Only ``smoke`` so far: the cpu and paper settings for Tiny-ImageNet are not defined yet."""
+    def arch(width: float) -> Arch:
+        return Arch("resnet18", width, stem=TINY_STEM)
+
     return {
         "smoke": Profile("smoke", "tiny-imagenet", Arch("resnet18", 0.25), Arch("resnet18", 0.125),
-                         (Arch("resnet18", 0.125),), _TINY_SMOKE, _TINY_SMOKE, seeds=(0,), val_size=400,
-                         train_subset=1000, test_subset=400,
+                         (Arch("resnet18", 0.125),), _TINY_SMOKE, _TINY_SMOKE, equal_cost=Arch("resnet18", 0.18),
+                         seeds=(0,), residual_loss="mse+ce", val_size=400, regimes=TINY_SMOKE_REGIMES,
+                         budgets_pct=TINY_CPU_BUDGETS_PCT, train_subset=1000, test_subset=400,
                          notes="ResNet-18 at widths 0.25 (teacher) and 0.125 (student), one epoch on 1,000 images: "
                                "checks that the chapter runs, its numbers mean nothing"),
+        "cpu": Profile("cpu", "tiny-imagenet", arch(0.375), arch(0.25), (arch(0.125),), _TINY_TEACHER_CPU,
+                       _TINY_STUDENT_CPU, equal_cost=arch(0.28), val_size=10_000, residual_loss="mse+ce",
+                       regimes=TINY_CPU_REGIMES, adaptive_regimes=TINY_CPU_REGIMES, budgets_pct=TINY_CPU_BUDGETS_PCT,
+                       notes="ResNet-18s with a 64px stem on two CPU cores: teacher x0.375 (18 epochs), S0 x0.25 and "
+                             "a res-student x0.125 (10 epochs), the residual loss the CIFAR-10 ablation picked"),
     }
 
 

@@ -21,9 +21,9 @@ import pandas as pd
 from .adaptive import StagedOutputs, at_budgets, cascade, confidence
 from .experiment import Experiment, MissingRunError, ResKDRuns, stage_input
 from .metrics import correct, residual_energy, top1
-from .profiles import Arch
+from .profiles import Arch, Profile
 from .registry import Registry
-from .report import model_record
+from .report import model_record, reskd_records
 from .reskd import ResKDEnsemble
 from .studies import grow, reskd_runs
 from .theory import sample_energy
@@ -31,6 +31,7 @@ from .theory import sample_energy
 #: Budgets of mean MACs per test image (% of the teacher's) at which regimes are compared: below, at and above the
 #: paper's CIFAR-10 figure (18.04%).
 BUDGETS_PCT = (12.5, 18.04, 25.0)
+PROFILE_CHAIN = "chain"  # the name of a profile's own res-students as a regime (profile_chain)
 SCREEN_SEEDS = (0,)  # regimes are screened on val with one seed; the best and every baseline then get three
 
 
@@ -95,6 +96,20 @@ _register(Regime("focus-heavy", (_HEAVY,), "resnet20, decision-focused on the 25
                  loss="kd", focus=0.25))
 _register(Regime("strong-s0", (_EQUAL,), "a stronger S0 (KD resnet14) with a resnet8 res-student", "ours",
                  student=Arch("resnet14")))
+
+
+def profile_chain(profile: Profile) -> Regime:
+    """A profile's own res-students (``profile.res_students``, on the image with the profile's loss) as a regime:
+    our reading of the paper, as CIFAR-10's ``light-image``."""
+    stages = ", ".join(a.label for a in profile.res_students)
+    return Regime(PROFILE_CHAIN, tuple(profile.res_students), f"the profile's res-students ({stages}), on the image",
+                  "paper")
+
+
+def budgets_for(profile: Profile) -> tuple[float, ...]:
+    """The budgets (% of the teacher's MACs) at which ``profile`` compares adaptive models: its own, else
+    :data:`BUDGETS_PCT` (CIFAR-10's)."""
+    return tuple(profile.budgets_pct) or BUDGETS_PCT
 
 
 def regime_staged(exp: Experiment, regime: Regime, seed: int) -> dict[str, StagedOutputs]:
@@ -335,3 +350,22 @@ def best_at_budget(frame: pd.DataFrame, budget_pct: float) -> tuple[pd.Series, p
     cascades = frame[(frame["regime"] == CASCADE) & (frame["budget_pct"] == budget_pct)
                      & (frame["seed"] == best["seed"])]
     return best, cascades.iloc[0]
+
+
+def regime_records(exp: Experiment, regime: Regime, seeds: Sequence[int], *,
+                   budgets_pct: Sequence[float] | None = None,
+                   criterion: str = "max_prob") -> tuple[list[dict], pd.DataFrame]:
+    """Model entries of one regime over ``seeds``, for a chapter's table and results file: each static prefix
+    S0..Sk with k >= 1 (kind "reskd-stage"; S0 alone is the KD student, listed once as such) and the adaptive policy
+    at each budget (kind "reskd-adaptive", calibrated on val), every entry named after the regime and carrying its
+    description; and the budget rows they come from (:func:`regime_budgets`'s, one block per seed)."""
+    budgets_pct = budgets_for(exp.profile) if budgets_pct is None else tuple(budgets_pct)
+    teacher_macs, label = exp.teacher_macs, regime.label(exp)
+    staged = {seed: regime_staged(exp, regime, seed) for seed in seeds}
+    static = [{**record, "name": f"{regime.name}: {record['name'].removeprefix('ResKD ')}", "regime": label}
+              for record in reskd_records(staged, teacher_macs, drops=()) if record["stages"] > 1]
+    rows = pd.concat([_budget_table(regime.name, seed, staged[seed], teacher_macs, budgets_pct, criterion)
+                      for seed in seeds], ignore_index=True)
+    adaptive = budget_records(rows, teacher_macs, kind="reskd-adaptive", labels={regime.name: label},
+                              budgets_pct=budgets_pct)
+    return static + adaptive, rows

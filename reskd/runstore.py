@@ -131,16 +131,19 @@ def is_locked(folder: Path) -> bool:
         return True
 
 
+def run_folders(dataset: str | None = None, *, root: str | os.PathLike | None = None) -> list[Path]:
+    """Every run folder (one holding a spec) under the artifacts root, of ``dataset`` or of all data sets, sorted."""
+    return sorted(p.parent for p in artifacts_root(root).glob(f"{dataset or '*'}/*/{SPEC_FILE}"))
+
+
 def runs_table(dataset: str | None = None, *, root: str | os.PathLike | None = None):
     """Every run folder under the artifacts root (of ``dataset``, or all): its state (one of :data:`RUN_STATES`),
     epochs done of the epochs planned, and the last epoch's validation top-1. What to look at before resuming a
     profile in the background, or to see how far the background workers are."""
     import pandas as pd
 
-    base = artifacts_root(root)
-    folders = sorted(p.parent for p in base.glob(f"{dataset or '*'}/*/{SPEC_FILE}"))
     rows = []
-    for folder in folders:
+    for folder in run_folders(dataset, root=root):
         spec = json.loads((folder / SPEC_FILE).read_text())
         history = pd.read_csv(folder / HISTORY) if (folder / HISTORY).exists() else pd.DataFrame()
         if is_finished(folder):
@@ -165,9 +168,8 @@ def cost_table(dataset: str | None = None, *, root: str | os.PathLike | None = N
     and the training-set size show them empty; ``train_samples`` fills in that size."""
     import pandas as pd
 
-    base = artifacts_root(root)
     rows = []
-    for folder in sorted(p.parent for p in base.glob(f"{dataset or '*'}/*/{SPEC_FILE}")):
+    for folder in run_folders(dataset, root=root):
         if not is_finished(folder) or not (folder / HISTORY).exists():
             continue
         spec = json.loads((folder / SPEC_FILE).read_text())

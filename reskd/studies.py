@@ -107,8 +107,8 @@ def other_options(profile: Profile, loss: str) -> list[StageOption]:
     maps instead of the image), the size (half and twice the width) and the training length (twice the epochs)."""
     base = profile.res_students[0]
     return [StageOption(Arch(FEATURE_HEAD, 1.0), loss),
-            StageOption(Arch(base.name, base.width / 2), loss),
-            StageOption(Arch(base.name, base.width * 2), loss),
+            StageOption(dataclasses.replace(base, width=base.width / 2), loss),
+            StageOption(dataclasses.replace(base, width=base.width * 2), loss),
             StageOption(base, loss, epochs=2 * profile.student_train.epochs)]
 
 

@@ -8,6 +8,7 @@ import torchvision
 from torch import nn
 
 from reskd import models
+from reskd.flops import count_macs
 from reskd.models import (
     IMAGENET_RESNET_LAYERS,
     StagedClassifier,
@@ -98,6 +99,17 @@ def test_every_model_builds_and_runs_on_32x32(name, num_classes):
 def test_imagenet_resnets_small_input_64_and_standard_224(name):
     check_outputs(create_model(name, 200, width=SMALL_WIDTH, small_input=True), 64, 200, [64, 32, 16, 8])
     check_outputs(create_model(name, 10, width=SMALL_WIDTH), 224, 10, [56, 28, 14, 7])
+
+
+def test_the_64px_stem_halves_a_64x64_image_once_and_costs_a_quarter_of_the_stride_1_stem():
+    model = create_model("resnet18", 200, width=SMALL_WIDTH, stem="64px")
+    check_outputs(model, 64, 200, [32, 16, 8, 4])
+    small = create_model("resnet18", 200, width=SMALL_WIDTH, small_input=True)
+    assert n_params(model) == n_params(small) and model.stem_name == "64px" and small.stem_name == "small"
+    macs, small_macs = count_macs(model, (3, 64, 64)), count_macs(small, (3, 64, 64))
+    assert 3.5 < small_macs / macs < 4.5  # every map has a quarter of the pixels (the fc layer aside)
+    with pytest.raises(ValueError, match="unknown stem 'big'; choose one of imagenet, small, 64px"):
+        create_model("resnet18", 200, stem="big")
 
 
 @pytest.mark.parametrize("name", ["resnet8", "wrn_16_1", "resnet18"])

@@ -2,7 +2,9 @@
 import pytest
 
 from reskd.data import SPECS
+from reskd.flops import count_macs
 from reskd.models import create_model
+from reskd.regimes import CIFAR_REGIMES
 from reskd.profiles import (PAPER_PCT_TEACHER, PROFILE_NAMES, PROFILES, Arch, find_profile, get_profile,
                             profile_banner)
 
@@ -18,14 +20,34 @@ def test_every_architecture_of_a_profile_exists():
     for profiles in PROFILES.values():
         for p in profiles.values():
             for arch in (p.teacher, p.student, *p.res_students, *([p.equal_cost] if p.equal_cost else [])):
-                create_model(arch.name, 10, width=arch.width)
+                create_model(arch.name, 10, width=arch.width, **arch.options)
 
 
-def test_tiny_imagenet_defines_only_smoke_so_far():
-    assert find_profile("tiny-imagenet", "smoke").teacher == Arch("resnet18", 0.25)
-    assert find_profile("tiny-imagenet", "cpu") is None and find_profile("mnist", "cpu") is None
-    with pytest.raises(ValueError, match="unknown profile 'cpu' for tiny-imagenet; choose one of smoke"):
-        get_profile("tiny-imagenet", "cpu")
+def _macs(arch: Arch, size: int) -> int:
+    return count_macs(create_model(arch.name, 200, width=arch.width, **arch.options), (3, size, size))
+
+
+def test_tiny_imagenet_cpu_profile_has_the_costs_its_notes_claim():
+    p = get_profile("tiny-imagenet", "cpu")
+    assert {a.stem for a in (p.teacher, p.student, *p.res_students, p.equal_cost)} == {"64px"}
+    teacher, s0, s1 = _macs(p.teacher, 64), _macs(p.student, 64), _macs(p.res_students[0], 64)
+    assert 40 < 100 * s0 / teacher < 50  # S0 at about 45% of the teacher
+    assert abs(100 * (s0 + s1) / teacher - PAPER_PCT_TEACHER["tiny-imagenet"]) < 5  # S0 + S1 near the paper's
+    assert abs(_macs(p.equal_cost, 64) / (s0 + s1) - 1) < 0.02  # the equal-cost student costs S0 + S1
+    assert p.budgets_pct and PAPER_PCT_TEACHER["tiny-imagenet"] in p.budgets_pct
+    assert p.val_size == 10_000 and p.seeds == (0, 1, 2)
+    # pinned: runs trained on machines with and without bf16 units stay one comparable, loadable set
+    assert p.teacher_train.precision == p.student_train.precision == "fp32"
+    assert p.residual_loss != "auto" and set(p.regimes) <= set(CIFAR_REGIMES)
+    assert find_profile("tiny-imagenet", "paper") is None and find_profile("mnist", "cpu") is None
+    with pytest.raises(ValueError, match="unknown profile 'paper' for tiny-imagenet; choose one of smoke, cpu"):
+        get_profile("tiny-imagenet", "paper")
+
+
+def test_an_architecture_names_its_stem_only_when_it_has_one():
+    assert Arch("resnet18", 0.25).label == "resnet18x0.25" and Arch("resnet18").options == {}
+    arch = Arch("resnet18", 0.25, stem="64px")
+    assert arch.label == "resnet18x0.25-64pxstem" and arch.options == {"stem": "64px"}
 
 
 def test_paper_numbers_cover_the_data_sets_in_the_summary_order():

@@ -277,3 +277,29 @@ def test_a_regime_label_reads_as_a_sentence(exp):
     assert "on the image;" in CIFAR_REGIMES["light-image"].label(exp)
     assert "on S0's last feature map;" in CIFAR_REGIMES["features-deep"].label(exp)
     assert "S0's feature map -2 (counted from the last)" in CIFAR_REGIMES["features-mid"].label(exp)
+
+
+def test_regime_records_name_each_regime_and_skip_s0_alone(exp):
+    from reskd import results
+    from reskd.regimes import PROFILE_CHAIN, budgets_for, profile_chain, regime_records
+
+    chain = profile_chain(exp.profile)
+    assert chain.name == PROFILE_CHAIN and chain.stages == exp.profile.res_students and chain.reading == "paper"
+    assert budgets_for(exp.profile) == (12.5, 18.04, 25.0)  # CIFAR-10's budgets where a profile sets none
+    assert budgets_for(exp.profile.replace(budgets_pct=(50.0,))) == (50.0,)
+    records, rows = regime_records(exp, chain, [0], budgets_pct=(50.0, 200.0))
+    static = [r for r in records if r["kind"] == "reskd-stage"]
+    assert [r["name"] for r in static] == ["chain: S0..S1"] and static[0]["stages"] == 2  # S0 alone is the KD student
+    adaptive = [r for r in records if r["kind"] == "reskd-adaptive"]
+    assert {r["budget_pct"] for r in adaptive} <= {50.0, 200.0} and 200.0 in {r["budget_pct"] for r in adaptive}
+    assert all(r["regime"] == chain.label(exp) for r in records)
+    assert set(rows["regime"]) == {PROFILE_CHAIN} and set(rows["seed"]) == {0}
+    results.validate({"chapter": "c", "dataset": "cifar10", "data_source": "fixture", "profile": "smoke",
+                      "device": "cpu", "status": results.STATUS_RUN, "models": records})
+
+
+def test_a_stem_enters_a_runs_key_only_when_set(exp):
+    plain = exp.spec("kd", Arch("resnet18", 0.25), 0, TINY)
+    stemmed = exp.spec("kd", Arch("resnet18", 0.25, stem="64px"), 0, TINY)
+    assert "stem" not in plain and stemmed["stem"] == "64px"  # older runs keep their keys
+    assert exp.build(Arch("resnet18", 0.25, stem="64px"), 0).stem_name == "64px"
