@@ -181,9 +181,9 @@ if problem is None:
     display(report.for_display(report.models_frame(stage_models)))
 
 # %% [markdown]
-# The same as a map, one row per regime (means over seeds): the static chain's cost and top-1, and at each budget
-# the adaptive policy's validation top-1 (what chose its threshold), test top-1 and realised test cost; blank where
-# a regime cannot meet the budget on validation.
+# The same as a map, one row per regime (means over seeds): the test top-1 of the static chain ("all stages") and,
+# at each budget, of the adaptive policy whose threshold the validation split set; blank where a regime cannot meet
+# the budget on validation. The results file keeps every row with its validation top-1 and realised costs.
 
 # %%
 if problem is None:
@@ -214,8 +214,10 @@ if problem is None:
     ax.axvline(PAPER_PCT / 100 * teacher_macs / 1e6, color="crimson", ls=":", lw=1,
                label=f"{PAPER_PCT}% of the teacher (the paper's)")
     ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(ticker.ScalarFormatter())
+    ax.xaxis.set_major_formatter(ticker.ScalarFormatter())  # plain numbers on the log axis
     ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    low, high = ax.get_xlim()
+    ax.set_xticks([t for t in (1, 2, 3, 5, 10, 20, 30, 40, 50, 60, 80, 100, 150) if low <= t <= high])
     ax.set_xlabel("mean cost per test image (millions of MACs, log scale)")
     ax.set_ylabel("top-1 accuracy on the test split (%)")
     ax.set_title(f"{exp.data.spec.display_name}, profile {config.name!r}")
@@ -244,7 +246,7 @@ if problem is None:
     candidates = means[[not regimes.is_cascade(n) and f"{n} (adaptive, {PAPER_PCT:g}% budget)" in recorded
                         for n in means.index]]
     chosen = None if candidates.empty else f"{candidates['val_top1'].idxmax()} (adaptive, {PAPER_PCT:g}% budget)"
-    display(report.for_display(means.rename(columns={"test_pct_teacher": "test cost (% of T)"})))
+    display(report.for_display(report.readable(means)))
     verdict = report.check_target(models + stage_models, max_pct_teacher=PAPER_PCT, max_drop=MAX_DROP,
                                   reskd=chosen)
     print(f"teacher top-1 {verdict['teacher_top1']:.2f}%; at {PAPER_PCT}% of its MACs, chosen on val: "
@@ -260,7 +262,8 @@ if problem is None:
     at_cost = pd.concat([report.compare_at_cost(models + stage_models, against=("kd", "kd-equal-cost", "cascade"),
                                                 reskd=record["name"]) for record in full_chains.values()],
                         ignore_index=True)
-    display(report.for_display(at_cost.drop(columns=["ResKD MMACs"])))
+    display(report.for_display(at_cost.drop(columns=["ResKD MMACs"]).set_index(["ResKD", "ResKD top-1", "versus"]),
+                               missing="–"))  # one seed: no standard error exists
 
 # %% [markdown]
 # What the runs cost, as measured while they trained (hours of wall-clock per run, training plus the per-epoch
@@ -269,8 +272,8 @@ if problem is None:
 # %%
 if problem is None:
     runs_table = exp.training_table()
-    display(report.for_display(runs_table[["run", "epochs", "val_top1", "test_top1", "train_hours"]]
-                               .set_index("run")))
+    display(report.for_display(report.readable(runs_table[["run", "epochs", "val_top1", "test_top1", "train_hours"]]
+                                               .set_index("run").rename(columns={"train_hours": "hours"}))))
     print(f"{runs_table['train_hours'].sum():.2f} hours of run time in all ({len(runs_table)} runs, "
           f"profile {profile!r})")
 

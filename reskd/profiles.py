@@ -138,8 +138,7 @@ def _tiny_imagenet_profiles() -> dict[str, Profile]:
                          (Arch("resnet18", 0.125),), _TINY_SMOKE, _TINY_SMOKE, equal_cost=Arch("resnet18", 0.18),
                          seeds=(0,), residual_loss="mse+ce", val_size=400, regimes=TINY_SMOKE_REGIMES,
                          budgets_pct=TINY_CPU_BUDGETS_PCT, train_subset=1000, test_subset=400,
-                         notes="ResNet-18 at widths 0.25 (teacher) and 0.125 (student), one epoch on 1,000 images: "
-                               "checks that the chapter runs, its numbers mean nothing"),
+                         notes="ResNet-18 at widths 0.25 (teacher) and 0.125 (student), one epoch on 1,000 images"),
         "cpu": Profile("cpu", "tiny-imagenet", arch(0.375), arch(0.25), (arch(0.125),), _TINY_TEACHER_CPU,
                        _TINY_STUDENT_CPU, equal_cost=arch(0.28), val_size=10_000, residual_loss="mse+ce",
                        regimes=TINY_CPU_REGIMES, adaptive_regimes=TINY_CPU_REGIMES, budgets_pct=TINY_CPU_BUDGETS_PCT,
