@@ -97,10 +97,14 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+FILE_MODE = 0o644  # what atomic_write leaves: results, run files and checkpoints readable by whoever shares them
+
+
 def atomic_write(path: str | os.PathLike, write, mode: str = "wb") -> Path:
     """Write ``path`` atomically: ``write(file)`` fills a temporary file in the same folder, then it is renamed.
 
-    An interrupted write therefore never leaves a truncated ``path`` behind.
+    An interrupted write therefore never leaves a truncated ``path`` behind. The file is readable by all
+    (:data:`FILE_MODE`, as a plain ``open`` under the usual umask), not private as a temporary file is.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -110,6 +114,7 @@ def atomic_write(path: str | os.PathLike, write, mode: str = "wb") -> Path:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -34,3 +34,8 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA GPU"):
             resolve_device("cuda")
+
+
+def test_an_atomically_written_file_is_readable_by_others(tmp_path):
+    path = atomic_write(tmp_path / "results.json", lambda f: f.write("{}"), "w")
+    assert path.stat().st_mode & 0o777 == 0o644  # not the 0600 of the temporary file it was written as
