@@ -167,13 +167,17 @@ chain = regimes.profile_chain(config)
 regime_list = [chain] + [regimes.CIFAR_REGIMES[name] for name in config.regimes]
 budget_rows = []
 stage_models: list[dict] = []  # ResKD's entries (kinds "reskd-stage" and "reskd-adaptive") and the cascade's
+curves = {}  # seed 0's staged outputs of each regime and of the cascade, for the figure's adaptive sweeps
 if problem is None:
     for regime in regime_list:
-        records, rows = regimes.regime_records(exp, regime, config.seeds, budgets_pct=budgets)
+        records, rows, staged = regimes.regime_records(exp, regime, config.seeds, budgets_pct=budgets)
         stage_models += records
         budget_rows.append(rows)
-    cascade_rows = pd.concat([regimes.cascade_budgets(exp, seed, budgets_pct=budgets) for seed in config.seeds],
-                             ignore_index=True)
+        curves[regime.name] = staged[config.seeds[0]]
+    cascades = {seed: regimes.cascade_staged(exp, seed) for seed in config.seeds}
+    curves[regimes.CASCADE] = cascades[config.seeds[0]]
+    cascade_rows = pd.concat([regimes.cascade_budgets(exp, seed, budgets_pct=budgets, staged=cascades[seed])
+                              for seed in config.seeds], ignore_index=True)
     stage_models += regimes.budget_records(cascade_rows, teacher_macs, kind="cascade", budgets_pct=budgets)
     budget_frame = pd.concat([cascade_rows, *budget_rows], ignore_index=True)
     for regime in regime_list:
@@ -204,9 +208,6 @@ if problem is None:
     for i, (kind, part) in enumerate(table.groupby("kind", sort=False)):
         ax.scatter(part["MMACs"], part["top-1 (%)"], marker="osD^vP*"[i % 7], s=90, facecolors="none",
                    edgecolors=palette[i % 10], linewidths=1.4, zorder=3, label=kind)
-    first_seed = config.seeds[0]
-    curves = {regime.name: regimes.regime_staged(exp, regime, first_seed) for regime in regime_list}
-    curves[regimes.CASCADE] = regimes.cascade_staged(exp, first_seed)
     for i, (name, staged) in enumerate(curves.items()):
         curve = sweep(staged["val"], "max_prob", test=staged["test"], teacher_macs=teacher_macs, points=20)
         ax.plot(curve["test_avg_macs"] / 1e6, curve["test_top1"], lw=1.2, zorder=1, color=palette[(i + 5) % 10],
@@ -253,15 +254,9 @@ if problem is None:
           f"{verdict.get('reskd', 'none')}"
           + (f", {verdict['reskd_top1']:.2f}% at {verdict['reskd_pct_teacher']:.2f}%" if "reskd" in verdict else ""))
     print("target reached" if verdict["reached"] else f"target NOT reached: {verdict['why']}")
-    full_chains = {}
-    for record in stage_models:  # each regime's static chain with the most stages
-        if record["kind"] == "reskd-stage":
-            regime_name = record["name"].split(":")[0]
-            if record["stages"] >= full_chains.get(regime_name, {"stages": 0})["stages"]:
-                full_chains[regime_name] = record
+    full_chains = [f"{regime.name}: S0..S{len(regime.stages)}" for regime in regime_list]  # every stage, static
     at_cost = pd.concat([report.compare_at_cost(models + stage_models, against=("kd", "kd-equal-cost", "cascade"),
-                                                reskd=record["name"]) for record in full_chains.values()],
-                        ignore_index=True)
+                                                reskd=name) for name in full_chains], ignore_index=True)
     display(report.for_display(at_cost.drop(columns=["ResKD MMACs"]).set_index(["ResKD", "ResKD top-1", "versus"]),
                                missing="–"))  # one seed: no standard error exists
 

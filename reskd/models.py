@@ -254,7 +254,7 @@ def imagenet_resnet(depth: int, num_classes: int, width: float = 1.0, *, small_i
         if width != 1.0 or model.small_input or num_classes != IMAGENET_CLASSES:
             raise PretrainedWeightsError(
                 f"torchvision's ImageNet weights fit resnet{depth} at width 1.0 with the standard stem and "
-                f"{IMAGENET_CLASSES} classes, not width={width}, small_input={small_input}, num_classes={num_classes}; "
+                f"{IMAGENET_CLASSES} classes, not width={width}, stem={model.stem_name!r}, num_classes={num_classes}; "
                 f"build it that way or drop pretrained=True.")
         load_torchvision_weights(model, depth)
     return model

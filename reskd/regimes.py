@@ -169,12 +169,14 @@ def cascade_staged(exp: Experiment, seed: int, *, student: Arch | None = None) -
 
 
 def cascade_budgets(exp: Experiment, seed: int, *, student: Arch | None = None,
-                    budgets_pct: Sequence[float] = BUDGETS_PCT, criterion: str = "max_prob") -> pd.DataFrame:
-    """The cascade to the teacher, tabulated as :func:`regime_budgets` tabulates a regime."""
+                    budgets_pct: Sequence[float] = BUDGETS_PCT, criterion: str = "max_prob",
+                    staged: dict[str, StagedOutputs] | None = None) -> pd.DataFrame:
+    """The cascade to the teacher, tabulated as :func:`regime_budgets` tabulates a regime (``staged``: its
+    :func:`cascade_staged` outputs where the caller holds them already)."""
     teacher_macs = exp.teacher_macs
     label = CASCADE if student is None else f"{CASCADE} from {student.label}"
-    return _budget_table(label, seed, cascade_staged(exp, seed, student=student), teacher_macs, budgets_pct,
-                         criterion)
+    staged = cascade_staged(exp, seed, student=student) if staged is None else staged
+    return _budget_table(label, seed, staged, teacher_macs, budgets_pct, criterion)
 
 
 def screen(exp: Experiment, regimes: Sequence[Regime] | None = None, *, seeds: Sequence[int] = SCREEN_SEEDS,
@@ -354,11 +356,13 @@ def best_at_budget(frame: pd.DataFrame, budget_pct: float) -> tuple[pd.Series, p
 
 def regime_records(exp: Experiment, regime: Regime, seeds: Sequence[int], *,
                    budgets_pct: Sequence[float] | None = None,
-                   criterion: str = "max_prob") -> tuple[list[dict], pd.DataFrame]:
+                   criterion: str = "max_prob"
+                   ) -> tuple[list[dict], pd.DataFrame, dict[int, dict[str, StagedOutputs]]]:
     """Model entries of one regime over ``seeds``, for a chapter's table and results file: each static prefix
     S0..Sk with k >= 1 (kind "reskd-stage"; S0 alone is the KD student, listed once as such) and the adaptive policy
     at each budget (kind "reskd-adaptive", calibrated on val), every entry named after the regime and carrying its
-    description; and the budget rows they come from (:func:`regime_budgets`'s, one block per seed)."""
+    description; the budget rows they come from (:func:`regime_budgets`'s, one block per seed); and the staged
+    outputs per seed (:func:`regime_staged`'s), for a figure's sweeps."""
     budgets_pct = budgets_for(exp.profile) if budgets_pct is None else tuple(budgets_pct)
     teacher_macs, label = exp.teacher_macs, regime.label(exp)
     staged = {seed: regime_staged(exp, regime, seed) for seed in seeds}
@@ -368,4 +372,4 @@ def regime_records(exp: Experiment, regime: Regime, seeds: Sequence[int], *,
                       for seed in seeds], ignore_index=True)
     adaptive = budget_records(rows, teacher_macs, kind="reskd-adaptive", labels={regime.name: label},
                               budgets_pct=budgets_pct)
-    return static + adaptive, rows
+    return static + adaptive, rows, staged

@@ -257,3 +257,8 @@ def test_pretrained_weights_offline_say_what_to_do(monkeypatch):
 def test_pretrained_weights_need_the_torchvision_shape():
     with pytest.raises(models.PretrainedWeightsError, match="fit resnet18 at width 1.0"):
         models.create_model("resnet18", 200, width=0.5, pretrained=True)
+
+
+def test_pretrained_weights_refuse_another_stem_and_name_it():
+    with pytest.raises(models.PretrainedWeightsError, match="stem='64px'"):
+        models.create_model("resnet18", 1000, stem="64px", pretrained=True)

@@ -287,7 +287,8 @@ def test_regime_records_name_each_regime_and_skip_s0_alone(exp):
     assert chain.name == PROFILE_CHAIN and chain.stages == exp.profile.res_students and chain.reading == "paper"
     assert budgets_for(exp.profile) == (12.5, 18.04, 25.0)  # CIFAR-10's budgets where a profile sets none
     assert budgets_for(exp.profile.replace(budgets_pct=(50.0,))) == (50.0,)
-    records, rows = regime_records(exp, chain, [0], budgets_pct=(50.0, 200.0))
+    records, rows, staged = regime_records(exp, chain, [0], budgets_pct=(50.0, 200.0))
+    assert set(staged) == {0} and set(staged[0]) == {"val", "test"}  # seed 0's outputs, for a figure's sweep
     static = [r for r in records if r["kind"] == "reskd-stage"]
     assert [r["name"] for r in static] == ["chain: S0..S1"] and static[0]["stages"] == 2  # S0 alone is the KD student
     adaptive = [r for r in records if r["kind"] == "reskd-adaptive"]
