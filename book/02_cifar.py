@@ -305,10 +305,12 @@ for model in stage_models:  # every ResKD entry names its regime (the map below 
 # the same mean MACs per test image: at most 12.5%, 18.04% (the paper's CIFAR-10 figure) and 25% of the teacher's.
 
 # %%
-cascade_rows = pd.concat([regimes.cascade_budgets(exp, seed) for seed in config.seeds], ignore_index=True)
+cascades = {seed: regimes.cascade_staged(exp, seed) for seed in config.seeds}
+cascade_rows = pd.concat([regimes.cascade_budgets(exp, seed, staged=cascades[seed]) for seed in config.seeds],
+                         ignore_index=True)
 cascade_models = regimes.budget_records(cascade_rows, teacher_macs, kind="cascade")
 stage_models += cascade_models
-cascaded = regimes.cascade_staged(exp, config.seeds[0])
+cascaded = cascades[config.seeds[0]]
 cascade_curve = sweep(cascaded["val"], "max_prob", test=cascaded["test"], teacher_macs=teacher_macs, points=20)
 report.for_display(report.models_frame(cascade_models))
 
@@ -479,7 +481,9 @@ plt.show()
 # right, or on those it got wrong (fixed and broken are in % of all test images).
 
 # %%
-energy_table = regimes.first_stage_energy(exp, [n for n in config.regimes if n not in not_trained], screen_seed)
+screened = {name: regimes.regime_staged(exp, regimes.CIFAR_REGIMES[name], screen_seed)  # from the evaluation cache
+            for name in config.regimes if name not in not_trained}
+energy_table = regimes.first_stage_energy(screened)
 report.for_display(energy_table)
 
 # %% [markdown]
@@ -489,7 +493,7 @@ report.for_display(energy_table)
 # which is what the cascade pays for on those images; fixed and broken are in % of those images.
 
 # %%
-hard = regimes.hard_images(exp, [n for n in config.regimes if n not in not_trained], screen_seed)
+hard = regimes.hard_images(screened)
 display(report.for_display(hard))
 gain = hard["S0 + stage top-1"] - hard["S0 top-1"]
 closed = gain / (hard["teacher top-1"] - hard["S0 top-1"])  # the share of the gap to the teacher a stage closes there

@@ -14,7 +14,7 @@ reported), :func:`cascade_budgets` the cascade to the teacher, both through :fun
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import pandas as pd
 
@@ -292,13 +292,13 @@ def budget_records(frame: pd.DataFrame, teacher_macs: int, *, kind: str, labels:
     return records
 
 
-def first_stage_energy(exp: Experiment, names: Sequence[str], seed: int) -> pd.DataFrame:
-    """For each regime's first res-student, on val and test: the share of the residual energy it removed, the top-1
-    it gained, the share of the removed energy that sat on images S0 already got right, and the predictions it fixed
-    and broke (% of all images)."""
+def first_stage_energy(staged_by_regime: Mapping[str, dict[str, StagedOutputs]]) -> pd.DataFrame:
+    """For each regime's first res-student (``staged_by_regime``: a regime's name to its :func:`regime_staged`
+    outputs), on val and test: the share of the residual energy it removed, the top-1 it gained, the share of the
+    removed energy that sat on images S0 already got right, and the predictions it fixed and broke (% of all
+    images)."""
     rows = []
-    for name in names:
-        staged = regime_staged(exp, CIFAR_REGIMES[name], seed)
+    for name, staged in staged_by_regime.items():
         for split, st in staged.items():
             before = residual_energy(st.teacher_logits, st.logits[0]).item()
             after = residual_energy(st.teacher_logits, st.logits[1]).item()
@@ -316,15 +316,14 @@ def first_stage_energy(exp: Experiment, names: Sequence[str], seed: int) -> pd.D
 HARD_FRACTION = 0.25
 
 
-def hard_images(exp: Experiment, names: Sequence[str], seed: int, *, fraction: float = HARD_FRACTION,
+def hard_images(staged_by_regime: Mapping[str, dict[str, StagedOutputs]], *, fraction: float = HARD_FRACTION,
                 criterion: str = "max_prob") -> pd.DataFrame:
-    """What each regime's first res-student does on the images an exit rule sends on: the test images whose S0
-    confidence (``criterion``) is at or below its ``fraction`` quantile on **val** (the cut is set on val). Top-1 there
-    of S0, of S0 plus the stage and of the teacher, the stage's fixes and breaks (% of those images), and its top-1
-    change on the other test images."""
+    """What each regime's first res-student (``staged_by_regime`` as in :func:`first_stage_energy`) does on the
+    images an exit rule sends on: the test images whose S0 confidence (``criterion``) is at or below its ``fraction``
+    quantile on **val** (the cut is set on val). Top-1 there of S0, of S0 plus the stage and of the teacher, the
+    stage's fixes and breaks (% of those images), and its top-1 change on the other test images."""
     rows = []
-    for name in names:
-        staged = regime_staged(exp, CIFAR_REGIMES[name], seed)
+    for name, staged in staged_by_regime.items():
         cut = confidence(staged["val"].logits[0], criterion).quantile(fraction)
         test = staged["test"]
         hard = confidence(test.logits[0], criterion) <= cut

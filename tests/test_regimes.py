@@ -216,7 +216,7 @@ def test_first_stage_energy_and_the_best_regime_on_val(exp, monkeypatch):
 
     tiny = Regime("tiny", (LIGHT,), "a test regime", "ours", loss="mse")
     monkeypatch.setattr(R, "CIFAR_REGIMES", {"tiny": tiny})
-    energy = R.first_stage_energy(exp, ["tiny"], 0)
+    energy = R.first_stage_energy({"tiny": R.regime_staged(exp, tiny, 0)})
     assert list(energy.index) == [("tiny", "val"), ("tiny", "test")]
     assert energy["energy removed on images S0 had right (%)"].notna().all()
     frame = pd.concat([cascade_budgets(exp, 0, budgets_pct=(50.0,)), regime_budgets(exp, tiny, 0, budgets_pct=(50.0,))])
@@ -229,7 +229,7 @@ def test_first_stage_energy_and_the_best_regime_on_val(exp, monkeypatch):
     assert best["regime"] == "tiny" and R.is_cascade("cascade from resnet14") and not R.is_cascade("tiny")
 
 
-def test_hard_images_sets_the_cut_on_val_and_scores_the_stage_against_the_teacher_there(monkeypatch):
+def test_hard_images_sets_the_cut_on_val_and_scores_the_stage_against_the_teacher_there():
     """Hand-made logits: two unsure test images (the stage fixes one, breaks the other; the teacher has both right)
     and two sure ones (the stage breaks one)."""
     from reskd import regimes as R
@@ -239,9 +239,7 @@ def test_hard_images_sets_the_cut_on_val_and_scores_the_stage_against_the_teache
               "test": StagedOutputs(torch.stack([s0, torch.tensor([[0.0, 1.0], [0.1, 0.0], [5.0, 0.0], [5.0, 0.0]])]),
                                     torch.tensor([1, 1, 0, 1]), [1, 1],
                                     torch.tensor([[0.0, 1.0], [0.0, 1.0], [1.0, 0.0], [1.0, 0.0]]))}
-    monkeypatch.setattr(R, "regime_staged", lambda exp, regime, seed: staged)
-    monkeypatch.setattr(R, "CIFAR_REGIMES", {"made": None})
-    row = R.hard_images(None, ["made"], 0, fraction=0.5).loc["made"]
+    row = R.hard_images({"made": staged}, fraction=0.5).loc["made"]
     assert row["hard images (% of test)"] == pytest.approx(50.0)
     assert row["S0 top-1"] == pytest.approx(50.0) and row["S0 + stage top-1"] == pytest.approx(50.0)
     assert row["teacher top-1"] == pytest.approx(100.0)
@@ -249,7 +247,7 @@ def test_hard_images_sets_the_cut_on_val_and_scores_the_stage_against_the_teache
     assert row["top-1 change on the rest"] == pytest.approx(-50.0)
     unsure = torch.zeros_like(s0)  # on val S0 is surer of nothing: the cut falls below every test image
     staged["val"] = StagedOutputs(torch.stack([unsure, unsure]), staged["val"].labels, [1, 1], s0)
-    assert R.hard_images(None, ["made"], 0, fraction=0.5).loc["made", "hard images (% of test)"] == 0.0  # val's cut
+    assert R.hard_images({"made": staged}, fraction=0.5).loc["made", "hard images (% of test)"] == 0.0  # val's cut
 
 
 def test_budgets_over_seeds_skips_untrained_seeds_and_grow_keeps_only_stages_that_pay(exp, monkeypatch):
