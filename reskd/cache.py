@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .precision import autocast, check_precision
-from .runstore import folder_lock
+from .runstore import RunLockedError, folder_lock
 from .utils import atomic_torch_save, memory_format_for, state_dict_hash, stable_hash
 
 CACHE_DTYPE = torch.float16
@@ -100,6 +100,14 @@ class OutputCache:
         if self.root is None:
             return contextlib.nullcontext()
         return folder_lock(self.root / "locks" / stable_hash(view_key), wait=wait)
+
+    def view_busy(self, view_key: str) -> bool:
+        """Whether another process holds the lock of this view (it is computing it now)."""
+        try:
+            with self.view_lock(view_key, wait=False):
+                return False
+        except RunLockedError:
+            return True
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, index: torch.Tensor, view_key: str, num_samples: int) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """The job CLI: train (or load, or resume) a profile's runs from the shell, ahead of the chapters.
 
     python -m reskd.cli cifar10 cpu teacher teacher-cache kd ablation reskd
+    python -m reskd.cli cifar10 cpu teacher teacher-cache kd ablation reskd --plan   # what is left, training nothing
 
 Data-parallel over several processes (:mod:`reskd.distributed`), the same command under torchrun:
 
@@ -10,10 +11,13 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
+import pandas as pd
+
 from . import distributed
 from .experiment import Experiment
 from .profiles import PROFILE_NAMES, PROFILES, get_profile
 from .registry import Registry
+from .runstore import RUN_STATES
 from .regimes import CIFAR_REGIMES
 from .studies import ablate, learnability, other_options, plain_members, reskd_runs
 
@@ -101,7 +105,26 @@ def run_jobs(exp: Experiment, jobs: Sequence[str], seeds: Sequence[int] | None =
         raise ValueError(f"unknown job(s) {unknown}; choose from {', '.join(JOBS)}.")
     seeds = list(seeds) if seeds is not None else list(exp.profile.seeds)
     for job in jobs:
+        start = len(exp.planned)
         JOBS[job](exp, seeds)
+        for row in exp.planned[start:]:  # with exp.plan: which job asked for each run
+            row.setdefault("job", job)
+
+
+def plan_table(exp: Experiment) -> pd.DataFrame:
+    """The runs an :class:`Experiment` with ``plan=True`` was asked for, each once (the first job that asked for it),
+    with its state, epochs done and planned, and hours so far (see :func:`reskd.runstore.run_status`)."""
+    columns = ["job", "run", "state", "epochs_done", "epochs", "val_top1", "hours"]
+    return pd.DataFrame(exp.planned, columns=columns).drop_duplicates("run").reset_index(drop=True)
+
+
+def plan_summary(table: pd.DataFrame) -> str:
+    """One line on a plan: how many runs are in each state, and how many epochs are left to train."""
+    counts = table["state"].value_counts()
+    states = ", ".join(f"{counts[state]} {state}" for state in RUN_STATES if state in counts)
+    runs = table[table["job"] != "teacher-cache"]
+    left = int((runs["epochs"] - runs["epochs_done"]).clip(lower=0).sum())
+    return f"{len(table)} entries: {states}; {left} training epochs left"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -123,6 +146,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--retrain", action="store_true")
+    parser.add_argument("--plan", action="store_true",
+                        help="train nothing: list every run the jobs need, with its state and epochs done")
     parser.add_argument("--precision", choices=["fp32", "bf16", "auto"], default=None,
                         help="train (and evaluate) in this precision instead of the profile's; part of every run's "
                              "key, so the chapters find these runs only with the same setting")
@@ -130,10 +155,17 @@ def main(argv: list[str] | None = None) -> None:
     distributed.init_from_env(args.device)  # under torchrun: join the process group (nothing otherwise)
     try:
         exp = Experiment(get_profile(args.dataset, args.profile), data_root=args.data_root, device=args.device,
-                         retrain=args.retrain, precision=args.precision,
+                         retrain=args.retrain, precision=args.precision, plan=args.plan,
                          progress=distributed.is_main())
         run_jobs(exp, args.jobs, args.seeds)
-        if distributed.is_main():
+        if args.plan and distributed.is_main():
+            table = plan_table(exp)
+            with pd.option_context("display.max_rows", None, "display.width", 200, "display.precision", 2):
+                print(table.to_string(index=False))
+            print(plan_summary(table))
+            for note in exp.plan_notes:
+                print(f"note: {note}")
+        elif not args.plan and distributed.is_main():
             for name, result in exp.results.items():
                 print(name, result.summary.get("final"))
     finally:

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from . import data as rdata
 from . import distributed
-from .runstore import RunLockedError, run_dir, run_key, run_path
+from .runstore import RunLockedError, run_dir, run_key, run_path, run_status
 
 from .adaptive import StagedOutputs, collect
 from .cache import TEACHER_CACHE_NAME, OutputCache
@@ -80,7 +80,10 @@ class Experiment:
     download: bool = False
     train_missing: bool = True  # False: a run that is not finished raises MissingRunError instead of training
     precision: str | None = None  # overrides the profile's recipes' precision ("fp32", "bf16", "auto")
+    plan: bool = False  # True: train nothing; list each run asked for in `planned`, a missing one handed out untrained
     results: dict[str, FitResult] = field(default_factory=dict)
+    planned: list[dict[str, Any]] = field(default_factory=list)  # with plan=True: runstore.run_status of each run
+    plan_notes: list[str] = field(default_factory=list)  # with plan=True: what the plan could not know
     specs: dict[str, dict[str, Any]] = field(default_factory=dict)
     _teachers: dict[int, nn.Module] = field(default_factory=dict, repr=False)
     _teacher_logits: dict[str, Tensor] = field(default_factory=dict, repr=False)
@@ -91,6 +94,12 @@ class Experiment:
             p = self.profile
             self.profile = p.replace(teacher_train=dataclasses.replace(p.teacher_train, precision=self.precision),
                                      student_train=dataclasses.replace(p.student_train, precision=self.precision))
+
+    @property
+    def plan_has_untrained(self) -> bool:
+        """With ``plan``: whether a run listed so far is not trained (a stand-in), so nothing built on it can be
+        evaluated yet."""
+        return any(row["state"] != "finished" for row in self.planned if row["role"] != "teacher-cache")
 
     @property
     def inference_precision(self) -> str:
@@ -162,6 +171,11 @@ class Experiment:
         if self.specs.get(name) == spec:
             return self.results[name]
         folder = run_path(spec, name, root=self.artifacts)
+        if self.plan:
+            self.planned.append({"role": spec["role"], **run_status(folder, spec)})
+            if self.retrain or not is_finished(folder):  # a stand-in, so that the runs built on it can be listed
+                self.results[name], self.specs[name] = FitResult(distiller.student.cpu(), pd.DataFrame()), spec
+                return self.results[name]
         if not self.train_missing and (self.retrain or not is_finished(folder)):
             raise MissingRunError(
                 f"the run {folder.name} is not trained (and train_missing=False). Train it in the background with "
@@ -197,14 +211,25 @@ class Experiment:
         student recipe is one view) and store them in the output cache that every KD student and res-student reads.
 
         Views already cached are skipped, and a view another process is computing right now is left to it, so two
-        workers calling this split the views between them. Returns the number of views computed by this call."""
+        workers calling this split the views between them. Returns the number of views computed by this call (with
+        ``plan``: none; one row in :attr:`planned` says how many views are stored, each view counted as an epoch)."""
         p = self.profile
         loader = self.train_loader(p.student_train, sharded=False)  # data-parallel, the ranks split the views
         cache = OutputCache(self.teacher(), self.output_cache, name=TEACHER_CACHE_NAME,
                             precision=p.student_train.precision)
+        views = list(range(p.student_train.epochs) if epochs is None else epochs)
+        if self.plan:
+            keys = [loader.view_key(epoch) for epoch in views]
+            stored = sum(cache.is_stored(key, len(loader.data)) for key in keys)
+            state = ("finished" if stored == len(views) else "training now" if any(map(cache.view_busy, keys))
+                     else "interrupted" if stored else "not started")
+            self.planned.append({"role": "teacher-cache", "dataset": p.dataset, "run": "teacher outputs (views)",
+                                 "state": state, "epochs_done": stored, "epochs": len(views), "val_top1": None,
+                                 "hours": 0.0})
+            return 0
         cache.model.to(self.device)
         computed = 0
-        for epoch in range(p.student_train.epochs) if epochs is None else epochs:
+        for epoch in views:
             key, num_samples = loader.view_key(epoch), len(loader.data)
             try:
                 with cache.view_lock(key, wait=False):

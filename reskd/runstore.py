@@ -136,28 +136,39 @@ def run_folders(dataset: str | None = None, *, root: str | os.PathLike | None = 
     return sorted(p.parent for p in artifacts_root(root).glob(f"{dataset or '*'}/*/{SPEC_FILE}"))
 
 
-def runs_table(dataset: str | None = None, *, root: str | os.PathLike | None = None):
-    """Every run folder under the artifacts root (of ``dataset``, or all): its state (one of :data:`RUN_STATES`),
-    epochs done of the epochs planned, and the last epoch's validation top-1. What to look at before resuming a
-    profile in the background, or to see how far the background workers are."""
+def run_status(folder: Path, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Where the run of ``spec`` in ``folder`` (which need not exist yet) stands: its state (one of
+    :data:`RUN_STATES`), epochs done of the epochs planned, the last epoch's validation top-1, and the hours its
+    epochs took so far."""
     import pandas as pd
 
-    rows = []
-    for folder in run_folders(dataset, root=root):
-        spec = json.loads((folder / SPEC_FILE).read_text())
-        history = pd.read_csv(folder / HISTORY) if (folder / HISTORY).exists() else pd.DataFrame()
-        if is_finished(folder):
-            state = "finished"
-        elif is_locked(folder):
-            state = "training now"
-        elif (folder / CHECKPOINT).exists():
-            state = "interrupted"
-        else:
-            state = "not started"
-        rows.append({"dataset": folder.parent.name, "run": folder.name, "state": state,
-                     "epochs_done": len(history), "epochs": spec.get("train", {}).get("epochs"),
-                     "val_top1": history["val_top1"].iloc[-1] if "val_top1" in history else None})
-    return pd.DataFrame(rows, columns=["dataset", "run", "state", "epochs_done", "epochs", "val_top1"])
+    history = pd.read_csv(folder / HISTORY) if (folder / HISTORY).exists() else pd.DataFrame()
+    if is_finished(folder):
+        state = "finished"
+    elif folder.is_dir() and is_locked(folder):
+        state = "training now"
+    elif (folder / CHECKPOINT).exists():
+        state = "interrupted"
+    else:
+        state = "not started"
+    return {"dataset": folder.parent.name, "run": folder.name, "state": state, "epochs_done": len(history),
+            "epochs": spec.get("train", {}).get("epochs"),
+            "val_top1": history["val_top1"].iloc[-1] if "val_top1" in history else None,
+            "hours": history["epoch_s"].sum() / 3600 if "epoch_s" in history else 0.0}
+
+
+RUN_STATUS_COLUMNS = ["dataset", "run", "state", "epochs_done", "epochs", "val_top1", "hours"]
+
+
+def runs_table(dataset: str | None = None, *, root: str | os.PathLike | None = None):
+    """Every run folder under the artifacts root (of ``dataset``, or all), as :func:`run_status` tells it. What to
+    look at before resuming a profile in the background, or to see how far the background workers are (for the runs
+    a profile's jobs still have to start, see ``python -m reskd.cli <dataset> <profile> <jobs> --plan``)."""
+    import pandas as pd
+
+    rows = [run_status(folder, json.loads((folder / SPEC_FILE).read_text()))
+            for folder in run_folders(dataset, root=root)]
+    return pd.DataFrame(rows, columns=RUN_STATUS_COLUMNS)
 
 
 def cost_table(dataset: str | None = None, *, root: str | os.PathLike | None = None,

@@ -22,6 +22,7 @@ from .reskd import RESIDUAL_LOSSES, ResKDEnsemble
 from .train import TrainConfig
 
 AUTO_SEED = 0
+PLAN_STAND_IN_LOSS = "mse"  # what a plan (Experiment.plan) lists the runs after an untrained loss ablation with
 ABLATION_SPLITS = (TRAIN_SAMPLE, "val", "test")
 
 
@@ -49,6 +50,8 @@ def _option_row(exp: Experiment, option: StageOption, seed: int, input: str | No
         train = dataclasses.replace(train, epochs=option.epochs)
     runs = ResKDRuns(exp, loss=option.loss, input=input, train=train)
     ens = runs.ensemble([option.arch], seed)
+    if exp.plan and exp.plan_has_untrained:  # a plan evaluates nothing that is not trained
+        return {"option": option.label, "loss": option.loss, "seed": seed}
     records = stage_records({split: runs.staged(ens, split) for split in ABLATION_SPLITS}, exp.teacher_macs)
     before, after = records.iloc[0], records.iloc[1]
     row: dict[str, Any] = {"option": option.label, "arch": option.arch.label, "input": option.input,
@@ -81,7 +84,16 @@ def resolve_loss(exp: Experiment, loss: str | None = None, *, input: str | None 
     """``loss`` (default: the profile's), with ``"auto"`` resolved: the loss with the best validation top-1 in the
     first-stage ablation (:func:`ablate_losses`, seed :data:`AUTO_SEED`; its runs are loaded, or trained now)."""
     loss = loss or exp.profile.residual_loss
-    return pick_best(ablate_losses(exp, seed=AUTO_SEED, input=input), "loss") if loss == AUTO else loss
+    if loss != AUTO:
+        return loss
+    table = ablate_losses(exp, seed=AUTO_SEED, input=input)
+    if exp.plan and exp.plan_has_untrained:  # the pick is not known before the ablation is trained
+        note = (f"the residual loss is picked on val once the loss ablation is trained; the runs after it are listed "
+                f"with {PLAN_STAND_IN_LOSS!r} in its place")
+        if note not in exp.plan_notes:
+            exp.plan_notes.append(note)
+        return PLAN_STAND_IN_LOSS
+    return pick_best(table, "loss")
 
 
 def reskd_runs(exp: Experiment, *, loss: str | None = None, input: str | None = None, feature_index: int = -1,

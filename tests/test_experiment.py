@@ -1,5 +1,7 @@
 """The glue the chapters call: profiles, the artifact store, ResKD stages, on a fixture CIFAR-10 (the ``exp``
 fixture of conftest.py; the studies around the method are tested in test_studies.py)."""
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -104,7 +106,10 @@ def test_warm_teacher_cache_fills_the_students_views_and_skips_locked_ones(exp):
     key, n = loader.view_key(0), len(loader.data)
     with cache.view_lock(key, wait=False):  # another worker computes view 0
         assert e.warm_teacher_cache() == 0
-    assert not cache.is_stored(key, n)
+        assert cache.view_busy(key)
+        plan = exp(plan=True)
+        assert plan.warm_teacher_cache() == 0 and plan.planned[-1]["state"] == "training now"
+    assert not cache.view_busy(key) and not cache.is_stored(key, n)
     assert e.warm_teacher_cache() == e.profile.student_train.epochs
     assert cache.is_stored(key, n)
     assert e.warm_teacher_cache() == 0  # nothing left to compute
@@ -152,3 +157,36 @@ def test_runs_table_tells_finished_interrupted_running_and_unstarted_runs(exp):
     done = table.loc[table.index.str.startswith("kd-interrupted")].iloc[0]
     assert (done["epochs_done"], done["epochs"], done["val_top1"]) == (1, spec["train"]["epochs"], 12.5)
     assert runs_table("cifar100", root=e.artifacts).empty
+
+
+def test_a_plan_lists_what_the_jobs_need_trains_nothing_and_sees_what_is_done(exp):
+    """``--plan``: every run once, with its state and the job that first asked for it; nothing trained or evaluated
+    on a stand-in. Once the teacher and S0 are trained for real, the plan says so."""
+    from reskd import cli
+    from reskd.studies import PLAN_STAND_IN_LOSS
+
+    jobs = ["teacher", "teacher-cache", "kd", "reskd", "equal-cost"]
+    plan = exp(plan=True)
+    cli.run_jobs(plan, jobs, [0])
+    table = cli.plan_table(plan)
+    assert table["job"].iloc[:3].tolist() == ["teacher", "teacher-cache", "kd"] and "reskd" in set(table["job"])
+    assert table["state"].eq("not started").all() and table["run"].is_unique
+    assert not list(Path(plan.artifacts).rglob("model.pt"))  # nothing was trained
+    assert "training epochs left" in cli.plan_summary(table)
+    assert plan.profile.residual_loss == "auto"  # so the loss ablation is listed, and the chain after it with a stand-in
+    assert len(plan.plan_notes) == 1 and repr(PLAN_STAND_IN_LOSS) in plan.plan_notes[0]
+    assert any(f"-{PLAN_STAND_IN_LOSS}-" in run and job == "reskd" for run, job in zip(table["run"], table["job"]))
+
+    real = exp()
+    real.teacher()
+    real.student("kd", seed=0)
+    again = exp(plan=True)
+    cli.run_jobs(again, jobs, [0])
+    states = cli.plan_table(again).set_index("job")["state"]
+    assert states["teacher"] == "finished" and states["kd"] == "finished"
+    assert states["teacher-cache"] == "finished"  # the KD student's training stored the teacher's outputs on its view
+    assert states["equal-cost"] == "not started"
+    left = cli.plan_table(again)
+    untrained = left[(left["state"] != "finished") & (left["job"] != "teacher-cache")]
+    assert set(untrained["epochs"]) == {1}  # the fixture's recipe: every run one epoch
+    assert cli.plan_summary(left).endswith(f"; {len(untrained)} training epochs left")
