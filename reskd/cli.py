@@ -113,18 +113,32 @@ def run_jobs(exp: Experiment, jobs: Sequence[str], seeds: Sequence[int] | None =
 
 def plan_table(exp: Experiment) -> pd.DataFrame:
     """The runs an :class:`Experiment` with ``plan=True`` was asked for, each once (the first job that asked for it),
-    with its state, epochs done and planned, and hours so far (see :func:`reskd.runstore.run_status`)."""
+    with its state, epochs done and planned, hours so far (see :func:`reskd.runstore.run_status`), and an estimate of
+    the hours left: the epochs left at the mean epoch time of the run itself, else of its other seeds (empty where
+    none is timed yet; measured where they ran)."""
     columns = ["job", "run", "state", "epochs_done", "epochs", "val_top1", "hours"]
-    return pd.DataFrame(exp.planned, columns=columns).drop_duplicates("run").reset_index(drop=True)
+    table = pd.DataFrame(exp.planned, columns=columns).drop_duplicates("run").reset_index(drop=True)
+    family = table["run"].str.replace(r"-s\d+-[0-9a-f]+$", "", regex=True)  # the run's name without seed and key
+    done = table["epochs_done"].where(table["job"] != "teacher-cache", 0)
+    per_epoch = (table["hours"] / done).where(done > 0)
+    per_epoch = per_epoch.fillna(per_epoch.groupby(family).transform("mean"))
+    table["hours_left"] = (table["epochs"] - table["epochs_done"]).clip(lower=0) * per_epoch
+    table.loc[table["epochs_done"] >= table["epochs"], "hours_left"] = 0.0
+    return table
 
 
 def plan_summary(table: pd.DataFrame) -> str:
-    """One line on a plan: how many runs are in each state, and how many epochs are left to train."""
+    """One line on a plan: how many runs are in each state, how many epochs are left to train, and the hours left
+    where an epoch of the run (or of another seed of it) has been timed."""
     counts = table["state"].value_counts()
     states = ", ".join(f"{counts[state]} {state}" for state in RUN_STATES if state in counts)
     runs = table[table["job"] != "teacher-cache"]
     left = int((runs["epochs"] - runs["epochs_done"]).clip(lower=0).sum())
-    return f"{len(table)} entries: {states}; {left} training epochs left"
+    untimed = int(runs["hours_left"].isna().sum())
+    hours = f"about {runs['hours_left'].sum():.1f} hours"
+    if untimed:
+        hours += f" plus {untimed} run{'' if untimed == 1 else 's'} not timed yet"
+    return f"{len(table)} entries: {states}; {left} training epochs left ({hours})"
 
 
 def main(argv: list[str] | None = None) -> None:

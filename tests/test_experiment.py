@@ -2,6 +2,7 @@
 fixture of conftest.py; the studies around the method are tested in test_studies.py)."""
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -189,4 +190,24 @@ def test_a_plan_lists_what_the_jobs_need_trains_nothing_and_sees_what_is_done(ex
     left = cli.plan_table(again)
     untrained = left[(left["state"] != "finished") & (left["job"] != "teacher-cache")]
     assert set(untrained["epochs"]) == {1}  # the fixture's recipe: every run one epoch
-    assert cli.plan_summary(left).endswith(f"; {len(untrained)} training epochs left")
+    assert f"; {len(untrained)} training epochs left" in cli.plan_summary(left)
+    kd = left.set_index("job").loc["kd"]  # timed: an estimate from its own epochs; nothing left
+    assert kd["hours"] > 0 and kd["hours_left"] == 0.0
+
+
+def test_a_plan_estimates_the_hours_left_from_the_run_or_its_other_seeds():
+    from reskd import cli
+    from types import SimpleNamespace
+
+    rows = [{"job": "kd", "run": "kd-r8-s0-aa11", "state": "finished", "epochs_done": 10, "epochs": 10, "hours": 2.0},
+            {"job": "kd", "run": "kd-r8-s1-bb22", "state": "interrupted", "epochs_done": 2, "epochs": 10, "hours": 0.6},
+            {"job": "kd", "run": "kd-r8-s2-cc33", "state": "not started", "epochs_done": 0, "epochs": 10, "hours": 0.0},
+            {"job": "scratch", "run": "scratch-r8-s0-dd44", "state": "not started", "epochs_done": 0, "epochs": 10,
+             "hours": 0.0}]
+    table = cli.plan_table(SimpleNamespace(planned=rows)).set_index("run")["hours_left"]
+    assert table["kd-r8-s0-aa11"] == 0.0
+    assert table["kd-r8-s1-bb22"] == pytest.approx(8 * 0.3)  # its own epochs: 0.3 h each
+    assert table["kd-r8-s2-cc33"] == pytest.approx(10 * (0.2 + 0.3) / 2)  # the other seeds' mean epoch
+    assert pd.isna(table["scratch-r8-s0-dd44"])  # nothing of it timed
+    summary = cli.plan_summary(cli.plan_table(SimpleNamespace(planned=rows)))
+    assert summary.endswith("; 28 training epochs left (about 4.9 hours plus 1 run not timed yet)")
