@@ -88,8 +88,8 @@ def resolve_loss(exp: Experiment, loss: str | None = None, *, input: str | None 
         return loss
     table = ablate_losses(exp, seed=AUTO_SEED, input=input)
     if exp.plan and exp.plan_has_untrained:  # the pick is not known before the ablation is trained
-        note = (f"the residual loss is picked on val once the loss ablation is trained; the runs after it are listed "
-                f"with {PLAN_STAND_IN_LOSS!r} in its place")
+        note = (f"the residual loss is picked on val after the loss ablation, once it (and the runs listed before "
+                f"it) are trained; until then the runs after it are listed with {PLAN_STAND_IN_LOSS!r} in its place")
         if note not in exp.plan_notes:
             exp.plan_notes.append(note)
         return PLAN_STAND_IN_LOSS
@@ -198,6 +198,8 @@ def learnability(exp: Experiment, arch: Arch, *, seed: int = 0, feature_arch: Ar
     fitted = {"teacher": exp.regressor("teacher", arch, seed), "s0": exp.regressor("s0", arch, seed)}
     image_stage = runs.ensemble([arch], seed)
     feature_stage = runs.ensemble([feature_arch], seed)
+    if exp.plan and exp.plan_has_untrained:  # a plan evaluates nothing that is not trained
+        return pd.DataFrame()
     rows = []
     for split in splits:
         teacher = exp.teacher_logits(split)

@@ -211,3 +211,15 @@ def test_a_plan_estimates_the_hours_left_from_the_run_or_its_other_seeds():
     assert pd.isna(table["scratch-r8-s0-dd44"])  # nothing of it timed
     summary = cli.plan_summary(cli.plan_table(SimpleNamespace(planned=rows)))
     assert summary.endswith("; 28 training epochs left (about 4.9 hours plus 1 run not timed yet)")
+
+
+def test_a_plan_of_the_learnability_study_lists_its_regressors_and_evaluates_none(exp):
+    from reskd import cli
+    from reskd.data import cache_dir
+
+    plan = exp(plan=True)
+    cli.run_jobs(plan, ["learnability"], [0])
+    roles = cli.plan_table(plan)["run"].str.split("-").str[0].tolist()
+    assert roles.count("regress") == 2 and {"teacher", "kd", "res1"} <= set(roles)
+    assert not list(Path(plan.artifacts).rglob("model.pt"))  # nothing trained
+    assert not list((cache_dir() / E.EVAL_CACHE).rglob("*.pt"))  # nor evaluated
