@@ -97,9 +97,9 @@ class Experiment:
 
     @property
     def plan_has_untrained(self) -> bool:
-        """With ``plan``: whether a run listed so far is not trained (a stand-in), so nothing built on it can be
-        evaluated yet."""
-        return any(row["state"] != "finished" for row in self.planned if row["role"] != "teacher-cache")
+        """Whether this is a plan and a run it listed so far is not trained (a stand-in), so nothing built on it can
+        be evaluated yet."""
+        return self.plan and any(row["state"] != "finished" for row in self.planned if row["role"] != "teacher-cache")
 
     @property
     def inference_precision(self) -> str:

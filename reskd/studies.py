@@ -50,7 +50,7 @@ def _option_row(exp: Experiment, option: StageOption, seed: int, input: str | No
         train = dataclasses.replace(train, epochs=option.epochs)
     runs = ResKDRuns(exp, loss=option.loss, input=input, train=train)
     ens = runs.ensemble([option.arch], seed)
-    if exp.plan and exp.plan_has_untrained:  # a plan evaluates nothing that is not trained
+    if exp.plan_has_untrained:  # a plan evaluates nothing that is not trained
         return {"option": option.label, "loss": option.loss, "seed": seed}
     records = stage_records({split: runs.staged(ens, split) for split in ABLATION_SPLITS}, exp.teacher_macs)
     before, after = records.iloc[0], records.iloc[1]
@@ -87,7 +87,7 @@ def resolve_loss(exp: Experiment, loss: str | None = None, *, input: str | None 
     if loss != AUTO:
         return loss
     table = ablate_losses(exp, seed=AUTO_SEED, input=input)
-    if exp.plan and exp.plan_has_untrained:  # the pick is not known before the ablation is trained
+    if exp.plan_has_untrained:  # the pick is not known before the ablation is trained
         note = (f"the residual loss is picked on val after the loss ablation, once it (and the runs listed before "
                 f"it) are trained; until then the runs after it are listed with {PLAN_STAND_IN_LOSS!r} in its place")
         if note not in exp.plan_notes:
@@ -198,7 +198,7 @@ def learnability(exp: Experiment, arch: Arch, *, seed: int = 0, feature_arch: Ar
     fitted = {"teacher": exp.regressor("teacher", arch, seed), "s0": exp.regressor("s0", arch, seed)}
     image_stage = runs.ensemble([arch], seed)
     feature_stage = runs.ensemble([feature_arch], seed)
-    if exp.plan and exp.plan_has_untrained:  # a plan evaluates nothing that is not trained
+    if exp.plan_has_untrained:  # a plan evaluates nothing that is not trained
         return pd.DataFrame()
     rows = []
     for split in splits:
