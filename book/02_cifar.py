@@ -305,10 +305,7 @@ for model in stage_models:  # every ResKD entry names its regime (the map below 
 # the same mean MACs per test image: at most 12.5%, 18.04% (the paper's CIFAR-10 figure) and 25% of the teacher's.
 
 # %%
-cascades = {seed: regimes.cascade_staged(exp, seed) for seed in config.seeds}
-cascade_rows = pd.concat([regimes.cascade_budgets(exp, seed, staged=cascades[seed]) for seed in config.seeds],
-                         ignore_index=True)
-cascade_models = regimes.budget_records(cascade_rows, teacher_macs, kind="cascade")
+cascade_models, cascade_rows, cascades = regimes.cascade_records(exp, config.seeds)
 stage_models += cascade_models
 cascaded = cascades[config.seeds[0]]
 cascade_curve = sweep(cascaded["val"], "max_prob", test=cascaded["test"], teacher_macs=teacher_macs, points=20)

@@ -174,11 +174,9 @@ if problem is None:
         stage_models += records
         budget_rows.append(rows)
         curves[regime.name] = staged[config.seeds[0]]
-    cascades = {seed: regimes.cascade_staged(exp, seed) for seed in config.seeds}
+    records, cascade_rows, cascades = regimes.cascade_records(exp, config.seeds, budgets_pct=budgets)
+    stage_models += records
     curves[regimes.CASCADE] = cascades[config.seeds[0]]
-    cascade_rows = pd.concat([regimes.cascade_budgets(exp, seed, budgets_pct=budgets, staged=cascades[seed])
-                              for seed in config.seeds], ignore_index=True)
-    stage_models += regimes.budget_records(cascade_rows, teacher_macs, kind="cascade", budgets_pct=budgets)
     budget_frame = pd.concat([cascade_rows, *budget_rows], ignore_index=True)
     for regime in regime_list:
         print(regime.label(exp))

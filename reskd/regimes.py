@@ -179,6 +179,19 @@ def cascade_budgets(exp: Experiment, seed: int, *, student: Arch | None = None,
     return _budget_table(label, seed, staged, teacher_macs, budgets_pct, criterion)
 
 
+def cascade_records(exp: Experiment, seeds: Sequence[int], *, budgets_pct: Sequence[float] | None = None,
+                    criterion: str = "max_prob"
+                    ) -> tuple[list[dict], pd.DataFrame, dict[int, dict[str, StagedOutputs]]]:
+    """The cascade to the teacher over ``seeds``, as :func:`regime_records` gives a regime: its entries at each
+    budget (kind "cascade", calibrated on val), the budget rows they come from (one block per seed) and the staged
+    outputs per seed (:func:`cascade_staged`'s), for a figure's sweeps."""
+    budgets_pct = budgets_for(exp.profile) if budgets_pct is None else tuple(budgets_pct)
+    staged = {seed: cascade_staged(exp, seed) for seed in seeds}
+    rows = pd.concat([cascade_budgets(exp, seed, budgets_pct=budgets_pct, criterion=criterion, staged=staged[seed])
+                      for seed in seeds], ignore_index=True)
+    return budget_records(rows, exp.teacher_macs, kind="cascade", budgets_pct=budgets_pct), rows, staged
+
+
 def screen(exp: Experiment, regimes: Sequence[Regime] | None = None, *, seeds: Sequence[int] = SCREEN_SEEDS,
            budgets_pct: Sequence[float] = BUDGETS_PCT) -> pd.DataFrame:
     """The cascade and every regime (default: all of :data:`CIFAR_REGIMES`), static and at every budget."""

@@ -297,6 +297,19 @@ def test_regime_records_name_each_regime_and_skip_s0_alone(exp):
                       "device": "cpu", "status": results.STATUS_RUN, "models": records})
 
 
+def test_cascade_records_match_the_per_seed_tables(exp):
+    from reskd.regimes import CASCADE, cascade_budgets, cascade_records
+
+    records, rows, staged = cascade_records(exp, [0], budgets_pct=(200.0,))
+    assert set(staged) == {0} and set(staged[0]) == {"val", "test"}
+    assert {r["kind"] for r in records} == {"cascade"} and [r["budget_pct"] for r in records] == [200.0]
+    assert set(rows["regime"]) == {CASCADE} and set(rows["seed"]) == {0}
+    alone = cascade_budgets(exp, 0, budgets_pct=(200.0,))  # built from scratch, not from the staged outputs
+    pd.testing.assert_frame_equal(rows.drop(columns=["thresholds"], errors="ignore"),
+                                  alone.drop(columns=["thresholds"], errors="ignore"))
+    assert records[0]["top1_mean"] == pytest.approx(float(alone.loc[alone["budget_pct"] == 200.0, "test_top1"].iloc[0]))
+
+
 def test_a_stem_enters_a_runs_key_only_when_set(exp):
     plain = exp.spec("kd", Arch("resnet18", 0.25), 0, TINY)
     stemmed = exp.spec("kd", Arch("resnet18", 0.25, stem="64px"), 0, TINY)
