@@ -493,13 +493,7 @@ report.for_display(energy_table)
 hard = regimes.hard_images(screened)
 display(report.for_display(hard))
 gain = hard["S0 + stage top-1"] - hard["S0 top-1"]
-closed = gain / (hard["teacher top-1"] - hard["S0 top-1"])  # the share of the gap to the teacher a stage closes there
-best_hard = gain.idxmax()
-reading = (f"On the {hard.loc[best_hard, 'hard images (% of test)']:.0f}% of the test images its $S_0$ is least sure "
-           f"of, the stage that gains most there, {best_hard}, takes top-1 from "
-           f"{hard.loc[best_hard, 'S0 top-1']:.1f}% to {hard.loc[best_hard, 'S0 + stage top-1']:.1f}%, against the "
-           f"teacher's {hard.loc[best_hard, 'teacher top-1']:.1f}%: it closes {closed[best_hard]:.0%} of the gap on "
-           f"the images where the cascade pays the teacher's MACs.")
+reading = regimes.hard_images_reading(hard)
 focused = [n for n in hard.index if regimes.CIFAR_REGIMES[n].focus is not None]
 if focused:
     reading += (" The decision-focused stages, trained on exactly such images, change their top-1 by "

@@ -259,6 +259,30 @@ if problem is None:
                                missing="–"))  # one seed: no standard error exists
 
 # %% [markdown]
+# ## Where the residual energy goes
+#
+# Why a stage pays or not, as in the CIFAR chapter, for seed 0: the share of the residual energy
+# $E = \operatorname{mean}_x \lVert z_T(x) - Z(x) \rVert^2$ that each regime's first res-student removes, the
+# top-1 it gains, and where the removed energy sat (on images $S_0$ already got right, or on those it got wrong;
+# fixed and broken in % of all images). Then the quarter of the test images $S_0$ is least sure of (its max-softmax
+# probability at or below the val quantile `regimes.HARD_FRACTION`; the cut is set on val), the images an exit rule
+# sends on: top-1 there of $S_0$, of $S_0$ plus the stage, and of the teacher, which is what the cascade pays its
+# full MACs for (fixed and broken in % of those images).
+
+# %%
+energy_table, hard = pd.DataFrame(), pd.DataFrame()
+if problem is None:
+    first_stages = {name: staged for name, staged in curves.items() if not regimes.is_cascade(name)}
+    energy_table = regimes.first_stage_energy(first_stages)
+    hard = regimes.hard_images(first_stages)
+    display(report.for_display(energy_table))
+    display(report.for_display(hard))
+    removed = energy_table.xs("test", level="split")["energy removed (%)"]
+    display(Markdown("On test, the first res-students remove "
+                     + ", ".join(f"{share:.1f}% ({name})" for name, share in removed.items())
+                     + " of the residual energy. " + regimes.hard_images_reading(hard)))
+
+# %% [markdown]
 # What the runs cost, as measured while they trained (hours of wall-clock per run, training plus the per-epoch
 # evaluation), and each run's last-epoch top-1:
 
@@ -276,6 +300,8 @@ if problem is None:
              "regimes": {regime.name: regime.label(exp) for regime in regime_list},
              "regime_map": report.frame_records(budget_frame.drop(columns=["thresholds"], errors="ignore")),
              "target": verdict, "at_equal_cost": report.frame_records(at_cost),
+             "first_stage_energy": report.frame_records(energy_table.reset_index()),
+             "hard_images": report.frame_records(hard.reset_index()),
              "train_hours": float(runs_table["train_hours"].sum())}
     path = results.write_results(CHAPTER, DATASET, exp.data.source, config.name, exp.device.type,
                                  models + stage_models, extra=extra, root=results_dir)

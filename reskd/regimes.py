@@ -352,6 +352,21 @@ def hard_images(staged_by_regime: Mapping[str, dict[str, StagedOutputs]], *, fra
     return pd.DataFrame(rows).set_index("regime")
 
 
+def hard_images_reading(hard: pd.DataFrame) -> str:
+    """One sentence on a :func:`hard_images` table: what the stage that gains most on the hard images does there,
+    against the teacher (what the cascade pays its full MACs for on those images)."""
+    gain = hard["S0 + stage top-1"] - hard["S0 top-1"]
+    best = gain.idxmax()
+    row = hard.loc[best]
+    gap = row["teacher top-1"] - row["S0 top-1"]
+    closed = (f"it closes {gain[best] / gap:.0%} of the gap" if gap > 0
+              else "the teacher does no better than $S_0$")
+    return (f"On the {row['hard images (% of test)']:.0f}% of the test images its $S_0$ is least sure of, the stage "
+            f"that gains most there, {best}, takes top-1 from {row['S0 top-1']:.1f}% to "
+            f"{row['S0 + stage top-1']:.1f}%, against the teacher's {row['teacher top-1']:.1f}%: {closed} on the "
+            "images where the cascade pays the teacher's MACs.")
+
+
 def best_at_budget(frame: pd.DataFrame, budget_pct: float) -> tuple[pd.Series, pd.Series] | None:
     """The regime row with the best **validation** top-1 at ``budget_pct`` (adaptive, among the policies that meet
     the budget on val), and the cascade's row at the same budget and seed; None when no regime row is there."""

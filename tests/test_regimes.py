@@ -250,6 +250,17 @@ def test_hard_images_sets_the_cut_on_val_and_scores_the_stage_against_the_teache
     assert R.hard_images({"made": staged}, fraction=0.5).loc["made", "hard images (% of test)"] == 0.0  # val's cut
 
 
+def test_hard_images_reading_names_the_stage_that_gains_most_and_the_share_of_the_gap_it_closes():
+    from reskd.regimes import hard_images_reading
+
+    hard = pd.DataFrame({"hard images (% of test)": [25.0, 25.0], "S0 top-1": [15.0, 15.0],
+                         "S0 + stage top-1": [15.5, 17.0], "teacher top-1": [23.0, 23.0]}, index=["a", "b"])
+    reading = hard_images_reading(hard)
+    assert "b, takes top-1 from 15.0% to 17.0%" in reading and "closes 25% of the gap" in reading
+    hard["teacher top-1"] = 15.0  # a teacher no better than S0 there (a smoke run): no share of a gap to divide by
+    assert "the teacher does no better than $S_0$ on the images" in hard_images_reading(hard)
+
+
 def test_budgets_over_seeds_skips_untrained_seeds_and_grow_keeps_only_stages_that_pay(exp, monkeypatch):
     from reskd import regimes as R
 
