@@ -261,7 +261,7 @@ if problem is None:
 # %% [markdown]
 # ## Where the residual energy goes
 #
-# Why a stage pays or not, as in the CIFAR chapter, for seed 0: the share of the residual energy
+# Why a stage pays or not, as in the CIFAR chapter, for the first seed: the share of the residual energy
 # $E = \operatorname{mean}_x \lVert z_T(x) - Z(x) \rVert^2$ that each regime's first res-student removes, the
 # top-1 it gains, and where the removed energy sat (on images $S_0$ already got right, or on those it got wrong;
 # fixed and broken in % of all images). Then the quarter of the test images $S_0$ is least sure of (its max-softmax
