@@ -33,7 +33,6 @@ from reskd.experiment import Experiment
 from reskd.metrics import top1
 from reskd.precision import fast_bf16
 from reskd.profiles import Profile, get_profile
-from reskd.runstore import run_path
 from reskd.regimes import CIFAR_REGIMES, regime_staged
 from reskd.studies import resolve_loss
 from reskd.train import predict
@@ -47,6 +46,14 @@ PRECISION_COLUMNS = ("fp32", "fp32, retrained here", "bf16", "bf16-trained, fp32
 def _train_hours(exp: Experiment) -> dict[str, float]:
     return {name: float(result.history["epoch_s"].sum() / 3600) for name, result in exp.results.items()
             if "epoch_s" in result.history}
+
+
+def _row(model: str, split: str, seed: int, precision: str, top1: float) -> dict:
+    return {"model": model, "split": split, "seed": seed, "precision": precision, "top1": top1}
+
+
+def _kd_model(profile: Profile) -> str:
+    return f"KD student {profile.student.label}"
 
 
 def _gains(runs: pd.DataFrame, regime_model: str, kd_model: str) -> pd.DataFrame:
@@ -64,16 +71,15 @@ def fp32_rerun(profile: Profile, seeds: Sequence[int], scratch: str | os.PathLik
     other float rounding), the noise floor of a bf16-fp32 difference taken against runs trained elsewhere. Returns
     its rows and its training hours (on this machine, beside the bf16 runs')."""
     exp = Experiment(profile, data_root=data_root, artifacts=scratch, device=device, progress=True)
-    teacher_name = f"teacher-{profile.teacher.label}-s0"
-    linked = run_path(exp.teacher_spec(0), teacher_name, root=scratch)
+    linked = exp.teacher_path()
     if not linked.exists():
         linked.parent.mkdir(parents=True, exist_ok=True)
-        linked.symlink_to(run_path(exp.teacher_spec(0), teacher_name, root=artifacts).resolve())
+        linked.symlink_to(Experiment(profile, artifacts=artifacts, device=device).teacher_path().resolve())
     rows = []
     for seed in seeds:
         kd = exp.student("kd", seed=seed)
-        rows += [{"model": f"KD student {profile.student.label}", "split": split, "seed": seed,
-                  "precision": "fp32, retrained here", "top1": top1(*exp.logits(kd, split))} for split in SPLITS]
+        rows += [_row(_kd_model(profile), split, seed, "fp32, retrained here", top1(*exp.logits(kd, split)))
+                 for split in SPLITS]
     return rows, _train_hours(exp)
 
 
@@ -90,21 +96,17 @@ def parity(dataset: str, profile: str, *, seeds: Sequence[int] = (0,), regime: s
         exp = Experiment(p, data_root=data_root, artifacts=artifacts, device=device, progress=True)
         if precision == "fp32":  # one loss for both sides: the one fp32's ablation picked
             chain = dataclasses.replace(chain, loss=resolve_loss(exp, chain.loss))
-            kd_model, regime_model = f"KD student {p.student.label}", f"S0 + {regime} res-student ({chain.loss})"
+            kd_model, regime_model = _kd_model(p), f"S0 + {regime} res-student ({chain.loss})"
         for seed in seeds:
             kd = exp.student("kd", seed=seed)
             staged = regime_staged(exp, chain, seed)  # its res-student, trained on this precision's S0
             for split in SPLITS:
-                rows.append({"model": kd_model, "split": split, "seed": seed,
-                             "precision": precision, "top1": top1(*exp.logits(kd, split))})
+                rows.append(_row(kd_model, split, seed, precision, top1(*exp.logits(kd, split))))
                 if precision == "bf16":  # which part is training, which is inference: the bf16 run in fp32
-                    rows.append({"model": kd_model, "split": split, "seed": seed,
-                                 "precision": "bf16-trained, fp32 eval",
-                                 "top1": top1(*predict(kd, exp.eval_loader(split), device=exp.device,
-                                                       precision="fp32"))})
-                rows.append({"model": regime_model, "split": split, "seed": seed,
-                             "precision": precision,
-                             "top1": top1(staged[split].logits[-1], staged[split].labels)})
+                    fp32_eval = predict(kd, exp.eval_loader(split), device=exp.device, precision="fp32")
+                    rows.append(_row(kd_model, split, seed, "bf16-trained, fp32 eval", top1(*fp32_eval)))
+                rows.append(_row(regime_model, split, seed, precision,
+                                 top1(staged[split].logits[-1], staged[split].labels)))
         hours[precision] = _train_hours(exp)
         if precision == "fp32":
             teacher = exp.teacher()
@@ -112,9 +114,8 @@ def parity(dataset: str, profile: str, *, seeds: Sequence[int] = (0,), regime: s
                 for split in SPLITS:
                     logits, labels = predict(teacher, exp.eval_loader(split), device=exp.device,
                                              precision=teacher_precision)
-                    rows.append({"model": f"teacher {p.teacher.label} (fp32-trained)", "split": split,
-                                 "seed": 0,  # the profile's one teacher
-                                 "precision": teacher_precision, "top1": top1(logits, labels)})
+                    rows.append(_row(f"teacher {p.teacher.label} (fp32-trained)", split, 0,  # the one teacher
+                                     teacher_precision, top1(logits, labels)))
     if fp32_rerun_seeds:
         rerun_rows, hours["fp32, retrained here"] = fp32_rerun(
             base, fp32_rerun_seeds, scratch or tempfile.mkdtemp(prefix="parity-fp32-"), data_root=data_root,

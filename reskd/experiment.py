@@ -249,11 +249,19 @@ class Experiment:
         p = self.profile
         return self.spec("teacher", p.teacher, seed, p.teacher_train, loss="ce")
 
+    def teacher_name(self, seed: int = 0) -> str:
+        """The name of the teacher run of ``seed`` (its folder name, before the key)."""
+        return f"teacher-{self.profile.teacher.label}-s{seed}"
+
+    def teacher_path(self, seed: int = 0) -> Path:
+        """The teacher's run folder under this experiment's artifacts root (nothing is created)."""
+        return run_path(self.teacher_spec(seed), self.teacher_name(seed), root=self.artifacts)
+
     def teacher(self, seed: int = 0) -> nn.Module:
         """The trained teacher (cross-entropy from scratch), loaded or trained once per experiment."""
         if seed not in self._teachers:
             p = self.profile
-            self._teachers[seed] = self.run(f"teacher-{p.teacher.label}-s{seed}", CE(self.build(p.teacher, seed)),
+            self._teachers[seed] = self.run(self.teacher_name(seed), CE(self.build(p.teacher, seed)),
                                             self.teacher_spec(seed), p.teacher_train).model
         return self._teachers[seed]
 

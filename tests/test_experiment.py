@@ -18,6 +18,7 @@ def test_runs_are_stored_by_configuration_and_reloaded(exp, tmp_path):
     teacher = first.teacher()
     folder = tmp_path / "artifacts" / "cifar10" / f"teacher-resnet8x0.5-s0-{run_key(first.teacher_spec())}"
     assert (folder / "model.pt").exists() and (folder / "spec.json").exists()
+    assert first.teacher_path() == folder  # where the run was stored, without loading it
     again = exp().teacher()
     for a, b in zip(teacher.state_dict().values(), again.state_dict().values()):
         assert torch.equal(a, b)
