@@ -1,5 +1,7 @@
 """reskd.runstore: run keys, run folders, their files and locks."""
 import json
+import shutil
+import subprocess
 
 import pytest
 
@@ -15,6 +17,25 @@ def test_committed_runs_keep_their_keys():
         spec = json.loads((folder / SPEC_FILE).read_text())
         assert folder.name.endswith(f"-{run_key(spec)}"), folder.name
         assert run_path(spec, folder.name.rsplit("-", 1)[0], root=folder.parent.parent) == folder
+
+
+ARTIFACTS_CAP_BYTES = 60 * 2**20  # the committed runs of every data set together stay under 60 MiB
+
+
+def test_committed_artifacts_stay_under_the_cap():
+    """The run folders git tracks fit the repository's cap; a new run that breaks it must replace an old one."""
+    root = artifacts_root()
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    listed = subprocess.run(["git", "ls-files", "-z", "--", str(root)], cwd=root.parent, capture_output=True)
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout")
+    files = [root.parent / name for name in listed.stdout.decode().split("\0") if name]
+    assert files, "git tracks no files under artifacts/"
+    total = sum(f.stat().st_size for f in files if f.exists())
+    assert total < ARTIFACTS_CAP_BYTES, (
+        f"tracked artifacts take {total / 2**20:.1f} MiB, over the {ARTIFACTS_CAP_BYTES / 2**20:.0f} MiB cap: "
+        "drop a superseded run folder (git rm -r) before committing a new one")
 
 
 def test_run_dir_writes_the_spec_and_a_run_is_finished_by_its_model(tmp_path):
