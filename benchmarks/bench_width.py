@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import torch.nn.functional as F
 
 from reskd.flops import count_macs
 from reskd.models import create_model
+from reskd.utils import machine_info
 
 NUM_CLASSES = 200
 INPUT_SIZE = (3, 64, 64)
@@ -78,10 +78,9 @@ def main() -> None:
         rows[name] = row
         print(name, row, flush=True)
     report = {"what": f"one SGD step on a synthetic batch of {args.batch_size} images {INPUT_SIZE}, mean of "
-                      f"{args.steps} after {WARMUP_STEPS} warm-up, best of {args.rounds} rounds; gmacs_per_s counts the backward pass as twice "
-                      "the forward",
-              "device": f"cpu ({platform.processor() or platform.machine()}), {torch.get_num_threads()} threads, "
-                        f"torch {torch.__version__}",
+                      f"{args.steps} after {WARMUP_STEPS} warm-up, best of {args.rounds} rounds; gmacs_per_s counts "
+                      "the backward pass as twice the forward",
+              "machine": machine_info("cpu"),
               "models": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
