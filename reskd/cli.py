@@ -36,6 +36,16 @@ def _teacher_cache(exp: Experiment, seeds: Sequence[int]) -> None:
     exp.warm_teacher_cache()
 
 
+@JOBS.register("teacher-lengths", "the teacher at each length of the profile's ladder (converged: 30, 60, 120 epochs)")
+def _teacher_lengths(exp: Experiment, seeds: Sequence[int]) -> None:
+    exp.length_ladder("teacher")
+
+
+@JOBS.register("kd-lengths", "the KD student S0 (first seed) at each length of the profile's ladder")
+def _kd_lengths(exp: Experiment, seeds: Sequence[int]) -> None:
+    exp.length_ladder("kd", seed=seeds[0])
+
+
 @JOBS.register("scratch", "the students trained from scratch")
 def _scratch(exp: Experiment, seeds: Sequence[int]) -> None:
     for seed in seeds:

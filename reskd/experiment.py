@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from . import data as rdata
 from . import distributed
-from .runstore import RunLockedError, run_dir, run_key, run_path, run_status
+from .runstore import SNAPSHOT, RunLockedError, run_dir, run_key, run_path, run_status
 
 from .adaptive import StagedOutputs, collect
 from .cache import TEACHER_CACHE_NAME, OutputCache
@@ -165,9 +165,11 @@ class Experiment:
                 "arch": arch.name, "width": arch.width, **arch.options, "seed": seed, "train": config.to_dict(), **extra,
                 **({"distributed": processes} if processes else {})}
 
-    def run(self, name: str, distiller: Distiller, spec: dict[str, Any], config: TrainConfig) -> FitResult:
+    def run(self, name: str, distiller: Distiller, spec: dict[str, Any], config: TrainConfig, *,
+            fork_from: Path | None = None) -> FitResult:
         """Train (or load, or resume) one run described by ``spec``; a run this experiment already has is handed out
-        again, not loaded (nor, with ``retrain``, trained) a second time."""
+        again, not loaded (nor, with ``retrain``, trained) a second time. ``fork_from``: the ``stable.pt`` of a
+        shorter run of the same wsd recipe to start from (:func:`reskd.train.fit`)."""
         if self.specs.get(name) == spec:
             return self.results[name]
         folder = run_path(spec, name, root=self.artifacts)
@@ -185,7 +187,7 @@ class Experiment:
         result = fit(distiller, self.train_loader(config), config,
                      eval_loaders={"val": self.eval_loader("val"), "test": self.eval_loader("test")},
                      run_dir=folder, device=self.device, progress=self.progress, retrain=self.retrain,
-                     run_info=spec)
+                     run_info=spec, fork_from=fork_from)
         self.results[name], self.specs[name] = result, spec
         return result
 
@@ -264,6 +266,38 @@ class Experiment:
             self._teachers[seed] = self.run(self.teacher_name(seed), CE(self.build(p.teacher, seed)),
                                             self.teacher_spec(seed), p.teacher_train).model
         return self._teachers[seed]
+
+    def length_ladder(self, role: str, lengths: Sequence[int] | None = None, seed: int = 0) -> dict[int, FitResult]:
+        """``role`` ("teacher", or "kd" for the KD student S0) trained for each of ``lengths`` epochs (default: the
+        profile's ``teacher_lengths`` / ``student_lengths``), shortest first; each run forks from the stable phase of
+        the longest finished run before it (:func:`reskd.train.fit`), so the ladder costs its longest rung plus the
+        decays of the others. Returns each length's run."""
+        p = self.profile
+        lengths = sorted(lengths or (p.teacher_lengths if role == "teacher" else p.student_lengths))
+        if not lengths:
+            raise ValueError(f"profile {p.name!r} has no {role} length ladder (teacher_lengths / student_lengths).")
+        base = p.teacher_train if role == "teacher" else p.student_train
+        if base.schedule != "wsd":
+            raise ValueError(f"a length ladder needs the wsd schedule, whose runs share their stable phase; the "
+                             f"{role} recipe of profile {p.name!r} uses {base.schedule!r}.")
+        out, source = {}, None
+        for epochs in lengths:
+            config = dataclasses.replace(base, epochs=epochs)
+            if role == "teacher":
+                spec, name = self.spec("teacher", p.teacher, seed, config, loss="ce"), self.teacher_name(seed)
+                distiller: Distiller = CE(self.build(p.teacher, seed))
+            elif role == "kd":
+                spec = self.spec("kd", p.student, seed, config, loss="kd", temperature=p.temperature,
+                                 teacher=run_key(self.teacher_spec()))
+                name = f"kd-{p.student.label}-s{seed}"
+                distiller = KD(self.build(p.student, seed), self.teacher(), temperature=p.temperature,
+                               cache_root=self.output_cache, precision=config.precision)
+            else:
+                raise ValueError(f"unknown ladder role {role!r}; choose 'teacher' or 'kd'.")
+            out[epochs] = self.run(name, distiller, spec, config, fork_from=source)
+            snapshot = run_path(spec, name, root=self.artifacts) / SNAPSHOT
+            source = snapshot if snapshot.exists() else source
+        return out
 
     @cached_property
     def teacher_macs(self) -> int:

@@ -4,6 +4,8 @@ A :class:`Profile` is the explicit, torchdistill-style configuration of a chapte
 
 * ``smoke``: tiny models on a small subset, seconds on a CPU (for CI);
 * ``cpu``: the real run two CPU cores can afford (hours, resumable, artifacts committed);
+* ``converged``: the same families trained until more training no longer pays (CIFAR: tens of hours on two cores,
+  resumed over sessions), to answer whether a verdict of ``cpu`` is an artifact of short training;
 * ``paper``: paper-scale settings for a GPU (deeper teacher, 240 epochs).
 
 :data:`PROFILES` maps a data set to its profiles; adding a data set's profile is one entry there.
@@ -16,7 +18,7 @@ from typing import Any
 
 from .train import TrainConfig
 
-PROFILE_NAMES = ("smoke", "cpu", "paper")
+PROFILE_NAMES = ("smoke", "cpu", "converged", "paper")
 
 #: The paper's headline cost of ResKD, % of the teacher's MACs (Li et al., IEEE TIP 2021), by data set.
 PAPER_PCT_TEACHER = {"cifar10": 18.04, "cifar100": 23.14, "tiny-imagenet": 53.59, "imagenet": 56.86}
@@ -68,6 +70,10 @@ class Profile:
     budgets_pct: tuple[float, ...] = ()  # budgets (% of the teacher's MACs) of adaptive comparisons; () the map's
     train_subset: int | None = None
     test_subset: int | None = None
+    # training lengths (epochs) at which the teacher and the KD student are trained to show that more training no
+    # longer pays (wsd recipes: each length forks from the stable phase of the one before, reskd.train.fit)
+    teacher_lengths: tuple[int, ...] = ()
+    student_lengths: tuple[int, ...] = ()
     notes: str = ""
 
     def replace(self, **changes: Any) -> "Profile":
@@ -80,6 +86,18 @@ _CIFAR_TEACHER_CPU = TrainConfig(epochs=30, batch_size=128, lr=0.1, schedule="co
 _CIFAR_STUDENT_CPU = TrainConfig(epochs=15, batch_size=128, lr=0.1, schedule="cosine", weight_decay=5e-4)
 _CIFAR_PAPER = TrainConfig(epochs=240, batch_size=64, lr=0.05, schedule="multistep", milestones=(0.625, 0.75, 0.875),
                            weight_decay=5e-4)
+# The converged profile: the same recipe (SGD, Nesterov, lr 0.1, batch 128, weight decay 5e-4) with a warm-up,
+# stable, decay schedule (one warm-up epoch, linear decay over the last 20%) in place of cosine, so that the runs of a
+# length ladder share their stable phase (each longer run forks from the previous one's stable.pt: 30, 60 and 120
+# epochs cost 138 epochs, not 210). WSD with a 20% linear cool-down matches cosine at equal length (Hagele et al.,
+# 2024); the 30-epoch rung measures it against the cpu profile's cosine teacher on val. No label smoothing for the
+# teacher: it erases the information in the wrong-class logits that KD transfers (Muller et al., 2019). The teacher's
+# and the student's ``epochs`` are the lengths chosen on val by the ladder rule (the shortest length whose doubling
+# gains under 0.3 points of val top-1); until the ladder is trained they are the longest rung, provisional.
+_CIFAR_WSD = TrainConfig(epochs=120, batch_size=128, lr=0.1, schedule="wsd", warmup_epochs=1, decay_fraction=0.2,
+                         weight_decay=5e-4)
+CIFAR_CONVERGED_LENGTHS = (30, 60, 120)
+LADDER_GAIN = 0.3  # points of val top-1: a length is long enough when doubling it gains less than this
 _SMOKE = TrainConfig(epochs=2, batch_size=64, lr=0.05, schedule="cosine", weight_decay=5e-4)
 _TINY_SMOKE = TrainConfig(epochs=1, batch_size=64, lr=0.05, schedule="cosine", weight_decay=5e-4)
 
@@ -105,6 +123,12 @@ def _cifar_profiles(dataset: str) -> dict[str, Profile]:
                        equal_cost=Arch("resnet8", 1.35), regimes=CIFAR_CPU_REGIMES,
                        adaptive_regimes=CIFAR_CPU_ADAPTIVE,
                        notes="resnet56 teacher (30 epochs) and resnet8 students (15 epochs), on two CPU cores"),
+        "converged": Profile("converged", dataset, Arch("resnet56"), Arch("resnet8"), res, _CIFAR_WSD, _CIFAR_WSD,
+                             equal_cost=Arch("resnet8", 1.35), regimes=CIFAR_CPU_REGIMES,
+                             adaptive_regimes=CIFAR_CPU_ADAPTIVE, teacher_lengths=CIFAR_CONVERGED_LENGTHS,
+                             student_lengths=CIFAR_CONVERGED_LENGTHS,
+                             notes="resnet56 teacher and resnet8 students trained until doubling the training "
+                                   "gains under 0.3 points of val top-1 (warm-up, stable, decay schedule)"),
         "paper": Profile("paper", dataset, Arch("resnet110"), Arch("resnet8"), res, _CIFAR_PAPER, _CIFAR_PAPER,
                          equal_cost=Arch("resnet8", 1.35),
                          notes="paper-scale settings for a GPU (240 epochs, CRD/mdistiller recipe)"),
@@ -173,6 +197,8 @@ PROFILE_TRUST = {
     "smoke": "it checks that the chapter runs, and its numbers mean nothing (they are not a reproduction)",
     "cpu": "the real runs two CPU cores afford, shorter than the paper's (compare them with each other, and with the "
            "paper's only in spirit)",
+    "converged": "models trained to convergence on two CPU cores, at the accuracy the field reports for these "
+                 "networks on this data",
     "paper": "paper-scale settings",
 }
 

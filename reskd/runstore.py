@@ -65,7 +65,8 @@ CHECKPOINT = "checkpoint.pt"
 FINAL_MODEL = "model.pt"
 HISTORY = "history.csv"
 SUMMARY = "summary.json"
-RUN_FILES = (CHECKPOINT, FINAL_MODEL, HISTORY, SUMMARY)  # what fit writes, each through a temporary file
+SNAPSHOT = "stable.pt"  # a wsd run's checkpoint at the end of its stable phase, where a longer run can fork from it
+RUN_FILES = (CHECKPOINT, FINAL_MODEL, HISTORY, SUMMARY, SNAPSHOT)  # what fit writes, each through a temporary file
 
 
 def is_finished(run_dir: str | os.PathLike) -> bool:

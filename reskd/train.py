@@ -18,15 +18,19 @@ names or shapes differ from the student's are an error that names the architectu
 """
 from __future__ import annotations
 
+import collections
 import contextlib
+import copy
 import dataclasses
 import json
 import os
+import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -37,7 +41,7 @@ from .distill import Distiller, View
 from .metrics import top1  # noqa: F401 (re-exported: reskd.train.top1)
 from .precision import autocast, resolve_precision
 from .registry import Registry
-from .runstore import (CHECKPOINT, FINAL_MODEL, HISTORY, SUMMARY, folder_lock, is_finished,  # noqa: F401
+from .runstore import (CHECKPOINT, FINAL_MODEL, HISTORY, SNAPSHOT, SUMMARY, folder_lock, is_finished,  # noqa: F401
                        remove_temporary_files)
 from .utils import (MIN_CHANNELS_LAST_CHANNELS, atomic_json_dump, atomic_torch_save, atomic_write,  # noqa: F401
                     machine_info, memory_format_for, model_memory_format, resolve_device, rng_state, set_rng_state)
@@ -66,6 +70,8 @@ class TrainConfig:
     milestones: tuple[float, ...] = (0.5, 0.75)  # multistep: fractions of the run where the lr drops
     gamma: float = 0.1  # multistep: the factor of each drop
     onecycle_pct_start: float = 0.25  # onecycle: share of the run spent warming up
+    warmup_epochs: int = 0  # wsd: epochs of linear warm-up from lr / steps to lr
+    decay_fraction: float = 0.2  # wsd: the last share of the run, where lr decays linearly to 0
     data_seed: int = 0  # the augmentation stream and batch order; shared across weight seeds so caches are reused
     channels_last: bool = True
     precision: str = "fp32"  # "fp32", "bf16" (autocast), or "auto": bf16 where this machine runs it fast (resolved here)
@@ -80,13 +86,29 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}.")
         if any(not 0 < m < 1 for m in self.milestones):
             raise ValueError(f"milestones are fractions of the run in (0, 1), got {self.milestones}.")
+        if not 0 < self.decay_fraction <= 1 or self.warmup_epochs < 0:
+            raise ValueError(f"decay_fraction must be in (0, 1] and warmup_epochs >= 0, got {self.decay_fraction} "
+                             f"and {self.warmup_epochs}.")
+        if self.schedule == "wsd" and self.warmup_epochs > self.stable_epochs:
+            raise ValueError(f"the warm-up ({self.warmup_epochs} epochs) runs past the stable phase, which ends after "
+                             f"epoch {self.stable_epochs} of {self.epochs}; shorten it or lengthen the run.")
+
+    @property
+    def stable_epochs(self) -> int:
+        """wsd: the epochs before the decay (warm-up included). Two wsd runs that differ only in ``epochs`` follow the
+        same trajectory up to the shorter one's ``stable_epochs``, so a longer run can start from there
+        (``fit(..., fork_from=...)``). Other schedules: all epochs (no stable phase is shared)."""
+        if self.schedule != "wsd":
+            return self.epochs
+        return self.epochs - max(1, round(self.decay_fraction * self.epochs))
 
     def to_dict(self) -> dict[str, Any]:
-        """The config as JSON; ``precision`` only when it is not fp32, so runs trained before it existed keep their
-        keys."""
+        """The config as JSON; the options added after runs were first trained (:data:`LATER_OPTIONS`) only when
+        they differ from their defaults, so those runs keep their keys."""
         d = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-        if d["precision"] == "fp32":
-            del d["precision"]
+        for name, default in LATER_OPTIONS.items():
+            if d[name] == default:
+                del d[name]
         return d
 
     @classmethod
@@ -95,6 +117,10 @@ class TrainConfig:
         if "milestones" in d:
             d["milestones"] = tuple(d["milestones"])
         return cls(**d)
+
+
+#: Options of :class:`TrainConfig` that a run's key names only when they differ from these defaults.
+LATER_OPTIONS: dict[str, Any] = {"precision": "fp32", "warmup_epochs": 0, "decay_fraction": 0.2}
 
 
 def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
@@ -118,6 +144,22 @@ def _multistep(optimizer: torch.optim.Optimizer, config: TrainConfig, total: int
 def _onecycle(optimizer: torch.optim.Optimizer, config: TrainConfig, total: int):
     return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total,
                                                pct_start=config.onecycle_pct_start)
+
+
+@SCHEDULES.register("wsd", "warm-up, stable, decay: linear warm-up over warmup_epochs, lr until stable_epochs, then "
+                          "linear decay to 0 over the last decay_fraction of the run (Hagele et al., 2024)")
+def _wsd(optimizer: torch.optim.Optimizer, config: TrainConfig, total: int):
+    steps_per_epoch = total // config.epochs
+    warmup, decay_start = config.warmup_epochs * steps_per_epoch, config.stable_epochs * steps_per_epoch
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if step < decay_start:
+            return 1.0
+        return max(0.0, (total - step) / (total - decay_start))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 @SCHEDULES.register("constant", "lr throughout")
@@ -251,14 +293,46 @@ def _check_architecture(path: Path, state: Mapping[str, Tensor], model: nn.Modul
         f"another run_dir (retrain=True would discard this run).")
 
 
+#: The only non-tensor class a checkpoint may hold besides plain types: MultiStepLR's milestones.
+CHECKPOINT_SAFE_GLOBALS = [collections.Counter]
+
+
 def _load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint read with ``weights_only=True``: tensors and plain types only, so a checkpoint from elsewhere
+    cannot run code. One written before RNG states were stored as tensors (it pickles a NumPy array) is refused with
+    what to do."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        with torch.serialization.safe_globals(CHECKPOINT_SAFE_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # a global that weights_only refuses: an old format, or a foreign pickle
+        raise CheckpointError(
+            f"{path} is not a plain-tensor checkpoint (it pickles {_refused_global(e)}), so it is not loaded: "
+            f"unpickling it could run any code it holds. Delete it to retrain this run from scratch (or pass "
+            f"retrain=True); if it is a checkpoint of an older reskd that you trust, convert it once with "
+            f"reskd.train.convert_checkpoint(path)."
+        ) from e
     except Exception as e:  # truncated, corrupt or not a checkpoint at all
         raise CheckpointError(
             f"cannot read {path}: it is truncated or corrupt ({type(e).__name__}: {e}). Delete it to restart this "
             f"run from scratch (or pass retrain=True)."
         ) from e
+
+
+def _refused_global(error: Exception) -> str:
+    words = str(error).split("GLOBAL ")
+    return words[1].split()[0] if len(words) > 1 else "objects other than tensors and plain types"
+
+
+def convert_checkpoint(path: str | os.PathLike) -> Path:
+    """Rewrite a checkpoint of an older reskd (its NumPy RNG state pickled as an array) in the plain-tensor format
+    that :func:`fit` loads. This unpickles the file freely: call it only on a file you trust."""
+    path = Path(path)
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)  # trusted by the caller, as documented
+    numpy_state = ckpt["rng"]["numpy"]
+    kind, keys, pos, has_gauss, cached = numpy_state
+    ckpt["rng"]["numpy"] = [str(kind), torch.from_numpy(np.asarray(keys).astype(np.int64)), int(pos),
+                            int(has_gauss), float(cached)]
+    return atomic_torch_save(ckpt, path)
 
 
 def _lay_out_for_cpu(student: nn.Module, config: TrainConfig) -> None:
@@ -271,13 +345,20 @@ def _lay_out_for_cpu(student: nn.Module, config: TrainConfig) -> None:
 
 def fit(distiller: Distiller, train_loader, config: TrainConfig, *, eval_loaders: Mapping[str, Any] | None = None,
         run_dir: str | os.PathLike | None = None, device: str | torch.device | None = "auto",
-        progress: bool = True, retrain: bool = False, run_info: Mapping[str, Any] | None = None) -> FitResult:
+        progress: bool = True, retrain: bool = False, run_info: Mapping[str, Any] | None = None,
+        fork_from: str | os.PathLike | None = None) -> FitResult:
     """Train ``distiller.student`` on ``train_loader`` (a ``reskd.data.Loader``) for ``config.epochs`` epochs.
 
     ``eval_loaders`` (e.g. ``{"val": ..., "test": ...}``) are evaluated after every epoch; their top-1 goes to the
     history as ``<name>_top1``. With a ``run_dir`` the run is checkpointed every epoch and resumed when re-run;
     ``retrain=True`` discards what is there. ``run_info`` (JSON) is stored with the run and must match on resume.
     A process that finds the run being trained by another one waits for it and then loads the result.
+
+    A ``wsd`` run also keeps its checkpoint at the end of its stable phase (``stable.pt``). ``fork_from`` (such a
+    file, of a run that differs from this one only in its number of epochs, at an epoch no later than this run's
+    stable phase ends) starts a run that has no checkpoint of its own from there instead of from scratch: up to that
+    epoch the two runs follow the same trajectory, so the result is that of training from scratch (bit for bit on
+    the same machine and thread count) for the epochs that remain. The summary records the fork.
     """
     device = resolve_device(device)
     eval_loaders = dict(eval_loaders or {})
@@ -316,7 +397,8 @@ def fit(distiller: Distiller, train_loader, config: TrainConfig, *, eval_loaders
         student.to(memory_format=memory_format)
         optimizer = make_optimizer(distiller.trainable_parameters(), config)
         scheduler = make_scheduler(optimizer, config, len(train_loader))
-        history, start_epoch = _resume(run_dir, student, optimizer, scheduler, identity)  # on every rank
+        history, start_epoch, forked = _resume(run_dir, student, optimizer, scheduler, identity, config,
+                                               None if fork_from is None else Path(fork_from))  # on every rank
         wrapped = distributed.wrap_student(student, device)  # DDP for several ranks: only the student
         frozen_logits: dict[Any, tuple[Tensor, Tensor]] = {}  # a frozen addend's evaluation logits, per loader
 
@@ -335,29 +417,60 @@ def fit(distiller: Distiller, train_loader, config: TrainConfig, *, eval_loaders
             history.append(row)
             epochs.set_postfix({k: f"{v:.2f}" for k, v in row.items() if k.endswith("_top1")}, refresh=False)
             if run_dir is not None and main:
-                _write_checkpoint(run_dir, student, optimizer, scheduler, epoch, history, identity)
+                snapshot = config.schedule == "wsd" and epoch + 1 == config.stable_epochs < config.epochs
+                _write_checkpoint(run_dir, student, optimizer, scheduler, epoch, history, identity, forked,
+                                  snapshot=snapshot)
             distributed.barrier()
         result = _finish(student, config, history, eval_loaders, identity, run_dir if main else None,
-                         machine={**machine_info(device), "train_samples": len(train_loader.data)})
+                         machine={**machine_info(device), "train_samples": len(train_loader.data)}, forked=forked)
         distributed.barrier()
         return result
 
 
 def _resume(run_dir: Path | None, student: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-            identity: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
-    """The history so far and the epoch to start at: from ``run_dir``'s checkpoint (after checking that it is this
-    run's, with this student's architecture, and restoring the student, optimiser, scheduler and RNG state), else
-    an empty history and epoch 0."""
-    if run_dir is None or not (run_dir / CHECKPOINT).exists():
-        return [], 0
-    ckpt = _load_checkpoint(run_dir / CHECKPOINT)
-    _check_identity(run_dir / CHECKPOINT, ckpt.get("identity"), identity)
-    _check_architecture(run_dir / CHECKPOINT, ckpt["student"], student, ckpt.get("architecture"))
+            identity: dict[str, Any], config: TrainConfig,
+            fork_from: Path | None = None) -> tuple[list[dict[str, Any]], int, dict[str, Any] | None]:
+    """The history so far, the epoch to start at and the fork this run started from (or None): from ``run_dir``'s
+    checkpoint (after checking that it is this run's, with this student's architecture, and restoring the student,
+    optimiser, scheduler and RNG state), else from ``fork_from`` (checked to share this run's trajectory), else an
+    empty history and epoch 0."""
+    if run_dir is not None and (run_dir / CHECKPOINT).exists():
+        path = run_dir / CHECKPOINT
+        ckpt = _load_checkpoint(path)
+        _check_identity(path, ckpt.get("identity"), identity)
+    elif fork_from is not None:
+        path = fork_from
+        ckpt = _load_checkpoint(path)
+        _check_fork(path, ckpt, identity, config)
+        ckpt["forked_from"] = {"file": f"{path.parent.name}/{path.name}", "epoch": ckpt["epoch"] + 1}
+    else:
+        return [], 0, None
+    _check_architecture(path, ckpt["student"], student, ckpt.get("architecture"))
     student.load_state_dict(ckpt["student"])
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
     set_rng_state(ckpt["rng"])
-    return ckpt["history"], ckpt["epoch"] + 1
+    return ckpt["history"], ckpt["epoch"] + 1, ckpt.get("forked_from")
+
+
+def _without_length(identity: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's identity with its number of epochs left out (wherever its training config appears)."""
+    identity = copy.deepcopy(dict(identity))
+    identity.get("config", {}).pop("epochs", None)
+    identity.get("run_info", {}).get("train", {}).pop("epochs", None)
+    return identity
+
+
+def _check_fork(path: Path, ckpt: Mapping[str, Any], identity: dict[str, Any], config: TrainConfig) -> None:
+    """That ``ckpt`` (from ``path``) can start this run: a wsd run that differs from it only in length, taken no
+    later than this run's stable phase ends (after that, the two trajectories part)."""
+    found = ckpt.get("identity") or {}
+    if config.schedule != "wsd" or _without_length(found) != _without_length(identity):
+        raise CheckpointError(f"{path} cannot start this run: only a wsd run that differs from it in nothing but its "
+                              f"number of epochs can (found {found}, expected {identity}).")
+    if ckpt["epoch"] + 1 > config.stable_epochs:
+        raise CheckpointError(f"{path} was taken after epoch {ckpt['epoch'] + 1}, past the end of this run's stable "
+                              f"phase (epoch {config.stable_epochs} of {config.epochs}): the runs differ from there.")
 
 
 def _train_epoch(distiller: Distiller, train_loader, optimizer: torch.optim.Optimizer, scheduler: Any, epoch: int, *,
@@ -414,17 +527,23 @@ def _evaluate(distiller: Distiller, eval_loaders: Mapping[str, Any], *, device: 
 
 
 def _write_checkpoint(run_dir: Path, student: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, epoch: int,
-                      history: list[dict[str, Any]], identity: dict[str, Any]) -> None:
-    """The end-of-epoch checkpoint (everything a bit-exact resume needs), then the history so far."""
-    atomic_torch_save({"student": student.state_dict(), "optimizer": optimizer.state_dict(),
-                       "scheduler": scheduler.state_dict(), "rng": rng_state(), "epoch": epoch,
-                       "history": history, "identity": identity, "architecture": architecture(student)},
-                      run_dir / CHECKPOINT)
+                      history: list[dict[str, Any]], identity: dict[str, Any], forked: dict[str, Any] | None = None,
+                      *, snapshot: bool = False) -> None:
+    """The end-of-epoch checkpoint (everything a bit-exact resume needs; tensors and plain types only), then the
+    history so far; with ``snapshot``, the same state kept as ``stable.pt`` too."""
+    state = {"student": student.state_dict(), "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict(), "rng": rng_state(), "epoch": epoch, "history": history,
+             "identity": identity, "architecture": architecture(student),
+             **({"forked_from": forked} if forked else {})}
+    atomic_torch_save(state, run_dir / CHECKPOINT)
+    if snapshot:
+        atomic_torch_save(state, run_dir / SNAPSHOT)
     _write_history(history, run_dir)
 
 
 def _finish(student: nn.Module, config: TrainConfig, history: list[dict[str, Any]], eval_loaders: Mapping[str, Any],
-            identity: dict[str, Any], run_dir: Path | None, machine: dict[str, Any] | None = None) -> FitResult:
+            identity: dict[str, Any], run_dir: Path | None, machine: dict[str, Any] | None = None,
+            forked: dict[str, Any] | None = None) -> FitResult:
     """The trained run: the student laid out for the CPU, its summary (last and best epochs) and, with a
     ``run_dir``, history -> summary -> ``model.pt`` written in that order (``model.pt`` marks the run finished), and
     the checkpoint removed. ``machine`` (where the last epoch ran, and the training-set size) goes to the summary, for
@@ -433,7 +552,8 @@ def _finish(student: nn.Module, config: TrainConfig, history: list[dict[str, Any
     _lay_out_for_cpu(student, config)
     frame = pd.DataFrame(history)
     summary = {"identity": identity, "final": history[-1] if history else {},
-               "best": _best(frame, eval_loaders), "architecture": architecture(student), "machine": machine or {}}
+               "best": _best(frame, eval_loaders), "architecture": architecture(student), "machine": machine or {},
+               **({"forked_from": forked} if forked else {})}
     if run_dir is not None:  # model.pt last: it marks the run finished, and all it needs is then in place
         _write_history(history, run_dir)  # (a kill after the last checkpoint may have kept the previous one)
         atomic_json_dump(summary, run_dir / SUMMARY)

@@ -7,6 +7,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -79,7 +80,7 @@ def test_corrupt_checkpoint_names_file_and_fix(tmp_path):
     assert "checkpoint.pt" in message and "corrupt" in message and "retrain=True" in message
 
 
-@pytest.mark.parametrize("schedule", ["cosine", "multistep", "onecycle", "constant"])
+@pytest.mark.parametrize("schedule", ["cosine", "multistep", "onecycle", "constant", "wsd"])
 def test_schedules(schedule):
     config = TrainConfig(epochs=4, lr=0.1, schedule=schedule, milestones=(0.5,), gamma=0.1)
     opt = make_optimizer(torch.nn.Linear(2, 2).parameters(), config)
@@ -95,8 +96,35 @@ def test_schedules(schedule):
         assert lrs[19] == pytest.approx(0.1) and lrs[20] == pytest.approx(0.01)
     elif schedule == "onecycle":
         assert max(lrs) == pytest.approx(0.1, rel=0.02) and lrs[0] < 0.01 and lrs[-1] < 0.001
+    elif schedule == "wsd":  # 4 epochs: decay over round(0.2 * 4) = 1 epoch, so the stable phase ends at step 30
+        assert lrs[:30] == [0.1] * 30 and lrs[30] == pytest.approx(0.1) and lrs[39] == pytest.approx(0.01)
+        assert lrs[30:] == sorted(lrs[30:], reverse=True)
     else:
         assert set(lrs) == {0.1}
+
+
+def test_wsd_warmup_and_stable_epochs():
+    config = TrainConfig(epochs=10, lr=0.1, schedule="wsd", warmup_epochs=2, decay_fraction=0.3)
+    assert config.stable_epochs == 7
+    opt = make_optimizer(torch.nn.Linear(2, 2).parameters(), config)
+    sched = make_scheduler(opt, config, steps_per_epoch=5)
+    lrs = []
+    for _ in range(50):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.01) and lrs[9] == pytest.approx(0.1) and lrs[:10] == sorted(lrs[:10])
+    assert lrs[10:35] == [pytest.approx(0.1)] * 25 and lrs[-1] == pytest.approx(0.1 / 15)
+    assert TrainConfig(epochs=10, schedule="cosine").stable_epochs == 10
+    with pytest.raises(ValueError, match="warm-up"):
+        TrainConfig(epochs=4, schedule="wsd", warmup_epochs=4)
+
+
+def test_new_options_keep_old_keys():
+    """Options added after runs were trained enter a config's dict only away from their defaults."""
+    d = TrainConfig().to_dict()
+    assert not {"precision", "warmup_epochs", "decay_fraction"} & set(d)
+    assert TrainConfig(schedule="wsd", warmup_epochs=1).to_dict()["warmup_epochs"] == 1
 
 
 def test_bad_config_is_rejected():
@@ -362,3 +390,93 @@ def test_narrow_model_trains_with_channels_last_inputs():
                                                                min_channels=MIN_CHANNELS_LAST_CHANNELS)],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "trained" in done.stdout, done.stderr[-2000:]
+
+
+WSD = dict(FAST, schedule="wsd", decay_fraction=0.5)
+
+
+def test_fork_from_a_shorter_wsd_run_equals_training_from_scratch(tmp_path):
+    """A 6-epoch wsd run started from a 4-epoch run's stable.pt (taken after epoch 2, where that run's decay starts)
+    ends with bit-for-bit the weights and history of the 6-epoch run trained from scratch; the summary records it."""
+    train, test = loaders()
+    short = TrainConfig(epochs=4, **WSD)
+    long = TrainConfig(epochs=6, **WSD)
+
+    def run(config, folder, **kw):
+        torch.manual_seed(0)
+        return fit(CE(TinyNet()), train, config, eval_loaders={"test": test}, run_dir=tmp_path / folder,
+                   device="cpu", progress=False, run_info={"role": "teacher", "train": config.to_dict()}, **kw)
+
+    run(short, "short")
+    snapshot = tmp_path / "short" / "stable.pt"
+    assert snapshot.exists() and torch.load(snapshot, weights_only=True)["epoch"] + 1 == short.stable_epochs == 2
+    scratch = run(long, "scratch")
+    forked = run(long, "forked", fork_from=snapshot)
+    assert _same_weights(scratch.model, forked.model)
+    assert scratch.history.drop(columns="epoch_s").equals(forked.history.drop(columns="epoch_s"))
+    assert forked.summary["forked_from"] == {"file": "short/stable.pt", "epoch": 2}
+    assert "forked_from" not in scratch.summary
+    # a run the snapshot cannot start: another learning rate, or a snapshot past this run's stable phase
+    with pytest.raises(CheckpointError, match="nothing but its number of epochs"):
+        run(TrainConfig(epochs=6, **dict(WSD, lr=0.01)), "other", fork_from=snapshot)
+    late = tmp_path / "long-stable.pt"
+    shutil.copy(tmp_path / "scratch" / "stable.pt", late)  # taken after epoch 3
+    with pytest.raises(CheckpointError, match="past the end"):
+        run(short, "past", fork_from=late)
+
+
+def test_checkpoint_is_plain_tensors_and_foreign_pickles_do_not_run(tmp_path):
+    """Checkpoints load with weights_only=True; one whose pickle calls a function is refused before any code runs,
+    with what to do."""
+    train, _ = loaders()
+    config = TrainConfig(epochs=2, **FAST)
+    torch.manual_seed(0)
+    fit(CE(TinyNet()), train, TrainConfig(epochs=2, **dict(FAST, schedule="multistep")), run_dir=tmp_path / "a",
+        device="cpu", progress=False)
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    torch.save({"student": {}, "rng": Payload()}, tmp_path / "checkpoint.pt")
+    with pytest.raises(CheckpointError, match="not a plain-tensor checkpoint") as info:
+        fit(CE(TinyNet()), train, config, run_dir=tmp_path, device="cpu", progress=False)
+    assert not marker.exists() and "retrain=True" in str(info.value)
+
+
+def test_old_checkpoint_is_refused_then_converted(tmp_path):
+    """A checkpoint of the old format (NumPy RNG state pickled as an array) is refused; convert_checkpoint rewrites
+    it, and the run then resumes to the weights of an uninterrupted one."""
+    train, _ = loaders()
+    config = TrainConfig(epochs=3, **FAST)
+    torch.manual_seed(0)
+    whole = fit(CE(TinyNet()), train, config, run_dir=tmp_path / "whole", device="cpu", progress=False)
+    torch.manual_seed(0)  # the run killed in its third epoch, its checkpoint rewritten in the old format
+    partial = tmp_path / "partial"
+    with pytest.raises(KeyboardInterrupt):
+        fit(_StopAfter(TinyNet(), stop_at=2 * len(train) + 1), train, config, run_dir=partial, device="cpu",
+            progress=False)
+    ckpt = torch.load(partial / "checkpoint.pt", weights_only=True)
+    kind, keys, pos, has_gauss, cached = ckpt["rng"]["numpy"]
+    ckpt["rng"]["numpy"] = (kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached)
+    torch.save(ckpt, partial / "checkpoint.pt")
+    with pytest.raises(CheckpointError, match="convert_checkpoint"):
+        fit(CE(TinyNet()), train, config, run_dir=partial, device="cpu", progress=False)
+    train_module.convert_checkpoint(partial / "checkpoint.pt")
+    resumed = fit(CE(TinyNet()), train, config, run_dir=partial, device="cpu", progress=False)
+    assert _same_weights(whole.model, resumed.model)
+
+
+class _StopAfter(CE):
+    """CE that raises KeyboardInterrupt at its ``stop_at``-th batch (a kill between checkpoints)."""
+
+    def __init__(self, student, stop_at: int):
+        super().__init__(student)
+        self.calls, self.stop_at = 0, stop_at
+
+    def loss(self, x, y, index, view):
+        self.calls += 1
+        if self.calls == self.stop_at:
+            raise KeyboardInterrupt
+        return super().loss(x, y, index, view)
