@@ -271,7 +271,8 @@ class Experiment:
         """``role`` ("teacher", or "kd" for the KD student S0) trained for each of ``lengths`` epochs (default: the
         profile's ``teacher_lengths`` / ``student_lengths``), shortest first; each run forks from the stable phase of
         the longest finished run before it (:func:`reskd.train.fit`), so the ladder costs its longest rung plus the
-        decays of the others. Returns each length's run."""
+        decays of the others. A rung's ``stable.pt`` is removed once the next rung has finished; the longest rung's
+        stays, for a longer rung to come. Returns each length's run."""
         p = self.profile
         lengths = sorted(lengths or (p.teacher_lengths if role == "teacher" else p.student_lengths))
         if not lengths:
@@ -296,7 +297,10 @@ class Experiment:
                 raise ValueError(f"unknown ladder role {role!r}; choose 'teacher' or 'kd'.")
             out[epochs] = self.run(name, distiller, spec, config, fork_from=source)
             snapshot = run_path(spec, name, root=self.artifacts) / SNAPSHOT
-            source = snapshot if snapshot.exists() else source
+            if snapshot.exists() and not self.plan:
+                if source is not None:  # this rung has its own stable phase: the shorter one's is no longer needed
+                    source.unlink(missing_ok=True)
+                source = snapshot
         return out
 
     @cached_property

@@ -282,3 +282,28 @@ def adaptive_analysis(*, teacher_macs: float, teacher_top1: float, regimes: Mapp
                        "operating_point": dict(operating_point or {}), "baselines": dict(baselines or {}),
                        "wallclock": dict(wallclock),
                        "speedup_realized_over_macs": dict(speedup_realized_over_macs)})
+
+
+def length_curve(runs: Mapping[int, Any]) -> pd.DataFrame:
+    """One row per training length of a ladder (``{epochs: FitResult}``, :meth:`reskd.experiment.Experiment.
+    length_ladder`): the last epoch's val and test top-1, the hours of the epochs this run trained itself (a forked
+    run's shared epochs are counted once, in the run they came from), and where it forked."""
+    rows = []
+    for epochs, result in sorted(runs.items()):
+        final, history = result.summary.get("final", {}), result.history
+        start = result.summary.get("forked_from", {}).get("epoch", 0)
+        own = history[history["epoch"] > start] if "epoch" in history else history
+        rows.append({"epochs": epochs, "val_top1": final.get("val_top1"), "test_top1": final.get("test_top1"),
+                     "own_hours": own["epoch_s"].sum() / 3600 if "epoch_s" in own else math.nan,
+                     "forked_at": start or None})
+    return pd.DataFrame(rows)
+
+
+def chosen_length(curve: pd.DataFrame, gain: float) -> int | None:
+    """The ladder rule: the shortest length whose doubling is in ``curve`` and gains under ``gain`` points of val
+    top-1; None when no rung qualifies yet (train a longer one)."""
+    val = dict(zip(curve["epochs"], curve["val_top1"]))
+    for epochs in sorted(val):
+        if 2 * epochs in val and val[2 * epochs] - val[epochs] < gain:
+            return int(epochs)
+    return None

@@ -224,3 +224,32 @@ def test_a_plan_of_the_learnability_study_lists_its_regressors_and_evaluates_non
     assert roles.count("regress") == 2 and {"teacher", "kd", "res1"} <= set(roles)
     assert not list(Path(plan.artifacts).rglob("model.pt"))  # nothing trained
     assert not list((cache_dir() / E.EVAL_CACHE).rglob("*.pt"))  # nor evaluated
+
+
+def test_length_ladder_forks_each_rung_from_the_previous_stable_phase(exp, tmp_path):
+    """The teacher's ladder (2 and 4 epochs, wsd): the 4-epoch run starts from the 2-epoch run's stable.pt and ends
+    with the weights of the 4-epoch run trained from scratch; the curve counts each epoch once; the rule picks the
+    shortest length whose doubling gains under the margin."""
+    from reskd import report
+    from reskd.train import TrainConfig
+
+    wsd = TrainConfig(epochs=4, batch_size=16, lr=0.05, schedule="wsd", decay_fraction=0.5)
+    ladder = exp().profile.replace(teacher_train=wsd, teacher_lengths=(2, 4))
+    runs = E.Experiment(ladder, data_root=exp().data_root, artifacts=tmp_path / "ladder", device="cpu",
+                        progress=False).length_ladder("teacher")
+    assert sorted(runs) == [2, 4] and runs[4].summary["forked_from"]["epoch"] == 1
+    longest = E.Experiment(ladder, data_root=exp().data_root, artifacts=tmp_path / "ladder").teacher_path()
+    assert list((tmp_path / "ladder").rglob("stable.pt")) == [longest / "stable.pt"]  # the shorter rung's is gone
+    alone = E.Experiment(ladder, data_root=exp().data_root, artifacts=tmp_path / "alone", device="cpu",
+                         progress=False).teacher()  # the profile's teacher: the 4-epoch run, from scratch
+    for a, b in zip(runs[4].model.state_dict().values(), alone.state_dict().values()):
+        assert torch.equal(a, b)
+    curve = report.length_curve(runs)
+    assert list(curve["forked_at"].fillna(0)) == [0, 1]
+    hours = [r.history["epoch_s"].sum() / 3600 for r in (runs[2], runs[4])]
+    assert curve["own_hours"].iloc[1] < hours[1]  # the shared first epoch is not counted again
+    fake = pd.DataFrame({"epochs": [30, 60, 120], "val_top1": [88.0, 89.5, 89.7]})
+    assert report.chosen_length(fake, 0.3) == 60
+    assert report.chosen_length(fake.assign(val_top1=[88.0, 89.5, 90.0]), 0.3) is None
+    with pytest.raises(ValueError, match="wsd"):
+        exp().length_ladder("teacher", lengths=(1, 2))
