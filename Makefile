@@ -7,6 +7,7 @@
 #   make test   run the test suite (what CI runs): unit tests, every chapter in the smoke profile in a scratch
 #               folder, nbval on the committed notebooks (results files to a scratch folder), and the book build
 #               with warnings as errors; it changes no committed file
+#   make build  the HTML book from the stored pages (nothing executed): what the publishing workflow runs
 #   make trial PROFILE=smoke   every chapter in one profile, into _build/chapters/<profile>/ (book/ stays as it is)
 
 VENV ?= .venv
@@ -19,8 +20,10 @@ NOTEBOOK_ENV := PATH="$(abspath $(VENV))/bin:$$PATH" TQDM_DISABLE=1 PYTHONHASHSE
 	MPLBACKEND=module://matplotlib_inline.backend_inline
 # The book is built with _config.yml plus the Colab buttons when its repository.url is set (tools/book_config.py).
 # (`jupyter-book build` through the venv's python, which finds it wherever pip put its console script)
+# REPOSITORY_URL (https://host/owner/name): the hosted repository for this build, as the publishing workflow passes it
+REPOSITORY_URL ?=
 BUILD := $(PY) -c "from jupyter_book.cli.main import main; main()" build . --warningiserror --keep-going \
-	--config "$$($(PY) tools/book_config.py)"
+	--config "$$($(PY) tools/book_config.py --repository-url '$(REPOSITORY_URL)')"
 
 .PHONY: env test unit unit-1thread chapters nbval build book trial clean
 

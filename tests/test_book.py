@@ -246,3 +246,36 @@ def test_an_executed_page_names_no_scratch_folder(tmp_path):
 def test_a_cell_source_reads_the_same_as_a_string_or_as_lines():
     assert run_book.cell_text({"source": ["a = 1\n", "b = 2"]}) == "a = 1\nb = 2" == run_book.cell_text(
         {"source": "a = 1\nb = 2"})
+
+
+def test_the_publishing_workflow_builds_as_the_readme_says_and_deploys_pages():
+    """.github/workflows/book.yml runs the README's build command (make build, nothing executed) with the repository
+    it runs in as the book's URL, and deploys _build/html with GitHub's official Pages actions."""
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "book.yml").read_text())
+    build_steps = workflow["jobs"]["build"]["steps"]
+    runs = [step["run"] for step in build_steps if "run" in step]
+    assert len(runs) == 1 and runs[0].startswith("make build ")
+    assert "REPOSITORY_URL=\"${{ github.server_url }}/${{ github.repository }}\"" in runs[0]
+    assert "`make build`" in (ROOT / "README.md").read_text()
+    uses = [step.get("uses", "") for job in workflow["jobs"].values() for step in job["steps"]]
+    assert any(u.startswith("actions/upload-pages-artifact@") for u in uses)
+    assert any(u.startswith("actions/deploy-pages@") for u in uses)
+    upload = next(s for s in build_steps if s.get("uses", "").startswith("actions/upload-pages-artifact@"))
+    assert upload["with"]["path"] == "_build/html"
+    assert workflow["permissions"] == {"contents": "read", "pages": "write", "id-token": "write"}
+
+
+def test_the_intro_promises_launch_buttons_only_where_the_build_has_them(tmp_path):
+    """The intro's Colab paragraph is a substitution: with a URL it points at the buttons; without one it says how to
+    get the code and run a chapter; --repository-url sets the URL for one build."""
+    book_config = _tool("book_config")
+    assert "{{ colab_howto }}" in (ROOT / "book" / "intro.md").read_text()
+    without = book_config.build_config(None)["parse"]["myst_substitutions"]["colab_howto"]
+    with_url = book_config.build_config(HOSTED)["parse"]["myst_substitutions"]["colab_howto"]
+    assert "launch button" in with_url and "no launch buttons" in without and "git clone" in without
+    out = tmp_path / "_config.yml"
+    book_config.main(["--output", str(out), "--repository-url", HOSTED])
+    built = yaml.safe_load(out.read_text())
+    assert built["repository"]["url"] == HOSTED and built["parse"]["myst_substitutions"]["colab_howto"] == with_url
+    book_config.main(["--output", str(out)])
+    assert "repository" not in yaml.safe_load(out.read_text())

@@ -1,11 +1,16 @@
 """Write the book's build configuration: ``_config.yml`` plus the repository and Colab launch buttons, when known.
 
     python tools/book_config.py [--config _config.yml] [--output _build/_config.yml]   # prints the output's path
+    python tools/book_config.py --repository-url https://github.com/owner/reskd        # the publishing workflow
 
 The repository's hosted URL has one home: ``repository.url`` in ``_config.yml`` (``https://host/owner/name``; the
 SSH forms are accepted). With it, every chapter (a notebook) gets a Colab button, and ``tools/run_book.py`` writes
 the same URL into each chapter's Colab cell, which clones it. Empty, the buttons stay off: Jupyter Book would
-otherwise point them at its own repository.
+otherwise point them at its own repository. ``--repository-url`` sets it for one build, as the publishing workflow
+(``.github/workflows/book.yml``) does with the repository it runs in; no git remote is ever consulted.
+
+The intro's "Run it yourself" paragraph is the substitution ``colab_howto``: it promises launch buttons only in a
+build that has them, and otherwise says how to get the code and open a chapter in Colab.
 """
 from __future__ import annotations
 
@@ -61,9 +66,22 @@ def repository_url(config: dict | None = None) -> str | None:
     return url
 
 
+#: The intro's Colab paragraph (substitution ``colab_howto``), with launch buttons and without.
+COLAB_WITH_BUTTONS = ("open a chapter with the Colab launch button at the top of its page (the rocket), then run all "
+                      "cells.")
+COLAB_WITHOUT_BUTTONS = ("this copy of the book has no launch buttons (it was built without the repository's hosted "
+                         "URL). Get the code (`git clone` the repository this book came from), then in Colab use "
+                         "*File > Open notebook > GitHub* with that repository, or upload `book/NN_name.ipynb`, and "
+                         "run all cells.")
+
+
 def build_config(url: str | None, config: dict | None = None) -> dict:
     """``config`` (default: ``_config.yml``) with the repository and launch buttons for ``url``, or with none."""
     config = dict(read_config() if config is None else config)
+    parse = dict(config.get("parse") or {})
+    parse["myst_substitutions"] = {**(parse.get("myst_substitutions") or {}),
+                                   "colab_howto": COLAB_WITH_BUTTONS if url else COLAB_WITHOUT_BUTTONS}
+    config["parse"] = parse
     repository = config.pop("repository", None) or {}
     sphinx = config.get("sphinx") or {}
     if sphinx.get("local_extensions"):  # Jupyter Book finds them relative to the configuration, which moves to _build/
@@ -82,8 +100,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=CONFIG, help="the book's configuration (default: _config.yml)")
     parser.add_argument("--output", type=Path, default=ROOT / "_build" / "_config.yml")
+    parser.add_argument("--repository-url", default="",
+                        help="the hosted repository for this build (https://host/owner/name), in place of "
+                             "_config.yml's repository.url; empty: that one")
     args = parser.parse_args(argv)
     config = read_config(args.config)
+    if args.repository_url.strip():
+        config["repository"] = {**(config.get("repository") or {}), "url": args.repository_url.strip()}
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(yaml.safe_dump(build_config(repository_url(config), config), sort_keys=False))
     print(args.output)
