@@ -4,6 +4,7 @@ import json
 import shutil
 import importlib.util
 from pathlib import Path
+from types import SimpleNamespace
 
 import jupytext
 import nbformat
@@ -279,3 +280,28 @@ def test_the_intro_promises_launch_buttons_only_where_the_build_has_them(tmp_pat
     assert built["repository"]["url"] == HOSTED and built["parse"]["myst_substitutions"]["colab_howto"] == with_url
     book_config.main(["--output", str(out)])
     assert "repository" not in yaml.safe_load(out.read_text())
+
+
+def test_the_overflow_probe_writes_nothing_into_the_repository_or_the_html_tree(tmp_path, monkeypatch):
+    """screenshot_book --overflow probes a scratch copy of each page (a <base> keeps its styles resolving) and
+    creates no screenshot folder; a fake browser stands in for Chromium and reports one overflowing table."""
+    shot = _tool("screenshot_book")
+    html = tmp_path / "html" / "book"
+    html.mkdir(parents=True)
+    (html / "intro.html").write_text("<html><head><title>t</title></head><body><p>x</p></body></html>")
+    seen = []
+
+    def fake_run(cmd, **kw):
+        page = Path(cmd[-1].removeprefix("file://"))
+        seen.append(page)
+        assert f'<base href="{html.resolve().as_uri()}/">' in page.read_text()
+        return SimpleNamespace(stdout='<pre id="overflow-report">table.x  900 &gt; 700 px  "wide"</pre>')
+
+    monkeypatch.setattr(shot, "find_browser", lambda name: "chromium")
+    monkeypatch.setattr(shot.subprocess, "run", fake_run)
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    with pytest.raises(SystemExit) as info:
+        shot.main(["--html", str(tmp_path / "html"), "--out", str(tmp_path / "shots"), "--pages", "book/intro",
+                   "--overflow"])
+    assert info.value.code == 1 and seen and not seen[0].is_relative_to(tmp_path)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # no probe left, no screenshot folder made

@@ -10,7 +10,8 @@ named ``name@PX``.
 
 ``--overflow`` takes no screenshots: it lists, per page, what a reader at that width cannot see without scrolling
 sideways (a table or output wider than its scroll box, or anything running past the text column), as
-``page: tag.class  content-width > box-width px  "first words"``, and exits 1 when anything is listed.
+``page: tag.class  content-width > box-width px  "first words"``, and exits 1 when anything is listed; it writes
+nothing into the repository or the HTML tree (its probes are scratch copies of the pages).
 
 Needs a Chromium binary (Debian: ``apt-get install chromium``); CI does not use this tool. MathJax is loaded from a
 CDN, so without network access the formulas stay as TeX inside their math containers in the screenshots.
@@ -42,23 +43,28 @@ def find_browser(name: str | None) -> str:
     raise SystemExit("no Chromium found: install it (Debian: apt-get install chromium) or pass --browser PATH")
 
 
+def probe_copy(page: Path, folder: Path, *, head: str = "", body: str = "") -> Path:
+    """A copy of ``page`` in ``folder`` (a scratch folder, never the HTML tree) with ``head`` and ``body`` added at the
+    end of its head and body, and a ``<base>`` pointing at the page's own folder, so that its styles, scripts and
+    images still resolve."""
+    base = f'<base href="{page.resolve().parent.as_uri()}/">'
+    html = page.read_text(encoding="utf-8")
+    html = html.replace("<head>", "<head>" + base, 1).replace("</head>", head + "</head>", 1)
+    copy = folder / page.name
+    copy.write_text(html.replace("</body>", body + "</body>", 1), encoding="utf-8")
+    return copy
+
+
 def screenshot(browser: str, page: Path, png: Path, window: str, skip: int = 0) -> None:
-    """Shoot ``page`` into ``png``; with ``skip``, from ``skip`` pixels down (a copy of the page beside it, whose body
-    is shifted up, so that its styles and images still resolve; the copy is removed afterwards)."""
-    shot = page
-    if skip:
-        shot = page.with_name(f".{page.stem}.skip{skip}.html")
-        html = page.read_text(encoding="utf-8")
-        shift = f"<style>body {{ margin-top: -{skip}px !important; }}</style>"
-        shot.write_text(html.replace("</head>", shift + "</head>", 1), encoding="utf-8")
-    try:
-        with tempfile.TemporaryDirectory() as profile:
-            subprocess.run([browser, *FLAGS, f"--user-data-dir={profile}", f"--window-size={window}",
-                            f"--screenshot={png}", shot.resolve().as_uri()],
-                           check=True, timeout=TIMEOUT_S, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    finally:
-        if shot != page:
-            shot.unlink(missing_ok=True)
+    """Shoot ``page`` into ``png``; with ``skip``, from ``skip`` pixels down (a scratch copy of the page whose body is
+    shifted up)."""
+    with tempfile.TemporaryDirectory() as profile, tempfile.TemporaryDirectory() as scratch:
+        shot = page
+        if skip:
+            shot = probe_copy(page, Path(scratch), head=f"<style>body {{ margin-top: -{skip}px !important; }}</style>")
+        subprocess.run([browser, *FLAGS, f"--user-data-dir={profile}", f"--window-size={window}",
+                        f"--screenshot={png}", shot.resolve().as_uri()],
+                       check=True, timeout=TIMEOUT_S, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 # Run in the page once it has loaded: every element of the text column whose content is wider than its box (a
@@ -86,20 +92,15 @@ window.addEventListener("load", () => {
 
 
 def overflow(browser: str, page: Path, window: str) -> list[str]:
-    """What on ``page`` overflows at ``window``'s width (see OVERFLOW_SCRIPT), from a copy of the page beside it."""
+    """What on ``page`` overflows at ``window``'s width (see OVERFLOW_SCRIPT), from a scratch copy of the page."""
     import html as html_lib
     import re
 
-    probe = page.with_name(f".{page.stem}.overflow.html")
-    probe.write_text(page.read_text(encoding="utf-8").replace("</body>", OVERFLOW_SCRIPT + "</body>", 1),
-                     encoding="utf-8")
-    try:
-        with tempfile.TemporaryDirectory() as profile:
-            dom = subprocess.run([browser, *FLAGS, f"--user-data-dir={profile}", f"--window-size={window}",
-                                  "--dump-dom", probe.resolve().as_uri()], check=True, timeout=TIMEOUT_S,
-                                 capture_output=True, text=True).stdout
-    finally:
-        probe.unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory() as profile, tempfile.TemporaryDirectory() as scratch:
+        probe = probe_copy(page, Path(scratch), body=OVERFLOW_SCRIPT)
+        dom = subprocess.run([browser, *FLAGS, f"--user-data-dir={profile}", f"--window-size={window}",
+                              "--dump-dom", probe.resolve().as_uri()], check=True, timeout=TIMEOUT_S,
+                             capture_output=True, text=True).stdout
     found = re.search(r'<pre id="overflow-report"[^>]*>(.*?)</pre>', dom, re.S)
     if found is None:
         raise SystemExit(f"{page}: the overflow probe did not run")
@@ -139,7 +140,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--overflow", action="store_true", help="list what overflows the text column; no screenshots")
     args = parser.parse_args(argv)
     browser = find_browser(args.browser)
-    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.overflow:  # --overflow only reads: it writes nowhere but a scratch folder
+        args.out.mkdir(parents=True, exist_ok=True)
     found = False
     for name in args.pages:
         page = args.html / f"{name}.html"
