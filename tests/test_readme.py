@@ -1,0 +1,91 @@
+"""Every number the README quotes from a results file, recomputed from that file: when a results file changes (a
+chapter re-executed, a benchmark rerun) and the README is not updated, the quoted text no longer appears and the test
+names it. Each claim is the README's exact wording with the numbers formatted from the file."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from reskd import report
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+PAPER_BUDGET = "53.59% budget"
+
+
+def _results(name: str) -> dict:
+    return json.loads((ROOT / "results" / f"{name}.json").read_text())
+
+
+def _model(record: dict, name: str) -> dict:
+    found = [m for m in record["models"] if m["name"] == name]
+    assert len(found) == 1, f"results/{record['dataset']}.json has {len(found)} models named {name!r}"
+    return found[0]
+
+
+def _mean_std(m: dict) -> str:
+    return f"{m['top1_mean']:.2f} +- {m['top1_std']:.2f}"
+
+
+def tiny_claims() -> list[str]:
+    tiny = _results("tiny-imagenet")
+    m = lambda name: _model(tiny, name)  # noqa: E731
+    teacher = m("teacher resnet18x0.375-64pxstem")
+    equal = m("student resnet18x0.28-64pxstem (KD, equal cost)")
+    target = tiny["extra"]["target"]
+    chosen, cascade = m(target["reskd"]), m(f"cascade (adaptive, {PAPER_BUDGET})")
+    summary = json.loads(next((ROOT / "artifacts" / "tiny-imagenet").glob(
+        "teacher-resnet18x0.375-64pxstem-s0-*/summary.json")).read_text())
+
+    def static_adaptive(regime: str) -> str:
+        static, adaptive = m(f"{regime}: S0..S1"), m(f"{regime} (adaptive, {PAPER_BUDGET})")
+        return (f"{static['top1_mean']:.2f} / {adaptive['top1_mean']:.2f} | {static['pct_teacher']:.1f} / "
+                f"{adaptive['pct_teacher']:.1f}")
+
+    cascades = [m(f"cascade (adaptive, {b} budget)") for b in ("48%", "53.59%", "60%")]
+    return [
+        f"it reached {summary['final']['val_top1']:.2f}% val and {teacher['top1_mean']:.2f}% test top-1",
+        f"| teacher x0.375 | {teacher['top1_mean']:.2f} | 100 |",
+        f"| scratch x0.25 | {_mean_std(m('student resnet18x0.25-64pxstem (scratch)'))} |",
+        f"| KD x0.25 (S0) | {_mean_std(m('student resnet18x0.25-64pxstem (KD)'))} |",
+        f"| equal-cost KD x0.28 | **{_mean_std(equal)}** | {equal['pct_teacher']:.1f} |",
+        f"| S0 + S1 (chain), static / adaptive at 53.59% | {static_adaptive('chain')} |",
+        f"| S0 + features-last head, static / adaptive | {static_adaptive('features-last')} |",
+        f"| S0 + features-deep head, static / adaptive | {static_adaptive('features-deep')} |",
+        "| cascade S0 -> teacher at a 48 / 53.59 / 60% budget | "
+        + " / ".join(f"{c['top1_mean']:.2f}" for c in cascades) + " | "
+        + " / ".join(f"{c['pct_teacher']:.1f}" for c in cascades) + " |",
+        f"reaches {target['reskd_top1']:.2f}%, {target['drop']:.2f} points below the teacher; the equal-cost KD "
+        f"student is {equal['top1_mean'] - chosen['top1_mean']:.2f} ahead\n(standard error "
+        f"{report.standard_error(equal, chosen):.2f}) and the cascade to the teacher "
+        f"{cascade['top1_mean'] - chosen['top1_mean']:.2f} ahead at the same budget",
+        f"The 19 runs took {tiny['extra']['train_hours']:.1f} hours of run time",
+    ]
+
+
+def precision_claims() -> list[str]:
+    parity = json.loads((ROOT / "benchmarks" / "results" / "parity-bf16.json").read_text())
+    means = {(row["model"], row["split"]): row for row in parity["seed_means"]}
+    drops = [-row["bf16 - fp32"] for (model, _), row in means.items()
+             if model.startswith(("KD student", "S0 + features-last"))]
+    gain = {split: means[next(k for k in means if k[0].startswith("gain") and k[1] == split)] for split in
+            ("val", "test")}
+    return [
+        f"features-last head are {min(drops):.2f}-{max(drops):.2f} points lower in mean top-1",
+        f"(+{gain['val']['bf16']:.2f} in bf16 against +{gain['val']['fp32']:.2f} in fp32 on val, "
+        f"+{gain['test']['bf16']:.2f} against\n+{gain['test']['fp32']:.2f} on test)",
+    ]
+
+
+def cifar_claims() -> list[str]:
+    teacher = _model(_results("cifar10"), "teacher resnet56")
+    return [f"resnet56 teacher {teacher['top1_mean']:.2f}% after 30 epochs"]
+
+
+@pytest.mark.parametrize("claims", [tiny_claims, precision_claims, cifar_claims])
+def test_the_readme_quotes_the_results_files(claims):
+    missing = [claim for claim in claims() if claim not in README]
+    assert not missing, ("README.md no longer matches its results files; update these passages (recomputed from "
+                         "the files):\n" + "\n".join(missing))
