@@ -305,3 +305,11 @@ def test_the_overflow_probe_writes_nothing_into_the_repository_or_the_html_tree(
                    "--overflow"])
     assert info.value.code == 1 and seen and not seen[0].is_relative_to(tmp_path)
     assert sorted(p.name for p in tmp_path.rglob("*")) == before  # no probe left, no screenshot folder made
+
+
+def test_references_name_each_arxiv_id_once():
+    """An entry with an eprint gets its arXiv id printed from it; a note repeating the id would print it twice."""
+    text = (ROOT / "references.bib").read_text()
+    entries = text.split("\n@")
+    assert entries and all(not ("eprint" in e and "note" in e and "arXiv:" in e.split("note", 1)[1].split("\n")[0])
+                           for e in entries)
