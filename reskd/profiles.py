@@ -74,6 +74,9 @@ class Profile:
     # longer pays (wsd recipes: each length forks from the stable phase of the one before, reskd.train.fit)
     teacher_lengths: tuple[int, ...] = ()
     student_lengths: tuple[int, ...] = ()
+    # what the data source of the committed runs (and so of the stored pages) is called, a part of
+    # reskd.data.DataSplits.source (None: no committed runs); a chapter run on another source says its numbers differ
+    stored_source: str | None = None
     notes: str = ""
 
     def replace(self, **changes: Any) -> "Profile":
@@ -112,6 +115,9 @@ CIFAR_CPU_ADAPTIVE = ("features-deep", "light-image")
 CIFAR_SMOKE_ADAPTIVE = ("features-last", "light-image")
 
 
+JPEG_COPY = "JPEG copy"  # reskd.data's name for a class-folder copy of a torchvision data set (the shared CIFAR-10)
+
+
 def _cifar_profiles(dataset: str) -> dict[str, Profile]:
     res = (Arch("resnet8", 0.5), Arch("resnet8", 0.5), Arch("resnet8", 0.5))
     return {
@@ -121,12 +127,12 @@ def _cifar_profiles(dataset: str) -> dict[str, Profile]:
                          train_subset=1000, test_subset=500, notes="tiny models on 1,000 training images, 2 epochs"),
         "cpu": Profile("cpu", dataset, Arch("resnet56"), Arch("resnet8"), res, _CIFAR_TEACHER_CPU, _CIFAR_STUDENT_CPU,
                        equal_cost=Arch("resnet8", 1.35), regimes=CIFAR_CPU_REGIMES,
-                       adaptive_regimes=CIFAR_CPU_ADAPTIVE,
+                       adaptive_regimes=CIFAR_CPU_ADAPTIVE, stored_source=JPEG_COPY,
                        notes="resnet56 teacher (30 epochs) and resnet8 students (15 epochs), on two CPU cores"),
         "converged": Profile("converged", dataset, Arch("resnet56"), Arch("resnet8"), res, _CIFAR_WSD, _CIFAR_WSD,
                              equal_cost=Arch("resnet8", 1.35), regimes=CIFAR_CPU_REGIMES,
                              adaptive_regimes=CIFAR_CPU_ADAPTIVE, teacher_lengths=CIFAR_CONVERGED_LENGTHS,
-                             student_lengths=CIFAR_CONVERGED_LENGTHS,
+                             student_lengths=CIFAR_CONVERGED_LENGTHS, stored_source=JPEG_COPY,
                              notes="resnet56 teacher and resnet8 students trained until doubling the training "
                                    "gains under 0.3 points of val top-1 (warm-up, stable, decay schedule)"),
         "paper": Profile("paper", dataset, Arch("resnet110"), Arch("resnet8"), res, _CIFAR_PAPER, _CIFAR_PAPER,
@@ -166,6 +172,7 @@ def _tiny_imagenet_profiles() -> dict[str, Profile]:
         "cpu": Profile("cpu", "tiny-imagenet", arch(0.375), arch(0.25), (arch(0.125),), _TINY_TEACHER_CPU,
                        _TINY_STUDENT_CPU, equal_cost=arch(0.28), val_size=10_000, residual_loss="mse+ce",
                        regimes=TINY_CPU_REGIMES, adaptive_regimes=TINY_CPU_REGIMES, budgets_pct=TINY_CPU_BUDGETS_PCT,
+                       stored_source="tiny-imagenet-200",
                        notes="ResNet-18s with a 64px stem on two CPU cores: teacher x0.375 (18 epochs), S0 x0.25 and "
                              "a res-student x0.125 (10 epochs), the residual loss the CIFAR-10 ablation picked"),
     }
@@ -209,6 +216,10 @@ def profile_banner(profile: Profile, data_source: str | None = None) -> str:
     data = f" Data: {data_source}." if data_source else ""
     trust = PROFILE_TRUST.get(profile.name, "a custom profile")
     banner = f"**The outputs on this page come from the `{profile.name}` profile**: {profile.notes}; {trust}.{data}"
+    if data_source and profile.stored_source and profile.stored_source not in data_source:
+        banner += (f" **This run reads another data source than the committed runs** ({profile.stored_source}): their "
+                   f"keys name their training data, so the models are trained anew here, and every number below "
+                   f"differs from the stored page's (on CIFAR, JPEG compression alone costs accuracy).")
     default = PROFILES.get(profile.dataset, {}).get(profile.name)
     if default is not None and len(profile.seeds) < len(default.seeds):
         banner += (f" **Only seeds {list(profile.seeds)} of the profile's {list(default.seeds)} were run**, so a "

@@ -65,3 +65,13 @@ def test_imagenet_has_the_paper_profile_the_launch_commands_name():
     assert (p.teacher, p.student) == (Arch("resnet34"), Arch("resnet18")) and p.teacher_train.epochs == 100
     assert p.temperature == 1.0 and not p.student_train.nesterov
     assert find_profile("imagenet", "cpu") is None  # nothing of ImageNet runs on two CPU cores
+
+
+def test_the_banner_says_when_the_data_source_is_not_the_stored_pages():
+    cpu = get_profile("cifar10", "cpu")
+    assert "another data source" not in profile_banner(cpu, "CIFAR-10 (JPEG copy, cifar10-jpeg.tar.gz)")
+    other = profile_banner(cpu, "CIFAR-10 (torchvision original, cifar-10-batches-py)")
+    assert "another data source than the committed runs** (JPEG copy)" in other and "trained anew" in other
+    assert "another data source" not in profile_banner(get_profile("cifar10", "smoke"), "CIFAR-10 (torchvision x)")
+    tiny = get_profile("tiny-imagenet", "cpu")
+    assert "another data source" not in profile_banner(tiny, "Tiny-ImageNet-200 (tiny-imagenet-200.tar.gz)")
