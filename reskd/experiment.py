@@ -281,7 +281,7 @@ class Experiment:
         if base.schedule != "wsd":
             raise ValueError(f"a length ladder needs the wsd schedule, whose runs share their stable phase; the "
                              f"{role} recipe of profile {p.name!r} uses {base.schedule!r}.")
-        out, source = {}, None
+        out, source, previous = {}, None, None
         for epochs in lengths:
             config = dataclasses.replace(base, epochs=epochs)
             if role == "teacher":
@@ -296,6 +296,12 @@ class Experiment:
             else:
                 raise ValueError(f"unknown ladder role {role!r}; choose 'teacher' or 'kd'.")
             out[epochs] = self.run(name, distiller, spec, config, fork_from=source)
+            if self.plan and previous is not None and self.planned[-1]["state"] == "not started":
+                # a rung forks from the one before: its first epochs are that rung's stable phase, not trained again
+                self.planned[-1]["epochs_done"] = previous.stable_epochs
+                self.plan_notes.append(f"{self.planned[-1]['run']} ({epochs} epochs) will fork from the "
+                                       f"{previous.epochs}-epoch rung at epoch {previous.stable_epochs}.")
+            previous = config
             snapshot = run_path(spec, name, root=self.artifacts) / SNAPSHOT
             if snapshot.exists() and not self.plan:
                 if source is not None:  # this rung has its own stable phase: the shorter one's is no longer needed

@@ -253,3 +253,7 @@ def test_length_ladder_forks_each_rung_from_the_previous_stable_phase(exp, tmp_p
     assert report.chosen_length(fake.assign(val_top1=[88.0, 89.5, 90.0]), 0.3) is None
     with pytest.raises(ValueError, match="wsd"):
         exp().length_ladder("teacher", lengths=(1, 2))
+    plan = E.Experiment(ladder.replace(teacher_lengths=(2, 4, 8)), data_root=exp().data_root,
+                        artifacts=tmp_path / "plan", device="cpu", progress=False, plan=True)
+    plan.length_ladder("teacher")  # nothing trained: the 4- and 8-epoch rungs start where the rung before decays
+    assert [row["epochs_done"] for row in plan.planned] == [0, 1, 2] and len(plan.plan_notes) == 2
