@@ -24,7 +24,9 @@ A custom :class:`DatasetSpec` may be passed wherever a data set name is accepted
 by ``spec.name`` (:data:`LAYOUTS`), the augmentation by ``spec.augment`` (:data:`AUGMENTATIONS`), the class count
 is checked against ``spec.num_classes`` and, where the spec gives them, the images of each class against
 ``spec.train_per_class`` / ``spec.test_per_class`` (the real data sets' counts; ``None`` for a deliberate subset).
-A damaged or cut-short archive, a truncated pickle or an undecodable image is an error naming the file.
+A damaged or cut-short archive (gzip's CRC included), a CIFAR pickle that fails torchvision's published md5
+(checked before it is unpickled), a truncated pickle, an undecodable image or one outside any class folder is an
+error naming the file.
 """
 from __future__ import annotations
 
@@ -111,6 +113,7 @@ _LOCATIONS = {
 }
 _TORCHVISION = {"cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100}
 _TAR_SUFFIX = ".tar.gz"
+_GZIP_CHUNK = 1 << 20
 
 
 def get_spec(name: str | DatasetSpec) -> DatasetSpec:
@@ -323,7 +326,10 @@ class _TarTree:
             members: dict[str, bytes] = {}
             last, count = None, 0
             try:
-                with tarfile.open(self.path, "r|gz", tarinfo=_StrictTarInfo) as tar:
+                # gzip (not tarfile's "r|gz") decompresses, and the stream is read to its end after the tar's
+                # end-of-archive marker, so that gzip checks the CRC and length of every byte it holds
+                with gzip.open(self.path, "rb") as stream, \
+                        tarfile.open(fileobj=stream, mode="r|", tarinfo=_StrictTarInfo) as tar:
                     for member in progress(tar, desc=f"reading {self.path.name}", unit=" files", leave=False):
                         last, count = member.name, count + 1
                         rel = self._relative(member.name)
@@ -337,6 +343,8 @@ class _TarTree:
                             while parent:  # archives need not list folders
                                 self._dirs.add(parent)
                                 parent = parent.rsplit("/", 1)[0] if "/" in parent else ""
+                    while stream.read(_GZIP_CHUNK):  # the rest of the stream: gzip verifies its CRC at the end
+                        pass
             except (tarfile.TarError, _BrokenHeader, EOFError, gzip.BadGzipFile, zlib.error) as err:
                 where = f"after {count} entries (the last one read: {last})" if count else "at its start"
                 raise ValueError(
@@ -411,6 +419,11 @@ def _empty_class_error(tree, folder: str) -> ValueError:
                       f"add its images or remove the folder.")
 
 
+def _unlabelled_error(tree, rel: str, where: str) -> ValueError:
+    return ValueError(f"the image {tree.where(rel)} is outside any class folder, so it has no label; move it into "
+                      f"its class folder ({where}) or remove it.")
+
+
 def _image_folder(tree, folder: str) -> tuple[list[str], list[int], list[str]]:
     """``folder/<class>/<image>`` (torchvision's ImageFolder layout): files, labels, sorted class names."""
     if folder not in tree.dirs:
@@ -419,8 +432,11 @@ def _image_folder(tree, folder: str) -> tuple[list[str], list[int], list[str]]:
     by_class: dict[str, list[str]] = {c: [] for c in classes}
     for rel in tree.files:
         parts = rel.split("/")
-        if parts[0] == folder and len(parts) >= 3 and _is_image(rel):
-            by_class[parts[1]].append(rel)
+        if parts[0] != folder or not _is_image(rel):
+            continue
+        if len(parts) == 2:  # an image beside the class folders has no label
+            raise _unlabelled_error(tree, rel, f"{folder}/<class>/")
+        by_class[parts[1]].append(rel)
     for c, files in by_class.items():
         if not files:
             raise _empty_class_error(tree, f"{folder}/{c}")
@@ -446,6 +462,8 @@ def _tiny_imagenet(tree, split: str) -> tuple[list[str], list[int], list[str]]:
             raise _layout_error(tree, layout)
         files = [rel for rel in tree.files if rel.startswith("train/") and _is_image(rel)]
         for rel in files:
+            if rel.count("/") == 1:
+                raise _unlabelled_error(tree, rel, "train/<wnid>/images/")
             if rel.split("/")[1] not in label_of:
                 raise ValueError(f"{tree.where(rel)} is in a class folder that wnids.txt does not list; "
                                  f"add the class to wnids.txt or remove the folder.")
@@ -518,7 +536,30 @@ def _redownload(folder: Path) -> str:
     return f"Download the data set again (delete {folder} and pass download=True)."
 
 
-def _unpickle(path: Path) -> dict:
+#: torchvision's published md5 of every file of its CIFAR folders, by data set, then file name (read from
+#: torchvision's dataset classes); each file is checked against it before it is unpickled.
+PUBLISHED_MD5: dict[str, dict[str, str]] = {
+    name: {**dict(dataset.train_list), **dict(dataset.test_list), dataset.meta["filename"]: dataset.meta["md5"]}
+    for name, dataset in _TORCHVISION.items()}
+
+
+def _check_md5(spec: DatasetSpec, path: Path) -> None:
+    """That ``path`` has torchvision's published md5 (a damaged or altered pickle is never unpickled)."""
+    expected = PUBLISHED_MD5.get(spec.name, {}).get(path.name)
+    if expected is None:
+        return
+    h = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(_GZIP_CHUNK), b""):
+            h.update(block)
+    if h.hexdigest() != expected:
+        raise ValueError(f"{path} fails its checksum: md5 {h.hexdigest()}, but torchvision publishes {expected} for "
+                         f"{path.name} of {spec.display_name}; the file is damaged or not the original, and is not "
+                         f"unpickled. {_redownload(path.parent)}")
+
+
+def _unpickle(path: Path, spec: DatasetSpec) -> dict:
+    _check_md5(spec, path)
     with open(path, "rb") as f:
         try:
             entry = pickle.load(f, encoding="latin1")
@@ -534,7 +575,7 @@ def _read_pickles(spec: DatasetSpec, files: list[Path], meta: Path) -> tuple[np.
     """Images (N x 3 x 32 x 32: the rows are already RGB planes), labels and class names of CIFAR pickles."""
     images, labels = [], []
     for path in files:
-        entry = _unpickle(path)
+        entry = _unpickle(path, spec)
         try:
             images.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
             labels += list(entry["labels"] if "labels" in entry else entry["fine_labels"])
@@ -542,7 +583,7 @@ def _read_pickles(spec: DatasetSpec, files: list[Path], meta: Path) -> tuple[np.
             raise ValueError(f"{path} is not a CIFAR batch ({type(err).__name__}: {err}). "
                              f"{_redownload(path.parent)}") from None
     key = _TORCHVISION[spec.name].meta["key"]
-    names = _unpickle(meta).get(key)
+    names = _unpickle(meta, spec).get(key)
     if names is None:
         raise ValueError(f"{meta} has no {key!r} entry (the class names). {_redownload(meta.parent)}")
     classes = [n.decode() if isinstance(n, bytes) else n for n in names]

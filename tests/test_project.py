@@ -1,6 +1,12 @@
 """The project's own files: the two environment descriptions agree, nothing names a machine path."""
+import os
 import re
+import shutil
+import subprocess
+import textwrap
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,3 +27,40 @@ def test_requirements_cover_the_design_card():
                     "fvcore", "papermill", "nbval", "tqdm", "pytest"):
         assert package in names, package
     assert any(r.startswith("jupyter-book") and "<2" in r for r in _requirements())
+
+
+def test_make_chapters_trains_into_a_scratch_artifacts_root(tmp_path):
+    """``make test``'s smoke chapters train the runs the checkout lacks: they must go to a scratch copy of
+    artifacts/ (RESKD_ARTIFACTS), which holds the committed runs, so the checkout gets no untracked run folders.
+    Run with a stand-in for the venv's python that records what a chapter would see and trains one run."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    seen = tmp_path / "seen.txt"
+    fake = tmp_path / "python"
+    fake.write_text(textwrap.dedent(f"""\
+        #!/bin/sh
+        root="${{RESKD_ARTIFACTS:-artifacts}}"
+        echo "$root" > {seen}
+        ls "$root" >> {seen}
+        mkdir -p "$root/tiny-imagenet/{RUN}"
+        """))
+    fake.chmod(0o755)
+    before = sorted(p.name for p in (ROOT / "artifacts").iterdir())
+    env = {k: v for k, v in os.environ.items() if k != "RESKD_ARTIFACTS"}
+    trained = ROOT / "artifacts" / "tiny-imagenet" / RUN
+    try:
+        done = subprocess.run(["make", "--no-print-directory", "-o", ".venv/.installed", "chapters", f"PY={fake}"],
+                              cwd=ROOT, capture_output=True, text=True, env=env)
+        assert done.returncode == 0, done.stderr
+        assert not trained.exists(), "the smoke chapters trained into the checkout's artifacts/"
+    finally:
+        if trained.exists():
+            trained.rmdir()
+    scratch, *listed = seen.read_text().split()
+    assert not Path(scratch).resolve().is_relative_to(ROOT.resolve())
+    assert set(before) <= set(listed)  # the committed runs are there to load
+    assert not Path(scratch).exists()  # removed afterwards
+    assert sorted(p.name for p in (ROOT / "artifacts").iterdir()) == before
+
+
+RUN = "kd-resnet18x0.25-s0-0123456789"  # a run folder the stand-in for the chapters "trains"
