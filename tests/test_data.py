@@ -164,7 +164,7 @@ def test_cache_is_reused_without_decoding(make_cifar_folder, cache, monkeypatch)
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again despite the cache")
 
-    monkeypatch.setattr(data, "_decode", no_decoding)
+    monkeypatch.setattr(data.cache, "_decode", no_decoding)  # where load_split looks it up
     start = time.perf_counter()
     second = load_split("cifar10", "train", ns.root, cache=cache)
     assert time.perf_counter() - start < FAST_LOAD_S

@@ -3,6 +3,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -64,3 +65,27 @@ def test_make_chapters_trains_into_a_scratch_artifacts_root(tmp_path):
 
 
 RUN = "kd-resnet18x0.25-s0-0123456789"  # a run folder the stand-in for the chapters "trains"
+
+
+def test_every_package_is_installed():
+    """pyproject.toml lists its packages by name: a subpackage it does not list (reskd.data) is left out of a
+    (non-editable) install."""
+    tomllib = pytest.importorskip("tomllib")
+    listed = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    found = sorted(".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "reskd").rglob("__init__.py"))
+    assert sorted(listed) == found
+
+
+def test_importing_the_experiment_does_not_import_the_cli():
+    """No import circle cli -> experiment -> cli: reskd.experiment (and the modules built on it) never import
+    reskd.cli; `python -m reskd.experiment` reaches it only when run as a script."""
+    code = ("import sys, reskd.experiment, reskd.regimes, reskd.studies; "
+            "print(sorted(m for m in sys.modules if m == 'reskd.cli'))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    text = (ROOT / "reskd" / "experiment.py").read_text()
+    module_level = text.split('\nif __name__ == "__main__":')[0]
+    assert "cli" not in "".join(line for line in module_level.splitlines(keepends=True)
+                                if line.startswith(("import ", "from ")))
