@@ -353,7 +353,7 @@ def _check_calibration(val: StagedOutputs, target_top1: float | None, target_mac
         raise ValueError(f"target_top1 is a top-1 accuracy in percent, from 0 to 100; got {target_top1!r}.")
     if target_top1 is not None and 0 < target_top1 <= 1:  # a warning: a model that bad may truly be the target
         warnings.warn(f"target_top1={target_top1!r} looks like a fraction, but it is a top-1 accuracy in percent "
-                      f"(this asks for {float(target_top1):g}%, which S0 alone meets): give "
+                      f"(this asks for {float(target_top1):g}%, which S0 alone almost surely meets): give "
                       f"target_top1={100 * float(target_top1):g} for {100 * float(target_top1):g}%.", stacklevel=3)
     if target_macs is not None and target_macs <= 0:
         raise ValueError(f"target_macs is a budget of mean MACs per sample and must be positive; got {target_macs!r}.")
