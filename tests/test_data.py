@@ -334,19 +334,30 @@ def _gzip_with_crc_of(payload: bytes, original: bytes) -> bytes:
     return header + body + struct.pack("<II", zlib.crc32(original), len(original) & 0xFFFFFFFF)
 
 
+def _inside_the_scan(jpeg: bytes) -> int:
+    """The offset of a byte in the middle of a JPEG's entropy-coded data (after its start-of-scan header), where a
+    flipped bit decodes to a changed image instead of an error."""
+    start = jpeg.index(b"\xff\xda")
+    start += 2 + int.from_bytes(jpeg[start + 2:start + 4], "big")
+    at = (start + len(jpeg) - 2) // 2
+    while 0xFF in (jpeg[at], jpeg[at] ^ 1) or jpeg[at - 1] == 0xFF:  # never make or break a marker
+        at += 1
+    return at
+
+
 @pytest.mark.parametrize("where", ["in-an-image", "in-the-trailer"])
 def test_gzip_crc_error_is_an_error_naming_the_archive(make_cifar_folder, tmp_path, cache, where):
-    """A byte flipped inside the compressed stream: tar headers and JPEG still parse (a JPEG has no checksum, it
-    decodes to a garbled image), so only gzip's CRC at the end of the stream can tell; it must be read and checked,
+    """A byte flipped inside the compressed stream: tar headers and JPEG still parse (a JPEG has no checksum: it
+    decodes to a changed image), so only gzip's CRC at the end of the stream can tell; it must be read and checked,
     and nothing cached."""
     ns = make_cifar_folder(tarball=True)
     archive = ns.root / "cifar10-jpeg.tar.gz"
-    raw, offsets = _tar_bytes(archive)
-    member = "cifar10-jpeg/test/truck/0001.jpg"
-    size = (ns.folder / "test" / "truck" / "0001.jpg").stat().st_size
+    raw, _ = _tar_bytes(archive)
+    with tarfile.open(fileobj=io.BytesIO(bytes(raw))) as tar:
+        start = tar.getmember("cifar10-jpeg/test/truck/0001.jpg").offset_data  # the image's first byte
     flipped = bytearray(raw)
     if where == "in-an-image":
-        flipped[offsets[member] + 512 + size // 2] ^= 0x10  # inside the JPEG's entropy-coded data
+        flipped[start + _inside_the_scan((ns.folder / "test" / "truck" / "0001.jpg").read_bytes())] ^= 1
         damaged = _gzip_with_crc_of(bytes(flipped), bytes(raw))
     else:
         damaged = bytearray(archive.read_bytes())
