@@ -5,8 +5,9 @@
 #               evaluate them, no training) into book/, then build the HTML book into _build/html; nothing is
 #               written unless every chapter succeeds
 #   make test   run the test suite (what CI runs): unit tests, every chapter in the smoke profile in a scratch
-#               folder, nbval on the committed notebooks (results files to a scratch folder), and the book build
-#               with warnings as errors; it changes no committed file
+#               folder (the runs it trains in a scratch copy of artifacts/), nbval on the committed notebooks
+#               (results files to a scratch folder), and the book build with warnings as errors; it changes no
+#               committed file and adds none
 #   make build  the HTML book from the stored pages (nothing executed): what the publishing workflow runs
 #   make trial PROFILE=smoke   every chapter in one profile, into _build/chapters/<profile>/ (book/ stays as it is)
 
@@ -44,9 +45,11 @@ unit: $(STAMP)
 unit-1thread: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m pytest tests -q -p no:cacheprovider
 
-# every chapter through papermill in the smoke profile, into a scratch folder (the committed notebooks stay as they are)
+# every chapter through papermill in the smoke profile, into a scratch folder (the committed notebooks stay as they
+# are); the runs they train go to a scratch copy of artifacts/ (RESKD_ARTIFACTS), so the checkout gets no new folders
 chapters: $(STAMP)
-	scratch=$$(mktemp -d) && $(NOTEBOOK_ENV) $(PY) tools/run_book.py --profile smoke --output-dir "$$scratch" \
+	scratch=$$(mktemp -d) && cp -R artifacts "$$scratch/artifacts" && $(NOTEBOOK_ENV) \
+		RESKD_ARTIFACTS="$$scratch/artifacts" $(PY) tools/run_book.py --profile smoke --output-dir "$$scratch" \
 		&& rm -rf "$$scratch"
 
 # re-execute the committed notebooks and compare their outputs with the stored ones; the results files they write go

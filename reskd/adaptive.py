@@ -26,6 +26,7 @@ import math
 import numbers
 import statistics
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
@@ -38,7 +39,7 @@ from torch import Tensor, nn
 from .metrics import accuracy
 from .precision import autocast
 from .registry import Registry
-from .utils import model_memory_format, resolve_device
+from .utils import model_memory_format, model_num_classes, resolve_device
 
 
 
@@ -269,6 +270,12 @@ def random_exits(staged: StagedOutputs, fractions: Sequence[float], *, seed: int
 
 def evaluate_exits(staged: StagedOutputs, exits: Tensor, *, teacher_macs: int | None = None) -> dict[str, float]:
     """:func:`evaluate_policy` for given exit stages (one per sample)."""
+    if staged.num_samples == 0:
+        raise ValueError("the split is empty (no samples): a policy is evaluated on the samples of a split; give the "
+                         "staged outputs of a split that has some.")
+    if exits.shape != (staged.num_samples,):
+        raise ValueError(f"give one exit stage per sample: {staged.num_samples} samples, exits of shape "
+                         f"{tuple(exits.shape)}.")
     preds = staged.logits[exits, torch.arange(staged.num_samples)].argmax(1)
     cum = torch.tensor(staged.cumulative_macs, dtype=torch.float64)
     avg_macs = cum[exits].mean().item()
@@ -344,6 +351,10 @@ def _check_calibration(val: StagedOutputs, target_top1: float | None, target_mac
         raise ValueError(f"{target} must be a finite number, got {value!r}.")
     if target_top1 is not None and not 0 <= target_top1 <= 100:
         raise ValueError(f"target_top1 is a top-1 accuracy in percent, from 0 to 100; got {target_top1!r}.")
+    if target_top1 is not None and 0 < target_top1 <= 1:  # a warning: a model that bad may truly be the target
+        warnings.warn(f"target_top1={target_top1!r} looks like a fraction, but it is a top-1 accuracy in percent "
+                      f"(this asks for {float(target_top1):g}%, which S0 alone almost surely meets): give "
+                      f"target_top1={100 * float(target_top1):g} for {100 * float(target_top1):g}%.", stacklevel=3)
     if target_macs is not None and target_macs <= 0:
         raise ValueError(f"target_macs is a budget of mean MACs per sample and must be positive; got {target_macs!r}.")
     if val.num_samples == 0:
@@ -582,7 +593,11 @@ class Cascade(nn.Module):
 
     def __init__(self, student: nn.Module, teacher: nn.Module, policy: Policy):
         super().__init__()
-        policy.check(2, _num_classes(student))
+        classes = {"student": _num_classes(student), "teacher": _num_classes(teacher, "teacher")}
+        if classes["student"] != classes["teacher"]:
+            raise ValueError(f"the student predicts {classes['student']} classes but the teacher "
+                             f"{classes['teacher']}: a cascade needs both trained on the same data set's classes.")
+        policy.check(2, classes["student"])
         self.student, self.teacher, self.policy = student, teacher, policy
         self.gate = policy.gate
         self.last_exits: Tensor | None = None
@@ -601,15 +616,12 @@ class Cascade(nn.Module):
         return logits
 
 
-def _num_classes(model: nn.Module) -> int:
-    """The classes a classifier predicts (its last linear layer's outputs)."""
-    n = getattr(model, "num_classes", None)
-    if isinstance(n, int):
-        return n
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise ValueError("cannot tell how many classes the student predicts: give it a num_classes attribute.")
-    return linears[-1].out_features
+def _num_classes(model: nn.Module, role: str = "student") -> int:
+    """The classes a classifier predicts (its ``num_classes``, else its last linear layer's outputs)."""
+    n = model_num_classes(model)
+    if n is None:
+        raise ValueError(f"cannot tell how many classes the {role} predicts: give it a num_classes attribute.")
+    return n
 
 
 def stage_call_times(ensemble: nn.Module, policy: Policy, inputs: Tensor, *, batch_size: int, repeats: int = 5,

@@ -114,6 +114,9 @@ def run_jobs(exp: Experiment, jobs: Sequence[str], seeds: Sequence[int] | None =
     if unknown:
         raise ValueError(f"unknown job(s) {unknown}; choose from {', '.join(JOBS)}.")
     seeds = list(seeds) if seeds is not None else list(exp.profile.seeds)
+    bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int) or s < 0]
+    if bad or not seeds:
+        raise ValueError(f"seeds must be a non-empty list of ints >= 0 (the chapters take no others), got {seeds!r}.")
     for job in jobs:
         start = len(exp.planned)
         JOBS[job](exp, seeds)
@@ -151,6 +154,19 @@ def plan_summary(table: pd.DataFrame) -> str:
     return f"{len(table)} entries: {states}; {left} training epochs left ({hours})"
 
 
+def _seed(text: str) -> int:
+    """A ``--seeds`` value: an int >= 0 (the seeds the chapters accept)."""
+    try:
+        seed = int(text)
+    except ValueError:
+        seed = -1
+    if seed < 0:
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"{text!r} is not a seed: give ints >= 0, e.g. --seeds 0 1 2")
+    return seed
+
+
 def main(argv: list[str] | None = None) -> None:
     """Train (or resume) a profile's runs from the command line, e.g. in the background before a chapter is run:
 
@@ -166,7 +182,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("dataset", choices=sorted(PROFILES))
     parser.add_argument("profile", choices=PROFILE_NAMES)
     parser.add_argument("jobs", nargs="+", choices=list(JOBS), metavar="job", help=f"any of: {', '.join(JOBS)}")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the profile's seeds")
+    parser.add_argument("--seeds", type=_seed, nargs="+", default=None,
+                        help="ints >= 0 (default: the profile's seeds)")
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--retrain", action="store_true")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pickle
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -40,21 +39,80 @@ TRAIN_SAMPLE, TRAIN_SAMPLE_SIZE = "train-sample", 10_000  # statistics on traini
 EVAL_CACHE = "eval"
 
 
+EVAL_CACHE_FORMAT = 1  # what an entry of the evaluation cache holds (see _encode): tensors and plain types only
+
+
+def _encode(value: Any, num_samples: int) -> dict[str, Any]:
+    """An evaluation as an entry of the cache: tensors and plain types only, so it loads with ``weights_only=True``
+    (a :class:`StagedOutputs` is stored as its fields)."""
+    if isinstance(value, StagedOutputs):
+        kind, payload = "staged", {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        payload["stage_macs"] = [int(m) for m in value.stage_macs]
+    elif isinstance(value, Tensor):
+        kind, payload = "tensor", value
+    elif isinstance(value, tuple) and all(isinstance(v, Tensor) for v in value):
+        kind, payload = "tuple", list(value)
+    elif isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, Tensor) for k, v in value.items()):
+        kind, payload = "dict", dict(value)
+    else:
+        raise TypeError(f"the evaluation cache stores a tensor, a tuple or dict of tensors or StagedOutputs, not a "
+                        f"{type(value).__name__}.")
+    return {"format": EVAL_CACHE_FORMAT, "kind": kind, "num_samples": num_samples, "value": payload}
+
+
+class _Unexpected(ValueError):
+    """An entry of the evaluation cache that is not what this loader's evaluation gives."""
+
+
+def _decode(entry: Any, num_samples: int) -> Any:
+    """The evaluation an entry of the cache holds, checked: its form and the number of samples of every tensor
+    (one row per sample of the loader); raises :class:`_Unexpected` on anything else."""
+    if not isinstance(entry, dict) or entry.get("format") != EVAL_CACHE_FORMAT or \
+            entry.get("num_samples") != num_samples:
+        raise _Unexpected("not an entry of this format for this loader")
+    kind, value = entry.get("kind"), entry.get("value")
+
+    def rows(t: Any, dim: int = 0) -> Tensor:
+        if not isinstance(t, Tensor) or t.dim() <= dim or t.shape[dim] != num_samples:
+            raise _Unexpected(f"expected a tensor with {num_samples} samples, found {type(t).__name__}")
+        return t
+
+    if kind == "tensor":
+        return rows(value)
+    if kind == "tuple" and isinstance(value, list):
+        return tuple(rows(v) for v in value)
+    if kind == "dict" and isinstance(value, dict):
+        return {str(k): rows(v) for k, v in value.items()}
+    if kind == "staged" and isinstance(value, dict):
+        macs = value.get("stage_macs")
+        if not isinstance(macs, list) or not all(isinstance(m, int) for m in macs):
+            raise _Unexpected("stage MACs are not a list of ints")
+        teacher = value.get("teacher_logits")
+        staged = StagedOutputs(rows(value.get("logits"), 1), rows(value.get("labels")), macs,
+                               None if teacher is None else rows(teacher))  # checks that the shapes agree
+        return staged
+    raise _Unexpected(f"unknown kind {kind!r}")
+
+
 def cached_eval(model: nn.Module, loader: rdata.Loader, compute: Callable[[], Any], precision: str = "fp32") -> Any:
-    """``compute()`` (a frozen model's outputs on an evaluation loader, in ``precision``), stored under the cache
-    folder keyed by a hash of the model's weights and the loader's images, so chapters that evaluate the same models
-    share the work."""
+    """``compute()`` (a frozen model's outputs on an evaluation loader, in ``precision``: a tensor, a tuple or dict
+    of tensors, or :class:`StagedOutputs`, one row per sample), stored under the cache folder keyed by a hash of the
+    model's weights and the loader's images, so chapters that evaluate the same models share the work.
+
+    An entry is read with ``weights_only=True`` (a file that pickles anything but tensors and plain types runs no
+    code) and checked (its form, one row per sample of the loader); anything else is computed again and replaced."""
     wiring = [loader.view_key(0), getattr(model, "inputs", None), getattr(model, "feature_index", None)]
     if precision != "fp32":  # fp32 entries keep the keys they always had
         wiring.append(precision)
     path = rdata.cache_dir() / EVAL_CACHE / f"{state_dict_hash(model)}-{stable_hash(wiring)}.pt"
+    num_samples = len(loader.data)
     if path.exists():
         try:
-            return torch.load(path, weights_only=False)
-        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):
-            path.unlink(missing_ok=True)  # a damaged entry is recomputed
+            return _decode(torch.load(path, map_location="cpu", weights_only=True), num_samples)
+        except Exception:  # damaged, foreign, of an older format or not this evaluation: computed again
+            path.unlink(missing_ok=True)
     value = compute()
-    atomic_torch_save(value, path)
+    atomic_torch_save(_encode(value, num_samples), path)
     return value
 
 

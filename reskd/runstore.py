@@ -16,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -167,9 +169,29 @@ def runs_table(dataset: str | None = None, *, root: str | os.PathLike | None = N
     a profile's jobs still have to start, see ``python -m reskd.cli <dataset> <profile> <jobs> --plan``)."""
     import pandas as pd
 
-    rows = [run_status(folder, json.loads((folder / SPEC_FILE).read_text()))
-            for folder in run_folders(dataset, root=root)]
+    rows = [run_status(folder, spec) for folder in run_folders(dataset, root=root)
+            if (spec := read_spec(folder)) is not None]
     return pd.DataFrame(rows, columns=RUN_STATUS_COLUMNS)
+
+
+class UnreadableSpecWarning(UserWarning):
+    """A run folder whose ``spec.json`` cannot be read: listings skip it, naming the file."""
+
+
+def read_spec(folder: Path) -> dict[str, Any] | None:
+    """The spec of the run folder ``folder``, or None (with an :class:`UnreadableSpecWarning` naming the file and
+    the fix) when it is not a readable JSON object."""
+    path = folder / SPEC_FILE
+    try:
+        spec = json.loads(path.read_text())
+        if not isinstance(spec, dict):
+            raise ValueError(f"it holds a {type(spec).__name__}, not an object")
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        warnings.warn(UnreadableSpecWarning(
+            f"skipped {path}: it is not a readable run spec ({type(error).__name__}: {error}). Delete the folder "
+            f"{folder} (its run is retrained when needed), or restore the file."), stacklevel=2)
+        return None
+    return spec
 
 
 def cost_table(dataset: str | None = None, *, root: str | os.PathLike | None = None,
@@ -184,7 +206,9 @@ def cost_table(dataset: str | None = None, *, root: str | os.PathLike | None = N
     for folder in run_folders(dataset, root=root):
         if not is_finished(folder) or not (folder / HISTORY).exists():
             continue
-        spec = json.loads((folder / SPEC_FILE).read_text())
+        spec = read_spec(folder)
+        if spec is None:
+            continue
         summary = json.loads((folder / SUMMARY).read_text()) if (folder / SUMMARY).exists() else {}
         machine = summary.get("machine", {})
         train = spec.get("train", {})
@@ -200,7 +224,35 @@ def cost_table(dataset: str | None = None, *, root: str | os.PathLike | None = N
                                        "images_per_s", "cpu", "threads"])
 
 
-if __name__ == "__main__":  # python -m reskd.runstore [dataset]: the state of every run
-    import sys
+def main(argv: list[str] | None = None) -> None:
+    """``python -m reskd.runstore [dataset] [--root PATH]``: the state of every run folder under the artifacts root."""
+    import argparse
 
-    print(runs_table(sys.argv[1] if len(sys.argv) > 1 else None).to_string(index=False))
+    from .data import SPECS  # the data set names (imported here: the run store itself needs no torch)
+
+    parser = argparse.ArgumentParser(prog="python -m reskd.runstore", description=main.__doc__.split(": ", 1)[1])
+    parser.add_argument("dataset", nargs="?", choices=sorted(SPECS), default=None,
+                        help="list the runs of this data set only (default: all)")
+    parser.add_argument("--root", default=None,
+                        help=f"the artifacts root (default: ${ARTIFACTS_ENV}, else artifacts/ in the project)")
+    args = parser.parse_args(argv)
+    root = artifacts_root(args.root)
+    if not root.is_dir():
+        raise SystemExit(f"no artifacts root at {root}: it {'is not a folder' if root.exists() else 'does not exist'}. "
+                         f"Point --root or the {ARTIFACTS_ENV} environment variable at the folder that holds the run "
+                         f"folders (<root>/<dataset>/<run>).")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UnreadableSpecWarning)
+        table = runs_table(args.dataset, root=root)
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
+    if table.empty:
+        of = f" of {args.dataset}" if args.dataset else ""
+        print(f"no run folders{of} under the artifacts root {root}.")
+        return
+    print(f"runs under the artifacts root {root}:")
+    print(table.to_string(index=False))
+
+
+if __name__ == "__main__":  # python -m reskd.runstore [dataset]: the state of every run
+    main()

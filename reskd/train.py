@@ -44,7 +44,8 @@ from .registry import Registry
 from .runstore import (CHECKPOINT, FINAL_MODEL, HISTORY, SNAPSHOT, SUMMARY, folder_lock, is_finished,  # noqa: F401
                        remove_temporary_files)
 from .utils import (MIN_CHANNELS_LAST_CHANNELS, atomic_json_dump, atomic_torch_save, atomic_write,  # noqa: F401
-                    machine_info, memory_format_for, model_memory_format, resolve_device, rng_state, set_rng_state)
+                    machine_info, memory_format_for, model_memory_format, model_num_classes, resolve_device, rng_state,
+                    set_rng_state)
 from .utils import progress as progress_bar
 
 Schedule = Callable[..., Any]
@@ -146,6 +147,11 @@ def _onecycle(optimizer: torch.optim.Optimizer, config: TrainConfig, total: int)
                                                pct_start=config.onecycle_pct_start)
 
 
+@SCHEDULES.register("constant", "lr throughout")
+def _constant(optimizer: torch.optim.Optimizer, config: TrainConfig, total: int):
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+
 @SCHEDULES.register("wsd", "warm-up, stable, decay: linear warm-up over warmup_epochs, lr until stable_epochs, then "
                           "linear decay to 0 over the last decay_fraction of the run (Hagele et al., 2024)")
 def _wsd(optimizer: torch.optim.Optimizer, config: TrainConfig, total: int):
@@ -160,11 +166,6 @@ def _wsd(optimizer: torch.optim.Optimizer, config: TrainConfig, total: int):
         return max(0.0, (total - step) / (total - decay_start))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-@SCHEDULES.register("constant", "lr throughout")
-def _constant(optimizer: torch.optim.Optimizer, config: TrainConfig, total: int):
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
@@ -367,6 +368,7 @@ def fit(distiller: Distiller, train_loader, config: TrainConfig, *, eval_loaders
         raise ValueError(f"the training loader is split over {getattr(train_loader, 'world_size', 1)} process(es) but "
                          f"{distributed.world_size()} are training; build it with reskd.data.Loader(..., "
                          f"rank=reskd.distributed.rank(), world_size=reskd.distributed.world_size()).")
+    _check_num_classes(distiller.student, train_loader)
     processes = distributed.run_identity(train_loader.batch_size)  # {} for one process: its identity is unchanged
     identity = json.loads(json.dumps({"config": config.to_dict(), "run_info": dict(run_info or {}),
                                       "batch_size": train_loader.batch_size,
@@ -425,6 +427,18 @@ def fit(distiller: Distiller, train_loader, config: TrainConfig, *, eval_loaders
                          machine={**machine_info(device), "train_samples": len(train_loader.data)}, forked=forked)
         distributed.barrier()
         return result
+
+
+def _check_num_classes(student: nn.Module, train_loader) -> None:
+    """That the student predicts as many classes as the training data has (where both can be told)."""
+    spec = getattr(train_loader, "spec", None)
+    expected = getattr(spec, "num_classes", None)
+    predicted = model_num_classes(student)
+    if expected is None or predicted is None or predicted == expected:
+        return
+    name = getattr(spec, "display_name", None) or getattr(spec, "name", "the training data")
+    raise ValueError(f"the student predicts {predicted} classes but {name} has {expected}: build it with "
+                     f"num_classes={expected} (e.g. create_model(name, num_classes={expected})).")
 
 
 def _resume(run_dir: Path | None, student: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,

@@ -1,6 +1,7 @@
 """Small shared helpers: devices, seeding, progress bars, atomic writes and stable hashes."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -110,15 +111,37 @@ def _as_tuples(value: Any) -> Any:
 FILE_MODE = 0o644  # what atomic_write leaves: results, run files and checkpoints readable by whoever shares them
 
 
+class DiskFullError(OSError):
+    """A write that failed because the disk (or the quota) is full; the file it was replacing is unchanged."""
+
+
+#: What torch's zip writer (``inline_container.cc``) says when a write it made came up short: on a full disk it
+#: reports the failed write or the position it expected, not ENOSPC.
+_TORCH_SHORT_WRITE = ("unexpected pos", "file write failed")
+
+
+def _disk_full(error: BaseException) -> bool:
+    if isinstance(error, OSError):
+        return error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+    return isinstance(error, RuntimeError) and any(s in str(error) for s in _TORCH_SHORT_WRITE)
+
+
 def atomic_write(path: str | os.PathLike, write, mode: str = "wb") -> Path:
     """Write ``path`` atomically: ``write(file)`` fills a temporary file in the same folder, then it is renamed.
 
     An interrupted write therefore never leaves a truncated ``path`` behind. The file is readable by all
-    (:data:`FILE_MODE`, as a plain ``open`` under the usual umask), not private as a temporary file is.
+    (:data:`FILE_MODE`, as a plain ``open`` under the usual umask), not private as a temporary file is. A full disk
+    (ENOSPC, or torch's short-write errors) raises :class:`DiskFullError` naming the file; ``path`` keeps what it
+    held before.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        if _disk_full(error):
+            raise _disk_full_error(path, error) from error
+        raise
     try:
         with os.fdopen(fd, mode) as f:
             write(f)
@@ -126,11 +149,22 @@ def atomic_write(path: str | os.PathLike, write, mode: str = "wb") -> Path:
             os.fsync(f.fileno())
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if _disk_full(error):
+            raise _disk_full_error(path, error) from error
         raise
     return path
+
+
+def _disk_full_error(path: Path, error: BaseException) -> DiskFullError:
+    kept = f"{path} is unchanged" if path.exists() else f"{path} was not written"
+    detail = (str(error).strip().splitlines() or [type(error).__name__])[-1]
+    return DiskFullError(errno.ENOSPC, f"disk full: cannot write {path} ({type(error).__name__}: {detail}); {kept} "
+                                       f"and the partial file was removed. Free space on the disk that holds "
+                                       f"{path.parent}, then run again (an interrupted run resumes from its last "
+                                       f"checkpoint).")
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
@@ -184,3 +218,13 @@ def model_memory_format(model: torch.nn.Module) -> torch.memory_format:
                 return torch.channels_last
             return torch.contiguous_format
     return torch.contiguous_format
+
+
+def model_num_classes(model: torch.nn.Module) -> int | None:
+    """The classes a classifier predicts: its ``num_classes`` attribute, else its last linear layer's outputs, else
+    None (it cannot be told)."""
+    n = getattr(model, "num_classes", None)
+    if isinstance(n, int) and not isinstance(n, bool):
+        return n
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    return linears[-1].out_features if linears else None

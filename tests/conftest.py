@@ -10,6 +10,7 @@ sets' counts, so each one turns the per-class count check off (:func:`few_per_cl
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import pickle
 import tarfile
 from pathlib import Path
@@ -19,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reskd.data import SPECS
+from reskd.data import PUBLISHED_MD5, SPECS
 from reskd.experiment import Experiment
 from reskd.profiles import Arch, get_profile
 from reskd.train import TrainConfig
@@ -99,6 +100,9 @@ def make_cifar_pickles(tmp_path, monkeypatch):
             written[split][1].extend(labels)
         meta_key, meta_file = (b"label_names", "batches.meta") if ten else (b"fine_label_names", "meta")
         (folder / meta_file).write_bytes(pickle.dumps({meta_key: [c.encode() for c in classes]}))
+        # the fixture's files stand in for torchvision's: their md5s stand in for the published ones
+        monkeypatch.setitem(PUBLISHED_MD5, name, {p.name: hashlib.md5(p.read_bytes()).hexdigest()
+                                                  for p in folder.iterdir()})
         return SimpleNamespace(root=root, folder=folder, classes=classes,
                                train_images=np.concatenate(written["train"][0]),
                                train_labels=np.asarray(written["train"][1]),

@@ -382,3 +382,31 @@ def test_stage_call_times_cover_every_stage_and_the_decision():
     assert set(times) == {"S0", "S1", "S2", "decision"} and all(t > 0 for t in times.values())
     with pytest.raises(ValueError, match="batch_size"):
         stage_call_times(ens, Policy("max_prob", [0.5, 0.5]), x, batch_size=9)
+
+
+@pytest.mark.parametrize("target", [0.9, 0.5, 1])
+def test_a_fractional_accuracy_target_is_named(target, recwarn):
+    """target_top1 is in percent: 0.9 (a fraction) would calibrate to a 0.9% target, i.e. S0 alone, silently."""
+    for calibration in (calibrate, calibrate_per_stage):
+        with pytest.warns(UserWarning, match=f"target_top1={target!r} looks like a fraction.*percent.*give "
+                                             f"target_top1={100 * target:g} for {100 * target:g}%"):
+            calibration(staged(), "max_prob", target_top1=target)
+    recwarn.clear()
+    calibrate(staged(), "max_prob", target_top1=0)  # the cheapest policy: a legitimate target
+    calibrate(staged(), "max_prob", target_top1=90)
+    assert not [w for w in recwarn if "fraction" in str(w.message)]
+
+
+def test_evaluating_a_policy_on_an_empty_split_is_an_error():
+    empty = staged(n=0)
+    with pytest.raises(ValueError, match="the split is empty"):
+        evaluate_policy(empty, Policy("max_prob", [0.5, 0.5]))
+
+
+def test_a_cascade_of_models_with_different_class_counts_is_refused_when_built():
+    from reskd.adaptive import Cascade
+    from reskd.models import create_model
+
+    s0, teacher = create_model("resnet8", 10, width=0.5), create_model("resnet8", 100, width=0.5)
+    with pytest.raises(ValueError, match="the student predicts 10 classes but the teacher 100"):
+        Cascade(s0, teacher, Policy("max_prob", [0.5]))

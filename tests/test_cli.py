@@ -25,3 +25,14 @@ def test_the_parser_knows_every_data_set_with_profiles(capsys, monkeypatch):
 def test_both_addresses_run_the_cli(module):
     done = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, check=True)
     assert "teacher-cache" in done.stdout
+
+
+@pytest.mark.parametrize("seeds", [["-1"], ["0", "-1"], ["x"]])
+def test_negative_seeds_are_refused_before_anything_runs(capsys, seeds):
+    """A seed -1 would train a run the chapters then reject (their seeds are ints >= 0)."""
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["cifar10", "smoke", "kd", "--seeds", *seeds])
+    assert exit_.value.code == 2
+    assert "is not a seed: give ints >= 0" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="seeds must be a non-empty list of ints >= 0"):
+        cli.run_jobs(None, ["kd"], [-1])

@@ -2,9 +2,12 @@ import dataclasses
 import gzip
 import io
 import os
+import pickle
 import re
+import struct
 import tarfile
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -161,7 +164,7 @@ def test_cache_is_reused_without_decoding(make_cifar_folder, cache, monkeypatch)
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again despite the cache")
 
-    monkeypatch.setattr(data, "_decode", no_decoding)
+    monkeypatch.setattr(data.cache, "_decode", no_decoding)  # where load_split looks it up
     start = time.perf_counter()
     second = load_split("cifar10", "train", ns.root, cache=cache)
     assert time.perf_counter() - start < FAST_LOAD_S
@@ -321,6 +324,113 @@ def test_damaged_tarball_is_an_error_naming_it(make_cifar_folder, tmp_path, cach
     assert not list(cache.glob("cifar10-train-*"))
 
 
+def _gzip_with_crc_of(payload: bytes, original: bytes) -> bytes:
+    """A gzip stream that inflates to ``payload`` but whose trailer holds the CRC and length of ``original``: what
+    a byte flipped inside the compressed data of ``original``'s archive gives (stored blocks, so inflating succeeds
+    and only the CRC can tell)."""
+    deflate = zlib.compressobj(0, zlib.DEFLATED, -15)
+    body = deflate.compress(payload) + deflate.flush()
+    header = b"\x1f\x8b\x08\x00" + b"\x00" * 4 + b"\x00\xff"
+    return header + body + struct.pack("<II", zlib.crc32(original), len(original) & 0xFFFFFFFF)
+
+
+def _inside_the_scan(jpeg: bytes) -> int:
+    """The offset of a byte in the middle of a JPEG's entropy-coded data (after its start-of-scan header), where a
+    flipped bit decodes to a changed image instead of an error."""
+    start = jpeg.index(b"\xff\xda")
+    start += 2 + int.from_bytes(jpeg[start + 2:start + 4], "big")
+    at = (start + len(jpeg) - 2) // 2
+    while 0xFF in (jpeg[at], jpeg[at] ^ 1) or jpeg[at - 1] == 0xFF:  # never make or break a marker
+        at += 1
+    return at
+
+
+@pytest.mark.parametrize("where", ["in-an-image", "in-the-trailer"])
+def test_gzip_crc_error_is_an_error_naming_the_archive(make_cifar_folder, tmp_path, cache, where):
+    """A byte flipped inside the compressed stream: tar headers and JPEG still parse (a JPEG has no checksum: it
+    decodes to a changed image), so only gzip's CRC at the end of the stream can tell; it must be read and checked,
+    and nothing cached."""
+    ns = make_cifar_folder(tarball=True)
+    archive = ns.root / "cifar10-jpeg.tar.gz"
+    raw, _ = _tar_bytes(archive)
+    with tarfile.open(fileobj=io.BytesIO(bytes(raw))) as tar:
+        start = tar.getmember("cifar10-jpeg/test/truck/0001.jpg").offset_data  # the image's first byte
+    flipped = bytearray(raw)
+    if where == "in-an-image":
+        flipped[start + _inside_the_scan((ns.folder / "test" / "truck" / "0001.jpg").read_bytes())] ^= 1
+        damaged = _gzip_with_crc_of(bytes(flipped), bytes(raw))
+    else:
+        damaged = bytearray(archive.read_bytes())
+        damaged[-6] ^= 0x01  # a byte of the CRC32 in the trailer
+        damaged = bytes(damaged)
+    path = tmp_path / "crc" / "cifar10-jpeg.tar.gz"
+    path.parent.mkdir()
+    path.write_bytes(damaged)
+    with pytest.raises(ValueError) as error:
+        load_split("cifar10", "test", path.parent, cache=cache)
+    message = str(error.value)
+    assert f"cannot read the archive {path}" in message and "CRC" in message
+    assert "Download it again, or re-create it" in message
+    assert not list(cache.glob("cifar10-test-*"))
+
+
+def test_published_md5s_are_torchvisions():
+    for name, dataset in (("cifar10", torchvision.datasets.CIFAR10), ("cifar100", torchvision.datasets.CIFAR100)):
+        for file, md5 in [*dataset.train_list, *dataset.test_list, [dataset.meta["filename"], dataset.meta["md5"]]]:
+            assert data.PUBLISHED_MD5[name][file] == md5
+
+
+@pytest.mark.parametrize("damage", ["flipped-byte", "foreign-pickle"])
+def test_pickle_failing_its_md5_is_not_unpickled(make_cifar_pickles, tmp_path, cache, damage):
+    """A pickle is checked against torchvision's md5 before it is unpickled: a flipped pixel byte (which unpickles
+    fine) and a pickle that would run code are both refused, naming the file, and nothing is cached."""
+    ns = make_cifar_pickles("cifar10")
+    path = ns.folder / "data_batch_3"
+    marker = tmp_path / "code-ran"
+    if damage == "flipped-byte":
+        content = bytearray(path.read_bytes())
+        content[len(content) // 2] ^= 0x01
+        path.write_bytes(bytes(content))
+    else:
+        path.write_bytes(pickle.dumps(_RunsCode(str(marker))))
+    with pytest.raises(ValueError, match=f"{re.escape(str(path))} fails its checksum: md5 .* torchvision publishes "
+                                         f".* not unpickled.*pass download=True"):
+        load_split("cifar10", "train", ns.root, cache=cache)
+    assert not marker.exists()
+    assert not list(cache.glob("cifar10-train-*"))
+
+
+class _RunsCode:
+    """Unpickling this creates the file ``marker``."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+@pytest.mark.parametrize("tarball", [False, True], ids=["folder", "tarball"])
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_image_outside_any_class_folder_is_named(make_cifar_folder, tmp_path, cache, tarball, split):
+    ns = make_cifar_folder()
+    save_image(ns.folder / split / "stray.png", smooth_images(1, 32, 32, seed=5)[0])
+    root = ns.root
+    if tarball:
+        root = tmp_path / "tar-root"
+        make_tarball(ns.folder, root / "cifar10-jpeg.tar.gz")
+    with pytest.raises(ValueError, match=f"the image .*{split}/stray.png.* is outside any class folder, so it has no "
+                                         f"label; move it into its class folder \\({split}/<class>/\\) or remove it"):
+        load_split("cifar10", split, root, cache=cache)
+
+
+def test_tiny_imagenet_image_outside_any_class_folder_is_named(make_tiny_imagenet, cache):
+    ns = make_tiny_imagenet()
+    save_image(ns.folder / "train" / "stray.JPEG", smooth_images(1, 64, 64, seed=5)[0])
+    with pytest.raises(ValueError, match="train/stray.JPEG is outside any class folder.*train/<wnid>/images/"):
+        load_split(ns.spec, "train", ns.root, cache=cache)
+
+
 def test_short_split_is_an_error_naming_the_source_and_the_shortfall(make_cifar_folder, tmp_path, cache):
     ns = make_cifar_folder(tarball=True)  # 3 training and 2 test images per class
     counted = dataclasses.replace(get_spec("cifar10"), train_per_class=3, test_per_class=2)
@@ -350,8 +460,9 @@ def test_short_pickles_are_an_error(make_cifar_pickles, cache):
         load_split(counted, "test", ns.root, cache=cache)
 
 
-def test_truncated_pickle_names_the_file(make_cifar_pickles, cache):
+def test_truncated_pickle_names_the_file(make_cifar_pickles, cache, monkeypatch):
     ns = make_cifar_pickles("cifar10")
+    monkeypatch.setitem(data.PUBLISHED_MD5, "cifar10", {})  # no md5 to check: the unpickling itself fails
     path = ns.folder / "data_batch_2"
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(ValueError, match=f"cannot read {re.escape(str(path))} .*truncated or corrupt.*"

@@ -8,6 +8,7 @@ import torch
 
 from reskd import experiment as E
 from reskd.cli import run_jobs
+from reskd.adaptive import StagedOutputs
 from reskd.experiment import ResKDRuns
 from reskd.profiles import Arch, get_profile, profile_banner
 from reskd.runstore import run_key
@@ -73,17 +74,65 @@ def test_evaluations_are_cached_by_weights_and_images(exp, tmp_path):
     teacher, loader = e.teacher(), e.eval_loader("val")
     calls = []
 
+    n = len(loader.data)  # an evaluation has one row per sample
+
     def compute():
         calls.append(1)
-        return torch.arange(3.0)
+        return torch.arange(float(n))
 
-    assert torch.equal(E.cached_eval(teacher, loader, compute), torch.arange(3.0))
-    assert torch.equal(E.cached_eval(teacher, loader, compute), torch.arange(3.0)) and len(calls) == 1
+    assert torch.equal(E.cached_eval(teacher, loader, compute), torch.arange(float(n)))
+    assert torch.equal(E.cached_eval(teacher, loader, compute), torch.arange(float(n))) and len(calls) == 1
     E.cached_eval(teacher, e.eval_loader("test"), compute)  # other images: computed
     assert len(calls) == 2
     for entry in (tmp_path / "cache" / E.EVAL_CACHE).iterdir():
         entry.write_bytes(b"damaged")
-    assert torch.equal(E.cached_eval(teacher, loader, compute), torch.arange(3.0)) and len(calls) == 3
+    assert torch.equal(E.cached_eval(teacher, loader, compute), torch.arange(float(n))) and len(calls) == 3
+
+
+class _RunsCode:
+    """Unpickling this creates the file ``marker``."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def _only_entry(tmp_path):
+    (entry,) = (tmp_path / "cache" / E.EVAL_CACHE).iterdir()
+    return entry
+
+
+def test_evaluation_cache_runs_no_pickled_code_and_checks_what_it_reads(exp, tmp_path):
+    """An entry is read with weights_only=True: a foreign pickle runs no code and is recomputed; an entry that is
+    not this evaluation (another form, another number of samples) is recomputed too, never returned."""
+    e = exp()
+    teacher, loader = e.teacher(), e.eval_loader("val")
+    logits, labels = e.logits(teacher, "val")  # (logits, labels), one row per sample
+    entry = _only_entry(tmp_path)
+    marker = tmp_path / "code-ran"
+    wrong = {"format": E.EVAL_CACHE_FORMAT, "kind": "tuple", "num_samples": len(labels),
+             "value": [logits[:3], labels[:3]]}
+    for content in (_RunsCode(str(marker)), ("not", "tensors"), torch.zeros(len(labels)), wrong):
+        torch.save(content, entry)
+        again = e.logits(teacher, "val")
+        assert not marker.exists()
+        assert isinstance(again, tuple) and torch.equal(again[0], logits) and torch.equal(again[1], labels)
+        assert torch.equal(E.cached_eval(teacher, loader, lambda: 1 / 0)[0], logits)  # stored again: read back
+
+
+def test_staged_outputs_are_cached_as_tensors(exp, tmp_path):
+    """StagedOutputs are stored as their fields (tensors and plain types), loadable with weights_only=True, and
+    rebuilt when read back."""
+    e = exp()
+    loader = e.eval_loader("val")
+    staged = StagedOutputs(torch.randn(2, len(loader.data), 10), loader.data.labels.clone(), [5, 7])
+    assert E.cached_eval(e.teacher(), loader, lambda: staged) is staged
+    torch.load(_only_entry(tmp_path), weights_only=True)
+    back = E.cached_eval(e.teacher(), loader, lambda: 1 / 0)
+    assert isinstance(back, StagedOutputs) and back.stage_macs == [5, 7] and back.teacher_logits is None
+    assert torch.equal(back.logits, staged.logits) and torch.equal(back.labels, staged.labels)
 
 
 def test_training_table_reports_last_and_best_epoch_and_time(exp):

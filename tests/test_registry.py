@@ -27,7 +27,7 @@ def test_the_built_in_entries_in_their_documented_order():
     assert list(RESIDUAL_LOSSES) == ["mse", "mse_centered", "logprob", "kd", "mse+ce"]
     assert all(RESIDUAL_LOSSES.description(name) for name in RESIDUAL_LOSSES)
     assert list(CRITERIA) == ["max_prob", "margin", "neg_entropy", "gate"]
-    assert list(SCHEDULES) == ["cosine", "multistep", "onecycle", "constant"]
+    assert list(SCHEDULES) == ["cosine", "multistep", "onecycle", "constant", "wsd"]
 
 
 def test_registering_a_residual_loss_is_one_definition(monkeypatch):

@@ -1,5 +1,6 @@
 """reskd.runstore: run keys, run folders, their files and locks."""
 import json
+import re
 import shutil
 import subprocess
 
@@ -106,3 +107,52 @@ def test_cost_table_reads_each_finished_run_and_its_machine(tmp_path):
     row = table.iloc[0]
     assert row["epochs"] == 2 and row["precision"] == "fp32" and row["threads"] >= 1 and row["hours"] > 0
     assert row["images_per_s"] > 0  # 64 images x 2 epochs over the summed epoch times
+
+
+def test_the_listing_names_an_empty_or_missing_root(tmp_path, capsys):
+    from reskd.runstore import main
+
+    with pytest.raises(SystemExit, match=f"no artifacts root at {re.escape(str(tmp_path / 'nowhere'))}: it does not "
+                                         f"exist.*RESKD_ARTIFACTS"):
+        main(["--root", str(tmp_path / "nowhere")])
+    main(["cifar10", "--root", str(tmp_path)])
+    assert capsys.readouterr().out == f"no run folders of cifar10 under the artifacts root {tmp_path}.\n"
+
+
+@pytest.mark.parametrize("argv", [["cifar11"], ["--help"]])
+def test_the_listing_parses_its_arguments(argv, capsys, monkeypatch):
+    """An unknown data set is refused with the known ones, and --help is help, not a data set named --help."""
+    from reskd.runstore import main
+
+    monkeypatch.setenv("COLUMNS", "1000")
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    out = capsys.readouterr()
+    if argv == ["--help"]:
+        assert exit_.value.code == 0 and "python -m reskd.runstore" in out.out and "--root" in out.out
+    else:
+        assert exit_.value.code == 2 and "invalid choice: 'cifar11'" in out.err and "cifar100" in out.err
+
+
+def test_a_corrupt_spec_is_named_and_the_listing_goes_on(tmp_path, capsys):
+    from reskd.runstore import UnreadableSpecWarning, main, runs_table
+
+    good = run_dir({"dataset": "cifar10", "seed": 0}, "good", root=tmp_path)
+    bad = run_dir({"dataset": "cifar10", "seed": 1}, "bad", root=tmp_path)
+    (bad / SPEC_FILE).write_text('{"dataset": "cifar10", "se')
+    with pytest.warns(UnreadableSpecWarning, match=f"skipped {re.escape(str(bad / SPEC_FILE))}: it is not a "
+                                                   f"readable run spec.*Delete the folder"):
+        table = runs_table("cifar10", root=tmp_path)
+    assert list(table["run"]) == [good.name]
+    main(["--root", str(tmp_path)])
+    out = capsys.readouterr()
+    assert good.name in out.out and f"warning: skipped {bad / SPEC_FILE}" in out.err
+
+
+def test_the_listing_answers_as_a_module(tmp_path):
+    import os
+    import sys
+
+    env = {**os.environ, "RESKD_ARTIFACTS": str(tmp_path / "empty")}
+    done = subprocess.run([sys.executable, "-m", "reskd.runstore"], capture_output=True, text=True, env=env)
+    assert done.returncode == 1 and f"no artifacts root at {tmp_path / 'empty'}" in done.stderr

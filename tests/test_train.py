@@ -1,4 +1,5 @@
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -46,6 +47,16 @@ def test_fit_learns_and_records_history(tmp_path):
     assert (tmp_path / "model.pt").exists() and (tmp_path / "history.csv").exists()
     assert not (tmp_path / "checkpoint.pt").exists()
     assert result.summary["best"]["test"]["top1"] == result.history["test_top1"].max()
+
+
+def test_fit_refuses_a_model_of_another_class_count(tmp_path):
+    """A 100-class model on 4-class data would train without a word (its extra logits never the label)."""
+    train, test = loaders()
+    with pytest.raises(ValueError, match="the student predicts 100 classes but tiny test has 4: build it with "
+                                         "num_classes=4"):
+        fit(CE(TinyNet(num_classes=100)), train, TrainConfig(epochs=1, **FAST), run_dir=tmp_path / "run",
+            device="cpu", progress=False)
+    assert not (tmp_path / "run").exists()
 
 
 def test_finished_run_is_loaded_not_retrained(tmp_path):
@@ -291,6 +302,31 @@ def test_a_kill_at_any_write_leaves_a_run_that_loads_or_resumes(tmp_path, monkey
         assert loaded.summary["final"]["test_top1"] == whole.summary["final"]["test_top1"], where
         assert not list(folder.glob(".*.tmp")) and not (folder / "checkpoint.pt").exists(), where
         assert runs.state(folder) == "finished", where
+
+
+def test_a_full_disk_at_a_checkpoint_says_so_and_the_run_resumes(tmp_path, monkeypatch):
+    """torch's zip writer reports a full disk as ``inline_container.cc ... unexpected pos``: fit says "disk full",
+    names the file, and the previous checkpoint is intact, so the run resumes to an uninterrupted run's weights."""
+    runs = KillPoints(tmp_path / "artifacts")
+    whole = runs.fit(runs.folder("whole"))
+    folder = runs.folder("full")
+    original, saves = torch.save, []
+
+    def save(obj, f, *args, **kwargs):
+        saves.append(1)
+        if len(saves) == 2:  # the second epoch's checkpoint
+            original(obj, f, *args, **kwargs)
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 7616 vs 7504")
+        return original(obj, f, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(torch, "save", save)
+        with pytest.raises(OSError, match=f"disk full: cannot write {re.escape(str(folder / 'checkpoint.pt'))} .*"
+                                          f"unexpected pos.*is unchanged"):
+            runs.fit(folder)
+    assert runs.state(folder) == "interrupted" and not list(folder.glob(".*.tmp"))
+    resumed = runs.fit(folder)
+    assert list(resumed.history["epoch"]) == [1, 2] and _same_weights(resumed.model, whole.model)
 
 
 def test_a_model_without_its_summary_resumes_from_the_checkpoint(tmp_path, monkeypatch):
