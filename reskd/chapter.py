@@ -10,7 +10,7 @@ import torch
 
 from .data import data_root, get_spec, is_available, load_split
 from .profiles import PROFILE_NAMES as PROFILES
-DOWNLOADABLE = ("cifar10", "cifar100")  # what torchvision's downloaders fetch (reskd.data's download=True)
+DOWNLOADABLE = ("cifar10", "cifar100", "tiny-imagenet")  # what reskd.data's download=True fetches
 PROFILE_RANK = {name: rank for rank, name in enumerate(PROFILES)}  # a page of a higher profile is worth more
 # The data sets a chapter reads (the toy problem of chapter 1 and the summary read none).
 CHAPTER_DATA: dict[str, tuple[str, ...]] = {
@@ -77,14 +77,14 @@ def missing_data_message(missing: dict[str, list[str]], root: str | os.PathLike 
 
 
 def fetch_data(chapter: str, root: str | os.PathLike | None = None) -> list[str]:
-    """Download the data sets ``chapter`` reads that are missing and that torchvision can fetch (CIFAR) into the data
+    """Download the data sets ``chapter`` reads that are missing and that can be fetched (CIFAR, Tiny-ImageNet) into the data
     root; print how to get the others. Returns the names fetched. (The Colab cell of every chapter calls this.)"""
     fetched = []
     for name in missing_data(chapter, root):
         if name in DOWNLOADABLE:
-            load_split(name, "train", root, download=True)  # torchvision fetches and unpacks both splits
+            load_split(name, "train", root, download=True)  # fetches and unpacks both splits
             fetched.append(name)
         else:
             print(f"{get_spec(name).display_name} is not under the data root {data_root(root)} and cannot be "
-                  f"downloaded by torchvision: put it there in a layout of data/README.md (e.g. its .tar.gz).")
+                  f"downloaded: put it there in a layout of data/README.md (e.g. its .tar.gz).")
     return fetched

@@ -41,7 +41,9 @@ def test_missing_data_names_the_chapter_and_the_fetch(tmp_path):
     assert missing_data("02_cifar", tmp_path) == ["cifar10"]
     assert set(CHAPTER_DATA) >= {"01_residual_theory", "02_cifar", "03_imagenet", "04_adaptive", "05_summary"}
     message = missing_data_message({"03_imagenet": ["tiny-imagenet"]}, tmp_path)
-    assert "03_imagenet needs Tiny-ImageNet" in message and str(tmp_path) in message and "download" not in message
+    assert "03_imagenet needs Tiny-ImageNet" in message and str(tmp_path) in message
+    assert "load_dataset('tiny-imagenet', download=True)" in message
+    assert "download" not in missing_data_message({"03_imagenet": ["imagenet"]}, tmp_path)  # ImageNet cannot be
     assert "load_dataset('cifar10', download=True)" in missing_data_message({"02_cifar": ["cifar10"]}, tmp_path)
 
 
@@ -50,12 +52,14 @@ def test_missing_data_sees_a_present_data_set(make_cifar_folder):
     assert missing_data("02_cifar", data.root) == []
 
 
-def test_fetch_data_downloads_what_torchvision_can_and_says_what_it_cannot(tmp_path, monkeypatch, capsys):
+def test_fetch_data_downloads_what_it_can_and_says_what_it_cannot(tmp_path, monkeypatch, capsys):
     import reskd.chapter as chapter
 
     calls = []
     monkeypatch.setattr(chapter, "load_split", lambda name, split, root, download: calls.append((name, download)))
     assert chapter.fetch_data("02_cifar", tmp_path) == ["cifar10"] and calls == [("cifar10", True)]
+    assert chapter.fetch_data("03_imagenet", tmp_path) == ["tiny-imagenet"] and calls[-1] == ("tiny-imagenet", True)
+    monkeypatch.setitem(chapter.CHAPTER_DATA, "03_imagenet", ("imagenet",))  # ImageNet cannot be downloaded
     assert chapter.fetch_data("03_imagenet", tmp_path) == []
-    assert "Tiny-ImageNet-200 is not under the data root" in capsys.readouterr().out
+    assert "ImageNet-1k is not under the data root" in capsys.readouterr().out
     assert chapter.fetch_data("05_summary", tmp_path) == []

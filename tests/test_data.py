@@ -226,7 +226,10 @@ def test_missing_dataset_in_existing_root(tmp_path, cache):
     with pytest.raises(FileNotFoundError, match="holds none of") as error:
         load_split("tiny-imagenet", "train", tmp_path, cache=cache)
     assert str(tmp_path / "tiny-imagenet-200.tar.gz") in str(error.value)
-    assert "download=True" not in str(error.value)  # only CIFAR can be downloaded
+    assert "download=True to fetch it from http" in str(error.value)
+    with pytest.raises(FileNotFoundError, match="holds none of") as error:
+        load_split("imagenet", "train", tmp_path, cache=cache)
+    assert "download=True" not in str(error.value)  # ImageNet cannot be downloaded
 
 
 def test_incomplete_pickle_folder(make_cifar_pickles, cache):

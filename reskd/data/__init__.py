@@ -5,7 +5,8 @@ Four data sets, found under the data root (:func:`data_root`) in any of these fo
 =============  ==========================================================================================
 cifar10        ``cifar-10-batches-py/`` (torchvision's original), ``cifar10-jpeg/``, ``cifar10-jpeg.tar.gz``
 cifar100       ``cifar-100-python/`` (torchvision's original), ``cifar100-jpeg/``, ``cifar100-jpeg.tar.gz``
-tiny-imagenet  ``tiny-imagenet-200/``, ``tiny-imagenet-200.tar.gz`` (the standard archive layout)
+tiny-imagenet  ``tiny-imagenet-200/``, ``tiny-imagenet-200.tar.gz`` (the standard archive layout); ``download=True``
+               fetches the published zip (:data:`DOWNLOADS`), checked against its md5 before it is unpacked
 imagenet       ``imagenet/`` with ``train/<wnid>/*.JPEG`` and ``val/<wnid>/*.JPEG``, or a flat ``val/`` plus
                Kaggle's ``LOC_val_solution.csv`` in ``imagenet/``
 =============  ==========================================================================================
@@ -60,14 +61,15 @@ from .layouts import (IMAGE_EXTENSIONS, IMAGE_FOLDER, LAYOUTS, Layout, Parsed, _
 from .loader import Loader
 from .sources import (_GZIP_CHUNK, _LOCATIONS, _TAR_SUFFIX, DATA_ENV, DEFAULT_DATA_DIR, _BrokenHeader, _DirTree,
                       _find_source, _pickle_files, _read_pickles, _Source, _stat_identity, _StrictTarInfo, _TarTree,
-                      _unpickle, data_root, is_available)
-from .specs import (_TORCHVISION, SPECS, SPLITS, DatasetSpec, DataSplits, ImageTensors, _derive_seed, _digest,
-                    _split_dir, get_spec)
+                      _unpickle, data_root, fetch_archive, is_available)
+from .specs import (_TORCHVISION, DOWNLOADS, SPECS, SPLITS, DatasetSpec, DataSplits, Download, ImageTensors,
+                    _derive_seed, _digest, _split_dir, get_spec)
 from .splits import _stratified, load_dataset
 
 __all__ = ["AUGMENTATIONS", "AUGMENT_VERSION", "Augmentation", "CACHE_ENV", "CACHE_FILE_MODE", "CACHE_VERSION",
-           "DATA_ENV", "DEFAULT_CACHE_DIR", "DEFAULT_DATA_DIR", "DataSplits", "DatasetSpec", "FLIP_PROB", "HASH_CHUNK",
+           "DATA_ENV", "DEFAULT_CACHE_DIR", "DEFAULT_DATA_DIR", "DOWNLOADS", "DataSplits", "DatasetSpec", "Download",
+           "FLIP_PROB", "HASH_CHUNK",
            "IMAGE_EXTENSIONS", "IMAGE_FOLDER", "ImageTensors", "LAYOUTS", "Layout", "Loader", "PUBLISHED_MD5",
            "Parsed", "RRC_ATTEMPTS", "RRC_RATIO", "RRC_SCALE", "SPECS", "SPLITS", "augment_batch", "augment_params",
-           "cache_dir", "data_root", "eval_transform", "get_spec", "is_available", "load_dataset", "load_split",
+           "cache_dir", "data_root", "eval_transform", "fetch_archive", "get_spec", "is_available", "load_dataset", "load_split",
            "normalize"]

@@ -8,6 +8,7 @@ import gzip
 import os
 import pickle
 import tarfile
+import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 
 from ..utils import progress, project_root
 from .integrity import _check_md5, _redownload
-from .specs import _TORCHVISION, DatasetSpec, get_spec
+from .specs import _TORCHVISION, DOWNLOADS, DatasetSpec, Download, get_spec
 
 DATA_ENV = "RESKD_DATA"
 DEFAULT_DATA_DIR = "data"
@@ -70,13 +71,42 @@ def _find_source(spec: DatasetSpec, root: Path, download: bool) -> _Source:
         root.mkdir(parents=True, exist_ok=True)
         _TORCHVISION[spec.name](root=str(root), train=True, download=True)  # fetches and unpacks both splits
         return _Source(candidates[0], "pickle")
+    if download and spec.name in DOWNLOADS:
+        return _Source(fetch_archive(DOWNLOADS[spec.name], root), "folder")
     where = "does not exist; looked for" if not root.is_dir() else "holds none of"
     looked = "\n".join(f"  {path}" for path in candidates)
-    fetch = " or pass download=True to let torchvision fetch it" if spec.name in _TORCHVISION else ""
+    fetch = (" or pass download=True to let torchvision fetch it" if spec.name in _TORCHVISION else
+             f" or pass download=True to fetch it from {DOWNLOADS[spec.name].url}" if spec.name in DOWNLOADS else "")
     raise FileNotFoundError(
         f"{spec.display_name} not found: the data root {root} {where}:\n{looked}\n"
         f"Put the data set there, or point to another data root with the `root` argument or the {DATA_ENV} "
         f"environment variable{fetch}.")
+
+
+def fetch_archive(item: Download, root: Path) -> Path:
+    """Download ``item``'s archive into ``root`` with torchvision's downloader, check its md5 against the published one
+    before anything is unpacked, unpack it into a scratch folder beside its destination and move the data set's
+    folder into place (so an interrupted unpacking leaves nothing that looks complete), then remove the archive.
+    Returns the data set's folder."""
+    from torchvision.datasets.utils import check_integrity, download_url, extract_archive
+
+    root.mkdir(parents=True, exist_ok=True)
+    archive = root / item.url.rsplit("/", 1)[-1]
+    if not check_integrity(str(archive), item.md5):  # a complete archive from an earlier call is not fetched again
+        download_url(item.url, str(root), archive.name)
+    if not check_integrity(str(archive), item.md5):
+        archive.unlink(missing_ok=True)
+        raise ValueError(f"{item.url} gave a file whose md5 is not the published {item.md5}: it is damaged or not the "
+                         f"data set, so it was deleted and nothing was unpacked. Try download=True again; if it keeps "
+                         f"failing, fetch the archive yourself, check its md5 and unpack it under {root}.")
+    with tempfile.TemporaryDirectory(dir=root, prefix=".unpacking-") as scratch:
+        extract_archive(str(archive), scratch)
+        unpacked = Path(scratch) / item.folder
+        if not unpacked.is_dir():
+            raise ValueError(f"{archive} passed its md5 check but holds no {item.folder}/ folder; report it.")
+        os.replace(unpacked, root / item.folder)
+    archive.unlink()
+    return root / item.folder
 
 
 def is_available(name: str | DatasetSpec, root: str | os.PathLike | None = None) -> bool:

@@ -43,6 +43,21 @@ SPECS: dict[str, DatasetSpec] = {
                             "rrc_flip", 0, 10000, "ImageNet-1k", None, 50),  # train: 732-1300 per class
 }
 
+@dataclass(frozen=True)
+class Download:
+    """Where a data set that torchvision does not ship is published: its canonical URL, the md5 the archive is checked
+    against before anything is unpacked, and the folder it unpacks to under the data root (d2l's DATA_HUB and
+    torchvision's md5 lists are the conventions)."""
+
+    url: str
+    md5: str
+    folder: str
+
+
+#: The data sets download=True fetches from their canonical URL (torchvision's downloader; the md5 checked first).
+DOWNLOADS = {"tiny-imagenet": Download("http://cs231n.stanford.edu/tiny-imagenet-200.zip",
+                                       "90528d7ca1a48142e341f4ef8d21d0de", "tiny-imagenet-200")}
+
 # The data sets torchvision ships (in its original pickle folders, which download=True fetches), by name.
 _TORCHVISION = {"cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100}
 
