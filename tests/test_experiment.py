@@ -174,9 +174,12 @@ def test_warm_teacher_cache_fills_the_students_views_and_skips_locked_ones(exp):
 
 
 def test_train_missing_false_loads_finished_runs_and_names_the_missing_one(exp):
-    exp().teacher()
+    trained = exp().teacher()
     loader = exp(train_missing=False)
-    assert loader.teacher() is not None  # finished: loaded
+    loaded = loader.teacher()  # finished: loaded, the very weights that were trained
+    assert loaded.state_dict().keys() == trained.state_dict().keys()
+    for name, value in trained.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name].cpu(), value.cpu()), name
     with pytest.raises(E.MissingRunError, match=r"kd-resnet8x0.5-s0-.*python -m reskd.cli cifar10 smoke"):
         loader.student("kd")
     assert not any(p.name.startswith("kd-") for p in (loader.artifacts / "cifar10").iterdir())  # nothing created
