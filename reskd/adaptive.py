@@ -407,7 +407,7 @@ def calibrate_per_stage(val: StagedOutputs, criterion: str, *, target_top1: floa
             for tau in stage_candidates:
                 trial = thresholds[:k] + [tau] + thresholds[k + 1:]
                 key = rank(*score(trial))
-                if key < best:
+                if not key[0] and key < best:  # a move must meet the target (an unreachable one keeps the start)
                     thresholds, best, improved = trial, key, True
         if not improved:
             break

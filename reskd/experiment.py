@@ -502,9 +502,11 @@ class ResKDRuns:
             chain.append(run_key(spec))
         return ens.eval()
 
-    def staged(self, ens: ResKDEnsemble, split: str) -> StagedOutputs:
-        """Cumulative stage logits on ``split`` with the teacher's logits (for agreement and residual energy)."""
-        if all(kind == "image" for kind in ens.inputs[1:]):
+    def staged(self, ens: ResKDEnsemble, split: str, *, joint: bool = False) -> StagedOutputs:
+        """Cumulative stage logits on ``split`` with the teacher's logits (for agreement and residual energy).
+        ``joint=True`` always takes them from the ensemble's own forward pass (:func:`reskd.adaptive.collect`), never
+        from sums of the stages' separate predictions: what a check against :meth:`stage_outputs` needs."""
+        if not joint and all(kind == "image" for kind in ens.inputs[1:]):
             # stages that read the image are predicted one network at a time, so S0 (the KD student, shared by every
             # ablation option and the plain ensemble) and each res-student run once per split; same sums as collect()
             outs = [self.exp.logits(stage, split) for stage in ens.stages]
@@ -517,6 +519,13 @@ class ResKDRuns:
                                  self.exp.inference_precision)
         staged.teacher_logits = self.exp.teacher_logits(split)
         return staged
+
+    def stage_outputs(self, ens: ResKDEnsemble, split: str) -> Tensor:
+        """Each stage's own logits on ``split``, ``(stages, samples, classes)``: every stage's network predicted alone
+        (:meth:`reskd.reskd.ResKDEnsemble.stage_model`; a feature-input stage reads S0's feature map computed for
+        it), not through the ensemble, so that statement 1 (:func:`reskd.theory.stage_theory_records`) compares the
+        ensemble's residuals with what each stage outputs."""
+        return torch.stack([self.exp.logits(ens.stage_model(k), split)[0] for k in range(ens.num_stages)])
 
 
 if __name__ == "__main__":  # the job CLI's old address: python -m reskd.experiment ... (see reskd.cli)

@@ -197,6 +197,15 @@ class ResKDEnsemble(nn.Module):
             outputs.append(stage(stage_input.contiguous(memory_format=model_memory_format(stage))))
         return outputs
 
+    def stage_model(self, k: int) -> nn.Module:
+        """A module that computes stage ``k``'s own logits from the image, apart from the ensemble: the stage itself
+        when it reads the image, else S0's feature map ``feature_index`` fed to its head (:class:`FeatureStage`)."""
+        if not 0 <= k < self.num_stages:
+            raise ValueError(f"stage {k} is not among the ensemble's stages 0..{self.num_stages - 1}.")
+        if self.inputs[k] == "features":
+            return FeatureStage(self.stages[0], self.stages[k], self.feature_index)
+        return self.stages[k]
+
     def cumulative_logits(self, x: Tensor) -> list[Tensor]:
         """``[Z_0, Z_1, ...]``: the ensemble's logits after each stage."""
         return cumulative_sums(self.stage_logits(x))
@@ -222,6 +231,19 @@ class ResKDEnsemble(nn.Module):
             size = self.feature_shape(input_size) if kind == "features" else input_size
             macs.append(count_macs(stage, size))
         return macs
+
+
+class FeatureStage(nn.Module):
+    """A feature-input res-student on its own: ``head(student.forward_features(x)[feature_index])``, its logits alone
+    (not added to S0's)."""
+
+    def __init__(self, student: nn.Module, head: nn.Module, feature_index: int = -1):
+        super().__init__()
+        self.student, self.head, self.feature_index = student, head, feature_index
+
+    def forward(self, x: Tensor) -> Tensor:
+        features = self.student.forward_features(x)[self.feature_index]
+        return self.head(features.contiguous(memory_format=model_memory_format(self.head)))
 
 
 class _Combined(nn.Module):

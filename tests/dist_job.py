@@ -62,10 +62,11 @@ def main() -> None:
     torch.manual_seed(0)
     teacher, student = create_model("resnet8", SPEC.num_classes, width=0.5), create_model("resnet8", SPEC.num_classes,
                                                                                           width=0.25)
+    initial = {k: v.detach().clone() for k, v in student.state_dict().items()}  # what the training moved from
     result = fit(KD(student, teacher, cache_root=args.cache / "outputs"), train, CONFIG, eval_loaders={"val": val},
                  run_dir=args.run_dir, device="cpu", progress=False)
     args.out.mkdir(parents=True, exist_ok=True)
-    torch.save({"state": result.model.state_dict(), "history": result.history.drop(columns="epoch_s").to_dict("list"),
+    torch.save({"state": result.model.state_dict(), "initial": initial, "history": result.history.drop(columns="epoch_s").to_dict("list"),
                 "identity": result.summary["identity"]}, args.out / f"rank{rank}.pt")
     distributed.shutdown()
 

@@ -2,12 +2,13 @@
 import math
 import time
 
+import pandas as pd
 import pytest
 import torch
 from torch import Tensor
 
 from reskd.adaptive import (CRITERIA, DECISION_TOLERANCE, AdaptiveEnsemble, LearnedGate, Policy, StagedOutputs, calibrate,
-                            calibrate_per_stage, collect, compare_latency, confidence, evaluate_exits, evaluate_policy,
+                            calibrate_per_stage, candidate_thresholds, collect, compare_latency, confidence, evaluate_exits, evaluate_policy,
                             exit_stages, measure_latency, sweep)
 from reskd.data import Loader
 from reskd.reskd import ResKDEnsemble
@@ -64,20 +65,58 @@ def test_sweep_traces_a_monotone_cost_curve_from_validation(criterion):
     assert {"test_top1", "test_avg_macs", "test_pct_teacher"} <= set(curve.columns)
 
 
+def _search_on(split: StagedOutputs, criterion: str, *, target_top1=None, target_macs=None, points=200) -> float:
+    """The shared threshold an exhaustive search picks from ``split``'s candidates and metrics alone: the cheapest
+    meeting an accuracy target, or the most accurate within a MACs budget (ties: the other quantity)."""
+    best = None
+    for tau in candidate_thresholds(split, criterion, points=points):
+        m = evaluate_policy(split, Policy(criterion, [tau] * (split.num_stages - 1)))
+        if target_top1 is not None:
+            key = None if m["top1"] < target_top1 else (m["avg_macs"], -m["top1"])
+        else:
+            key = None if m["avg_macs"] > target_macs else (-m["top1"], m["avg_macs"])
+        if key is not None and (best is None or key < best[0]):
+            best = (key, tau)
+    return best[1]
+
+
 def test_calibrate_uses_only_validation():
-    val, other_val = staged(seed=1), staged(seed=2)
+    """calibrate's thresholds are what a search over the validation split's own candidates and metrics picks, and
+    they are not what the same search on the test split picks: the test split can only be evaluated afterwards."""
+    val, test = staged(seed=1), staged(seed=2)
     full = evaluate_policy(val, Policy("max_prob", [math.inf, math.inf]))["top1"]
     policy = calibrate(val, "max_prob", target_top1=full - 2.0)
+    assert policy.thresholds == [_search_on(val, "max_prob", target_top1=full - 2.0)] * 2
     m = evaluate_policy(val, policy)
     assert m["top1"] >= full - 2.0 and m["avg_macs"] < sum(MACS)
     budget = calibrate(val, "neg_entropy", target_macs=120)
+    assert budget.thresholds == [_search_on(val, "neg_entropy", target_macs=120)] * 2
     assert evaluate_policy(val, budget)["avg_macs"] <= 120
-    # the thresholds are a function of the split they are calibrated on: the same split gives the same ones, and
-    # another split (the test split, say) would give others, which is why only val is ever passed
-    assert calibrate(val, "max_prob", target_top1=full - 2.0).thresholds == policy.thresholds
-    assert calibrate(other_val, "max_prob", target_top1=full - 2.0).thresholds != policy.thresholds
+    # the same search on test gives other thresholds, so a calibration that read test would be told apart
+    assert [_search_on(test, "max_prob", target_top1=full - 2.0)] * 2 != policy.thresholds
+    assert [_search_on(test, "neg_entropy", target_macs=120)] * 2 != budget.thresholds
     with pytest.raises(ValueError, match="exactly one"):
         calibrate(val, "max_prob")
+
+
+def test_sweep_chooses_its_thresholds_from_validation_and_only_reports_test():
+    """sweep's thresholds and val columns are the same with and without a test split, and with the test split's
+    labels shuffled; its test columns are the val-chosen policies evaluated on test."""
+    val, test = staged(seed=1), staged(seed=2)
+    perm = torch.randperm(test.num_samples, generator=torch.Generator().manual_seed(0))
+    shuffled = StagedOutputs(test.logits, test.labels[perm], test.stage_macs, test.teacher_logits)
+    alone = sweep(val, "max_prob", points=20)
+    with_test, with_shuffled = sweep(val, "max_prob", test=test, points=20), sweep(val, "max_prob", test=shuffled,
+                                                                                    points=20)
+    assert alone["threshold"].tolist() == candidate_thresholds(val, "max_prob", points=20)
+    assert alone["threshold"].tolist() != candidate_thresholds(test, "max_prob", points=20)
+    for curve in (with_test, with_shuffled):
+        pd.testing.assert_frame_equal(curve[alone.columns], alone)
+    pd.testing.assert_series_equal(with_test["test_avg_macs"], with_shuffled["test_avg_macs"])
+    for i in (0, 7, 19):
+        policy = Policy("max_prob", [with_test["threshold"].iloc[i]] * 2)
+        assert with_test["test_top1"].iloc[i] == evaluate_policy(test, policy)["top1"]
+        assert with_shuffled["test_top1"].iloc[i] == evaluate_policy(shuffled, policy)["top1"]
 
 
 def test_learned_gate_predicts_changes():
@@ -123,7 +162,8 @@ def threshold_in_a_gap(conf: Tensor, *, min_gap: float = 100 * DECISION_TOLERANC
     return float((values[lo + i] + values[lo + i + 1]) / 2)
 
 
-def _ensemble(input_kind: str) -> ResKDEnsemble:
+def _ensemble(input_kind: str, feature_index: int = -1) -> ResKDEnsemble:
+    """S0 and two res-students reading the image, or S0's feature map ``feature_index`` ("features")."""
     from reskd.models import create_model
     from reskd.reskd import FeatureHead
 
@@ -132,19 +172,25 @@ def _ensemble(input_kind: str) -> ResKDEnsemble:
     if input_kind == "image":
         stages = [create_model("resnet8", 4, width=0.5), create_model("resnet8", 4, width=0.5)]
     else:
-        stages = [FeatureHead(s0.feature_channels[-1], 4, channels=8), FeatureHead(s0.feature_channels[-1], 4)]
-    return ResKDEnsemble(s0, stages, [input_kind] * 2).eval()
+        channels = s0.feature_channels[feature_index]
+        stages = [FeatureHead(channels, 4, channels=8), FeatureHead(channels, 4)]
+    return ResKDEnsemble(s0, stages, [input_kind] * 2, feature_index=feature_index).eval()
+
+
+#: The ensembles the masked-execution tests run: res-students on the image, on S0's last and on its second-last map.
+KINDS = [("image", -1), ("features", -1), ("features", -2)]
+KIND_IDS = ["image", "features-last", "features-second-last"]
 
 
 def _tiny_loader(batch_size: int = 64) -> Loader:
     return Loader(tiny_images(64, size=16), tiny_spec(16), batch_size, train=False)
 
 
-@pytest.mark.parametrize("input_kind", ["image", "features"])
-def test_masked_execution_matches_full_execution(input_kind):
+@pytest.mark.parametrize("input_kind,feature_index", KINDS, ids=KIND_IDS)
+def test_masked_execution_matches_full_execution(input_kind, feature_index):
     """Away from ties, running each stage on the still-active samples only decides exactly as running every stage on
     every sample does, and returns the same logits up to float rounding."""
-    ens, loader = _ensemble(input_kind), _tiny_loader()
+    ens, loader = _ensemble(input_kind, feature_index), _tiny_loader()
     full = collect(ens, loader, device="cpu")
     assert not full.logits.is_inference()  # usable outside inference mode (thresholds, plots, training a gate)
     conf = torch.stack([confidence(full.logits[k], "max_prob") for k in range(2)])
@@ -159,12 +205,12 @@ def test_masked_execution_matches_full_execution(input_kind):
     torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("input_kind", ["image", "features"])
-def test_masked_execution_at_a_tie_differs_only_within_the_tolerance(input_kind):
+@pytest.mark.parametrize("input_kind,feature_index", KINDS, ids=KIND_IDS)
+def test_masked_execution_at_a_tie_differs_only_within_the_tolerance(input_kind, feature_index):
     """At a threshold equal to a sample's own confidence (a median), masked and full execution may decide that one
     sample differently: the stage ran on a sub-batch, whose float rounding differs by CPU and thread count. Every
     sample they disagree on lies within ``DECISION_TOLERANCE`` of a threshold; all others agree."""
-    ens, loader = _ensemble(input_kind), _tiny_loader()
+    ens, loader = _ensemble(input_kind, feature_index), _tiny_loader()
     full = collect(ens, loader, device="cpu")
     conf = torch.stack([confidence(full.logits[k], "max_prob") for k in range(2)])
     thresholds = [float(conf[0].median()), float(conf[1].median())]
@@ -177,11 +223,15 @@ def test_masked_execution_at_a_tie_differs_only_within_the_tolerance(input_kind)
     assert near.any()  # the medians are ties by construction: the case this test is about
 
 
-@pytest.mark.parametrize("batch_size", [7, 64])
+@pytest.mark.parametrize("batch_size", [7, 33])
 def test_full_execution_is_batch_size_independent_up_to_the_tolerance(batch_size):
-    """The stated tolerance covers what batch size does to the confidences (the reason ties are not exact)."""
+    """The stated tolerance covers what batch size does to the confidences (the reason ties are not exact): the 64
+    images in one batch against batches of 7 or 33 (the last one partial)."""
     ens = _ensemble("image")
-    a, b = collect(ens, _tiny_loader(64), device="cpu"), collect(ens, _tiny_loader(batch_size), device="cpu")
+    other = _tiny_loader(batch_size)
+    assert len(list(other)) == -(-64 // batch_size) > 1
+    a, b = collect(ens, _tiny_loader(64), device="cpu"), collect(ens, other, device="cpu")
+    assert torch.equal(a.labels, b.labels)
     for k in range(2):
         gap = (confidence(a.logits[k], "max_prob") - confidence(b.logits[k], "max_prob")).abs().max()
         assert gap <= DECISION_TOLERANCE
@@ -373,10 +423,11 @@ def test_exit_fractions_by_class_sum_to_one_per_class():
         exit_fractions_by_class(exits[:3], labels, 3, 3)
 
 
-def test_stage_call_times_cover_every_stage_and_the_decision():
+@pytest.mark.parametrize("feature_index", [-1, -2])
+def test_stage_call_times_cover_every_stage_and_the_decision(feature_index):
     from reskd.adaptive import stage_call_times
 
-    ens = _ensemble("features")
+    ens = _ensemble("features", feature_index)
     x = next(iter(_tiny_loader()))[0][:8]
     times = stage_call_times(ens, Policy("max_prob", [0.5, 0.5]), x, batch_size=4, repeats=1, warmup=0)
     assert set(times) == {"S0", "S1", "S2", "decision"} and all(t > 0 for t in times.values())

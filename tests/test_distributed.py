@@ -32,11 +32,12 @@ TRAIN_PER_CLASS, VAL_PER_CLASS, RAW_SIZE = 12, 2, 40
 RUN_TIMEOUT_S = 120
 KILL_AT = (1, 2)  # rank 1 dies before the third step of the second epoch, after the first epoch's checkpoint
 #: How far the 2-process run may end from the 1-process run of the same global batch: the largest difference of a
-#: learned parameter, relative to the largest parameter, and of a BatchNorm running statistic, relative to the largest
-#: one (measured on this machine: 0.011 and 0.12), and of the training loss (relative; measured 0.04). They differ
-#: because each rank's BatchNorm normalises its own half of the batch, and its running variance is that of the half;
-#: everything else (samples, views, averaged gradients, learning rate, steps) is the same.
-PARAMETER_TOLERANCE, STATISTICS_TOLERANCE, LOSS_RTOL = 0.02, 0.2, 0.1
+#: learned parameter and of a BatchNorm running statistic, each relative to the largest change training made to them
+#: in the 1-process run (not to the largest value, which training barely moves; measured on this machine: 0.082 and
+#: 0.21), and of the training loss (relative; measured 0.04). They differ because each rank's BatchNorm normalises its
+#: own half of the batch, and its running variance is that of the half; everything else (samples, views, averaged
+#: gradients, learning rate, steps) is the same.
+PARAMETER_TOLERANCE, STATISTICS_TOLERANCE, LOSS_RTOL = 0.15, 0.4, 0.1
 
 
 def _write_imagefolder(root: Path) -> None:
@@ -104,10 +105,11 @@ def test_ranks_end_with_identical_weights_and_metrics(runs):
     assert len(a["history"]["epoch"]) == dist_job.CONFIG.epochs
 
 
-def _relative_difference(a: dict, b: dict, names: list[str]) -> tuple[float, str]:
+def _relative_difference(a: dict, b: dict, start: dict, names: list[str]) -> tuple[float, str]:
     """The largest difference between tensors ``names`` of state dicts ``a`` and ``b``, relative to the largest
-    magnitude among them in ``b``, and the tensor where it is."""
-    scale = max(b[k].abs().max().item() for k in names)
+    change from ``start`` (the weights before training) to ``b`` among them, and the tensor where it is."""
+    scale = max((b[k] - start[k]).abs().max().item() for k in names)
+    assert scale > 0, "training moved nothing: no update to compare against"
     diffs = {k: (a[k] - b[k]).abs().max().item() / scale for k in names}
     worst = max(diffs, key=diffs.get)
     return diffs[worst], worst
@@ -118,9 +120,12 @@ def test_two_processes_match_one_process_of_the_same_global_batch(runs):
     statistics = [k for k in one["state"] if k.endswith(("running_mean", "running_var"))]
     parameters = [k for k, v in one["state"].items() if v.is_floating_point() and k not in statistics]
     assert parameters and statistics
-    diff, where = _relative_difference(two["state"], one["state"], parameters)
+    assert all(torch.equal(two["initial"][k], one["initial"][k]) for k in one["initial"])  # the same start
+    diff, where = _relative_difference(two["state"], one["state"], one["initial"], parameters)
+    print(f"parameters: {diff:.4f} of the largest update ({where})")
     assert diff < PARAMETER_TOLERANCE, (where, diff)
-    diff, where = _relative_difference(two["state"], one["state"], statistics)
+    diff, where = _relative_difference(two["state"], one["state"], one["initial"], statistics)
+    print(f"statistics: {diff:.4f} of the largest change ({where})")
     assert diff < STATISTICS_TOLERANCE, (where, diff)
     assert two["history"]["epoch"] == one["history"]["epoch"]
     assert two["history"]["lr"] == one["history"]["lr"]  # the same number of steps on the same schedule

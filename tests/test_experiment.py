@@ -69,6 +69,58 @@ def test_staged_predicts_each_network_once_and_matches_running_the_ensemble(exp,
     assert s0_calls == 1 and sum(m is ens.stages[0] for m in calls) == 1
 
 
+def test_each_stage_is_trained_on_every_earlier_stage(exp, monkeypatch):
+    """Stage k's distiller gets the ensemble of S0..S(k-1) (the very modules the final ensemble holds), and its run spec
+    lists the keys of every earlier stage, in order."""
+    e = exp()
+    seen = []
+    real = E.ResidualDistiller
+
+    def recording(res_student, teacher, previous, **kw):
+        seen.append(list(previous.stages))
+        return real(res_student, teacher, previous, **kw)
+
+    monkeypatch.setattr(E, "ResidualDistiller", recording)
+    arch = Arch("resnet8", 0.5)
+    ens = ResKDRuns(e, loss="mse").ensemble([arch, arch, arch])
+    assert ens.num_stages == 4 and [len(previous) for previous in seen] == [1, 2, 3]
+    for k, previous in enumerate(seen, start=1):
+        assert all(a is b for a, b in zip(previous, ens.stages[:k])), f"stage {k} saw other modules"
+    keys = [run_key(e.student_spec("kd", seed=0))]
+    for k in range(1, 4):
+        spec = e.specs[f"res{k}-resnet8x0.5-mse-image-s0"]
+        assert spec["previous"] == keys, f"stage {k}"
+        keys.append(run_key(spec))
+    assert len(set(keys)) == 4
+
+
+@pytest.mark.parametrize("feature_index", [-1, -2])
+def test_stage_outputs_are_each_network_alone_and_sum_to_the_ensemble(exp, feature_index):
+    """ResKDRuns.stage_outputs predicts every stage on its own (a feature head on S0's map ``feature_index``); their
+    running sums are the ensemble's own forward pass (staged with joint=True), and statement 1 holds on them."""
+    from reskd.experiment import FEATURE_HEAD
+    from reskd.reskd import cumulative_sums
+    from reskd.theory import stage_theory_records
+
+    e = exp()
+    runs = ResKDRuns(e, loss="mse", feature_index=feature_index)
+    ens = runs.ensemble([Arch("resnet8", 0.5), Arch(FEATURE_HEAD, 0.25)])
+    assert ens.inputs == ["image", "image", "features"] and ens.feature_index == feature_index
+    s0 = ens.stages[0]
+    assert ens.stages[2].body[0].in_channels == s0.feature_channels[feature_index]
+    assert e.specs["res2-feature_headx0.25-mse-features-s0"]["feature_index"] == feature_index
+    own = runs.stage_outputs(ens, "test")
+    staged = runs.staged(ens, "test", joint=True)
+    assert own.shape == staged.logits.shape
+    torch.testing.assert_close(torch.stack(cumulative_sums(list(own))), staged.logits, rtol=1e-5, atol=1e-5)
+    images = torch.cat([x for x, _, _ in e.eval_loader("test")])
+    with torch.no_grad():
+        head = ens.stages[2](s0.forward_features(images.float())[feature_index])
+    torch.testing.assert_close(own[2], head, rtol=1e-4, atol=1e-4)
+    records = stage_theory_records({"test": staged}, {"test": own})
+    assert records["statement1_holds"].all()
+
+
 def test_evaluations_are_cached_by_weights_and_images(exp, tmp_path):
     e = exp()
     teacher, loader = e.teacher(), e.eval_loader("val")
@@ -171,9 +223,12 @@ def test_warm_teacher_cache_fills_the_students_views_and_skips_locked_ones(exp):
 
 
 def test_train_missing_false_loads_finished_runs_and_names_the_missing_one(exp):
-    exp().teacher()
+    trained = exp().teacher()
     loader = exp(train_missing=False)
-    assert loader.teacher() is not None  # finished: loaded
+    loaded = loader.teacher()  # finished: loaded, the very weights that were trained
+    assert loaded.state_dict().keys() == trained.state_dict().keys()
+    for name, value in trained.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name].cpu(), value.cpu()), name
     with pytest.raises(E.MissingRunError, match=r"kd-resnet8x0.5-s0-.*python -m reskd.cli cifar10 smoke"):
         loader.student("kd")
     assert not any(p.name.startswith("kd-") for p in (loader.artifacts / "cifar10").iterdir())  # nothing created

@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 import torch
 
-from reskd.adaptive import Policy, StagedOutputs, at_budgets, cascade, evaluate_policy
+from reskd.adaptive import Policy, StagedOutputs, at_budgets, candidate_thresholds, cascade, evaluate_policy
 from reskd.cli import JOBS
 from reskd.experiment import FEATURE_HEADS, Experiment, ResKDRuns
 from reskd.models import create_model
 from reskd.profiles import Arch, get_profile
-from reskd.regimes import CIFAR_REGIMES, Regime, cascade_budgets, regime_budgets, screen
+from reskd.regimes import CIFAR_REGIMES, Regime, cascade_budgets, regime_budgets, regime_staged, screen
 from reskd.reskd import ResidualDistiller, ResKDEnsemble, focus_index, residual_loss
 from reskd.train import TrainConfig
 
@@ -125,7 +125,23 @@ def test_regime_and_cascade_tables_on_a_fixture(exp):
     frame = regime_budgets(exp, regime, 0, budgets_pct=(10.0, 200.0))
     assert list(frame["policy"]) == ["static, 1 stage(s)", "static, 2 stage(s)", "adaptive, 10% budget",
                                      "adaptive, 200% budget"]
-    assert frame["test_top1"].between(0, 100).all()
+    rows = frame.set_index("policy")
+    s0_pct = rows.loc["static, 1 stage(s)", "val_pct_teacher"]
+    assert 10.0 < s0_pct < 200.0 and rows.loc["static, 2 stage(s)", "val_pct_teacher"] < 200.0
+    # a budget below S0's cost: the cheapest policy, S0 alone, i.e. the first static row, on val and on test
+    low = rows.loc["adaptive, 10% budget"]
+    assert not low["fits"] and low["val_exit_frac_0"] == 1.0
+    for column in ("val_top1", "test_top1", "val_pct_teacher", "test_pct_teacher"):
+        assert low[column] == pytest.approx(rows.loc["static, 1 stage(s)", column]), column
+    # a budget above the whole chain's cost: every policy fits, and the most accurate on val is chosen
+    staged = regime_staged(exp, regime, 0)
+    best_val = max(evaluate_policy(staged["val"], Policy("max_prob", [t]))["top1"]
+                   for t in candidate_thresholds(staged["val"], "max_prob", points=200))
+    high = rows.loc["adaptive, 200% budget"]
+    assert high["fits"] and high["val_top1"] == pytest.approx(best_val)
+    assert high["val_top1"] >= rows.loc["static, 2 stage(s)", "val_top1"]
+    chosen = Policy("max_prob", list(high["thresholds"]))
+    assert high["test_top1"] == pytest.approx(evaluate_policy(staged["test"], chosen)["top1"])
     from reskd.flops import count_macs
 
     assert exp.teacher_macs == count_macs(exp.teacher(), exp.input_size)  # counted once per experiment

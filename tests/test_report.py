@@ -143,6 +143,42 @@ def test_reskd_records_stages_and_adaptive_points():
         R.reskd_records({}, teacher_macs=1000)
 
 
+def _shuffled_labels(st: StagedOutputs, seed: int) -> StagedOutputs:
+    perm = torch.randperm(st.num_samples, generator=torch.Generator().manual_seed(seed))
+    return StagedOutputs(st.logits, st.labels[perm], st.stage_macs, teacher_logits=st.teacher_logits)
+
+
+def test_reskd_records_adaptive_entries_are_val_calibrated_and_blind_to_test_labels():
+    """Each adaptive entry is the policy calibrated on val (top-1 within the drop of the full ensemble's, on val)
+    evaluated on test; shuffling the test split's labels leaves the policy, so the entry's MACs, unchanged (its top-1
+    is then the same val policy's on the shuffled labels), where a policy calibrated on test would move."""
+    from reskd.adaptive import calibrate, evaluate_policy
+
+    drops = (0.5, 3.0, 8.0)
+    by_seed = {seed: {"val": _staged(10 + seed), "test": _staged(20 + seed)} for seed in (0, 1)}
+    shuffled = {seed: {"val": st["val"], "test": _shuffled_labels(st["test"], seed)} for seed, st in by_seed.items()}
+    entries, blind = (R.reskd_records(b, teacher_macs=1000, drops=drops)[2:] for b in (by_seed, shuffled))
+    moved = False
+    for drop, entry, blind_entry in zip(drops, entries, blind):
+        policies, runs, blind_runs, on_test = [], [], [], []
+        for seed, splits in by_seed.items():
+            val = splits["val"]
+            policy = calibrate(val, "max_prob", target_top1=top1(val.logits[-1], val.labels) - drop)
+            runs.append(evaluate_policy(splits["test"], policy, teacher_macs=1000))
+            blind_runs.append(evaluate_policy(shuffled[seed]["test"], policy, teacher_macs=1000))
+            test = shuffled[seed]["test"]  # what calibrating on the (shuffled) test split would give
+            wrong = calibrate(test, "max_prob", target_top1=top1(test.logits[-1], test.labels) - drop)
+            on_test.append(evaluate_policy(test, wrong, teacher_macs=1000)["avg_macs"])
+        assert entry["macs"] == pytest.approx(sum(r["avg_macs"] for r in runs) / 2, rel=1e-12), drop
+        assert entry["top1_mean"] == pytest.approx(sum(r["top1"] for r in runs) / 2, abs=1e-9), drop
+        assert entry["agreement_teacher"] == pytest.approx(sum(r["agreement_teacher"] for r in runs) / 2), drop
+        assert blind_entry["macs"] == entry["macs"], drop  # the test labels never reach the calibration
+        assert blind_entry["top1_mean"] == pytest.approx(sum(r["top1"] for r in blind_runs) / 2, abs=1e-9), drop
+        moved |= sum(on_test) / 2 != pytest.approx(entry["macs"])
+    assert moved  # calibrating on the shuffled test split would have given other entries: the check has teeth
+    assert entries[0]["macs"] > entries[-1]["macs"]  # a larger allowed drop stops more samples after S0
+
+
 def test_logits_record_scores_every_seed():
     teacher = torch.tensor([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0], [0.0, 2.0]])
     labels = torch.tensor([0, 1, 1, 1])

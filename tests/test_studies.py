@@ -5,10 +5,12 @@ import torch
 from torch import nn
 
 from reskd.experiment import FEATURE_HEAD, ResKDRuns
+from reskd.metrics import top1
 from reskd.profiles import Arch
 from reskd.reskd import RESIDUAL_LOSSES
 from reskd.studies import (StageOption, ablate, ablate_losses, fit_member_weights, grow, learnability, pick_best,
                            plain_ensemble_logits, reskd_runs, resolve_loss, stage_records)
+from reskd.theory import explained_variance
 
 
 def test_reskd_stages_records_and_baselines(exp):
@@ -85,15 +87,39 @@ def test_ablation_options_are_distinct_runs(exp):
     assert len(names) == 3 and any(name.endswith("-e2-s0") for name in names)
 
 
-def test_learnability_fits_each_target_with_one_recipe(exp):
+def test_learnability_fits_each_target_with_one_recipe(exp, monkeypatch):
+    import reskd.studies as studies
+
     e = exp()
     arch = Arch("resnet8", 0.5)
+    scored = []  # the logits each row's top-1 is taken of (the fixture's one-epoch models all score alike)
+    monkeypatch.setattr(studies, "top1", lambda logits, labels: scored.append(logits) or top1(logits, labels))
     frame = learnability(e, arch, seed=0)
     assert len(frame) == 8 and set(frame["split"]) == {"val", "test"}
     test = frame[frame["split"] == "test"].set_index(["target", "input"])
     assert test.loc[("residual z_T - z_S0", "S0's last feature map"), "network"] == Arch(FEATURE_HEAD).label
     assert set(test["top1_of"]) == {"it alone", "S0 + it"}
-    assert frame["explained_variance"].le(1.0).all() and frame["top1"].between(0, 100).all()
+    # every row against the value recomputed from the networks themselves: the target, the prediction, the top-1 of
+    # the prediction alone (logits) or added to S0 (residual)
+    s0, labels = e.student("kd", seed=0), e.logits(e.student("kd", seed=0), "test")[1]
+    teacher, s0_logits = e.teacher_logits("test"), e.logits(s0, "test")[0]
+    runs = ResKDRuns(e, loss="mse", input="image")
+    image_stage = runs.ensemble([arch], 0).stages[1]
+    feature_ens = runs.ensemble([Arch(FEATURE_HEAD)], 0)
+    head = e.logits(feature_ens.stage_model(1), "test")[0]
+    expected = {("teacher's logits z_T", "image"): (teacher, e.logits(e.regressor("teacher", arch, 0), "test")[0], False),
+                ("S0's logits z_S0", "image"): (s0_logits, e.logits(e.regressor("s0", arch, 0), "test")[0], False),
+                ("residual z_T - z_S0", "image"): (teacher - s0_logits, e.logits(image_stage, "test")[0], True),
+                ("residual z_T - z_S0", "S0's last feature map"): (teacher - s0_logits, head, True)}
+    assert set(test.index) == set(expected)
+    for key, (target, prediction, added) in expected.items():
+        assert test.loc[key, "explained_variance"] == pytest.approx(explained_variance(target, prediction),
+                                                                   rel=1e-4, abs=1e-5), key
+        assert test.loc[key, "top1"] == pytest.approx(top1(s0_logits + prediction if added else prediction, labels)), key
+    assert len(scored) == len(frame) == 8
+    for (key, (_, prediction, added)), logits in zip(expected.items(), scored[4:]):  # the test split's rows, in order
+        torch.testing.assert_close(logits, s0_logits + prediction if added else prediction, rtol=1e-4, atol=1e-4)
+    assert test["explained_variance"].nunique() == 4  # four different fits, not one number copied
     # the regressors start from the first res-student's weights and differ only in their target
     teacher_fit, s0_fit = e.regressor("teacher", arch, 0), e.regressor("s0", arch, 0)
     assert not torch.equal(teacher_fit.fc.weight, s0_fit.fc.weight)

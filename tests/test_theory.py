@@ -10,9 +10,10 @@ import torch
 from reskd.adaptive import StagedOutputs
 from reskd.distill import kd_loss
 from reskd.reskd import residual_energy
-from reskd.theory import (BOUNDS, disagreement_bound, disagreement_rate, energy_by_confidence, explained_variance,
+from reskd.theory import (BOUNDS, MARGIN_Z, STAGE_TOLERANCE, disagreement_bound, disagreement_rate, energy_by_confidence, explained_variance,
                           json_ready, kd_limit, ks_distance, logprob_gap, logprob_gap_bound, oscillation, sample_energy,
-                          stage_explained_variance, stage_theory_records, top1_margin)
+                          stage_explained_variance, stage_explained_variance_se, stage_theory_records,
+                          stall_verdict, top1_margin)
 
 SCALES = (1e-3, 0.1, 1.0, 10.0, 100.0, 1e4)  # logit magnitudes, from nearly uniform to saturated softmax
 
@@ -31,6 +32,17 @@ def random_pairs(seed: int = 0):
 def staged(teacher: torch.Tensor, cumulative: list[torch.Tensor]) -> StagedOutputs:
     return StagedOutputs(torch.stack(cumulative), torch.zeros(len(teacher), dtype=torch.long), [1] * len(cumulative),
                          teacher)
+
+
+def own(cumulative: list[torch.Tensor]) -> torch.Tensor:
+    """Each stage's own output when the ensemble is exactly the running sum of the stages (constructed cases)."""
+    return torch.stack([cumulative[0]] + [b - a for a, b in zip(cumulative, cumulative[1:])])
+
+
+def records(splits: dict[str, list[torch.Tensor]], teacher: torch.Tensor, **kw):
+    """stage_theory_records of constructed cumulative logits per split, their stages' outputs their differences."""
+    return stage_theory_records({split: staged(teacher[:len(cum[0])], cum) for split, cum in splits.items()},
+                                {split: own(cum) for split, cum in splits.items()}, **kw)
 
 
 def test_gap_never_exceeds_any_bound_on_random_logits():
@@ -110,8 +122,7 @@ def test_statement1_on_constructed_stages():
     z0 = teacher + torch.randn(200, 5, generator=g)
     z1 = z0 + 0.5 * (teacher - z0)
     z2 = z1 + 3.0 * (teacher - z1)
-    splits = {"train": staged(teacher, [z0, z1, z2]), "test": staged(teacher[:50], [z0[:50], z1[:50], z2[:50]])}
-    rows = stage_theory_records(splits)
+    rows = records({"train": [z0, z1, z2], "test": [z0[:50], z1[:50], z2[:50]]}, teacher)
     assert list(rows["split"]) == ["train"] * 3 + ["test"] * 3 and list(rows["stage"]) == [0, 1, 2] * 2
     train = rows[rows["split"] == "train"].set_index("stage")
     assert train.loc[0, "energy_before"] == pytest.approx(residual_energy(teacher, torch.zeros_like(teacher)).item())
@@ -124,11 +135,36 @@ def test_statement1_on_constructed_stages():
     assert train.loc[2, "energy_after"] == pytest.approx(residual_energy(teacher, z2).item())
 
 
+def test_statement1_is_measured_from_each_stages_own_output():
+    """Statement 1 compares the ensemble's residual energy after stage k with the stage's own squared error on its
+    target: it holds, up to float32 rounding, when the ensemble adds the stage's output, and fails when the ensemble's
+    logits are not the sum of what its stages output (computed as Z_k - Z_(k-1), it could not fail)."""
+    g = torch.Generator().manual_seed(2)
+    teacher = 10 * torch.randn(500, 10, generator=g)  # logits of a trained network's size: float32 rounding shows
+    z0 = teacher + 3 * torch.randn(500, 10, generator=g)
+    s1 = 0.6 * (teacher - z0) + torch.randn(500, 10, generator=g)  # stage 1's own output, fitting part of r_1
+    summed = StagedOutputs(torch.stack([z0, z0 + s1]), torch.zeros(500, dtype=torch.long), [1, 1], teacher)
+    rows = stage_theory_records({"test": summed}, {"test": [z0, s1]}).set_index("stage")
+    r1 = teacher.double() - z0.double()
+    assert rows.loc[1, "stage_mse"] == pytest.approx((r1 - s1.double()).pow(2).sum(1).mean().item(), rel=1e-12)
+    assert rows["statement1_holds"].all() and rows["statement1_gap"].max() < 1e-6
+    # an ensemble that does not add the stage as the stage outputs it: it scales it, or adds another sample's output
+    for wrong in (z0 + 0.9 * s1, z0 + s1.roll(1, 0)):
+        broken = StagedOutputs(torch.stack([z0, wrong]), summed.labels, [1, 1], teacher)
+        rows = stage_theory_records({"test": broken}, {"test": [z0, s1]}).set_index("stage")
+        assert rows.loc[0, "statement1_holds"] and not rows.loc[1, "statement1_holds"]
+        assert rows.loc[1, "statement1_gap"] > 100 * STAGE_TOLERANCE
+        assert rows.loc[1, "energy_after"] == pytest.approx(residual_energy(teacher, wrong).item(), rel=1e-6)
+    # S0's own output against the ensemble's first stage: checked the same way
+    rows = stage_theory_records({"test": summed}, {"test": [z0 + 0.5, s1]})
+    assert list(rows["statement1_holds"]) == [False, True]
+
+
 def test_stage_records_report_the_bounds():
     g = torch.Generator().manual_seed(1)
     teacher = 3 * torch.randn(300, 10, generator=g)
     z0 = teacher + 2 * torch.randn(300, 10, generator=g)
-    rows = stage_theory_records({"test": staged(teacher, [z0])})
+    rows = records({"test": [z0]}, teacher)
     row = rows.iloc[0]
     assert row["gap_max"] <= row["bound_max"] and row["gap_mean"] <= row["bound_mean"]
     assert row["disagreement_pct"] == pytest.approx(100 * disagreement_rate(teacher, z0))
@@ -138,7 +174,7 @@ def test_stage_records_report_the_bounds():
 
 def test_stage_with_zero_output_has_step_zero():
     teacher, z0 = torch.randn(20, 3), torch.randn(20, 3)
-    row = stage_theory_records({"val": staged(teacher, [z0, z0.clone()])}).iloc[1]
+    row = records({"val": [z0, z0.clone()]}, teacher).iloc[1]
     assert row["step"] == 0.0 and not row["lowers_energy"] and row["energy_after"] == row["energy_before"]
 
 
@@ -179,10 +215,14 @@ def test_bad_inputs_name_the_problem():
         energy_by_confidence(torch.zeros(4, 3), torch.zeros(4, 3), torch.zeros(3, dtype=torch.long))
     no_teacher = StagedOutputs(torch.zeros(1, 4, 3), torch.zeros(4, dtype=torch.long), [1])
     with pytest.raises(ValueError, match="'test' have no teacher logits"):
-        stage_theory_records({"test": no_teacher})
+        stage_theory_records({"test": no_teacher}, {"test": torch.zeros(1, 4, 3)})
     t = torch.zeros(4, 3)
     with pytest.raises(ValueError, match="different numbers of stages"):
-        stage_theory_records({"a": staged(t, [t]), "b": staged(t, [t, t])})
+        stage_theory_records({"a": staged(t, [t]), "b": staged(t, [t, t])}, {"a": [t], "b": [t, t]})
+    with pytest.raises(ValueError, match="no stage logits for split 'b'.*identity"):
+        stage_theory_records({"a": staged(t, [t]), "b": staged(t, [t])}, {"a": [t]})
+    with pytest.raises(ValueError, match=r"split 'a' have shape \(2, 4, 3\) but its staged outputs \(1, 4, 3\)"):
+        stage_theory_records({"a": staged(t, [t])}, {"a": [t, t]})
 
 
 def test_json_ready_gives_plain_json():
@@ -226,3 +266,44 @@ def test_stage_explained_variance_reads_each_stage_against_its_residual():
     assert fractions[0] == pytest.approx(0.75, abs=0.02) and fractions[1] == pytest.approx(1.0, abs=1e-4)
     with pytest.raises(ValueError, match="no teacher logits"):
         stage_explained_variance(StagedOutputs(torch.stack([s0, first]), torch.zeros(400, dtype=torch.long), [1, 1]))
+
+
+def test_stall_verdict_decides_with_a_margin_not_a_strict_order():
+    """Claim 3 of chapter 01 with the chain's numbers (0.092 -> -0.000 -> -0.001): the first step falls beyond its
+    margin, the second is level below zero (stalled), so the claim holds; the same fractions with a wider spread, a
+    level step with something explained, a rise within the margin and one beyond it."""
+    fractions = [0.092, -0.0002, -0.0011]
+    assert stall_verdict(fractions, [0.002, 0.0002, 0.0003], [0.0015, 0.0006]) == ("holds", ["falls", "stalled"])
+    # a strict < would call 0.30 -> 0.29 a fall; within a margin of 2 x 0.02 it is level, and something is explained
+    assert stall_verdict([0.30, 0.29], [0.01, 0.01], [0.02]) == ("undecided", ["level"])
+    assert stall_verdict([0.30, 0.31], [0.01, 0.01], [0.02]) == ("undecided", ["level"])  # a rise within the margin
+    assert stall_verdict([0.26, 0.36, 0.24], [0.02] * 3, [0.037, 0.045]) == ("does not hold", ["rises", "falls"])
+    assert stall_verdict([0.20, 0.10], [0.01, 0.01], [0.01], z=MARGIN_Z) == ("holds", ["falls"])
+    assert stall_verdict([0.20, 0.19], [0.01, 0.01], [0.001]) == ("holds", ["falls"])  # a small but certain fall
+    assert stall_verdict([0.01, 0.02], [0.01, 0.01], [0.01]) == ("holds", ["stalled"])  # both within 2 se of 0
+    with pytest.raises(ValueError, match="one fewer"):
+        stall_verdict([0.1, 0.0], [0.01, 0.01], [0.01, 0.01])
+
+
+def test_bootstrap_standard_errors_of_the_chain_fractions():
+    """The spread of each stage's explained fraction over resampled samples: seeded, and shrinking as 1 / sqrt(N)."""
+    g = torch.Generator().manual_seed(3)
+
+    def chain(n):
+        teacher = torch.randn(n, 5, generator=g)
+        s0 = torch.randn(n, 5, generator=g)
+        first = s0 + 0.5 * (teacher - s0) + 0.1 * torch.randn(n, 5, generator=g)
+        second = first + 0.5 * (teacher - first) + 0.1 * torch.randn(n, 5, generator=g)
+        return staged(teacher, [s0, first, second])
+
+    small, large = chain(400), chain(6400)
+    se_small, diff_small = stage_explained_variance_se(small, resamples=100)
+    se_large, diff_large = stage_explained_variance_se(large, resamples=100)
+    assert stage_explained_variance_se(small, resamples=100) == (se_small, diff_small)  # seeded: the same numbers
+    assert stage_explained_variance_se(small, resamples=100, seed=1) != (se_small, diff_small)
+    assert len(se_small) == 2 and len(diff_small) == 1
+    for a, b in zip(se_small, se_large):  # 16 x the samples: a quarter of the spread, within the bootstrap's noise
+        assert 2.5 < a / b < 6.5
+    assert 0.001 < se_small[0] < 0.01
+    with pytest.raises(ValueError, match="at least 2"):
+        stage_explained_variance_se(small, resamples=1)

@@ -413,19 +413,23 @@ def test_narrow_model_trains_with_channels_last_inputs():
         from reskd.models import create_model
         from reskd.train import TrainConfig, fit
         torch.manual_seed(0)
-        import reskd.utils
-        reskd.utils.MIN_CHANNELS_LAST_CHANNELS = {min_channels}
         loader = Loader(tiny_images(512, size=32), tiny_spec(32), 64, train=True)
-        fit(CE(create_model("resnet8", 4, width=0.25)), loader, TrainConfig(epochs=5, batch_size=64, lr=0.05),
-            device="cpu", progress=False)
+        given = next(iter(loader))[0]
+        print("loader gives channels_last:", given.is_contiguous(memory_format=torch.channels_last)
+              and not given.is_contiguous())
+        model = create_model("resnet8", 4, width=0.25)
+        seen = set()
+        for conv in (m for m in model.modules() if isinstance(m, torch.nn.Conv2d)):
+            conv.register_forward_pre_hook(lambda module, args: seen.add(args[0].is_contiguous()))
+        fit(CE(model), loader, TrainConfig(epochs=5, batch_size=64, lr=0.05), device="cpu", progress=False)
+        print("every convolution saw contiguous inputs:", seen == {{True}})
         print("trained")
     """)
-    from reskd.utils import MIN_CHANNELS_LAST_CHANNELS
-
-    done = subprocess.run([sys.executable, "-c", script.format(tests=str(Path(__file__).parent),
-                                                               min_channels=MIN_CHANNELS_LAST_CHANNELS)],
+    done = subprocess.run([sys.executable, "-c", script.format(tests=str(Path(__file__).parent))],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "trained" in done.stdout, done.stderr[-2000:]
+    assert "loader gives channels_last: True" in done.stdout  # the case at risk: channels_last images
+    assert "every convolution saw contiguous inputs: True" in done.stdout  # the narrow model was kept contiguous
 
 
 WSD = dict(FAST, schedule="wsd", decay_fraction=0.5)
