@@ -766,7 +766,10 @@ plt.show()
 #    standard errors of the difference (`reskd.theory.stage_explained_variance_se`, `reskd.theory.stall_verdict`), and
 #    as stalled when neither fraction is above zero by more than two of its standard errors (the two stages explain
 #    nothing, or less than nothing); a rise beyond the margin refutes the claim, and a level step with something
-#    explained leaves it undecided.
+#    explained leaves it undecided. This reading of "stalled", which counts a stage that explains less than nothing,
+#    was fixed after the first measurement: under the stricter one (both fractions within the margin of zero),
+#    CIFAR-10's last step would be undecided, since its last stage explains less than nothing by more than its
+#    margin.
 #
 # The measure is the fraction of a target's variance over the test samples a prediction explains,
 # $1 - \sum \lVert \bar y - \bar{\hat y} \rVert^2 / \sum \lVert \bar y - \mathbb{E}\,\bar y \rVert^2$, with
