@@ -203,6 +203,27 @@ def compare_at_cost(models: Sequence[Mapping[str, Any]], *, against: Sequence[st
     return pd.DataFrame(rows)
 
 
+def paired_difference(a: Sequence[float], b: Sequence[float], *, z: float = NOISE_Z,
+                      names: tuple[str, str] = ("A", "B")) -> dict[str, Any]:
+    """The paired difference ``a - b`` over seeds (``a[i]`` and ``b[i]`` from the same seed: the same S0, the same
+    teacher): its mean, its standard error (the standard deviation of the per-seed differences over sqrt(n)) and a
+    verdict at ``z`` standard errors ("<A> ahead", "<A> behind", "within seed noise"; "one seed: no noise
+    estimate" when n = 1). A paired difference removes what the seeds share, so its standard error is smaller than
+    :func:`standard_error`'s when the two sides move together."""
+    if len(a) != len(b) or not len(a):
+        raise ResultsError(f"give one value per seed on both sides, got {len(a)} and {len(b)}.")
+    diffs = [float(x) - float(y) for x, y in zip(a, b)]
+    n, mean = len(diffs), sum(diffs) / len(diffs)
+    if n < 2:
+        return {"seeds": n, "difference": mean, "std. error": None, "verdict": "one seed: no noise estimate"}
+    se = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1) / n)
+    if abs(mean) > z * se:
+        verdict = f"{names[0]} ahead" if mean > 0 else f"{names[0]} behind"
+    else:
+        verdict = "within seed noise"
+    return {"seeds": n, "difference": mean, "std. error": se, "verdict": verdict}
+
+
 def reskd_records(staged: Mapping[int, Mapping[str, StagedOutputs]], teacher_macs: float, *,
                   drops: Sequence[float] = (0.5, 1.0), criterion: str = "max_prob") -> list[dict[str, Any]]:
     """Model entries of a ResKD chain, from ``staged[seed]["val" | "test"]`` (cumulative stage outputs with the
