@@ -233,7 +233,45 @@ def routing(chain_t: StagedOutputs, chain_exits, two_tier: StagedOutputs, cascad
             "middle_macs_pct": 100.0 * spent_middle / teacher_macs,
             "middle_stage_macs_pct": 100.0 * middle_macs / teacher_macs,
             "fixed_vs_cascade_pct": pct(right_chain & ~right_cascade),
-            "broken_vs_cascade_pct": pct(right_cascade & ~right_chain)}
+            "broken_vs_cascade_pct": pct(right_cascade & ~right_chain),
+            **routes(chain_exits, cascade_exits, last, right_chain, right_cascade)}
+
+
+#: The routes a sample can take in the two policies: the cascade's exit (S0 or T) then the chain's (S0, a middle
+#: exit, T); :func:`routes` gives each one's share of the samples and its share of the top-1 difference.
+ROUTES = tuple((c, r) for c in ("S0", "T") for r in ("S0", "mid", "T"))
+
+
+def routes(chain_exits, cascade_exits, last: int, right_chain, right_cascade) -> dict[str, float]:
+    """For each route of :data:`ROUTES` (where the cascade stops a sample, where the chain-to-teacher does): its share
+    of the samples (``route_<c>_<r>_pct``) and what it adds to the chain-to-teacher's top-1 lead over the cascade
+    (``gain_<c>_<r>``, points of top-1 on all samples; the gains sum to the difference)."""
+    n = len(chain_exits)
+    chain_at = {"S0": chain_exits == 0, "mid": (chain_exits > 0) & (chain_exits < last), "T": chain_exits == last}
+    cascade_at = {"S0": cascade_exits == 0, "T": cascade_exits > 0}
+    out = {}
+    for c, r in ROUTES:
+        group = cascade_at[c] & chain_at[r]
+        out[f"route_{c}_{r}_pct"] = 100.0 * group.sum().item() / n
+        out[f"gain_{c}_{r}"] = 100.0 * (right_chain[group].sum().item() - right_cascade[group].sum().item()) / n
+    return out
+
+
+def seeded_regimes(exp: Experiment, names: Sequence[str], seeds: Sequence[int],
+                   registry: Mapping[str, Regime] | None = None) -> list[str]:
+    """The regimes of ``names`` whose runs exist for every one of ``seeds`` (trained now where ``exp`` may train;
+    ``registry``: name to :class:`Regime`, default :data:`CIFAR_REGIMES`): those a paired verdict over the seeds can
+    use."""
+    registry = CIFAR_REGIMES if registry is None else registry
+    found = []
+    for name in names:
+        try:
+            for seed in seeds:
+                regime_staged(exp, registry[name], seed)
+        except MissingRunError:
+            continue
+        found.append(name)
+    return found
 
 
 def chain_to_teacher_rows(exp: Experiment, regime: Regime, seeds: Sequence[int], *,

@@ -389,3 +389,17 @@ def test_chain_to_teacher_rows_on_a_fixture(exp):
     # per-stage starts from the shared threshold and moves only when val improves
     assert rows.loc[1, "val_top1"] >= rows.loc[0, "val_top1"]
     assert rows["test_diff"].tolist() == pytest.approx((rows["test_top1"] - rows["cascade_test_top1"]).tolist())
+
+
+def test_routes_split_the_difference_by_where_each_policy_stops_a_sample():
+    from reskd.regimes import ROUTES, routes
+
+    chain_exits, cascade_exits = torch.tensor([0, 1, 1, 2, 0]), torch.tensor([0, 0, 1, 1, 1])
+    right_chain = torch.tensor([True, True, False, True, False])
+    right_cascade = torch.tensor([True, False, True, True, True])
+    r = routes(chain_exits, cascade_exits, 2, right_chain, right_cascade)
+    assert sum(r[f"route_{c}_{x}_pct"] for c, x in ROUTES) == pytest.approx(100.0)
+    assert r["route_S0_mid_pct"] == 20.0 and r["gain_S0_mid"] == 20.0  # S1 fixed what S0 got wrong
+    assert r["gain_T_mid"] == -20.0 and r["gain_T_S0"] == -20.0 and r["gain_T_T"] == 0.0
+    assert sum(r[f"gain_{c}_{x}"] for c, x in ROUTES) == pytest.approx(100.0 * (right_chain.float().mean()
+                                                                                - right_cascade.float().mean()).item())
