@@ -152,6 +152,8 @@ else:
 choice_rows, choice_lines = [], []
 for d in compared:
     record, budget = records[d], PAPER_PCT_TEACHER[d]
+    if record["status"] == results.STATUS_NOT_RUN:
+        continue  # the tables above say why
     best = report.choose_on_val(record["models"], budget)
     if best is None:
         choice_lines.append(f"**{DISPLAY[d]}**: no configuration calibrated to {budget}% with a validation top-1 "
