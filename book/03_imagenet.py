@@ -314,7 +314,7 @@ if problem is None:
         f"the cascade's {v['cascade test top-1']:.2f}%, {v['difference']:+.2f} points (s.e. "
         + ("n/a" if pd.isna(v["std. error"]) else f"{v['std. error']:.2f}") + f", {v['verdict']}); S0 + S1 stops "
         f"{chain_routing.loc[(v['regime'], PAPER_PCT), 'middle_exit_pct']:.1f}% of the test images and the teacher "
-        f"sees {chain_routing.loc[(v['regime'], PAPER_PCT), 'teacher_pct']:.1f}% of them instead of "
+        f"sees {chain_routing.loc[(v['regime'], PAPER_PCT), 'teacher_pct']:.1f}% of the images instead of "
         f"{chain_routing.loc[(v['regime'], PAPER_PCT), 'cascade_teacher_pct']:.1f}%." for _, v in at_paper.iterrows())))
     at_cost = pd.concat([at_cost, pd.DataFrame([{
         "ResKD": f"{v['regime']} -> teacher (per-stage thresholds, {PAPER_PCT:g}% budget)",
