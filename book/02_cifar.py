@@ -88,7 +88,7 @@ from IPython.display import Markdown, display
 from reskd import regimes, report, results
 from reskd.adaptive import sweep
 from reskd.data import is_available
-from reskd.experiment import Experiment
+from reskd.experiment import Experiment, MissingRunError
 from reskd.flops import model_cost
 from reskd.metrics import correct, top1
 from reskd.profiles import PAPER_PCT_TEACHER, get_profile, profile_banner
@@ -480,6 +480,7 @@ plt.show()
 # %%
 screened = {name: regimes.regime_staged(exp, regimes.CIFAR_REGIMES[name], screen_seed)  # from the evaluation cache
             for name in config.regimes if name not in not_trained}
+screen_staged = dict(screened)  # kept for the chain-to-teacher below (the name is reused for the best regime)
 energy_table = regimes.first_stage_energy(screened)
 report.for_display(energy_table)
 
@@ -589,13 +590,22 @@ else:
 # error, and whether it exceeds twice that.
 
 # %%
-chain_regimes = regimes.seeded_regimes(exp, [n for n in config.regimes if n not in not_trained], config.seeds)
 chain_budgets = regimes.CHAIN_TEACHER_BUDGETS_PCT
-chain_rows = pd.concat([regimes.chain_to_teacher_rows(exp, regimes.CIFAR_REGIMES[name], config.seeds,
-                                                      budgets_pct=chain_budgets,
-                                                      cascades=None if regimes.CIFAR_REGIMES[name].student
-                                                      else cascades)
-                        for name in chain_regimes], ignore_index=True)
+CHAIN_POINTS = 50 if config.name == "smoke" else 200  # candidate thresholds per stage (smoke: a pipeline check)
+chain_regimes, chain_frames = [], []  # the regimes of the map trained with every seed of the profile, their rows
+for name in config.regimes:
+    if name in not_trained:
+        continue
+    regime = regimes.CIFAR_REGIMES[name]
+    try:
+        chain_frames.append(regimes.chain_to_teacher_rows(exp, regime, config.seeds, budgets_pct=chain_budgets,
+                                                          points=CHAIN_POINTS,
+                                                          cascades=None if regime.student else cascades,
+                                                          chains={screen_seed: screen_staged[name]}))
+        chain_regimes.append(name)
+    except MissingRunError:  # some seed is not trained: no paired verdict over the profile's seeds
+        continue
+chain_rows = pd.concat(chain_frames, ignore_index=True)
 chain_verdicts = regimes.paired_verdicts(chain_rows)
 chain_models = regimes.chain_to_teacher_records(chain_rows, teacher_macs, labels=described, mode="per-stage")
 chain_models += regimes.chain_to_teacher_records(chain_rows, teacher_macs, labels=described, mode="shared")

@@ -279,7 +279,8 @@ if problem is None:
     chain_budgets = tuple(sorted(set(budgets) | {PAPER_PCT}))
     chain_regimes = [name for name in config.regimes if name in ("features-last", "features-deep")]
     chain_rows = pd.concat([regimes.chain_to_teacher_rows(exp, regimes.CIFAR_REGIMES[name], config.seeds,
-                                                          budgets_pct=chain_budgets, cascades=cascades)
+                                                          budgets_pct=chain_budgets, cascades=cascades,
+                                                          points=50 if config.name == "smoke" else 200)
                             for name in chain_regimes], ignore_index=True)
     chain_verdicts = regimes.paired_verdicts(chain_rows)
     labels = {name: regimes.CIFAR_REGIMES[name].label(exp) for name in chain_regimes}

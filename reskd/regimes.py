@@ -257,27 +257,11 @@ def routes(chain_exits, cascade_exits, last: int, right_chain, right_cascade) ->
     return out
 
 
-def seeded_regimes(exp: Experiment, names: Sequence[str], seeds: Sequence[int],
-                   registry: Mapping[str, Regime] | None = None) -> list[str]:
-    """The regimes of ``names`` whose runs exist for every one of ``seeds`` (trained now where ``exp`` may train;
-    ``registry``: name to :class:`Regime`, default :data:`CIFAR_REGIMES`): those a paired verdict over the seeds can
-    use."""
-    registry = CIFAR_REGIMES if registry is None else registry
-    found = []
-    for name in names:
-        try:
-            for seed in seeds:
-                regime_staged(exp, registry[name], seed)
-        except MissingRunError:
-            continue
-        found.append(name)
-    return found
-
-
 def chain_to_teacher_rows(exp: Experiment, regime: Regime, seeds: Sequence[int], *,
                           budgets_pct: Sequence[float] = CHAIN_TEACHER_BUDGETS_PCT, criterion: str = "max_prob",
-                          modes: Sequence[str] = THRESHOLD_MODES,
-                          cascades: Mapping[int, dict[str, StagedOutputs]] | None = None) -> pd.DataFrame:
+                          modes: Sequence[str] = THRESHOLD_MODES, points: int = 200,
+                          cascades: Mapping[int, dict[str, StagedOutputs]] | None = None,
+                          chains: Mapping[int, dict[str, StagedOutputs]] | None = None) -> pd.DataFrame:
     """The regime's chain-to-teacher beside the two-tier cascade from the same S0, seed by seed and budget by
     budget: one row per (seed, budget, threshold mode). Both are calibrated on val to the budget
     (:func:`reskd.adaptive.calibrate` for the cascade; the chain-to-teacher with one shared threshold or one per
@@ -286,25 +270,26 @@ def chain_to_teacher_rows(exp: Experiment, regime: Regime, seeds: Sequence[int],
     val and test top-1, realised cost and agreement with the teacher, the cascade's (``cascade_*``), their test and
     val differences, whether both meet the budget on val (``fits``), and on test where the gain comes from
     (:func:`routing`). ``cascades``: the cascade's staged outputs per seed where the caller holds them (they must be
-    from the regime's S0). A seed whose runs are missing raises :class:`reskd.experiment.MissingRunError`."""
+    from the regime's S0), and ``chains`` the regime's (:func:`regime_staged`'s); ``points``: the candidate thresholds per stage, as in :func:`reskd.adaptive.calibrate`. A
+    seed whose runs are missing raises :class:`reskd.experiment.MissingRunError`."""
     teacher_macs = exp.teacher_macs
     rows = []
     for seed in seeds:
-        chain = regime_staged(exp, regime, seed)
+        chain = chains[seed] if chains is not None and seed in chains else regime_staged(exp, regime, seed)
         two = (cascades[seed] if cascades is not None and seed in cascades
                else cascade_staged(exp, seed, student=regime.student))
         options = {k: chain_to_teacher_staged(exp, regime, seed, stages=k, chain=chain)
                    for k in range(2, chain["val"].num_stages + 1)}
         for budget in budgets_pct:
             target = budget / 100.0 * teacher_macs
-            c_policy = calibrate(two["val"], criterion, target_macs=target)
+            c_policy = calibrate(two["val"], criterion, target_macs=target, points=points)
             c_val = evaluate_policy(two["val"], c_policy, teacher_macs=teacher_macs)
             c_test = evaluate_policy(two["test"], c_policy, teacher_macs=teacher_macs)
             for mode in modes:
                 find = calibrate_per_stage if mode == "per-stage" else calibrate
                 best = None
                 for k, st in options.items():
-                    policy = find(st["val"], criterion, target_macs=target)
+                    policy = find(st["val"], criterion, target_macs=target, points=points)
                     on_val = evaluate_policy(st["val"], policy, teacher_macs=teacher_macs)
                     key = (on_val["pct_teacher"] > budget + 1e-9, -on_val["top1"], on_val["avg_macs"])
                     if best is None or key < best[0]:
