@@ -88,7 +88,7 @@ from IPython.display import Markdown, display
 from reskd import regimes, report, results
 from reskd.adaptive import sweep
 from reskd.data import is_available
-from reskd.experiment import Experiment
+from reskd.experiment import Experiment, MissingRunError
 from reskd.flops import model_cost
 from reskd.metrics import correct, top1
 from reskd.profiles import PAPER_PCT_TEACHER, get_profile, profile_banner
@@ -480,6 +480,7 @@ plt.show()
 # %%
 screened = {name: regimes.regime_staged(exp, regimes.CIFAR_REGIMES[name], screen_seed)  # from the evaluation cache
             for name in config.regimes if name not in not_trained}
+screen_staged = dict(screened)  # kept for the chain-to-teacher below (the name is reused for the best regime)
 energy_table = regimes.first_stage_energy(screened)
 report.for_display(energy_table)
 
@@ -574,6 +575,122 @@ else:
     chosen_name = None
 
 # %% [markdown]
+# ### Res-students inside the cascade: $S_0$, then $S_0 + S_1$, then the teacher
+#
+# The map holds each regime's chain, which ends at its own last res-student, against the cascade from $S_0$
+# straight to the teacher. The question that follows from both: what if the res-students are **middle exits** of
+# that cascade? A sample stops after $S_0$ when $S_0$ is sure; else $S_0 + S_1$ gets a say; only the samples still
+# unsure pay for the teacher, its full MACs on top of every stage they ran (ours, not the paper's). One definition
+# covers all three (`reskd.adaptive.cascade(chain, teacher_logits, teacher_macs)`; the two-tier cascade is the
+# chain of $S_0$ alone). For every regime of the map trained with all the profile's seeds, at each budget of
+# `regimes.CHAIN_TEACHER_BUDGETS_PCT`, the thresholds (one shared by the stages, or one per stage) and, in a chain
+# of several res-students, how many of them run before the teacher are chosen on the validation split; the two-tier
+# cascade is calibrated on the same split to the same budget, and test is only reported. The verdict is the
+# **paired** difference over seeds (both sides share the seed's $S_0$ and the teacher): its mean, its standard
+# error, and whether it exceeds twice that.
+
+# %%
+chain_budgets = regimes.CHAIN_TEACHER_BUDGETS_PCT
+CHAIN_POINTS = 50 if config.name == "smoke" else 200  # candidate thresholds per stage (smoke: a pipeline check)
+chain_regimes, chain_frames = [], []  # the regimes of the map trained with every seed of the profile, their rows
+for name in config.regimes:
+    if name in not_trained:
+        continue
+    regime = regimes.CIFAR_REGIMES[name]
+    try:
+        chain_frames.append(regimes.chain_to_teacher_rows(exp, regime, config.seeds, budgets_pct=chain_budgets,
+                                                          points=CHAIN_POINTS,
+                                                          cascades=None if regime.student else cascades,
+                                                          chains={screen_seed: screen_staged[name]}))
+        chain_regimes.append(name)
+    except MissingRunError:  # some seed is not trained: no paired verdict over the profile's seeds
+        continue
+chain_rows = pd.concat(chain_frames, ignore_index=True)
+chain_verdicts = regimes.paired_verdicts(chain_rows)
+chain_models = regimes.chain_to_teacher_records(chain_rows, teacher_macs, labels=described, mode="per-stage")
+chain_models += regimes.chain_to_teacher_records(chain_rows, teacher_macs, labels=described, mode="shared")
+models += chain_models
+print(f"regimes with seeds {list(config.seeds)} trained: {', '.join(chain_regimes)}")
+display(Markdown("**Chain-to-teacher minus the two-tier cascade**, test top-1 points, paired over seeds "
+                 "(mean, s.e.; per-stage thresholds)"))
+per_stage_verdicts = chain_verdicts[chain_verdicts["thresholds_mode"] == "per-stage"]
+display(report.for_display(per_stage_verdicts.drop(columns=["thresholds_mode", "fits"]).set_index(
+    ["regime", "budget_pct"]), missing="–"))
+display(Markdown("The same with **one threshold shared** by the stages:"))
+display(report.for_display(chain_verdicts[chain_verdicts["thresholds_mode"] == "shared"][
+    ["regime", "budget_pct", "difference", "std. error", "verdict", "val difference"]].set_index(
+    ["regime", "budget_pct"]), missing="–"))
+
+# %% [markdown]
+# Where the difference comes from, on test (means over seeds, per-stage thresholds): the share of the images the
+# middle exits stop and, of those, the share the two-tier cascade sent to the teacher at the same budget; top-1 on
+# those images under both; the share that reaches the teacher in each (which is also its MACs, in % of the
+# teacher's, per image), the teacher spared (images the cascade sends to it that the chain stops earlier) and taken
+# on (the reverse); the MACs the middle stages add per image; and the images one gets right and the other wrong.
+
+# %%
+ROUTING_HEADERS = {"s0_exit_pct": "stop at S0 (%)", "cascade_s0_exit_pct": "cascade: stop at S0 (%)",
+                   "middle_exit_pct": "stop at a middle exit (%)",
+                   "middle_sent_to_teacher_by_cascade_pct": "of those, cascade sent to T (%)",
+                   "middle_top1": "top-1 there", "middle_top1_cascade": "cascade top-1 there",
+                   "teacher_pct": "reach T (%)", "cascade_teacher_pct": "cascade: reach T (%)",
+                   "teacher_spared_pct": "T spared (%)", "teacher_taken_on_pct": "T taken on (%)",
+                   "middle_macs_pct": "middle stages (% of T's MACs)", "fixed_vs_cascade_pct": "right, cascade wrong (%)",
+                   "broken_vs_cascade_pct": "wrong, cascade right (%)"}
+chain_routing = chain_rows[chain_rows["thresholds_mode"] == "per-stage"].groupby(
+    ["regime", "budget_pct"], sort=False)[list(regimes.ROUTING_COLUMNS)].mean()
+SHOWN_ROUTING = ["middle_exit_pct", "middle_sent_to_teacher_by_cascade_pct", "middle_top1", "middle_top1_cascade",
+                 "teacher_pct", "cascade_teacher_pct", "teacher_spared_pct", "teacher_taken_on_pct", "middle_macs_pct"]
+display(report.for_display(chain_routing[SHOWN_ROUTING].rename(columns=ROUTING_HEADERS), digits=1))
+ROUTE_NAMES = {"S0": "S0", "mid": "a middle exit", "T": "the teacher"}
+route_columns = [f"{kind}_{c}_{r}{suffix}" for c, r in regimes.ROUTES
+                 for kind, suffix in (("route", "_pct"), ("gain", ""))]
+chain_routes = chain_rows[chain_rows["thresholds_mode"] == "per-stage"].groupby(
+    ["regime", "budget_pct"], sort=False)[route_columns].mean()
+chain_routes.columns = pd.MultiIndex.from_tuples(
+    [(f"cascade: {ROUTE_NAMES[c]}, chain: {ROUTE_NAMES[r]}", label) for c, r in regimes.ROUTES
+     for label in ("images (%)", "gain (points)")])
+route_budget = budget if budget in chain_budgets else chain_budgets[len(chain_budgets) // 2]
+display(Markdown(f"By **route**, at {route_budget:g}% (where the cascade stops an image, then where the "
+                 "chain-to-teacher does): each route's share of the test images and what it adds to the difference "
+                 "(points of top-1 on all test images; the gains sum to it). The results file has every budget."))
+display(report.for_display(chain_routes.xs(route_budget, level="budget_pct").T, digits=2))
+
+
+def route_parts(regime: str, top: int = 2) -> list[tuple[tuple[str, str], float, float]]:
+    """The ``top`` routes (the two policies stopping an image at different places) that move the difference most
+    at the paper's budget: (route, share of the images, gain in points)."""
+    at = chain_routes.loc[(regime, budget)]
+    parts = [((c, x), at[(f"cascade: {ROUTE_NAMES[c]}, chain: {ROUTE_NAMES[x]}", "images (%)")],
+              at[(f"cascade: {ROUTE_NAMES[c]}, chain: {ROUTE_NAMES[x]}", "gain (points)")])
+             for c, x in regimes.ROUTES if c != x]
+    return sorted(parts, key=lambda part: -abs(part[2]))[:top]
+
+
+at_paper = per_stage_verdicts[per_stage_verdicts["budget_pct"] == budget]
+chain_reading = []
+for _, v in at_paper.iterrows():
+    r = chain_routing.loc[(v["regime"], budget)]
+    chain_reading.append(
+        f"**{v['regime']}** at {budget:g}%: {v['difference']:+.2f} points (s.e. "
+        + ("n/a" if pd.isna(v["std. error"]) else f"{v['std. error']:.2f}") + f", {v['verdict']}); its middle exit "
+        f"stops {r['middle_exit_pct']:.1f}% of the test images, {r['middle_sent_to_teacher_by_cascade_pct']:.0f}% of "
+        f"which the cascade sent to the teacher, at {r['middle_top1']:.1f}% top-1 there against the cascade's "
+        f"{r['middle_top1_cascade']:.1f}%; the teacher sees {r['teacher_pct']:.1f}% of the images instead of "
+        f"{r['cascade_teacher_pct']:.1f}%; the largest parts of the difference by route: "
+        + ", ".join(f"{gain:+.2f} points from the {share:.1f}% of the images the cascade stops at {ROUTE_NAMES[c]} "
+                    f"and the chain at {ROUTE_NAMES[x]}" for (c, x), share, gain in route_parts(v["regime"])))
+display(Markdown("\n".join(f"- {line}." for line in chain_reading)))
+# the paired verdicts at the paper's budget join the chapter's comparisons at equal cost
+at_cost = pd.concat([at_cost, pd.DataFrame([{
+    "ResKD": f"{v['regime']} -> teacher (per-stage thresholds, {v['budget_pct']:g}% budget)",
+    "ResKD MMACs": v["test % of teacher"] * teacher_macs / 1e8, "ResKD top-1": v["chain-to-teacher test top-1"],
+    "versus": f"cascade (adaptive, {v['budget_pct']:g}% budget), paired over seeds",
+    "versus MMACs": v["cascade test % of teacher"] * teacher_macs / 1e8, "versus top-1": v["cascade test top-1"],
+    "difference": v["difference"], "std. error": v["std. error"], "verdict": v["verdict"]}
+    for _, v in at_paper.iterrows()])], ignore_index=True)
+
+# %% [markdown]
 # ## The paper's claim beside ours
 #
 # The paper reports accuracy competitive with the teacher at 18.04% of its compute on CIFAR-10 (23.14% on
@@ -631,6 +748,16 @@ if screened is not None:
                     f"{len(config.regimes)} regimes trained): the best at {budget}% on validation is "
                     f"{best['regime']}, {best['test_top1'] - cascade_row['test_top1']:+.2f} test points against the "
                     f"cascade at the same budget.")
+if not at_paper.empty:
+    findings.append(f"**Res-students inside the cascade** ({len(chain_regimes)} regimes with {len(config.seeds)} "
+                    f"seed(s), per-stage thresholds from val): at {budget:g}% the chain-to-teacher against the "
+                    "two-tier cascade, paired over seeds: " + "; ".join(
+                        f"{v['regime']} {v['difference']:+.2f} (s.e. "
+                        + ("n/a" if pd.isna(v["std. error"]) else f"{v['std. error']:.2f}") + f", {v['verdict']})"
+                        for _, v in at_paper.iterrows()) + ". Over the budgets "
+                    + ", ".join(f"{b:g}%" for b in chain_budgets) + ", the verdicts are: "
+                    + "; ".join(f"{verdict_text} {count}" for verdict_text, count in
+                                per_stage_verdicts["verdict"].value_counts().items()) + ".")
 findings.append(f"**The target** ({MAX_DROP} point from the teacher at {verdict['max_pct_teacher']}% of its MACs, "
                 f"ahead of the cascade and the equal-cost student): "
                 + ("reached." if verdict["reached"] else f"not reached: {verdict['why']}."))
@@ -658,7 +785,14 @@ extra = {"notes": config.notes, "train_images": len(exp.data.train), "test_image
          "regime_map": {"seeds": list(regimes.SCREEN_SEEDS), "budgets_pct": list(regimes.BUDGETS_PCT),
                         "regimes": described, "not_trained": not_trained,
                         "rows": report.frame_records(regime_frame.drop(columns=["thresholds"], errors="ignore")),
-                        "first_stage_energy": report.frame_records(energy_table.reset_index())}}
+                        "first_stage_energy": report.frame_records(energy_table.reset_index())},
+         "chain_to_teacher": {"seeds": list(config.seeds), "budgets_pct": list(chain_budgets),
+                              "regimes": chain_regimes, "verdicts": report.frame_records(chain_verdicts),
+                              "routing": report.frame_records(chain_routing.reset_index()),
+                              "routes": report.frame_records(chain_rows[chain_rows["thresholds_mode"] == "per-stage"]
+                                                             .groupby(["regime", "budget_pct"], sort=False)
+                                                             [route_columns].mean().reset_index()),
+                              "rows": report.frame_records(chain_rows.drop(columns=["thresholds"]))}}
 path = results.write_results(CHAPTER, dataset, exp.data.source, config.name, exp.device.type, models, extra=extra,
                              root=results_dir)
 print(f"wrote {path.parent.name}/{path.name} (profile {config.name!r})")

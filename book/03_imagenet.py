@@ -260,6 +260,72 @@ if problem is None:
                                missing="–"))  # one seed: no standard error exists
 
 # %% [markdown]
+# ## Res-students inside the cascade
+#
+# As in the CIFAR chapter: the res-student as a **middle exit** of the cascade, $S_0 \to S_0 + S_1 \to T$. A sample
+# stops after $S_0$ when $S_0$ is sure; else $S_0 + S_1$ gets a say; only the samples still unsure pay for the
+# teacher, its full MACs on top of $S_0$ and $S_1$ (`reskd.adaptive.cascade`; ours, not the paper's). For
+# `features-last` and `features-deep`, at the profile's budgets and the paper's 53.59%, the thresholds (one shared,
+# or one per stage) are calibrated on the validation split, as is the two-tier cascade's at the same budget; test is
+# only reported. The verdict is the paired difference over seeds (the same $S_0$ and teacher on both sides): mean,
+# standard error, and whether it exceeds twice that. Then where it comes from, on test (means over seeds,
+# per-stage thresholds): the images the middle exit stops and what the cascade did with them, the share of the
+# images each sends to the teacher, and the difference split by route (where the cascade stops an image, then
+# where the chain-to-teacher does; the gains sum to the difference).
+
+# %%
+chain_rows, chain_verdicts, chain_routes = pd.DataFrame(), pd.DataFrame(), pd.DataFrame()
+if problem is None:
+    chain_budgets = tuple(sorted(set(budgets) | {PAPER_PCT}))
+    chain_regimes = [name for name in config.regimes if name in ("features-last", "features-deep")]
+    chain_rows = pd.concat([regimes.chain_to_teacher_rows(exp, regimes.CIFAR_REGIMES[name], config.seeds,
+                                                          budgets_pct=chain_budgets, cascades=cascades,
+                                                          points=50 if config.name == "smoke" else 200)
+                            for name in chain_regimes], ignore_index=True)
+    chain_verdicts = regimes.paired_verdicts(chain_rows)
+    labels = {name: regimes.CIFAR_REGIMES[name].label(exp) for name in chain_regimes}
+    for mode in ("per-stage", "shared"):
+        stage_models += regimes.chain_to_teacher_records(chain_rows, teacher_macs, labels=labels, mode=mode)
+    display(report.for_display(chain_verdicts.drop(columns=["fits"]).set_index(
+        ["regime", "thresholds_mode", "budget_pct"]), missing="–"))
+    per_stage_rows = chain_rows[chain_rows["thresholds_mode"] == "per-stage"]
+    shown = ["middle_exit_pct", "middle_sent_to_teacher_by_cascade_pct", "middle_top1", "middle_top1_cascade",
+             "teacher_pct", "cascade_teacher_pct", "teacher_spared_pct", "teacher_taken_on_pct", "middle_macs_pct"]
+    chain_routing = per_stage_rows.groupby(["regime", "budget_pct"], sort=False)[shown].mean()
+    display(report.for_display(chain_routing.rename(columns={
+        "middle_exit_pct": "stop at S0 + S1 (%)", "middle_sent_to_teacher_by_cascade_pct": "of those, cascade sent "
+        "to T (%)", "middle_top1": "top-1 there", "middle_top1_cascade": "cascade top-1 there",
+        "teacher_pct": "reach T (%)", "cascade_teacher_pct": "cascade: reach T (%)", "teacher_spared_pct":
+        "T spared (%)", "teacher_taken_on_pct": "T taken on (%)", "middle_macs_pct": "S1 (% of T's MACs)"}),
+        digits=1))
+    names = {"S0": "S0", "mid": "S0 + S1", "T": "T"}
+    route_columns = [f"{kind}_{c}_{r}{suffix}" for c, r in regimes.ROUTES
+                     for kind, suffix in (("route", "_pct"), ("gain", ""))]
+    chain_routes = per_stage_rows[per_stage_rows["budget_pct"] == PAPER_PCT].groupby("regime", sort=False)[
+        route_columns].mean()
+    chain_routes.columns = pd.MultiIndex.from_tuples(
+        [(f"cascade {names[c]}, chain {names[r]}", label) for c, r in regimes.ROUTES
+         for label in ("images (%)", "gain (points)")])
+    display(Markdown(f"By route at {PAPER_PCT}%:"))
+    display(report.for_display(chain_routes.T, digits=2))
+    at_paper = chain_verdicts[(chain_verdicts["thresholds_mode"] == "per-stage")
+                              & (chain_verdicts["budget_pct"] == PAPER_PCT)]
+    display(Markdown("\n".join(
+        f"- **{v['regime']}** at {PAPER_PCT}%: chain-to-teacher {v['chain-to-teacher test top-1']:.2f}% against "
+        f"the cascade's {v['cascade test top-1']:.2f}%, {v['difference']:+.2f} points (s.e. "
+        + ("n/a" if pd.isna(v["std. error"]) else f"{v['std. error']:.2f}") + f", {v['verdict']}); S0 + S1 stops "
+        f"{chain_routing.loc[(v['regime'], PAPER_PCT), 'middle_exit_pct']:.1f}% of the test images and the teacher "
+        f"sees {chain_routing.loc[(v['regime'], PAPER_PCT), 'teacher_pct']:.1f}% of the images instead of "
+        f"{chain_routing.loc[(v['regime'], PAPER_PCT), 'cascade_teacher_pct']:.1f}%." for _, v in at_paper.iterrows())))
+    at_cost = pd.concat([at_cost, pd.DataFrame([{
+        "ResKD": f"{v['regime']} -> teacher (per-stage thresholds, {PAPER_PCT:g}% budget)",
+        "ResKD MMACs": v["test % of teacher"] * teacher_macs / 1e8, "ResKD top-1": v["chain-to-teacher test top-1"],
+        "versus": f"cascade (adaptive, {PAPER_PCT:g}% budget), paired over seeds",
+        "versus MMACs": v["cascade test % of teacher"] * teacher_macs / 1e8, "versus top-1": v["cascade test top-1"],
+        "difference": v["difference"], "std. error": v["std. error"], "verdict": v["verdict"]}
+        for _, v in at_paper.iterrows()])], ignore_index=True)
+
+# %% [markdown]
 # ## Where the residual energy goes
 #
 # Why a stage pays or not, as in the CIFAR chapter, for the first seed: the share of the residual energy
@@ -303,7 +369,14 @@ if problem is None:
              "target": verdict, "at_equal_cost": report.frame_records(at_cost),
              "first_stage_energy": report.frame_records(energy_table.reset_index()),
              "hard_images": report.frame_records(hard.reset_index()),
-             "train_hours": float(runs_table["train_hours"].sum())}
+             "train_hours": float(runs_table["train_hours"].sum()),
+             "chain_to_teacher": {"seeds": list(config.seeds), "budgets_pct": list(chain_budgets),
+                                  "verdicts": report.frame_records(chain_verdicts),
+                                  "routing": report.frame_records(chain_routing.reset_index()),
+                                  "routes_at_paper_budget": report.frame_records(
+                                      per_stage_rows[per_stage_rows["budget_pct"] == PAPER_PCT].groupby(
+                                          "regime", sort=False)[route_columns].mean().reset_index()),
+                                  "rows": report.frame_records(chain_rows.drop(columns=["thresholds"]))}}
     path = results.write_results(CHAPTER, DATASET, exp.data.source, config.name, exp.device.type,
                                  models + stage_models, extra=extra, root=results_dir)
 else:

@@ -99,8 +99,9 @@ from IPython.display import Markdown, display
 
 from reskd import regimes, report, results
 from reskd.adaptive import (CRITERIA, AdaptiveEnsemble, Cascade, LearnedGate, at_budgets, budget_curves, budget_range,
-                            calibrate, compare_latency, confidence, evaluate_exits, exit_fractions_by_class,
-                            exit_stages, oracle_exits, speedup_verdict, stage_call_times, trivial_exit)
+                            calibrate, calibrate_per_stage, compare_latency, confidence, evaluate_exits, evaluate_policy,
+                            exit_fractions_by_class, exit_stages, oracle_exits, speedup_verdict, stage_call_times,
+                            trivial_exit)
 from reskd.experiment import Experiment, MissingRunError
 from reskd.flops import model_cost
 from reskd.metrics import correct, top1
@@ -455,10 +456,12 @@ plt.show()
 # ## Does it save time?
 #
 # MACs are a proxy. `reskd.adaptive.AdaptiveEnsemble` executes the rule for real: it runs $S_0$ on the batch, and
-# stage $k$ only on the samples still active (gather, run, scatter back). `reskd.adaptive.Cascade` executes the
-# cascade the same way: $S_0$, then the teacher on the samples sent on. We time, on the chapter's device, the main
-# regime's operating-point rule (masked execution) against running every stage, the teacher, and the cascade at the
-# same budget (first seed): one image at a time (latency, ms per image) and in one large batch (throughput, images
+# stage $k$ only on the samples still active (gather, run, scatter back). `reskd.adaptive.Cascade` executes any
+# cascade the same way: the two-tier cascade ($S_0$, then the teacher on the samples sent on) and the
+# **chain-to-teacher** of the CIFAR chapter ($S_0$, then $S_0 + S_1$ on the samples $S_0$ is unsure of, then the
+# teacher on those still unsure; per-stage thresholds calibrated on val to the same budget). We time, on the
+# chapter's device, the main regime's operating-point rule (masked execution) against running every stage, the
+# teacher, the cascade and the chain-to-teacher at the same budget (first seed): one image at a time (latency, ms per image) and in one large batch (throughput, images
 # per second). `reskd.adaptive.compare_latency` times the models in rotation (so drift in the machine's load hits
 # them alike) and reports the median pass; at batch 1 that is the mean over the images, each paying for its own exit.
 #
@@ -494,6 +497,19 @@ if first_seed in cascaded:
                                target_macs=OPERATING_BUDGET / 100 * teacher_macs)
     models["cascade"] = Cascade(ensemble.stages[0], teacher, cascade_policy).to(exp.device).eval()
     cascade_cum = torch.tensor(cascaded[first_seed]["test"].cumulative_macs, dtype=torch.float64)
+# the chain-to-teacher: the main regime's chain, then the teacher (reskd.adaptive.cascade), thresholds from val
+chain_t = regimes.chain_to_teacher_staged(exp, main_regime, first_seed, chain=first)
+chain_policy = calibrate_per_stage(chain_t["val"], "max_prob", target_macs=OPERATING_BUDGET / 100 * teacher_macs)
+models["chain-to-teacher"] = Cascade(ensemble, teacher, chain_policy).to(exp.device).eval()
+chain_cum = torch.tensor(chain_t["test"].cumulative_macs, dtype=torch.float64)
+chain_point = {f"{split}_{k}": v for split in ("val", "test")
+               for k, v in evaluate_policy(chain_t[split], chain_policy, teacher_macs=teacher_macs).items()}
+print(f"chain-to-teacher at {OPERATING_BUDGET:.2f}%: thresholds {[round(t, 4) for t in chain_policy.thresholds]}; "
+      f"val top-1 {chain_point['val_top1']:.2f}% at {chain_point['val_pct_teacher']:.2f}%, test "
+      f"{chain_point['test_top1']:.2f}% at {chain_point['test_pct_teacher']:.2f}%; test exits "
+      + ", ".join(f"{name} {100 * chain_point[f'test_exit_frac_{k}']:.1f}%"
+                  for k, name in enumerate(["S0"] + [f"S0..S{k}" for k in range(1, chain_t["test"].num_stages - 1)]
+                                           + ["T"])))
 batches = []
 for x, _, _ in exp.eval_loader("test"):
     batches.append(x)
@@ -506,13 +522,16 @@ with torch.inference_mode():
     if "cascade" in models:
         models["cascade"](images)
         exits["cascade"] = models["cascade"].last_exits.cpu()
+    models["chain-to-teacher"](images)
+    exits["chain-to-teacher"] = models["chain-to-teacher"].last_exits.cpu()
 settings = {"batch 1": (images[:BATCH1_IMAGES], 1), f"batch {len(images)}": (images, len(images))}
 print(f"masked execution: {adaptive.policy.criterion}, thresholds {[round(t, 4) for t in adaptive.policy.thresholds]}"
       + (f"; cascade: max_prob, threshold {cascade_policy.thresholds[0]:.4f}" if "cascade" in models else "")
       + f"; timing {BATCH1_IMAGES} images one at a time and {len(images)} in one batch, {REPEATS} timed passes each")
 
 # %% tags=["hide-input", "nbval-ignore-output"]
-comparisons = {"adaptive (masked)": ("all stages", cum), "cascade": ("teacher", None)}
+comparisons = {"adaptive (masked)": ("all stages", cum), "cascade": ("teacher", None),
+               "chain-to-teacher": ("teacher", None)}
 timing_rows, speedups = [], {}
 for setting, (x, batch_size) in settings.items():
     seconds = compare_latency(models, x, batch_size=batch_size, repeats=REPEATS)
@@ -525,6 +544,8 @@ for setting, (x, batch_size) in settings.items():
         e = exits[name][:len(x)]
         if name == "cascade":
             promised = teacher_macs / cascade_cum[e].mean().item()
+        elif name == "chain-to-teacher":
+            promised = teacher_macs / chain_cum[e].mean().item()
         else:
             promised = macs[-1].item() / macs[e].mean().item()
         verdict = speedup_verdict(e, seconds[reference] / seconds[name], promised, target=TARGET_RATIO)
@@ -533,6 +554,15 @@ for setting, (x, batch_size) in settings.items():
             "trivial": verdict["trivial"], "meets_target": verdict["meets"], "target": TARGET_RATIO,
             **({"reason": verdict["verdict"]} if verdict["trivial"] else {})}
         print(f"{setting}, {name} vs {reference}: {verdict['verdict']}")
+    if "cascade" in models:  # the chain-to-teacher against the two-tier cascade, on the same images
+        e, ec = exits["chain-to-teacher"][:len(x)], exits["cascade"][:len(x)]
+        realized = seconds["cascade"] / seconds["chain-to-teacher"]
+        promised = cascade_cum[ec].mean().item() / chain_cum[e].mean().item()
+        speedups[f"chain-to-teacher vs cascade, {setting}"] = {
+            "ratio": realized / promised, "realized": realized, "macs_speedup": promised, "trivial": False,
+            "meets_target": None, "target": None}
+        print(f"{setting}, chain-to-teacher vs cascade: {realized:.2f}x the cascade's speed for {promised:.2f}x its "
+              f"mean MACs")
     timing_rows.append(row)
 timing = pd.DataFrame(timing_rows).set_index("setting")
 for name in COUNTER:  # the counterexample's rule is judged without timing it when it is trivial
@@ -563,7 +593,20 @@ for setting, times in pieces.items():
         teacher_time = 1e-3 * timing.loc[setting, "teacher (ms/image)"]
         print(f"{setting}: the teacher takes {teacher_time / times['S0']:.1f}x S0's time for "
               f"{teacher_macs / stage_macs[0]:.1f}x its MACs")
-short = [k for k, v in speedups.items() if v["ratio"] is not None and v["ratio"] < TARGET_RATIO]
+    # what the chain-to-teacher's exits would cost if each sample paid the measured time of the stages it ran
+    e = exits["chain-to-teacher"][:len(settings[setting][0])].double()
+    last = chain_t["test"].num_stages - 1
+    stage_times = [times[f"S{k}"] for k in range(last)] + [1e-3 * timing.loc[setting, "teacher (ms/image)"]]
+    ran = torch.stack([(e >= k).double().mean() for k in range(last + 1)])  # the share that ran each stage
+    from_stages = float(sum(ran[k] * stage_times[k] for k in range(last + 1)) + ran[1] * times["decision"])
+    measured = 1e-3 * timing.loc[setting, "chain-to-teacher (ms/image)"]
+    teacher_time = stage_times[-1]
+    print(f"{setting}, chain-to-teacher: the teacher's time over the time its exits' stages take (each stage's "
+          f"time alone, weighted by the share that ran it, plus one decision step) is "
+          f"{teacher_time / from_stages:.2f}x, over the measured time {teacher_time / measured:.2f}x, against "
+          f"{teacher_macs / chain_cum[e.long()].mean().item():.2f}x in MACs; the stages alone take "
+          f"{100 * from_stages / measured:.0f}% of the measured time")
+short = [k for k, v in speedups.items() if v["ratio"] is not None and v.get("target") and v["ratio"] < TARGET_RATIO]
 if short:
     print("below the target: " + "; ".join(short) + ". A skipped stage saves its time, not its MACs: where a stage "
           "(or the teacher) takes a smaller share of the time than of the MACs (lines above), skipping it saves less "
@@ -605,7 +648,10 @@ analysis = report.adaptive_analysis(
     teacher_macs=teacher_macs, teacher_top1=teacher_top1, regimes=regime_records, wallclock=wallclock,
     speedup_realized_over_macs=speedups, baselines={"kd_equal_cost": equal_cost},
     operating_point={"budget_pct": OPERATING_BUDGET, "paper_budget_pct": paper_budget,
-                     "criteria": {name: operating[name][0] for name in regime_names}})
+                     "criteria": {name: operating[name][0] for name in regime_names},
+                     "chain_to_teacher": {"regime": MAIN, "seed": first_seed, "criterion": "max_prob",
+                                          "thresholds": list(chain_policy.thresholds),
+                                          "stage_macs": chain_t["test"].stage_macs, **chain_point}})
 path = results.write_analysis("adaptive", CHAPTER, DATASET, exp.data.source, config.name, exp.device.type, analysis,
                               root=results_dir)
 print(f"wrote {path.parent.name}/{path.name} (profile {config.name!r})")

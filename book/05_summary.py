@@ -138,6 +138,54 @@ else:
     display(report.for_display(at_cost.set_index("data set")[columns]))
 
 # %% [markdown]
+# ## The best configuration at the paper's budget
+#
+# At each data set's paper budget (18.04% of the teacher's MACs on CIFAR-10, 53.59% on Tiny-ImageNet), the
+# configuration with the best **validation** top-1 among every adaptive chain, chain-to-teacher (the res-students as
+# middle exits of the cascade) and cascade its chapter calibrated to that budget (`reskd.report.choose_on_val`; the
+# test split chooses nothing), against the equal-cost KD student and the cascade at the same budget: the test
+# difference, its standard error over seeds and the verdict at two standard errors. Against the cascade, a
+# chain-to-teacher's difference is the paired one its chapter recorded (the same $S_0$ and teacher seed by seed);
+# every other difference comes from the seed means and spreads.
+
+# %% tags=["hide-input"]
+choice_rows, choice_lines = [], []
+for d in compared:
+    record, budget = records[d], PAPER_PCT_TEACHER[d]
+    if record["status"] == results.STATUS_NOT_RUN:
+        continue  # the tables above say why
+    best = report.choose_on_val(record["models"], budget)
+    if best is None:
+        choice_lines.append(f"**{DISPLAY[d]}**: no configuration calibrated to {budget}% with a validation top-1 "
+                            "recorded (re-run its chapter)")
+        continue
+    cascade = next((m for m in record["models"] if m["kind"] == "cascade" and m.get("budget_pct") == budget), None)
+    versus = [m for m in record["models"] if m["kind"] == "kd-equal-cost" and "ensemble" not in m["name"]]
+    versus += [cascade] if cascade is not None and cascade is not best else []
+    paired = {f"{v['regime']} -> teacher ({v['thresholds_mode']} thresholds, {v['budget_pct']:g}% budget)": v
+              for v in ((record.get("extra") or {}).get("chain_to_teacher") or {}).get("verdicts", [])}
+    parts = []
+    for other in versus:
+        v = report.unpaired_verdict(best, other)
+        how = "seed means"
+        if other is cascade and best["name"] in paired:
+            p = paired[best["name"]]
+            v = {"difference": p["difference"], "std. error": p["std. error"], "verdict": p["verdict"]}
+            how = "paired over seeds"
+        choice_rows.append({"data set": DISPLAY[d], "budget (% of T)": budget, "best on val": best["name"],
+                            "kind": best["kind"], "val top-1": best["val_top1_mean"], "test top-1": best["top1_mean"],
+                            "versus": other["name"], "versus top-1": other["top1_mean"], **v, "s.e. from": how})
+        se = "n/a" if v["std. error"] is None else f"{v['std. error']:.2f}"
+        parts.append(f"{v['difference']:+.2f} points against {other['name']} (s.e. {se}, {how}: {v['verdict']})")
+    choice_lines.append(f"**{DISPLAY[d]}** at {budget}%: the best on validation is {best['name']} ({best['kind']}), "
+                        f"{best['top1_mean']:.2f}% on test at {best['pct_teacher']:.2f}% of the teacher's MACs; "
+                        + ("; ".join(parts) if parts else "it is the cascade itself"))
+if choice_rows:
+    display(report.for_display(pd.DataFrame(choice_rows).set_index(["data set", "best on val"]), missing="–"))
+display(Markdown("\n".join(f"- {line}." for line in choice_lines) if choice_lines else
+                 "No chapter outside the smoke profile has recorded configurations at the paper's budget yet."))
+
+# %% [markdown]
 # ## Every model we ran
 #
 # All models of every results file, with their cost (millions of MACs and % of the teacher), test top-1 (mean and

@@ -14,7 +14,8 @@ criteria, the gate and the calibration below are our choices. Thresholds are cal
 (:func:`calibrate` with one shared threshold, :func:`calibrate_per_stage` with one per stage, :func:`sweep`); test
 data is only evaluated. The cost of a sample is the sum of the MACs of the stages it ran; the reported cost is the
 mean over samples. :class:`AdaptiveEnsemble` really skips the work, and :func:`measure_latency` /
-:func:`compare_latency` time it; :class:`Cascade` executes the cascade to the teacher the same way, and
+:func:`compare_latency` time it; :class:`Cascade` executes any cascade the same way (the chain, the two-tier
+cascade to the teacher of :func:`cascade`, the chain-to-teacher with res-students as middle exits), and
 :func:`stage_call_times` splits masked execution's time into its stage calls and its decision step. Budgeted
 evaluation (:func:`budget_range`, :func:`budget_curves`) holds every criterion and random exits
 (:func:`random_fractions`) to the same mean MACs; :func:`speedup_verdict` refuses a verdict for a trivial policy
@@ -39,6 +40,7 @@ from torch import Tensor, nn
 from .metrics import accuracy
 from .precision import autocast
 from .registry import Registry
+from .reskd import ResKDEnsemble
 from .utils import model_memory_format, model_num_classes, resolve_device
 
 
@@ -414,16 +416,26 @@ def calibrate_per_stage(val: StagedOutputs, criterion: str, *, target_top1: floa
     return Policy(criterion, thresholds, start.gate)
 
 
-def cascade(first: StagedOutputs, teacher_logits: Tensor, teacher_macs: int) -> StagedOutputs:
-    """The cascade to the teacher, as staged outputs: S0 (stage 0 of ``first``) and then, for the samples an exit rule
-    sends on, the teacher itself, whose prediction replaces S0's and whose full MACs they pay on top of S0's. It needs
-    no training: what a practitioner with the teacher at hand would deploy, and the baseline every ResKD regime is
-    held against at the same mean MACs."""
-    if teacher_logits.shape != first.logits.shape[1:]:
+def cascade(chain: StagedOutputs, teacher_logits: Tensor, teacher_macs: int, *,
+            stages: int | None = None) -> StagedOutputs:
+    """A cascade that ends at the teacher, as staged outputs: the first ``stages`` stages of ``chain`` (default all:
+    S0, S0 + S1, ...), then the teacher itself, whose prediction replaces the chain's and whose full MACs a sample
+    that reaches it pays on top of every chain stage it ran. One definition for the two-tier cascade (a chain of S0
+    alone, or ``stages=1``: S0 -> T) and the chain-to-teacher (S0 -> S0 + S1 -> ... -> T, the res-students as middle
+    exits); the result is an ordinary :class:`StagedOutputs`, so :func:`calibrate`, :func:`calibrate_per_stage`,
+    :func:`at_budgets` and :func:`evaluate_policy` (the cost: each sample's stages actually run) serve all of them,
+    and :class:`Cascade` executes them. It needs no training beyond the chain's: the two-tier cascade is what a
+    practitioner with the teacher at hand would deploy, the baseline every ResKD regime is held against at the same
+    mean MACs."""
+    stages = chain.num_stages if stages is None else stages
+    if isinstance(stages, bool) or not isinstance(stages, int) or not 1 <= stages <= chain.num_stages:
+        raise ValueError(f"stages must be an int from 1 to the chain's {chain.num_stages} stages (how many of them "
+                         f"precede the teacher), got {stages!r}.")
+    if teacher_logits.shape != chain.logits.shape[1:]:
         raise ValueError(f"teacher logits {tuple(teacher_logits.shape)} do not match the student's "
-                         f"{tuple(first.logits.shape[1:])}: give the teacher's logits on the same split.")
-    return StagedOutputs(torch.stack([first.logits[0], teacher_logits]), first.labels,
-                         [first.stage_macs[0], int(teacher_macs)], teacher_logits)
+                         f"{tuple(chain.logits.shape[1:])}: give the teacher's logits on the same split.")
+    return StagedOutputs(torch.cat([chain.logits[:stages], teacher_logits[None]]), chain.labels,
+                         [*chain.stage_macs[:stages], int(teacher_macs)], teacher_logits)
 
 
 def at_budgets(val: StagedOutputs, test: StagedOutputs, budgets_pct: Sequence[float], teacher_macs: int, *,
@@ -546,74 +558,78 @@ def speedup_verdict(exits: Tensor, realized: float, macs_speedup: float, *, targ
     return {"trivial": False, "ratio": ratio, "target": target, "meets": meets, "verdict": verdict}
 
 
-class AdaptiveEnsemble(nn.Module):
-    """A :class:`reskd.reskd.ResKDEnsemble` that really skips work: stage ``k`` runs only on the samples still active
-    (gather, run, scatter). Returns the logits each sample stopped with; ``last_exits`` holds the exit stages.
+class Cascade(nn.Module):
+    """Any cascade, executed with masked execution: the first ``stages`` stages of ``chain`` (a
+    :class:`reskd.reskd.ResKDEnsemble`, default all its stages; a plain student counts as a chain of one), then the
+    ``teacher`` when given. Stage ``k`` runs only on the samples still active after stage ``k - 1`` (gather, run,
+    scatter back): a chain stage adds its logits to theirs, the teacher replaces them. ``policy`` has one threshold
+    per stage but the last (:func:`cascade`'s staged outputs are what it is calibrated on): the two-tier cascade
+    S0 -> T, the chain S0 -> S0 + S1 -> ..., and the chain-to-teacher S0 -> S0 + S1 -> T are all this one module.
+    Returns the logits each sample stopped with; ``last_exits`` holds the exit stages (the teacher's is the last).
 
-    Its exits equal :func:`exit_stages` on the full outputs for every sample whose confidence is more than
+    Its exits equal :func:`exit_stages` on the staged outputs for every sample whose confidence is more than
     :data:`DECISION_TOLERANCE` away from the threshold it meets; at a tie, the sub-batch's float rounding decides."""
 
-    def __init__(self, ensemble: nn.Module, policy: Policy):
+    def __init__(self, chain: nn.Module, teacher: nn.Module | None, policy: Policy, *, stages: int | None = None):
         super().__init__()
-        policy.check(ensemble.num_stages, ensemble.num_classes)
-        self.ensemble, self.policy = ensemble, policy
-        self.gate = policy.gate  # a registered submodule, so that .to(device) moves the gate with the ensemble
+        ensemble = chain if isinstance(chain, ResKDEnsemble) else ResKDEnsemble(chain)
+        stages = ensemble.num_stages if stages is None else stages
+        if isinstance(stages, bool) or not isinstance(stages, int) or not 1 <= stages <= ensemble.num_stages:
+            raise ValueError(f"stages must be an int from 1 to the chain's {ensemble.num_stages} stages, got "
+                             f"{stages!r}.")
+        classes = _num_classes(ensemble)
+        if teacher is not None and _num_classes(teacher, "teacher") != classes:
+            raise ValueError(f"the student predicts {classes} classes but the teacher "
+                             f"{_num_classes(teacher, 'teacher')}: a cascade needs both trained on the same data "
+                             f"set's classes.")
+        policy.check(stages + (teacher is not None), classes)
+        self.ensemble, self.teacher, self.policy, self.chain_stages = ensemble, teacher, policy, stages
+        self.gate = policy.gate  # a registered submodule, so that .to(device) moves the gate with the models
         self.last_exits: Tensor | None = None
+
+    @property
+    def num_stages(self) -> int:
+        """The cascade's stages: the chain's kept stages, and the teacher when there is one."""
+        return self.chain_stages + (self.teacher is not None)
 
     @torch.no_grad()
     def forward(self, x: Tensor) -> Tensor:
-        ens = self.ensemble
+        ens, upto = self.ensemble, self.chain_stages
         s0 = ens.stages[0]
         features = None
-        if ens._needs_features(ens.num_stages):
+        if ens._needs_features(upto):
             maps = s0.forward_features(x)
             features, logits = maps[ens.feature_index], s0.head(maps[-1])
         else:
             logits = s0(x)
-        logits = logits.clone()
-        exits = torch.full((len(x),), ens.num_stages - 1, dtype=torch.long, device=x.device)
+        logits = logits.float().clone()
+        exits = torch.full((len(x),), self.num_stages - 1, dtype=torch.long, device=x.device)
         active = torch.arange(len(x), device=x.device)
-        for k in range(1, ens.num_stages):
+        for k in range(1, self.num_stages):
             conf = confidence(logits[active], self.policy.criterion, gate=self.policy.gate, stage=k - 1)
             stop = conf >= self.policy.thresholds[k - 1]
             exits[active[stop]] = k - 1
             active = active[~stop]
             if len(active) == 0:
                 break
-            inp = features[active] if ens.inputs[k] == "features" else x[active]
-            logits[active] = logits[active] + ens.stages[k](inp)
+            if k < upto:  # a res-student: its logits add to the chain's
+                stage = ens.stages[k]
+                inp = features[active] if ens.inputs[k] == "features" else x[active]
+                inp = inp.contiguous(memory_format=model_memory_format(stage))
+                logits[active] = logits[active] + stage(inp).float()
+            else:  # the teacher: its prediction replaces the chain's
+                inp = x[active].contiguous(memory_format=model_memory_format(self.teacher))
+                logits[active] = self.teacher(inp).float()
         self.last_exits = exits
         return logits
 
 
-class Cascade(nn.Module):
-    """The cascade to the teacher, executed: S0 (``student``) on the batch, then the ``teacher`` only on the samples
-    whose confidence under ``policy`` (one threshold: the policy of :func:`cascade`'s two stages) is below it. Returns
-    S0's logits for the samples that stopped and the teacher's for the others; ``last_exits`` holds 0 or 1."""
+class AdaptiveEnsemble(Cascade):
+    """A :class:`reskd.reskd.ResKDEnsemble` that really skips work: the :class:`Cascade` of its stages with no
+    teacher (``ensemble``: the chain, ``policy``: one threshold per stage but the last)."""
 
-    def __init__(self, student: nn.Module, teacher: nn.Module, policy: Policy):
-        super().__init__()
-        classes = {"student": _num_classes(student), "teacher": _num_classes(teacher, "teacher")}
-        if classes["student"] != classes["teacher"]:
-            raise ValueError(f"the student predicts {classes['student']} classes but the teacher "
-                             f"{classes['teacher']}: a cascade needs both trained on the same data set's classes.")
-        policy.check(2, classes["student"])
-        self.student, self.teacher, self.policy = student, teacher, policy
-        self.gate = policy.gate
-        self.last_exits: Tensor | None = None
-
-    @torch.no_grad()
-    def forward(self, x: Tensor) -> Tensor:
-        logits = self.student(x).float().clone()
-        conf = confidence(logits, self.policy.criterion, gate=self.policy.gate, stage=0)
-        send = (conf < self.policy.thresholds[0]).nonzero().flatten()
-        exits = torch.zeros(len(x), dtype=torch.long, device=x.device)
-        exits[send] = 1
-        if len(send):
-            inp = x[send].contiguous(memory_format=model_memory_format(self.teacher))
-            logits[send] = self.teacher(inp).float()
-        self.last_exits = exits
-        return logits
+    def __init__(self, ensemble: nn.Module, policy: Policy):
+        super().__init__(ensemble, None, policy)
 
 
 def _num_classes(model: nn.Module, role: str = "student") -> int:

@@ -9,7 +9,9 @@ Only the first regime is the paper's reading (lighter res-students on the residu
 
 :func:`regime_budgets` evaluates one trained regime at matched budgets (thresholds calibrated on val, test only
 reported), :func:`cascade_budgets` the cascade to the teacher, both through :func:`reskd.adaptive.at_budgets`, and
-:func:`screen` tabulates them all.
+:func:`screen` tabulates them all. :func:`chain_to_teacher_rows` puts a regime's res-students inside the cascade, as
+middle exits before the teacher (S0 -> S0 + S1 -> T, :func:`reskd.adaptive.cascade`), beside the two-tier cascade
+at the same budgets and seeds; :func:`paired_verdicts` holds the two against each other seed by seed.
 """
 from __future__ import annotations
 
@@ -18,12 +20,13 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
-from .adaptive import StagedOutputs, at_budgets, cascade, confidence
+from .adaptive import (Policy, StagedOutputs, at_budgets, calibrate, calibrate_per_stage, cascade, confidence,
+                       evaluate_policy, exit_stages)
 from .experiment import Experiment, MissingRunError, ResKDRuns, stage_input
 from .metrics import correct, residual_energy, top1
 from .profiles import Arch, Profile
 from .registry import Registry
-from .report import model_record, reskd_records
+from .report import model_record, paired_difference, reskd_records
 from .reskd import ResKDEnsemble
 from .studies import grow, reskd_runs
 from .theory import sample_energy
@@ -179,6 +182,187 @@ def cascade_budgets(exp: Experiment, seed: int, *, student: Arch | None = None,
     return _budget_table(label, seed, staged, teacher_macs, budgets_pct, criterion)
 
 
+CHAIN_TO_TEACHER = "chain-to-teacher"
+#: The budgets (% of the teacher's MACs) at which CIFAR-10's chain-to-teacher is held against the two-tier cascade:
+#: the map's three and two between, around the paper's 18.04%.
+CHAIN_TEACHER_BUDGETS_PCT = (12.5, 15.0, 18.04, 22.0, 25.0)
+THRESHOLD_MODES = ("shared", "per-stage")  # one threshold for every stage (calibrate), one each (calibrate_per_stage)
+
+
+def chain_to_teacher_staged(exp: Experiment, regime: Regime, seed: int, *, stages: int | None = None,
+                            chain: dict[str, StagedOutputs] | None = None) -> dict[str, StagedOutputs]:
+    """The regime's chain (its first ``stages`` stages, default all) followed by the teacher, as staged outputs on
+    val and test (:func:`reskd.adaptive.cascade`; ``chain``: the regime's :func:`regime_staged` outputs where the
+    caller holds them)."""
+    chain = regime_staged(exp, regime, seed) if chain is None else chain
+    return {split: cascade(st, exp.teacher_logits(split), exp.teacher_macs, stages=stages)
+            for split, st in chain.items()}
+
+
+def routing(chain_t: StagedOutputs, chain_exits, two_tier: StagedOutputs, cascade_exits,
+            teacher_macs: float) -> dict[str, float]:
+    """Where a chain-to-teacher's gain over the two-tier cascade comes from, on one split (both policies at the same
+    budget; exits as :func:`reskd.adaptive.exit_stages` gives them): the share of the samples each stops at S0 and
+    sends to the teacher, the share the middle exits (S0 + S1, ...) stop and, of those, the share the cascade sent to
+    the teacher (which is also the teacher's MACs each spends, in % of the teacher's per sample); top-1 on the
+    middle-exit samples under both; the teacher spared (samples the cascade sends to the
+    teacher that the chain stops earlier, in % of all) and taken on (the reverse); the MACs the chain spends on its middle
+    stages (% of the teacher's, per sample on average; ``middle_stage_macs_pct``: what they cost one sample that
+    runs them all); the samples one gets right and
+    the other wrong (% of all)."""
+    n = chain_t.num_samples
+    last = chain_t.num_stages - 1
+    rows = list(range(n))
+    right_chain = chain_t.logits[chain_exits, rows].argmax(1) == chain_t.labels
+    right_cascade = two_tier.logits[cascade_exits, rows].argmax(1) == two_tier.labels
+    middle = (chain_exits > 0) & (chain_exits < last)
+    to_teacher_chain, to_teacher_cascade = chain_exits == last, cascade_exits == two_tier.num_stages - 1
+    pct = lambda mask: 100.0 * mask.float().mean().item()  # noqa: E731
+    within = lambda mask, part: (100.0 * (mask & part).float().sum().item() / part.sum().item()  # noqa: E731
+                                 if part.any() else float("nan"))
+    middle_macs = sum(chain_t.stage_macs[1:last])  # what a sample that reaches the teacher paid for the middle
+    cum = chain_t.cumulative_macs
+    spent_middle = sum(float(cum[min(k, last - 1)] - cum[0]) * (chain_exits == k).sum().item()
+                       for k in range(1, last + 1)) / n
+    return {"s0_exit_pct": pct(chain_exits == 0), "cascade_s0_exit_pct": pct(cascade_exits == 0),
+            "middle_exit_pct": pct(middle), "middle_sent_to_teacher_by_cascade_pct": within(to_teacher_cascade, middle),
+            "middle_top1": within(right_chain, middle), "middle_top1_cascade": within(right_cascade, middle),
+            "teacher_pct": pct(to_teacher_chain), "cascade_teacher_pct": pct(to_teacher_cascade),
+            "teacher_spared_pct": pct(to_teacher_cascade & ~to_teacher_chain),
+            "teacher_taken_on_pct": pct(to_teacher_chain & ~to_teacher_cascade),
+            "middle_macs_pct": 100.0 * spent_middle / teacher_macs,
+            "middle_stage_macs_pct": 100.0 * middle_macs / teacher_macs,
+            "fixed_vs_cascade_pct": pct(right_chain & ~right_cascade),
+            "broken_vs_cascade_pct": pct(right_cascade & ~right_chain),
+            **routes(chain_exits, cascade_exits, last, right_chain, right_cascade)}
+
+
+#: The routes a sample can take in the two policies: the cascade's exit (S0 or T) then the chain's (S0, a middle
+#: exit, T); :func:`routes` gives each one's share of the samples and its share of the top-1 difference.
+ROUTES = tuple((c, r) for c in ("S0", "T") for r in ("S0", "mid", "T"))
+
+
+def routes(chain_exits, cascade_exits, last: int, right_chain, right_cascade) -> dict[str, float]:
+    """For each route of :data:`ROUTES` (where the cascade stops a sample, where the chain-to-teacher does): its share
+    of the samples (``route_<c>_<r>_pct``) and what it adds to the chain-to-teacher's top-1 lead over the cascade
+    (``gain_<c>_<r>``, points of top-1 on all samples; the gains sum to the difference)."""
+    n = len(chain_exits)
+    chain_at = {"S0": chain_exits == 0, "mid": (chain_exits > 0) & (chain_exits < last), "T": chain_exits == last}
+    cascade_at = {"S0": cascade_exits == 0, "T": cascade_exits > 0}
+    out = {}
+    for c, r in ROUTES:
+        group = cascade_at[c] & chain_at[r]
+        out[f"route_{c}_{r}_pct"] = 100.0 * group.sum().item() / n
+        out[f"gain_{c}_{r}"] = 100.0 * (right_chain[group].sum().item() - right_cascade[group].sum().item()) / n
+    return out
+
+
+def chain_to_teacher_rows(exp: Experiment, regime: Regime, seeds: Sequence[int], *,
+                          budgets_pct: Sequence[float] = CHAIN_TEACHER_BUDGETS_PCT, criterion: str = "max_prob",
+                          modes: Sequence[str] = THRESHOLD_MODES, points: int = 200,
+                          cascades: Mapping[int, dict[str, StagedOutputs]] | None = None,
+                          chains: Mapping[int, dict[str, StagedOutputs]] | None = None) -> pd.DataFrame:
+    """The regime's chain-to-teacher beside the two-tier cascade from the same S0, seed by seed and budget by
+    budget: one row per (seed, budget, threshold mode). Both are calibrated on val to the budget
+    (:func:`reskd.adaptive.calibrate` for the cascade; the chain-to-teacher with one shared threshold or one per
+    stage, ``modes``, and, when the regime has several res-students, the number of them before the teacher chosen
+    on val too: the most accurate on val within the budget); test is only reported. Columns: the chain-to-teacher's
+    val and test top-1, realised cost and agreement with the teacher, the cascade's (``cascade_*``), their test and
+    val differences, whether both meet the budget on val (``fits``), and on test where the gain comes from
+    (:func:`routing`). ``cascades``: the cascade's staged outputs per seed where the caller holds them (they must be
+    from the regime's S0), and ``chains`` the regime's (:func:`regime_staged`'s); ``points``: the candidate thresholds per stage, as in :func:`reskd.adaptive.calibrate`. A
+    seed whose runs are missing raises :class:`reskd.experiment.MissingRunError`."""
+    teacher_macs = exp.teacher_macs
+    rows = []
+    for seed in seeds:
+        chain = chains[seed] if chains is not None and seed in chains else regime_staged(exp, regime, seed)
+        two = (cascades[seed] if cascades is not None and seed in cascades
+               else cascade_staged(exp, seed, student=regime.student))
+        options = {k: chain_to_teacher_staged(exp, regime, seed, stages=k, chain=chain)
+                   for k in range(2, chain["val"].num_stages + 1)}
+        for budget in budgets_pct:
+            target = budget / 100.0 * teacher_macs
+            c_policy = calibrate(two["val"], criterion, target_macs=target, points=points)
+            c_val = evaluate_policy(two["val"], c_policy, teacher_macs=teacher_macs)
+            c_test = evaluate_policy(two["test"], c_policy, teacher_macs=teacher_macs)
+            for mode in modes:
+                find = calibrate_per_stage if mode == "per-stage" else calibrate
+                best = None
+                for k, st in options.items():
+                    policy = find(st["val"], criterion, target_macs=target, points=points)
+                    on_val = evaluate_policy(st["val"], policy, teacher_macs=teacher_macs)
+                    key = (on_val["pct_teacher"] > budget + 1e-9, -on_val["top1"], on_val["avg_macs"])
+                    if best is None or key < best[0]:
+                        best = (key, k, policy, on_val)
+                _, k, policy, on_val = best
+                st = options[k]
+                on_test = evaluate_policy(st["test"], policy, teacher_macs=teacher_macs)
+                row = {"regime": regime.name, "seed": seed, "budget_pct": float(budget), "thresholds_mode": mode,
+                       "chain_stages": k, "thresholds": list(policy.thresholds),
+                       "cascade_threshold": c_policy.thresholds[0],
+                       "fits": bool(on_val["pct_teacher"] <= budget + 1e-9 and c_val["pct_teacher"] <= budget + 1e-9),
+                       "val_top1": on_val["top1"], "test_top1": on_test["top1"],
+                       "val_pct_teacher": on_val["pct_teacher"], "test_pct_teacher": on_test["pct_teacher"],
+                       "test_avg_macs": on_test["avg_macs"], "test_agreement_teacher": on_test["agreement_teacher"],
+                       "cascade_val_top1": c_val["top1"], "cascade_test_top1": c_test["top1"],
+                       "cascade_test_pct_teacher": c_test["pct_teacher"],
+                       "val_diff": on_val["top1"] - c_val["top1"], "test_diff": on_test["top1"] - c_test["top1"]}
+                row.update(routing(st["test"], exit_stages(st["test"], policy), two["test"],
+                                   exit_stages(two["test"], c_policy), teacher_macs))
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def paired_verdicts(rows: pd.DataFrame, *, z: float = 2.0) -> pd.DataFrame:
+    """Per regime, threshold mode and budget of :func:`chain_to_teacher_rows`: the chain-to-teacher minus the
+    two-tier cascade on test, paired by seed (:func:`reskd.report.paired_difference`: mean, standard error, verdict
+    at ``z`` standard errors), the same difference on val (what a choice may read), and the means of the routing
+    columns. A budget some seed cannot meet on val gives no verdict (``fits`` False)."""
+    out = []
+    for (name, mode, budget), part in rows.groupby(["regime", "thresholds_mode", "budget_pct"], sort=False):
+        part = part.sort_values("seed")
+        verdict = paired_difference(list(part["test_top1"]), list(part["cascade_test_top1"]), z=z,
+                                    names=("chain-to-teacher", "cascade"))
+        fits = bool(part["fits"].all())
+        if not fits:
+            verdict["verdict"] = "does not meet the budget on val"
+        out.append({"regime": name, "thresholds_mode": mode, "budget_pct": budget, "seeds": verdict["seeds"],
+                    "chain-to-teacher test top-1": part["test_top1"].mean(),
+                    "cascade test top-1": part["cascade_test_top1"].mean(),
+                    "difference": verdict["difference"], "std. error": verdict["std. error"],
+                    "verdict": verdict["verdict"], "val difference": part["val_diff"].mean(),
+                    "test % of teacher": part["test_pct_teacher"].mean(),
+                    "cascade test % of teacher": part["cascade_test_pct_teacher"].mean(),
+                    "res-students before T": ", ".join(str(k - 1) for k in sorted(set(part["chain_stages"]))),
+                    "fits": fits})
+    return pd.DataFrame(out)
+
+
+#: The routing columns of :func:`chain_to_teacher_rows`, in a reader's order (means over seeds in a chapter).
+ROUTING_COLUMNS = ("s0_exit_pct", "cascade_s0_exit_pct", "middle_exit_pct", "middle_sent_to_teacher_by_cascade_pct",
+                   "middle_top1", "middle_top1_cascade", "teacher_pct", "cascade_teacher_pct", "teacher_spared_pct",
+                   "teacher_taken_on_pct", "middle_macs_pct", "fixed_vs_cascade_pct", "broken_vs_cascade_pct")
+
+
+def chain_to_teacher_records(rows: pd.DataFrame, teacher_macs: int, *, labels: Mapping[str, str],
+                             mode: str = "per-stage") -> list[dict]:
+    """Model entries (kind "chain-to-teacher") of :func:`chain_to_teacher_rows` in threshold mode ``mode``: one per
+    regime and budget met on val by every seed, with the regime's description (``labels``), the budget, the mean
+    val top-1, and the stages a sample may run (the chain's and the teacher)."""
+    records = []
+    for (name, budget), part in rows[rows["thresholds_mode"] == mode].groupby(["regime", "budget_pct"], sort=False):
+        if not part["fits"].all():
+            continue
+        record = model_record(f"{name} -> teacher ({mode} thresholds, {budget:g}% budget)", CHAIN_TO_TEACHER,
+                              stages=int(part["chain_stages"].max()) + 1, macs=part["test_avg_macs"].mean(),
+                              teacher_macs=teacher_macs, top1=list(part["test_top1"]), seeds=list(part["seed"]),
+                              agreement_teacher=list(part["test_agreement_teacher"]))
+        record.update(budget_pct=float(budget), val_top1_mean=float(part["val_top1"].mean()),
+                      regime=labels.get(name, name))
+        records.append(record)
+    return records
+
+
 def cascade_records(exp: Experiment, seeds: Sequence[int], *, budgets_pct: Sequence[float] | None = None,
                     criterion: str = "max_prob"
                     ) -> tuple[list[dict], pd.DataFrame, dict[int, dict[str, StagedOutputs]]]:
@@ -299,6 +483,7 @@ def budget_records(frame: pd.DataFrame, teacher_macs: int, *, kind: str, labels:
                               top1=list(rows["test_top1"]), seeds=list(rows["seed"]),
                               agreement_teacher=list(rows["test_agreement_teacher"]))
         record["budget_pct"] = float(budget)
+        record["val_top1_mean"] = float(rows["val_top1"].mean())
         if labels and name in labels:
             record["regime"] = labels[name]
         records.append(record)

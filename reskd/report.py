@@ -203,6 +203,53 @@ def compare_at_cost(models: Sequence[Mapping[str, Any]], *, against: Sequence[st
     return pd.DataFrame(rows)
 
 
+def paired_difference(a: Sequence[float], b: Sequence[float], *, z: float = NOISE_Z,
+                      names: tuple[str, str] = ("A", "B")) -> dict[str, Any]:
+    """The paired difference ``a - b`` over seeds (``a[i]`` and ``b[i]`` from the same seed: the same S0, the same
+    teacher): its mean, its standard error (the standard deviation of the per-seed differences over sqrt(n)) and a
+    verdict at ``z`` standard errors ("<A> ahead", "<A> behind", "within seed noise"; "one seed: no noise
+    estimate" when n = 1). A paired difference removes what the seeds share, so its standard error is smaller than
+    :func:`standard_error`'s when the two sides move together."""
+    if len(a) != len(b) or not len(a):
+        raise ResultsError(f"give one value per seed on both sides, got {len(a)} and {len(b)}.")
+    diffs = [float(x) - float(y) for x, y in zip(a, b)]
+    n, mean = len(diffs), sum(diffs) / len(diffs)
+    if n < 2:
+        return {"seeds": n, "difference": mean, "std. error": None, "verdict": "one seed: no noise estimate"}
+    se = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1) / n)
+    if abs(mean) > z * se:
+        verdict = f"{names[0]} ahead" if mean > 0 else f"{names[0]} behind"
+    else:
+        verdict = "within seed noise"
+    return {"seeds": n, "difference": mean, "std. error": se, "verdict": verdict}
+
+
+#: The kinds of entries a choice at a budget picks among: the chains, the chains-to-teacher and the cascades.
+CHOICE_KINDS = ("reskd-adaptive", "chain-to-teacher", "cascade")
+
+
+def choose_on_val(models: Sequence[Mapping[str, Any]], budget_pct: float, *,
+                  kinds: Sequence[str] = CHOICE_KINDS) -> Mapping[str, Any] | None:
+    """The entry of ``kinds`` calibrated to ``budget_pct`` with the best validation top-1 (``val_top1_mean``; the
+    test split chooses nothing), or None when no such entry records one."""
+    candidates = [m for m in models if m["kind"] in kinds and m.get("budget_pct") is not None
+                  and math.isclose(m["budget_pct"], budget_pct) and m.get("val_top1_mean") is not None]
+    return max(candidates, key=lambda m: m["val_top1_mean"]) if candidates else None
+
+
+def unpaired_verdict(a: Mapping[str, Any], b: Mapping[str, Any], *, z: float = NOISE_Z) -> dict[str, Any]:
+    """Entry ``a`` against ``b`` from their seed means and spreads (:func:`standard_error`, independent seeds): the
+    difference, its standard error and the verdict at ``z`` standard errors."""
+    diff, se = a["top1_mean"] - b["top1_mean"], standard_error(a, b)
+    if se is None:
+        verdict = "one seed: no noise estimate"
+    elif abs(diff) > z * se:
+        verdict = "ahead" if diff > 0 else "behind"
+    else:
+        verdict = "within seed noise"
+    return {"difference": diff, "std. error": se, "verdict": verdict}
+
+
 def reskd_records(staged: Mapping[int, Mapping[str, StagedOutputs]], teacher_macs: float, *,
                   drops: Sequence[float] = (0.5, 1.0), criterion: str = "max_prob") -> list[dict[str, Any]]:
     """Model entries of a ResKD chain, from ``staged[seed]["val" | "test"]`` (cumulative stage outputs with the

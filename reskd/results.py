@@ -33,11 +33,16 @@ from .utils import atomic_json_dump, project_root
 
 RESULTS_DIR = "results"
 RESULTS_ENV = "RESKD_RESULTS"  # where results files go when no root is given (the book's runner stages them there)
-MODEL_KINDS = ("teacher", "scratch", "kd", "kd-equal-cost", "reskd-stage", "reskd-adaptive", "cascade")
+#: ``chain-to-teacher``: a res-student chain with the teacher as its last exit (S0 -> S0 + S1 -> T), calibrated on
+#: val to a budget (it names its ``regime`` and carries ``budget_pct``)
+MODEL_KINDS = ("teacher", "scratch", "kd", "kd-equal-cost", "reskd-stage", "reskd-adaptive", "cascade",
+               "chain-to-teacher")
 OPTIONAL_TEXT = ("regime",)  # optional text fields of a model entry (a string when present)
 #: optional number fields of a model entry: ``budget_pct``, the budget of mean MACs (% of the teacher's) an adaptive
-#: policy was calibrated to on the validation split (its realised test cost, ``pct_teacher``, may differ a little)
-OPTIONAL_NUMBERS = ("budget_pct",)
+#: policy was calibrated to on the validation split (its realised test cost, ``pct_teacher``, may differ a little),
+#: and ``val_top1_mean``, its top-1 on the validation split (mean over seeds: what a choice among entries may read)
+OPTIONAL_NUMBERS = ("budget_pct", "val_top1_mean")
+KIND_FIELDS = {"chain-to-teacher": ("regime", "budget_pct")}  # the optional fields a kind must have
 STATUS_RUN, STATUS_NOT_RUN = "run", "not run"
 ANALYSIS = "analysis"
 _REQUIRED_TEXT = ("chapter", "dataset", "data_source", "profile", "device")
@@ -110,6 +115,10 @@ def _check_model(i: int, model: Any) -> dict[str, Any]:
         if key in model and not isinstance(model[key], str):
             raise ResultsError(f"{where}.{key} is optional text (e.g. 'low-data'); give a string or leave it out, "
                                f"got {model[key]!r}.")
+    missing = [key for key in KIND_FIELDS.get(model["kind"], ()) if key not in model]
+    if missing:
+        raise ResultsError(f"{where}: a {model['kind']!r} entry needs {', '.join(missing)} (the regime of its chain "
+                           f"and the budget, % of the teacher's MACs, its policy was calibrated to on val).")
     return model
 
 

@@ -344,6 +344,109 @@ def test_cascade_module_matches_the_staged_cascade():
         Cascade(s0, teacher, Policy("max_prob", [0.5, 0.5]))
 
 
+def test_a_chain_to_teacher_pays_every_stage_a_sample_ran():
+    """S0 -> S0 + S1 -> T: a sample that stops after S0 pays S0, after S0 + S1 pays both, and one that reaches the
+    teacher pays S0 + S1 + T (the teacher's full MACs on top of the chain it ran first)."""
+    from reskd.adaptive import cascade
+
+    logits = torch.zeros(2, 3, 2)
+    logits[0, 0] = torch.tensor([5.0, 0.0])  # sure after S0
+    logits[1, 1] = torch.tensor([5.0, 0.0])  # unsure after S0, sure after S0 + S1
+    teacher = torch.tensor([[0.0, 5.0]] * 3)  # the teacher says class 1 everywhere
+    chain = StagedOutputs(logits, torch.tensor([0, 0, 1]), [10, 3])
+    c = cascade(chain, teacher, teacher_macs=100)
+    assert c.num_stages == 3 and c.stage_macs == [10, 3, 100] and c.cumulative_macs == [10, 13, 113]
+    policy = Policy("max_prob", [0.9, 0.9])
+    assert exit_stages(c, policy).tolist() == [0, 1, 2]
+    m = evaluate_policy(c, policy, teacher_macs=100)
+    assert m["avg_macs"] == pytest.approx((10 + 13 + 113) / 3) and m["top1"] == pytest.approx(100.0)
+    assert m["exit_frac_2"] == pytest.approx(1 / 3)
+    assert cascade(chain, teacher, 100, stages=1).cumulative_macs == [10, 110]  # S1 skipped: S0 + T
+    with pytest.raises(ValueError, match="stages must be"):
+        cascade(chain, teacher, 100, stages=3)
+
+
+@pytest.mark.parametrize("per_stage", [False, True])
+def test_a_chain_to_teacher_calibrated_on_val_meets_each_budget_there(per_stage):
+    from reskd.adaptive import at_budgets, cascade
+
+    val, test = staged(n=400, seed=3, K=2), staged(n=400, seed=4, K=2)
+    teacher_macs = 400
+    val_c, test_c = (cascade(s, s.teacher_logits, teacher_macs) for s in (val, test))
+    assert val_c.cumulative_macs == [100, 130, 530]
+    budgets = [30.0, 40.0, 60.0, 100.0]
+    rows = at_budgets(val_c, test_c, budgets, teacher_macs, per_stage=per_stage)
+    assert rows["fits"].all() and (rows["val_pct_teacher"] <= rows["budget_pct"] + 1e-9).all()
+    assert rows["val_top1"].is_monotonic_increasing  # more budget never buys less on val
+    assert all(len(t) == 2 for t in rows["thresholds"])  # one threshold per stage but the last
+    assert (rows[["val_exit_frac_1", "val_exit_frac_2"]].sum(axis=1) > 0).all()  # some go past S0
+
+
+def test_a_chain_of_one_stage_plus_the_teacher_is_the_two_tier_cascade():
+    """cascade(chain, stages=1) is today's cascade from S0 (the same outputs and MACs, so the same calibrated policies
+    and numbers), and so is Cascade(chain, teacher, stages=1) executed against Cascade(S0, teacher)."""
+    from reskd.adaptive import Cascade, at_budgets, cascade
+
+    val, test = staged(n=300, seed=5), staged(n=300, seed=6)
+    two_tier = {n: cascade(StagedOutputs(s.logits[:1], s.labels, s.stage_macs[:1], s.teacher_logits),
+                           s.teacher_logits, 500) for n, s in (("val", val), ("test", test))}
+    prefix = {n: cascade(s, s.teacher_logits, 500, stages=1) for n, s in (("val", val), ("test", test))}
+    for n in ("val", "test"):
+        assert torch.equal(two_tier[n].logits, prefix[n].logits) and two_tier[n].stage_macs == prefix[n].stage_macs
+    a = at_budgets(two_tier["val"], two_tier["test"], [25.0, 30.0], 500)
+    b = at_budgets(prefix["val"], prefix["test"], [25.0, 30.0], 500)
+    assert a.drop(columns="thresholds").equals(b.drop(columns="thresholds")) and list(a["thresholds"]) == list(
+        b["thresholds"])
+
+    ens, loader = _ensemble("image"), _tiny_loader()
+    torch.manual_seed(1)
+    from reskd.models import create_model
+    teacher = create_model("resnet8", 4).eval()
+    x = next(iter(loader))[0]
+    with torch.no_grad():
+        conf = confidence(ens.stages[0](x), "max_prob")
+    policy = Policy("max_prob", [threshold_in_a_gap(conf)])
+    one, today = Cascade(ens, teacher, policy, stages=1), Cascade(ens.stages[0], teacher, policy)
+    assert torch.equal(one(x), today(x)) and torch.equal(one.last_exits, today.last_exits)
+    assert 0 < (today.last_exits == 0).sum() < len(x)
+
+
+@pytest.mark.parametrize("input_kind", ["image", "features"])
+def test_the_executed_chain_to_teacher_matches_its_staged_outputs(input_kind):
+    """Masked execution of S0 -> S0 + S1 -> S0 + S1 + S2 -> T (the chain's stages on the still-active samples, the
+    teacher on those still unsure after the chain) exits and predicts as the staged outputs, away from ties; with
+    the chain cut to one res-student (stages=2) as well."""
+    from reskd.adaptive import Cascade, cascade
+    from reskd.models import create_model
+
+    ens, loader = _ensemble(input_kind), _tiny_loader()
+    torch.manual_seed(2)
+    teacher = create_model("resnet8", 4).eval()
+    full = collect(ens, loader, device="cpu", teacher=teacher)
+    x = next(iter(loader))[0]
+    for stages in (3, 2):
+        staged_c = cascade(full, full.teacher_logits, teacher_macs=10 ** 6, stages=stages)
+        thresholds, active = [], torch.ones(staged_c.num_samples, dtype=torch.bool)
+        for k in range(stages):  # each threshold splits the samples still active at its stage
+            conf = confidence(staged_c.logits[k], "max_prob")
+            thresholds.append(threshold_in_a_gap(conf[active], min_gap=10 * DECISION_TOLERANCE))
+            active &= conf < thresholds[-1]
+        policy = Policy("max_prob", thresholds)
+        exits = exit_stages(staged_c, policy)
+        assert (exits == 0).any() and (exits == stages).any()  # some stop at S0, some reach the teacher
+        assert ((exits > 0) & (exits < stages)).any()  # and some at a middle exit
+        run = Cascade(ens, teacher, policy, stages=stages)
+        out = run(x)
+        assert run.num_stages == stages + 1 and torch.equal(run.last_exits, exits)
+        expected = staged_c.logits[exits, torch.arange(len(exits))]
+        assert torch.equal(out.argmax(1), expected.argmax(1))
+        torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="thresholds for 4 stages"):
+        Cascade(ens, teacher, Policy("max_prob", [0.5]))
+    with pytest.raises(ValueError, match="stages must be"):
+        Cascade(ens, teacher, Policy("max_prob", [0.5]), stages=0)
+
+
 def test_speedup_verdict_refuses_a_trivial_policy():
     from reskd.adaptive import speedup_verdict, trivial_exit
 

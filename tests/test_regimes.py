@@ -342,3 +342,80 @@ def test_a_stem_enters_a_runs_key_only_when_set(exp):
     stemmed = exp.spec("kd", Arch("resnet18", 0.25, stem="64px"), 0, TINY)
     assert "stem" not in plain and stemmed["stem"] == "64px"  # older runs keep their keys
     assert exp.build(Arch("resnet18", 0.25, stem="64px"), 0).stem_name == "64px"
+
+
+def test_routing_says_what_the_middle_exit_stops_and_what_the_teacher_is_spared():
+    from reskd.regimes import routing
+
+    labels = torch.tensor([0, 0, 0, 1])
+    s0 = torch.tensor([[5.0, 0.0], [0.1, 0.0], [0.0, 0.1], [0.1, 0.0]])  # right, right, wrong, wrong
+    s01 = torch.tensor([[5.0, 0.0], [5.0, 0.0], [5.0, 0.0], [0.1, 0.0]])  # S1 fixes sample 2
+    teacher = torch.tensor([[9.0, 0.0], [9.0, 0.0], [9.0, 0.0], [0.0, 9.0]])
+    chain_t = cascade(StagedOutputs(torch.stack([s0, s01]), labels, [10, 2]), teacher, teacher_macs=100)
+    two = cascade(StagedOutputs(s0[None], labels, [10]), teacher, teacher_macs=100)
+    chain_exits, cascade_exits = torch.tensor([0, 1, 1, 2]), torch.tensor([0, 1, 1, 1])
+    r = routing(chain_t, chain_exits, two, cascade_exits, 100)
+    assert r["middle_exit_pct"] == 50.0 and r["middle_sent_to_teacher_by_cascade_pct"] == 100.0
+    assert r["middle_top1"] == 100.0 and r["middle_top1_cascade"] == 100.0  # the teacher was right there too
+    assert r["teacher_pct"] == 25.0 and r["cascade_teacher_pct"] == 75.0 and r["teacher_spared_pct"] == 50.0
+    assert r["teacher_taken_on_pct"] == 0.0 and r["middle_macs_pct"] == pytest.approx(2 * 3 / 4)
+    assert r["fixed_vs_cascade_pct"] == 0.0 and r["broken_vs_cascade_pct"] == 0.0
+
+
+def test_paired_verdicts_and_chain_to_teacher_records():
+    from reskd.regimes import CHAIN_TO_TEACHER, chain_to_teacher_records, paired_verdicts
+    from reskd.report import paired_difference
+    from reskd.results import validate
+
+    assert paired_difference([1.0, 2.0, 3.0], [0.0, 1.0, 2.0])["std. error"] == 0.0  # the same lead every seed
+    d = paired_difference([1.0, 2.0, 3.5], [0.5, 1.4, 3.0], names=("X", "Y"))
+    assert d["difference"] == pytest.approx(0.5333, abs=1e-4) and d["verdict"] == "X ahead"
+    assert paired_difference([1.0], [2.0])["verdict"].startswith("one seed")
+    assert paired_difference([1.0, 2.0], [2.0, 0.0])["verdict"] == "within seed noise"
+    rows = pd.DataFrame([{"regime": "r", "seed": s, "budget_pct": 18.04, "thresholds_mode": "per-stage",
+                          "chain_stages": 2, "fits": True, "test_top1": 80.0 + s + 0.5, "cascade_test_top1": 80.0 + s,
+                          "val_diff": 0.4, "val_top1": 81.0, "test_pct_teacher": 18.0,
+                          "cascade_test_pct_teacher": 18.1, "test_avg_macs": 18.0,
+                          "test_agreement_teacher": 90.0} for s in range(3)])
+    verdict = paired_verdicts(rows).iloc[0]
+    assert verdict["difference"] == pytest.approx(0.5) and verdict["verdict"] == "chain-to-teacher ahead"
+    assert verdict["res-students before T"] == "1"
+    records = chain_to_teacher_records(rows, 100, labels={"r": "a regime"})
+    assert len(records) == 1 and records[0]["kind"] == CHAIN_TO_TEACHER and records[0]["stages"] == 3
+    assert records[0]["regime"] == "a regime" and records[0]["budget_pct"] == 18.04
+    assert records[0]["val_top1_mean"] == 81.0
+    header = {"chapter": "02_cifar", "dataset": "cifar10", "data_source": "fixture", "profile": "smoke",
+              "device": "cpu"}
+    validate({**header, "models": records})
+    with pytest.raises(ValueError, match="needs regime"):
+        validate({**header, "models": [{k: v for k, v in records[0].items() if k != "regime"}]})
+    assert chain_to_teacher_records(rows.assign(fits=[True, False, True]), 100, labels={}) == []
+    assert paired_verdicts(rows.assign(fits=[True, False, True])).iloc[0]["verdict"].startswith("does not meet")
+
+
+def test_chain_to_teacher_rows_on_a_fixture(exp):
+    from reskd.regimes import chain_to_teacher_rows, chain_to_teacher_staged, profile_chain
+
+    regime = profile_chain(exp.profile)
+    staged = chain_to_teacher_staged(exp, regime, 0)
+    assert staged["val"].num_stages == 3 and staged["val"].stage_macs[-1] == exp.teacher_macs
+    rows = chain_to_teacher_rows(exp, regime, [0], budgets_pct=(150.0,))
+    assert list(rows["thresholds_mode"]) == ["shared", "per-stage"] and rows["fits"].all()
+    assert (rows["val_pct_teacher"] <= 150.0 + 1e-9).all()
+    # per-stage starts from the shared threshold and moves only when val improves
+    assert rows.loc[1, "val_top1"] >= rows.loc[0, "val_top1"]
+    assert rows["test_diff"].tolist() == pytest.approx((rows["test_top1"] - rows["cascade_test_top1"]).tolist())
+
+
+def test_routes_split_the_difference_by_where_each_policy_stops_a_sample():
+    from reskd.regimes import ROUTES, routes
+
+    chain_exits, cascade_exits = torch.tensor([0, 1, 1, 2, 0]), torch.tensor([0, 0, 1, 1, 1])
+    right_chain = torch.tensor([True, True, False, True, False])
+    right_cascade = torch.tensor([True, False, True, True, True])
+    r = routes(chain_exits, cascade_exits, 2, right_chain, right_cascade)
+    assert sum(r[f"route_{c}_{x}_pct"] for c, x in ROUTES) == pytest.approx(100.0)
+    assert r["route_S0_mid_pct"] == 20.0 and r["gain_S0_mid"] == 20.0  # S1 fixed what S0 got wrong
+    assert r["gain_T_mid"] == -20.0 and r["gain_T_S0"] == -20.0 and r["gain_T_T"] == 0.0
+    assert sum(r[f"gain_{c}_{x}"] for c, x in ROUTES) == pytest.approx(100.0 * (right_chain.float().mean()
+                                                                                - right_cascade.float().mean()).item())

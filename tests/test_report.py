@@ -219,3 +219,19 @@ def test_adaptive_analysis_is_plain_json_per_regime():
     with pytest.raises(results.ResultsError, match="no ratio and no reason"):
         R.adaptive_analysis(teacher_macs=1000, teacher_top1=70.0, regimes={"features-deep": regime}, wallclock={},
                             speedup_realized_over_macs={"batch 1": {"ratio": None}})
+
+
+def test_choose_on_val_reads_validation_top1_only_and_the_unpaired_verdict():
+    from reskd.report import choose_on_val, unpaired_verdict
+
+    def entry(name, kind, val, test, budget=18.04, std=0.1):
+        return {"name": name, "kind": kind, "budget_pct": budget, "val_top1_mean": val, "top1_mean": test,
+                "top1_std": std, "seeds": [0, 1, 2]}
+
+    models = [entry("a", "reskd-adaptive", 80.0, 90.0), entry("b", "chain-to-teacher", 81.0, 70.0),
+              entry("c", "cascade", 79.0, 95.0), entry("d", "chain-to-teacher", 99.0, 99.0, budget=25.0),
+              {"name": "e", "kind": "kd-equal-cost", "top1_mean": 80.0, "top1_std": 0.1, "seeds": [0, 1, 2]}]
+    assert choose_on_val(models, 18.04)["name"] == "b"  # the best on val, though worst on test
+    assert choose_on_val(models, 12.5) is None
+    v = unpaired_verdict(models[1], models[4])
+    assert v["difference"] == -10.0 and v["verdict"] == "behind"
