@@ -14,6 +14,14 @@
 # %% [markdown]
 # # Residuals: derivation and theory
 #
+# **The question.** Is the residual between the teacher's and the student's logits a sound target for a lighter
+# network, and does fitting it move the student towards the teacher on images it has not seen?
+# **The answer**, computed from this page's results (the conclusion at the end says more):
+#
+# ```{glue:md} chapter01_answer
+# :format: myst
+# ```
+#
 # ResKD's central move is to train each new, lighter network on what the previous ones got wrong: the residual
 # between the teacher's logits and the student's. This chapter derives what that means, starting from Hinton et al.'s
 # distillation loss, connects it to gradient boosting, argues why a res-student can be much lighter than the student,
@@ -77,17 +85,17 @@ check_parameters(profile=profile, data_root=data_root, seeds=seeds, retrain=retr
 #
 # Let $z_T(x) \in \mathbb{R}^C$ be the teacher's logits on an input $x$ with $C$ classes. ResKD
 # {cite}`li2021reskd` first distils the teacher into a light student $S_0$ with logits $z_0(x)$. The *knowledge gap*
-# left over is the logit residual. In general, after stages $S_0, \dots, S_{k-1}$ the student is the sum of their
-# logits and the residual is
+# left over is the logit residual. In general, after stages $S_0, \dots, S_k$ the student is the sum of their
+# logits, and the residual the next stage is trained on is what that sum still misses:
 #
 # $$
-# F_k(x) = \sum_{j<k} z_j(x), \qquad r_k(x) = z_T(x) - F_k(x) = z_T(x) - \sum_{j<k} z_j(x),
+# Z_k(x) = \sum_{j \le k} z_j(x), \qquad r_{k+1}(x) = z_T(x) - Z_k(x) = z_T(x) - \sum_{j \le k} z_j(x),
 # $$
 #
-# with $F_0 = 0$ and $r_0 = z_T$. The next, still lighter *res-student* $S_k$ is trained to predict $r_k$, and
-# $F_{k+1} = F_k + z_k$ is the new student. The student is therefore an **additive model**, built one stage at a
-# time. (The package's docstrings write $Z_k = z_0 + \dots + z_k$ for the ensemble *after* stage $k$, so
-# $Z_k = F_{k+1}$; the residual $r_k$ is the same in both.)
+# with $r_0 = z_T$ (before any stage, $Z_{-1} = 0$). $Z_k = z_0 + \dots + z_k$ is the ensemble *after* stage $k$, as in
+# the later chapters; $r_k$ is the residual stage $S_k$ is trained to predict. The next, still lighter *res-student*
+# $S_{k+1}$ is trained to predict $r_{k+1}$, and $Z_{k+1} = Z_k + z_{k+1}$ is the new student. The student is therefore
+# an **additive model**, built one stage at a time.
 #
 # Softmax ignores a per-sample shift of the logits, $\operatorname{softmax}(z + a\mathbf 1) = \operatorname{softmax}(z)$,
 # so only the *centered* logits $\bar z = z - \tfrac1C \mathbf 1 \mathbf 1^\top z$ (each sample's mean over the classes
@@ -141,21 +149,21 @@ check_parameters(profile=profile, data_root=data_root, seeds=seeds, retrain=retr
 #
 # **Distillation at a high temperature is least-squares regression of the centered logits**, and the error it leaves
 # is the centered residual $\bar r_1 = \bar z_T - \bar z_0$. The same limit applied to a res-student's output $s$ trained
-# with KD on the sum $F_k + s$ (one of the losses in `reskd.reskd.RESIDUAL_LOSSES`) gives
+# with KD on the sum $Z_{k-1} + s$ (one of the res-student losses this book compares) gives
 # $\tfrac{1}{2C} \lVert \bar s - \bar r_k \rVert^2$: KD on the ensemble is regression of the residual. The other losses
-# of that module regress $r_k$ (`mse`) or $\bar r_k$ (`mse_centered`) directly. At a finite temperature the
-# equivalence is approximate; the CIFAR-10 section measures how close it is on real logits (`reskd.theory.kd_limit`).
+# regress $r_k$ (mean squared error) or $\bar r_k$ (the same on centered logits) directly. At a finite temperature
+# the equivalence is approximate; the CIFAR-10 section measures how close it is on real logits.
 #
 # ## Functional gradient boosting
 #
 # Measure how far the student is from the teacher with the squared loss
-# $L(F) = \tfrac12\, \mathbb{E}_x \lVert z_T(x) - F(x) \rVert_2^2$. Its functional gradient at $F_k$ is
-# $\partial L / \partial F(x) = -(z_T(x) - F_k(x)) = -r_k(x)$: the residual is the **negative gradient**. Fitting a
+# $L(Z) = \tfrac12\, \mathbb{E}_x \lVert z_T(x) - Z(x) \rVert_2^2$. Its functional gradient at $Z_{k-1}$ is
+# $\partial L / \partial Z(x) = -(z_T(x) - Z_{k-1}(x)) = -r_k(x)$: the residual is the **negative gradient**. Fitting a
 # new model to the residual and adding it is one step of functional gradient descent with step size 1, which is
 # exactly gradient boosting with squared loss {cite}`friedman2001greedy`. ResKD's res-students are boosting's weak
 # learners, with the teacher's logits as regression targets.
 #
-# Friedman's algorithm adds a line search: the fitted learner $h$ enters as $F_k + \rho h$ with the $\rho$ that
+# Friedman's algorithm adds a line search: the fitted learner $h$ enters as $Z_{k-1} + \rho h$ with the $\rho$ that
 # minimises the loss. For the squared loss that is the least-squares coefficient
 #
 # $$
@@ -165,7 +173,7 @@ check_parameters(profile=profile, data_root=data_root, seeds=seeds, retrain=retr
 # $$
 #
 # so a line-searched stage never raises the energy $E_k$ defined below. ResKD adds each stage with $\rho = 1$. The
-# measured $\rho^\star$ of a trained stage (column `step` below, on centered logits) is a diagnostic: near 1 the stage
+# measured $\rho^\star$ of a trained stage (column "step" below, on centered logits) is a diagnostic: near 1 the stage
 # has the residual's size; above 1 it is too timid; below 1 it overshoots; near 0 its output is unrelated to the
 # residual on that data.
 #
@@ -200,7 +208,7 @@ check_parameters(profile=profile, data_root=data_root, seeds=seeds, retrain=retr
 # $2\,\mathbb{E}_x\langle r_k, z_k\rangle > \mathbb{E}_x \lVert z_k \rVert^2$. The same holds with every residual and
 # output centered (with $\bar E_k = \mathbb{E}_x \lVert \bar r_k \rVert^2$).
 #
-# *Proof.* $r_{k+1} = z_T - F_{k+1} = z_T - F_k - z_k = r_k - z_k$ at every input, so
+# *Proof.* $r_{k+1} = z_T - Z_k = z_T - Z_{k-1} - z_k = r_k - z_k$ at every input, so
 # $E_{k+1} = \mathbb{E}_x \lVert r_k - z_k \rVert^2 = \ell_k$; expanding the square gives
 # $E_{k+1} = E_k - 2\,\mathbb{E}_x\langle r_k, z_k\rangle + \mathbb{E}_x\lVert z_k\rVert^2$. Centering is linear, so
 # $\bar r_{k+1} = \bar r_k - \bar z_k$ and the same lines hold for the centered quantities. $\square$
@@ -211,19 +219,19 @@ check_parameters(profile=profile, data_root=data_root, seeds=seeds, retrain=retr
 #
 # ## Statement 2: a small logit residual means nearly the teacher's predictions
 #
-# Why is matching logits enough? Write $r = z_T - F$ for the residual at one input and define its *oscillation*
+# Why is matching logits enough? Write $Z$ for the student's logits (any ensemble $Z_k$) and $r = z_T - Z$ for the residual at one input and define its *oscillation*
 # $\operatorname{osc}(r) = \max_c r_c - \min_c r_c$.
 #
 # **Statement 2.** For every class $c$,
 #
 # $$
-# \bigl\lvert \log \operatorname{softmax}(z_T)_c - \log \operatorname{softmax}(F)_c \bigr\rvert
+# \bigl\lvert \log \operatorname{softmax}(z_T)_c - \log \operatorname{softmax}(Z)_c \bigr\rvert
 # \;\le\; \operatorname{osc}(r) \;\le\; 2 \min\bigl(\lVert r \rVert_\infty,\; \lVert \bar r \rVert_\infty\bigr) .
 # $$
 #
 # *Proof.* $\operatorname{lse}$ is increasing in every coordinate and $\operatorname{lse}(v + a\mathbf 1) =
-# \operatorname{lse}(v) + a$. Since $F + (\min_j r_j)\mathbf 1 \le z_T \le F + (\max_j r_j)\mathbf 1$ coordinate-wise,
-# $\delta := \operatorname{lse}(z_T) - \operatorname{lse}(F) \in [\min_j r_j, \max_j r_j]$ (log-sum-exp is
+# \operatorname{lse}(v) + a$. Since $Z + (\min_j r_j)\mathbf 1 \le z_T \le Z + (\max_j r_j)\mathbf 1$ coordinate-wise,
+# $\delta := \operatorname{lse}(z_T) - \operatorname{lse}(Z) \in [\min_j r_j, \max_j r_j]$ (log-sum-exp is
 # 1-Lipschitz in the max-norm). The gap of class $c$ is $r_c - \delta$, the difference of two numbers in that interval,
 # so its absolute value is at most $\operatorname{osc}(r)$. Finally $\operatorname{osc}(r) = \operatorname{osc}(r -
 # a\mathbf 1) \le 2\lVert r - a \mathbf 1 \rVert_\infty$ for every shift $a$; $a = 0$ and $a = m(r)$ give the two
@@ -231,15 +239,15 @@ check_parameters(profile=profile, data_root=data_root, seeds=seeds, retrain=retr
 #
 # The oscillation is the tightest bound of the family: it equals $\min_a 2 \lVert r - a\mathbf 1\rVert_\infty$ (take $a$
 # halfway between the largest and smallest entry) and, unlike $\lVert r \rVert_\infty$, it ignores the part of the
-# residual softmax cannot see. It is attained in the limit where $F$ puts all its mass on the class where $r$ is
+# residual softmax cannot see. It is attained in the limit where $Z$ puts all its mass on the class where $r$ is
 # largest and $c$ is the class where $r$ is smallest; with $r = (a, -a, \dots, -a)$ that limit also shows the factor 2
-# in front of $\lVert r \rVert_\infty$ cannot be dropped (both are tests of `reskd.theory`). Every log-ratio being
-# bounded, so is $\mathrm{KL}(\operatorname{softmax}(z_T) \,\|\, \operatorname{softmax}(F)) \le \operatorname{osc}(r)$.
+# in front of $\lVert r \rVert_\infty$ cannot be dropped (both are tests of the package). Every log-ratio being
+# bounded, so is $\mathrm{KL}(\operatorname{softmax}(z_T) \,\|\, \operatorname{softmax}(Z)) \le \operatorname{osc}(r)$.
 #
 # **Corollary (top-1 agreement).** Let $c^\star$ be the teacher's class and $\mu(z_T) = z_{T,c^\star} - \max_{c \ne
 # c^\star} z_{T,c}$ its top-1 margin. If $\mu(z_T) > \operatorname{osc}(r)$, the student predicts $c^\star$ too.
 #
-# *Proof.* For $c \ne c^\star$: $F_{c^\star} - F_c = (z_{T,c^\star} - z_{T,c}) - (r_{c^\star} - r_c) \ge \mu(z_T) -
+# *Proof.* For $c \ne c^\star$: $Z_{c^\star} - Z_c = (z_{T,c^\star} - z_{T,c}) - (r_{c^\star} - r_c) \ge \mu(z_T) -
 # \operatorname{osc}(r) > 0$. $\square$
 #
 # So the rate at which the student's top-1 class differs from the teacher's is at most the fraction of samples with
@@ -247,9 +255,9 @@ check_parameters(profile=profile, data_root=data_root, seeds=seeds, retrain=retr
 # counts as a possible disagreement). Driving the logit residual to zero drives the student's log-probabilities, its KL
 # divergence to the teacher and, wherever the teacher is not near a tie, its predicted class to the teacher's.
 #
-# `reskd.theory` implements these quantities (`logprob_gap`, `logprob_gap_bound`, `top1_margin`,
-# `disagreement_bound`) and tabulates them per stage (`stage_theory_records`); the rest of the chapter checks the
-# statements, first on a problem small enough to draw.
+# The package computes these quantities (the gap, its bound, the teacher's margin, the bound on the disagreement)
+# and tabulates them per stage; the rest of the chapter checks the statements, first on a problem small enough to
+# draw.
 
 # %% [markdown]
 # ## A toy problem: three spirals
@@ -258,6 +266,13 @@ check_parameters(profile=profile, data_root=data_root, seeds=seeds, retrain=retr
 # needed). The teacher is an MLP with two hidden layers of 64 units, trained with cross-entropy. The student $S_0$
 # and the res-students $S_1, S_2, S_3$ are MLPs with a single hidden layer of 8 units; each is fitted with the
 # mean squared error to its residual $r_k$ (for $S_0$, $r_0 = z_T$: plain logit matching).
+#
+# Gradient descent on a network is chaotic: two CPUs whose arithmetic kernels add numbers in another order differ in
+# the last bit of a gradient, and after a thousand steps in the second decimal of the accuracy. So every toy model is
+# trained in double precision on one thread, from initial weights drawn by NumPy's seeded generator (PyTorch's own
+# draws depend on the CPU), and its weights are rounded to multiples of $2^{-20}$ after every optimiser step: a
+# last-bit difference then moves no weight, and the toy's numbers and verdicts below are the same, bit for bit, on
+# every machine (the package's tests check it against the scalar kernels of a CPU without AVX2).
 
 # %%
 import matplotlib.pyplot as plt
@@ -272,53 +287,28 @@ from torch import nn
 from reskd import report, results, theory
 from reskd.metrics import agreement, top1
 from reskd.adaptive import StagedOutputs
-from reskd.utils import seed_everything
+from reskd.toy import (NUM_CLASSES, NUM_STAGES, POINTS_PER_CLASS, STUDENT_HIDDEN, DTYPE, GRID_BITS, fit_stages, macs,
+                       one_thread, regress, spirals)
+from reskd.toy import STEPS as TOY_STEPS
 
 sns.set_theme(style="whitegrid", context="notebook")
 pd.set_option("display.precision", 3)
 
 CHAPTER, TOY_DATASET = "01_residual_theory", "toy-spirals"
-NUM_CLASSES, POINTS_PER_CLASS, NOISE, TURNS = 3, 200, 0.25, 1.5
-TEACHER_HIDDEN, STUDENT_HIDDEN, NUM_STAGES = 64, 8, 4  # S0 plus three res-students
-STEPS = {"smoke": 600, "cpu": 2000, "paper": 2000}[profile]  # full-batch Adam steps per model
-LEARNING_RATE = 0.01
+
+
+def fixed(value: float, digits: int = 3) -> str:
+    """``value`` with ``digits`` decimals, never "-0.000" (a value that rounds to zero is printed unsigned)."""
+    text = f"{value:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
+
+
+STEPS = TOY_STEPS[profile]  # full-batch Adam steps per model
 toy_seeds = list(seeds) if seeds is not None else [0]
 threads = torch.get_num_threads()
-torch.set_num_threads(1)  # models this small have no parallel work to share: one thread is the fastest
-print(f"{STEPS} full-batch Adam steps per model")
-
-
-# %% tags=["hide-input"]
-def spirals(n_per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``NUM_CLASSES`` interleaved noisy spirals: points (n, 2) and labels (n,)."""
-    rng = np.random.default_rng(seed)
-    t = rng.uniform(0.1, 1.0, size=(NUM_CLASSES, n_per_class))
-    angle = 2 * np.pi * (TURNS * t + np.arange(NUM_CLASSES)[:, None] / NUM_CLASSES)
-    points = np.stack([t * np.cos(angle), t * np.sin(angle)], axis=-1) * 3
-    points += NOISE * t[..., None] * rng.standard_normal(points.shape)
-    labels = np.repeat(np.arange(NUM_CLASSES), n_per_class)
-    return torch.tensor(points.reshape(-1, 2), dtype=torch.float32), torch.tensor(labels)
-
-
-def mlp(*widths: int) -> nn.Sequential:
-    layers = []
-    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
-        layers += [nn.Linear(a, b)] + ([nn.ReLU()] if i < len(widths) - 2 else [])
-    return nn.Sequential(*layers)
-
-
-def macs(model: nn.Module) -> int:
-    """Multiply-accumulates per input: the weights of the linear layers."""
-    return sum(m.in_features * m.out_features for m in model.modules() if isinstance(m, nn.Linear))
-
-
-def train(model: nn.Module, x: torch.Tensor, loss_fn) -> nn.Module:
-    optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
-    for _ in range(STEPS):
-        optimizer.zero_grad()
-        loss_fn(model(x)).backward()
-        optimizer.step()
-    return model.eval()
+torch.set_num_threads(1)  # the toy on one thread: models this small gain nothing from more, and sums keep one order
+print(f"{STEPS} full-batch Adam steps per model, in float64 on one thread, the weights rounded to multiples of "
+      f"2^-{GRID_BITS} after every step")
 
 
 # %%
@@ -330,32 +320,16 @@ print(f"{len(x_train)} training and {len(x_test)} test points, {NUM_CLASSES} cla
 # ## Teacher, student and res-students
 #
 # The stages are trained one after another; stage $k$ sees only the residual the previous stages left. Their
-# cumulative logits $F_1, \dots, F_4$ go into the same container the CIFAR-10 models use
-# (`reskd.adaptive.StagedOutputs`), so `reskd.theory.stage_theory_records` checks both the same way: it takes the
+# cumulative logits $Z_0, \dots, Z_3$ are stored the way the CIFAR-10 models' are, and one function checks both the
+# same way: it takes the
 # residuals and energies from the ensemble's logits and each stage's loss $\ell_k$ from the stage's own output. Here
 # the ensemble *is* the running sum of the stages' outputs, so on the toy statement 1 checks only the arithmetic; on
 # CIFAR-10 the two come from different computations.
 
-# %% tags=["nbval-ignore-output"]
-def fit_stages(seed: int) -> tuple[nn.Module, list[nn.Module]]:
-    seed_everything(seed)
-    teacher = train(mlp(2, TEACHER_HIDDEN, TEACHER_HIDDEN, NUM_CLASSES), x_train,
-                    lambda z: F.cross_entropy(z, y_train))
-    with torch.no_grad():
-        residual = teacher(x_train)  # r_0 = z_T
-    stages = []
-    for _ in range(NUM_STAGES):
-        target = residual.clone()
-        stage = train(mlp(2, STUDENT_HIDDEN, NUM_CLASSES), x_train, lambda z: F.mse_loss(z, target))
-        with torch.no_grad():
-            residual = residual - stage(x_train)  # r_{k+1} = r_k - z_k
-        stages.append(stage)
-    return teacher, stages
-
-
+# %%
 @torch.no_grad()
 def staged_outputs(teacher: nn.Module, stages: list[nn.Module], x: torch.Tensor, y: torch.Tensor) -> StagedOutputs:
-    """The cumulative logits F_1, ..., F_K of the stages on ``x``, with the labels and the teacher's logits."""
+    """The cumulative logits Z_0, ..., Z_{K-1} of the stages on ``x``, with the labels and the teacher's logits."""
     cumulative = torch.stack([stage(x) for stage in stages]).cumsum(0)
     return StagedOutputs(cumulative, y, [macs(s) for s in stages], teacher(x))
 
@@ -400,7 +374,7 @@ def show(records: pd.DataFrame, extra: dict[str, list[float]] | None = None) -> 
         display(table)
 
 
-runs = {seed: fit_stages(seed) for seed in toy_seeds}
+runs = {seed: fit_stages(seed, x_train, y_train, STEPS) for seed in toy_seeds}
 toy_staged = {seed: {"train": staged_outputs(t, s, x_train, y_train), "test": staged_outputs(t, s, x_test, y_test)}
               for seed, (t, s) in runs.items()}
 teacher, stages = runs[toy_seeds[0]]
@@ -417,18 +391,18 @@ show(toy_records.query("split == 'train'"), extra={"top-1 (%)": top1_per_stage(t
 # oscillation of the residual, and the top-1 disagreement with the teacher below its bound. On the test points
 # $E_{k+1} = \ell_k$ still holds, but the stages were not fitted there, so a decrease is not guaranteed:
 
-# %% tags=["nbval-ignore-output"]
+# %%
 toy_test = toy_staged[toy_seeds[0]]["test"]
 print("test points: the energy falls at stages", list(toy_records.query("split == 'test' and lowers_energy")["stage"]),
       f"of 0..{NUM_STAGES - 1}; the largest |E_k+1 - l_k| / (1 + E_k) over both splits: "
-      f"{toy_records['statement1_gap'].max():.1e} (float32 rounding)")
+      f"{toy_records['statement1_gap'].max():.1e} (float64 rounding)")
 show(toy_records.query("split == 'test'"), extra={"top-1 (%)": top1_per_stage(toy_test)})
 
 # %% [markdown]
 # ## Decision regions, stage by stage
 #
 # Each panel colours the plane by the predicted class of the teacher and of the growing student
-# $F_k = z_0 + \dots + z_{k-1}$; the points are the test set.
+# $Z_k = z_0 + \dots + z_k$; the points are the test set.
 
 # %%
 PANELS_PER_ROW = 3  # panels side by side; more would shrink each below legibility in the book's text column
@@ -436,7 +410,7 @@ PANELS_PER_ROW = 3  # panels side by side; more would shrink each below legibili
 
 @torch.no_grad()
 def plot_regions(models: dict[str, list[nn.Module]]) -> None:
-    grid = torch.linspace(-3.6, 3.6, 300)
+    grid = torch.linspace(-3.6, 3.6, 300, dtype=DTYPE)
     gx, gy = torch.meshgrid(grid, grid, indexing="xy")
     plane = torch.stack([gx.ravel(), gy.ravel()], 1)
     palette = sns.color_palette("deep", NUM_CLASSES)
@@ -486,8 +460,8 @@ plt.show()
 #
 # The same checks on real artifacts: the CIFAR-10 teacher, the KD student $S_0$ and the res-students of the next
 # chapter, for the first seed, loaded exactly as that chapter loads them (trained if missing). Statistics on training
-# images use a fixed random sample of the training split (`reskd.experiment.TRAIN_SAMPLE`; the whole split when it is
-# smaller), un-augmented like the validation and test images.
+# images use a fixed random sample of the training split (the number of images under the setup cell; the whole
+# split when it is smaller), un-augmented like the validation and test images.
 
 # %%
 from reskd.distill import kd_loss
@@ -533,13 +507,13 @@ kd_vs_limit = pd.DataFrame({"temperature T": TEMPERATURES,
                             "KD loss / limit": [kd_loss(test.logits[0].double(), test.teacher_logits.double(), T).item()
                                                 / limit for T in TEMPERATURES]})
 print(f"limit (1/2C) E||centered(z_0) - centered(z_T)||^2 = {limit:.4g}; profile temperature {config.temperature:g}")
-kd_vs_limit
+kd_vs_limit.set_index("temperature T")
 
 # %% [markdown]
 # ### Residual energy per stage, on training and test images
 #
 # The energy before any model ($E_0 = \mathbb{E}\lVert z_T\rVert^2$) and after each stage, raw and centered, with the
-# line-search coefficient $\rho^\star$ of each stage (`step`, centered). A naive res-student was found to add almost
+# line-search coefficient $\rho^\star$ of each stage ("step", centered). A naive res-student was found to add almost
 # nothing in this project; one suspect is that the residual on training images, which $S_0$ was fitted to, differs
 # from the residual on unseen images. If so, the energy after $S_0$ is smaller on training than on test images, and a
 # res-student removes a larger share of it on training images (with $\rho^\star$ near 1 there) than on test images
@@ -670,7 +644,7 @@ print(f"most confident {100 / CONFIDENCE_BINS:.0f}% (max prob >= {most['confiden
       f"{most['energy_share_pct']:.1f}% of the energy, S0 top-1 {most['top1_pct']:.1f}%")
 by_confidence.rename(columns={"confidence_low": "max prob from", "confidence_high": "to",
                               "energy_mean": "mean energy", "top1_pct": "S0 top-1 (%)",
-                              "energy_share_pct": "share of energy (%)"})
+                              "energy_share_pct": "share of energy (%)", "samples": "images"})
 
 # %%
 fig, ax = plt.subplots(figsize=(6.5, 3.6))
@@ -705,14 +679,13 @@ display(Markdown(
 # $\ell_k < E_k$) and statement 2 (the largest log-probability gap over the images against the largest oscillation,
 # and the top-1 disagreement with the teacher against its per-sample bound).
 #
-# What statement 1's check measures: $E_{k+1}$ comes from the ensemble's logits $F_{k+1}$, computed by the ensemble's
-# own forward pass (`ResKDRuns.staged(..., joint=True)`), and $\ell_k$ from stage $S_k$'s own logits, its network run
-# alone on the same images (`ResKDRuns.stage_outputs`). Computing $z_k$ as $F_{k+1} - F_k$ would make the two equal
+# What statement 1's check measures: $E_{k+1}$ comes from the ensemble's logits $Z_k$, computed by the ensemble's
+# own forward pass, and $\ell_k$ from stage $S_k$'s own logits, its network run alone on the same images. Computing $z_k$ as $Z_k - Z_{k-1}$ would make the two equal
 # by construction; measured this way they agree only if the trained ensemble really is the sum of its stages (each
 # stage fed the input it was trained on, none skipped or counted twice). The two are float32 computations along
-# different paths, so "holds" means equal within a relative $10^{-5}$ of $1 + E_k$ (`reskd.theory.STAGE_TOLERANCE`);
-# a wrong wiring misses by orders of magnitude more. A `False` in a "holds" column would be a bug, in the proofs or in
-# the code. "E falls" may well be `False`: a stage trained with a loss that cannot see a per-sample shift (KD, for
+# different paths, so "holds" means equal within a relative $10^{-5}$ of $1 + E_k$;
+# a wrong wiring misses by orders of magnitude more. A False in a "holds" column would be a bug, in the proofs or in
+# the code. "E falls" may well be False: a stage trained with a loss that cannot see a per-sample shift (KD, for
 # $S_0$ always) can raise the raw energy while it lowers the centered one; statement 1 then only says that its raw
 # squared error on $r_k$ is above $E_k$.
 
@@ -724,7 +697,7 @@ show(records)
 
 # %% [markdown]
 # The bound is a worst case over classes and samples; how tight it is shows per image. Each point is a test image:
-# its measured gap $\max_c \lvert \log \operatorname{softmax}(z_T)_c - \log \operatorname{softmax}(F)_c \rvert$ against
+# its measured gap $\max_c \lvert \log \operatorname{softmax}(z_T)_c - \log \operatorname{softmax}(Z)_c \rvert$ against
 # $\operatorname{osc}(r)$; the statement says every point lies below the diagonal.
 
 # %%
@@ -763,8 +736,7 @@ plt.show()
 #    *Prediction:* in the chain of same-architecture stages, each later stage explains a smaller fraction of its own
 #    residual than the one before it, until a stage explains nothing (the stall itself: nothing left to fall).
 #    Fractions measured on the test samples are noisy, so a step counts as a fall only when it exceeds two bootstrap
-#    standard errors of the difference (`reskd.theory.stage_explained_variance_se`, `reskd.theory.stall_verdict`), and
-#    as stalled when neither fraction is above zero by more than two of its standard errors (the two stages explain
+#    standard errors of the difference (resampling the test samples with replacement), and as stalled when neither fraction is above zero by more than two of its standard errors (the two stages explain
 #    nothing, or less than nothing); a rise beyond the margin refutes the claim, and a level step with something
 #    explained leaves it undecided. This reading of "stalled", which counts a stage that explains less than nothing,
 #    was fixed after the first measurement: under the stricter one (both fractions within the margin of zero),
@@ -773,14 +745,14 @@ plt.show()
 #
 # The measure is the fraction of a target's variance over the test samples a prediction explains,
 # $1 - \sum \lVert \bar y - \bar{\hat y} \rVert^2 / \sum \lVert \bar y - \mathbb{E}\,\bar y \rVert^2$, with
-# logits centered over classes (`reskd.theory.explained_variance`): 1 is a perfect fit, 0 no better than the
+# logits centered over classes: 1 is a perfect fit, 0 no better than the
 # target's mean. Every network of a comparison has the same architecture, recipe (MSE regression) and initial
 # weights, so the rows differ only in what they fit.
 #
 # First the toy: networks of the stages' size (one hidden layer of 8) regress each target from the points; the head
 # for claim 2 is the same size, on $S_0$'s hidden layer.
 
-# %% tags=["nbval-ignore-output"]
+# %%
 TOY_INITS = 5  # initial weights per target (seeds 1000, 1001, ...): the toy's regressors are cheap, their spread is not
 
 
@@ -799,11 +771,8 @@ def toy_learnability(seed: int, inits: int = TOY_INITS) -> pd.DataFrame:
         if target.startswith("residual"):
             inputs["S0's hidden layer"] = hidden
         for input, x in inputs.items():
-            for init in range(inits):
-                seed_everything(seed + 1000 + init)  # the same initial weights for every target
-                y = targets["train"][target]
-                net = train(mlp(x["train"].shape[1], STUDENT_HIDDEN, NUM_CLASSES), x["train"],
-                            lambda z: F.mse_loss(z, y))
+            for init in range(inits):  # the same initial weights for every target
+                net = regress(seed + 1000 + init, x["train"], targets["train"][target], STEPS)
                 with torch.no_grad():
                     prediction = net(x["test"])
                 rows.append({"target": target, "input": input, "init": init,
@@ -811,22 +780,23 @@ def toy_learnability(seed: int, inits: int = TOY_INITS) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-torch.set_num_threads(1)
-toy_runs = toy_learnability(toy_seeds[0])
-torch.set_num_threads(threads)
+with one_thread():  # the regressors train on one thread anyway; their evaluation too, so its sums keep one order
+    toy_runs = toy_learnability(toy_seeds[0])
+LEARN_COLUMNS = {"explained_variance": "explained fraction", "std": "std over initialisations", "network": "network",
+                 "top1": "top-1 (%)", "top1_of": "top-1 of"}
 toy_learn = (toy_runs.groupby(["target", "input"], sort=False)["explained_variance"]
              .agg(explained_variance="mean", std="std").reset_index())
 toy_chain = theory.stage_explained_variance(toy_staged[toy_seeds[0]]["test"])
 print(f"toy, test points, mean and std over {TOY_INITS} initialisations per row; the chain's res-students (one "
       "initialisation each) explain of their own residual: "
-      + ", ".join(f"S{k} {v:.3f}" for k, v in enumerate(toy_chain, start=1)))
-toy_learn
+      + ", ".join(f"S{k} {fixed(v)}" for k, v in enumerate(toy_chain, start=1)))
+toy_learn.rename(columns=LEARN_COLUMNS).set_index(["target", "input"])
 
 # %% [markdown]
-# Then CIFAR-10 (`reskd.studies.learnability`): resnet-sized regressors of the profile's first res-student
+# Then CIFAR-10: resnet-sized regressors of the profile's first res-student
 # architecture, trained with the student recipe and plain MSE from the image, and a feature head on $S_0$'s last
 # feature map; the top-1 column is each prediction alone for the logits and $S_0$ plus it for the residual. Claim 3
-# is read off the profile's chain of the sections above (`reskd.theory.stage_explained_variance`).
+# is read off the profile's chain of the sections above.
 
 # %%
 LEARN_ARCH = config.res_students[0]
@@ -839,12 +809,14 @@ except MissingRunError:
 chain_fractions = theory.stage_explained_variance(staged["test"])
 print(f"the profile's chain ({LEARN_ARCH.label} stages, loss {res_runs.loss!r}), test images: each res-student's "
       "explained fraction of its own residual: "
-      + ", ".join(f"S{k} {v:.3f}" for k, v in enumerate(chain_fractions, start=1)))
+      + ", ".join(f"S{k} {fixed(v)}" for k, v in enumerate(chain_fractions, start=1)))
 if learn is not None:
-    display(learn[learn["split"] == "test"].drop(columns="split").set_index(["target", "input"]))
+    display(learn[learn["split"] == "test"].drop(columns="split")
+            .assign(network=lambda f: f["network"].str.replace("_", " "))
+            .rename(columns=LEARN_COLUMNS).set_index(["target", "input"]))
 
 
-# %% tags=["hide-input", "nbval-ignore-output"]
+# %% tags=["hide-input"]
 def claim_verdicts(frame: pd.DataFrame, chain: StagedOutputs, inputs: tuple[str, str]) -> list[str]:
     """The three predictions against a learnability table (rows of one split) and a chain's staged outputs (claim 3:
     its explained fractions, decided with a margin of two bootstrap standard errors)."""
@@ -854,20 +826,21 @@ def claim_verdicts(frame: pd.DataFrame, chain: StagedOutputs, inputs: tuple[str,
                                    ev[("S0's logits z_S0", image)])
     feature_ev = ev[("residual z_T - z_S0", features)]
     holds = lambda ok: "holds" if ok else "**does not hold**"  # noqa: E731
-    lines = [f"claim 1 {holds(residual < min(teacher_ev, s0_ev))}: the residual {residual:.3f} against the teacher's "
-             f"logits {teacher_ev:.3f} and S0's {s0_ev:.3f}",
-             f"claim 2 {holds(feature_ev > residual)}: the residual from {features} {feature_ev:.3f} against from "
-             f"the {image} {residual:.3f}"]
+    lines = [f"claim 1 {holds(residual < min(teacher_ev, s0_ev))}: the residual {fixed(residual)} against the "
+             f"teacher's logits {fixed(teacher_ev)} and S0's {fixed(s0_ev)}",
+             f"claim 2 {holds(feature_ev > residual)}: the residual from {features} {fixed(feature_ev)} against from "
+             f"the {image} {fixed(residual)}"]
     if chain.num_stages > 2:
         fractions = theory.stage_explained_variance(chain)
         fraction_se, difference_se = theory.stage_explained_variance_se(chain)
         verdict, steps = theory.stall_verdict(fractions, fraction_se, difference_se)
         word = {"holds": "holds", "does not hold": "**does not hold**", "undecided": "is **undecided**"}[verdict]
         lines.append(f"claim 3 {word}: each stage's fraction of its own residual "
-                     + ", ".join(f"S{k} {v:.3f} (se {se:.4f})" for k, (v, se) in enumerate(zip(fractions, fraction_se),
-                                                                                            start=1))
+                     + ", ".join(f"S{k} {fixed(v)} (se {se:.4f})"
+                                 for k, (v, se) in enumerate(zip(fractions, fraction_se), start=1))
                      + f"; steps (margin: {theory.MARGIN_Z:g} bootstrap se of the difference): "
-                     + ", ".join(f"S{k}->S{k + 1} {step} ({b - a:+.4f}, margin {theory.MARGIN_Z * se:.4f})"
+                     + ", ".join(f"S{k}->S{k + 1} {step} ({'+' if b - a >= 0 else '-'}{fixed(abs(b - a), 4)}, "
+                                 f"margin {theory.MARGIN_Z * se:.4f})"
                                  for k, (step, a, b, se) in enumerate(zip(steps, fractions, fractions[1:],
                                                                           difference_se), start=1)))
     return lines
@@ -891,7 +864,7 @@ if learn is not None:
                                           ("image", "S0's last feature map"))
     show_verdicts({cifar_name: verdicts[cifar_name]})
 
-# %% tags=["hide-input", "nbval-ignore-output"]
+# %% tags=["hide-input"]
 REFINED = {  # what a failed prediction changes in the argument (the numbers stay as measured)
     "claim 1": "the residual can be as learnable as the task where S0's errors are themselves a simple function of "
                "the input; the claim holds only where S0's quirks are hard to model from the input.",
@@ -933,7 +906,7 @@ plt.show()
 # The toy's numbers (cost in MACs of the linear layers, test accuracy, agreement with the teacher) go to
 # `results/toy-spirals.json`; the checks on CIFAR-10 (per split and stage: the residual energies, the stage losses,
 # the gap and its bound, the disagreement and its bound), the distillation limit, the energy by confidence and the
-# toy's per-stage checks go to `results/theory.json` (`reskd.results.write_analysis`).
+# toy's per-stage checks go to `results/theory.json`.
 
 # %%
 teacher_macs = macs(teacher)
@@ -948,7 +921,6 @@ for k in range(NUM_STAGES):
 path = results.write_results(CHAPTER, TOY_DATASET, "synthetic three spirals (NumPy)", profile, "cpu", models,
                              extra={"steps": STEPS, "train_points": len(x_train), "test_points": len(x_test)},
                              root=results_dir)
-print(f"wrote {path.parent.name}/{path.name} (profile {profile!r})")
 
 # %%
 analysis = {
@@ -971,4 +943,61 @@ analysis = {
 }
 path = results.write_analysis("theory", CHAPTER, DATASET, exp.data.source, config.name, exp.device.type, analysis,
                               root=results_dir)
-print(f"wrote {path.parent.name}/{path.name} (profile {config.name!r})")
+
+# %% [markdown]
+# ## Conclusion
+
+# %% tags=["hide-input"]
+from myst_nb import glue
+
+
+def claim_word(name: str, claim: str) -> str:
+    """'holds', 'does not hold' or 'undecided' for one claim of one data set's verdicts ('' when not measured)."""
+    for line in verdicts.get(name, []):
+        if line.startswith(claim + " "):
+            return ("undecided" if "undecided" in line.split(":")[0] else
+                    "does not hold" if "does not hold" in line.split(":")[0] else "holds")
+    return ""
+
+
+proved = bool(records[["statement1_holds", "statement2_holds"]].all().all()
+              and toy_records[["statement1_holds", "statement2_holds"]].all().all())
+test_top1 = [top1(z, test.labels) for z in test.logits]
+cifar = exp.data.spec.display_name
+checked = (f"Both statements hold on every split and stage, on the toy and on {cifar}" if proved else
+           f"A statement **fails** on some split or stage (see the checks above): a bug in the proofs or the code")
+answer = [checked + ": a res-student lowers the residual energy exactly when it beats predicting zero, and a "
+          "residual smaller than the teacher's top-1 margin keeps the teacher's class, so the residual is a sound "
+          "target."]
+conclusion = [checked + " (statement 1: a stage lowers the residual energy exactly when it beats predicting zero; "
+              "statement 2: the student's log-probabilities are within the residual's oscillation of the "
+              "teacher's). Neither promises a gain on unseen images: that is measured."]
+if drops:
+    later = max((d["test"] for k, d in drops.items() if k > 1), default=None)
+    gain = (f"On {cifar}'s test images $S_1$ removes {fixed(drops[1]['test'], 1)}% of the centered residual energy "
+            "$S_0$ leaves" + (f", the later stages at most {fixed(later, 1)}% each" if later is not None else "")
+            + f", and top-1 goes from {test_top1[0]:.2f}% ($S_0$) to {test_top1[-1]:.2f}% ($S_0$ and "
+            f"{num_stages - 1} res-student{'s' if num_stages > 2 else ''}; the teacher: "
+            f"{top1(test.teacher_logits, test.labels):.2f}%).")
+    answer.append(gain)
+    conclusion.append(gain)
+if learn is not None:
+    ev = learn[learn["split"] == "test"].set_index(["target", "input"])["explained_variance"]
+    residual_ev, teacher_ev = ev[("residual z_T - z_S0", "image")], ev[("teacher's logits z_T", "image")]
+    feature_ev = ev[("residual z_T - z_S0", "S0's last feature map")]
+    words = {claim: claim_word(cifar, claim) or "was not measured" for claim in ("claim 1", "claim 2", "claim 3")}
+    toy_words = ", ".join(claim_word("toy", claim) or "not measured" for claim in ("claim 1", "claim 2", "claim 3"))
+    answer.append(f"The residual is {'harder' if residual_ev < teacher_ev else 'no harder'} to learn from the image "
+                  f"than the task: a network explains {fixed(residual_ev)} of its variance against "
+                  f"{fixed(teacher_ev)} of the teacher's logits.")
+    conclusion.append(
+        f"The argument of the last section, on {cifar}: its first claim {words['claim 1']} (one network and recipe "
+        f"explain {fixed(residual_ev)} of the residual's variance from the image, {fixed(teacher_ev)} of the "
+        f"teacher's logits), the second {words['claim 2']} (a light head on $S_0$'s last feature map explains "
+        f"{fixed(feature_ev)} of the residual's), and the third {words['claim 3']} (stages of one architecture "
+        f"stall). On the toy the three claims in turn: {toy_words}."
+        + (" For the next chapters this means: a res-student should read $S_0$'s features rather than the image"
+           + (", and a chain of same-size stages cannot be expected to keep paying." if words["claim 3"] == "holds"
+              else ".") if words["claim 2"] == "holds" else ""))
+glue("chapter01_answer", Markdown(" ".join(answer)), display=False)
+display(Markdown(" ".join(conclusion)))
