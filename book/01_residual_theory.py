@@ -965,7 +965,7 @@ proved = bool(records[["statement1_holds", "statement2_holds"]].all().all()
 test_top1 = [top1(z, test.labels) for z in test.logits]
 cifar = exp.data.spec.display_name
 checked = (f"Both statements hold on every split and stage, on the toy and on {cifar}" if proved else
-           f"A statement **fails** on some split or stage (see the checks above): a bug in the proofs or the code")
+           "A statement **fails** on some split or stage (see the checks above): a bug in the proofs or the code")
 answer = [checked + ": a res-student lowers the residual energy exactly when it beats predicting zero, and a "
           "residual smaller than the teacher's top-1 margin keeps the teacher's class, so the residual is a sound "
           "target."]
