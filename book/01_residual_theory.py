@@ -30,7 +30,8 @@
 # how the residual differs between training and unseen images.
 #
 # ```{note}
-# The toy problem is the same in every profile. The CIFAR-10 section uses the trained models of the next chapter,
+# The toy problem is the same in every profile (the `smoke` profile trains its models for fewer steps), and on every
+# machine: it trains to the same bits anywhere. The CIFAR-10 section uses the trained models of the next chapter,
 # and a line under its setup cell says which profile produced the outputs stored in this page. In the `smoke`
 # profile (tiny models trained for seconds, what CI runs) the numbers mean nothing; the statements are proved, so
 # their checks hold whatever the numbers.
