@@ -421,7 +421,7 @@ def test_routes_split_the_difference_by_where_each_policy_stops_a_sample():
                                                                                 - right_cascade.float().mean()).item())
 
 
-def _staged(s0_right: int, all_right: int, n: int = 10) -> dict[str, StagedOutputs]:
+def _two_stage(s0_right: int, all_right: int, n: int = 10) -> dict[str, StagedOutputs]:
     """Two stages on ``n`` two-class samples (label 0): S0 right on the first ``s0_right``, all stages on the first
     ``all_right``."""
     logits = torch.zeros(2, n, 2)
@@ -434,10 +434,10 @@ def _staged(s0_right: int, all_right: int, n: int = 10) -> dict[str, StagedOutpu
 def test_adaptive_rule_chooses_on_val_among_regimes_with_every_seed():
     from reskd.regimes import ADAPTIVE_RULE, choose_adaptive, stage_gains
 
-    staged = {"flat": {0: _staged(5, 5), 1: _staged(6, 6)},  # the stages change nothing: gain 0
-              "some": {0: _staged(5, 6), 1: _staged(6, 7)},  # +10 points
-              "most": {0: _staged(5, 8), 1: _staged(6, 8)},  # +25 points on average
-              "one-seed": {0: _staged(0, 10)}}  # +100 points, but one seed of two: not eligible
+    staged = {"flat": {0: _two_stage(5, 5), 1: _two_stage(6, 6)},  # the stages change nothing: gain 0
+              "some": {0: _two_stage(5, 6), 1: _two_stage(6, 7)},  # +10 points
+              "most": {0: _two_stage(5, 8), 1: _two_stage(6, 8)},  # +25 points on average
+              "one-seed": {0: _two_stage(0, 10)}}  # +100 points, but one seed of two: not eligible
     gains = stage_gains(staged)
     assert gains.loc[gains["regime"] == "most", "gain"].tolist() == pytest.approx([30.0, 20.0])
     assert gains.loc[gains["regime"] == "some", "changed_pct"].tolist() == pytest.approx([10.0, 10.0])
@@ -446,7 +446,7 @@ def test_adaptive_rule_chooses_on_val_among_regimes_with_every_seed():
     assert list(table.index) == ["most", "some", "flat"]
     assert table.loc["most", "gain"] == pytest.approx(25.0)
     # the test split plays no part: another test split, the same choice
-    other = {name: {s: {"val": st["val"], "test": _staged(0, 0)["test"]} for s, st in by.items()}
+    other = {name: {s: {"val": st["val"], "test": _two_stage(0, 0)["test"]} for s, st in by.items()}
              for name, by in staged.items()}
     assert choose_adaptive(stage_gains(other), seeds=(0, 1))[:2] == ("most", "flat")
     # one seed asked: every regime is eligible, and the one-seed regime wins; one eligible regime: no counterexample
