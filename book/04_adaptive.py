@@ -14,6 +14,14 @@
 # %% [markdown]
 # # Adaptive inference
 #
+# **The question.** ResKD's student is a sum of stages, so it has an answer after each one: can a rule stop the easy
+# images early, so that the chain pays for its res-students only where they change the answer, and does that beat
+# what the same average MACs buy otherwise (random exits, the cascade to the teacher, a single wider KD student)?
+#
+# ```{glue:md} chapter_answer
+# :format: myst
+# ```
+#
 # ResKD's student is a sum of stages, $Z_K = z_0 + z_1 + \dots + z_K$: the light student $S_0$ and the res-students
 # $S_1, \dots, S_K$, each trained on the residual the earlier ones left. Because the sum is built stage by stage, the
 # ensemble has an answer after every stage, $Z_k = z_0 + \dots + z_k$, and an easy sample need not pay for the later
@@ -21,10 +29,12 @@
 # the same average cost, and checks whether the MACs it saves become saved time.
 #
 # Adaptive inference can only trade what the later stages have to offer: if they rarely change a prediction, every
-# calibrated rule stops all samples after $S_0$ and "adaptive" is the KD student. The chapter therefore runs on the
-# regimes of the CIFAR chapter's regime map (`reskd.regimes`) where the later stages do change predictions (the
-# **main regime**, first in the profile's `adaptive_regimes`), and keeps the paper's reading, light res-students on
-# the image, as the **counterexample**.
+# calibrated rule stops all samples after $S_0$ and "adaptive" is the KD student. The chapter therefore chooses
+# two regimes of the CIFAR chapter's regime map (the ways of building the res-students it compares), on the
+# **validation split only**, by one rule: among the regimes trained for every seed of the profile, the **main
+# regime** is the one whose res-students raise validation top-1 most over $S_0$ alone (mean over seeds), so that
+# adaptive inference has the most to trade, and the **counterexample** is the one whose res-students raise it least.
+# The test split chooses nothing.
 #
 # ```{note}
 # A line under *Setup* says which profile produced the outputs stored in this page. The `smoke` profile (tiny
@@ -83,11 +93,12 @@ check_parameters(profile=profile, data_root=data_root, seeds=seeds, retrain=retr
 #
 # The models are those of the CIFAR chapter, for the same profile: the teacher and, for every regime this chapter
 # runs and every seed of the profile, a ResKD chain ($S_0$, the KD student, plus the regime's res-students), loaded
-# from `artifacts/` (missing ones are trained, unless the run forbids training: then a missing seed is skipped and
-# said so). `reskd.regimes.regime_staged` runs every stage on the validation and the test split and keeps the
-# cumulative logits $Z_k$ of each stage, so that any stopping rule can be scored without running the networks again.
-# The cascade to the teacher (`reskd.regimes.cascade_staged`: $S_0$, then the teacher itself for the samples a rule
-# sends on) is loaded the same way.
+# from the stored runs (missing ones are trained, unless the run forbids training: then a missing seed is skipped
+# and said so). Every stage is run once on the validation and the test split, and the cumulative logits $Z_k$ of
+# each stage are kept, so that any stopping rule can be scored without running the networks again. The cascade to
+# the teacher ($S_0$, then the teacher itself for the samples a rule sends on) is loaded the same way. The table
+# below applies the choice rule above to every regime of the map: validation top-1 of $S_0$ and of all stages, the
+# gain, and the share of validation images whose prediction the res-students change.
 
 # %%
 import matplotlib.pyplot as plt
@@ -98,6 +109,7 @@ import torch
 from IPython.display import Markdown, display
 
 from reskd import regimes, report, results
+from reskd.plots import KIND_STYLES
 from reskd.adaptive import (CRITERIA, AdaptiveEnsemble, Cascade, LearnedGate, at_budgets, budget_curves, budget_range,
                             calibrate, calibrate_per_stage, compare_latency, confidence, evaluate_exits, evaluate_policy,
                             exit_fractions_by_class, exit_stages, oracle_exits, speedup_verdict, stage_call_times,
@@ -121,7 +133,12 @@ exp = Experiment(config, data_root=data_root, device=device, retrain=retrain, tr
                  progress=False)
 teacher = exp.teacher()
 teacher_macs = exp.teacher_macs  # counted once per experiment
-regime_names = list(config.adaptive_regimes or FALLBACK_REGIMES)
+if config.adaptive_regimes:  # a profile that fixes the chapter's regimes (none of CIFAR's does)
+    regime_names, choice = list(config.adaptive_regimes), None
+else:  # chosen on val among the map's regimes trained for every seed (reskd.regimes.ADAPTIVE_RULE)
+    gains, candidates = regimes.adaptive_candidates(exp, config.regimes or FALLBACK_REGIMES, config.seeds)
+    main_name, counter_name, choice = regimes.choose_adaptive(gains, config.seeds)
+    regime_names = [main_name] + ([counter_name] if counter_name else [])
 MAIN, COUNTER = regime_names[0], regime_names[1:]
 
 
@@ -136,7 +153,8 @@ def load_seeds(name: str, load) -> dict:
     return loaded
 
 
-staged = {name: load_seeds(name, lambda seed, name=name: regimes.regime_staged(exp, regimes.CIFAR_REGIMES[name], seed))
+staged = {name: (candidates[name] if choice is not None else
+                 load_seeds(name, lambda seed, name=name: regimes.regime_staged(exp, regimes.CIFAR_REGIMES[name], seed)))
           for name in regime_names}
 if not staged[MAIN]:
     raise MissingRunError(f"the main regime {MAIN!r} has no trained seed: train it (python -m reskd.cli {DATASET} "
@@ -156,6 +174,17 @@ first = staged[MAIN][first_seed]
 teacher_top1 = top1(first["test"].teacher_logits, first["test"].labels)
 classes = list(exp.data.test.classes)
 display(Markdown(profile_banner(config, exp.data.source)))
+if choice is not None:
+    role_of = {MAIN: "main regime", **{name: "counterexample" for name in COUNTER}}
+    choice_table = (choice.round(2) + 0.0).rename(columns={  # + 0.0: no "-0.0"
+        "s0_top1": "S0 val top-1 (%)", "all_top1": "all stages val top-1 (%)", "gain": "gain (points)",
+        "changed_pct": "predictions changed (%)"})
+    choice_table.insert(0, "chosen as", [role_of.get(name, "") for name in choice_table.index])
+    choice_table.index.name = "regime"
+    display(report.for_display(choice_table))
+    skipped = [name for name in config.regimes if name not in choice.index]
+    if skipped:
+        print(f"not eligible (not trained for every seed {list(config.seeds)}): {', '.join(skipped)}")
 print(f"{first['val'].num_samples:,} validation / {first['test'].num_samples:,} test images; device "
       f"{exp.device.type}; teacher {config.teacher.label}: {teacher_macs / 1e6:.2f} MMACs, test top-1 "
       f"{teacher_top1:.2f}%")
@@ -216,12 +245,12 @@ plt.show()
 # A sample pays for the stages it ran, $M(x) = \sum_{j \le e(x)} m_j$ with $m_j$ the MACs of stage $j$, and the
 # cost of a rule is the average $\bar M = \frac1N \sum_x M(x)$, the unit of budgeted classification
 # {cite}`huang2018multiscale`. With $p = \operatorname{softmax}(Z_k(x))$ and $p_{(1)} \ge p_{(2)}$ its two largest
-# entries, the criteria (`reskd.adaptive.CRITERIA`) are
+# entries, the four criteria are
 #
-# * `max_prob`: $c_k = p_{(1)}$;
-# * `margin`: $c_k = p_{(1)} - p_{(2)}$;
-# * `neg_entropy`: $c_k = \sum_j p_j \log p_j$ (minus the entropy);
-# * `gate`: $c_k = 1 - \sigma(w_k^\top \phi(Z_k) + b_k)$, a logistic regression per stage on the three features
+# * **max. probability**: $c_k = p_{(1)}$;
+# * **margin**: $c_k = p_{(1)} - p_{(2)}$;
+# * **minus entropy**: $c_k = \sum_j p_j \log p_j$;
+# * **learned gate**: $c_k = 1 - \sigma(w_k^\top \phi(Z_k) + b_k)$, a logistic regression per stage on the three features
 #   $\phi = (p_{(1)},\ p_{(1)} - p_{(2)},\ \sum_j p_j \log p_j)$, fitted on the validation split to predict whether
 #   the later stages change the prediction ($\arg\max Z_k \ne \arg\max Z_K$). It is trained for *whether the rest
 #   of the chain would disagree*, not merely for how peaked $p$ is, and its weights differ per stage.
@@ -230,11 +259,11 @@ plt.show()
 # The gate is fitted once per regime and seed on the validation split, the same split that calibrates the thresholds.
 #
 # Three baselines frame the criteria. **Random exits** send a random share of the samples on, so that the average
-# MACs equal the budget (`reskd.adaptive.random_fractions`): a criterion is worth something only above them. The
+# MACs equal the budget: a criterion is worth something only above them. The
 # **oracle** stops each sample at the first stage whose prediction equals the full chain's (or the teacher's): the
 # best any rule that only decides *when to stop* could do. It reads the later stages' outputs, so it is an upper
 # bound, not a deployable rule. And the **cascade to the teacher** ($S_0$, then the teacher itself for the samples
-# `max_prob` sends on), which needs no residual training at all.
+# the max.-probability criterion sends on), which needs no residual training at all.
 
 # %%
 gates = {name: {seed: LearnedGate.fit(st["val"]) for seed, st in by_seed.items()} for name, by_seed in staged.items()}
@@ -243,18 +272,21 @@ gates = {name: {seed: LearnedGate.fit(st["val"]) for seed, st in by_seed.items()
 # ## Budgeted evaluation
 #
 # For a sweep of budgets of average MACs per image, from $S_0$'s cost to the full chain's (in % of the teacher's
-# MACs), `reskd.adaptive.budget_curves` calibrates each criterion's threshold on the **validation** split (the most
+# MACs), we calibrate each criterion's threshold on the **validation** split (the most
 # accurate rule whose validation average MACs stay within the budget) and evaluates it once on the **test** split;
-# random exits are drawn at the same average MACs. The cascade to the teacher is calibrated at the same budgets
-# (`reskd.adaptive.at_budgets`). Each figure (one per regime) plots test top-1 against the test MACs each rule really
-# paid, as means over the seeds; the static stages ($S_0$ is the KD student, $S_0..S_K$ the full chain) are the black
-# points, the single KD student about as costly as $S_0$ plus the profile's res-students (`config.equal_cost`) the
-# hollow square, the oracles the red markers, and the teacher the dotted line, or, when it lies far above the
-# curves, named at the top of the frame.
+# random exits are drawn at the same average MACs. The cascade to the teacher is calibrated at the same budgets.
+# Each figure (one per regime) plots test top-1 against the test MACs each rule really paid, as means over the seeds,
+# with the book's marker and colour for each kind of model: the KD student $S_0$ (circle), the static chains
+# $S_0..S_k$ (triangles), the adaptive rules (one line style per criterion), the cascade to the teacher (diamonds),
+# the single KD student about as costly as $S_0$ plus the profile's res-students (square), the oracles (red, not
+# deployable), and the teacher as a dotted line or, when it lies far above the curves, named at the top of the
+# frame.
 
 # %% tags=["hide-input"]
 BUDGET_POINTS = 4 if config.name == "smoke" else 10  # budgets per regime, S0's cost to the full chain's
 METHODS = [*CRITERIA, "random"]
+CRITERION_NAMES = {"max_prob": "max. probability", "margin": "margin", "neg_entropy": "minus entropy",
+                   "gate": "learned gate"}
 
 
 def regime_tables(name: str) -> dict[str, pd.DataFrame]:
@@ -282,23 +314,29 @@ tables = {name: regime_tables(name) for name in regime_names}
 def plot_budgets(name: str, ax) -> None:
     t = tables[name]
     means = t["curves"].groupby(["method", "budget_pct"], sort=False)[["test_pct_teacher", "test_top1"]].mean()
-    styles = {"random": dict(color="0.5", ls="--", marker="x"), "cascade": dict(color="tab:green", marker="D")}
+    adaptive = KIND_STYLES["reskd-adaptive"]  # one colour and marker per kind of model, as on every page
+    styles = {"random": dict(color="0.5", ls="--", marker="x", label="random exits"),
+              "cascade": KIND_STYLES["cascade"].line(label="cascade S0 -> teacher (max. probability)")}
+    for method, ls in zip(CRITERIA, ("-", "--", ":", "-.")):
+        styles[method] = adaptive.line(ls=ls, label=f"ResKD, adaptive: {CRITERION_NAMES.get(method, method)}")
     for method in [*METHODS, "cascade"]:
         if method in means.index.get_level_values(0):
             curve = means.loc[method]
-            ax.plot(curve["test_pct_teacher"], curve["test_top1"], lw=1.3, ms=4,
-                    **styles.get(method, dict(marker="o")), label=method if method in styles else f"{method} (ours)")
+            ax.plot(curve["test_pct_teacher"], curve["test_top1"], lw=1.3, **{"markersize": 5, **styles[method]})
     static = t["static"].groupby("stage")[["test_pct_teacher", "test_top1"]].mean()
-    ax.scatter(static["test_pct_teacher"], static["test_top1"], color="black", zorder=3, label="static stages")
     for k, row in static.iterrows():
+        style = KIND_STYLES["kd" if k == 0 else "reskd-stage"]
+        ax.scatter(row["test_pct_teacher"], row["test_top1"], s=60, zorder=3,
+                   **style.scatter(label=style.label if k <= 1 else None))
         ax.annotate("S0 = KD student" if k == 0 else f"S0..S{k}", (row["test_pct_teacher"], row["test_top1"]),
-                    textcoords="offset points", xytext=(4, -12), fontsize=8)
+                    textcoords="offset points", xytext=(5, -13), fontsize=9)
     if equal_cost is not None:
-        ax.scatter(equal_cost["pct_teacher"], equal_cost["test_top1"], marker="s", s=50, facecolors="none",
-                   edgecolors="black", zorder=3, label=f"{equal_cost['name']}, seeds {equal_cost['seeds']}")
+        ax.scatter(equal_cost["pct_teacher"], equal_cost["test_top1"], s=60, zorder=3,
+                   **KIND_STYLES["kd-equal-cost"].scatter(label=f"{equal_cost['name']}, {len(equal_cost['seeds'])} "
+                                                                "seed(s)"))
     oracle = t["oracle"].groupby("oracle", sort=False)[["pct_teacher", "top1"]].mean()
-    for (label, row), marker in zip(oracle.iterrows(), ("*", "P")):
-        ax.scatter(row["pct_teacher"], row["top1"], marker=marker, s=120, color="tab:red", zorder=4,
+    for (label, row), marker in zip(oracle.iterrows(), ("h", "p")):
+        ax.scatter(row["pct_teacher"], row["top1"], marker=marker, s=110, color="tab:red", zorder=4,
                    label=f"{label}, not deployable")
     shown = pd.concat([means["test_top1"], static["test_top1"], oracle["top1"],
                        pd.Series([equal_cost["test_top1"]] if equal_cost else [], dtype=float)])
@@ -309,9 +347,9 @@ def plot_budgets(name: str, ax) -> None:
         ax.text(0.02, 0.97, f"↑ {teacher_name}, above this frame", transform=ax.transAxes, va="top", fontsize=8,
                 color="0.3")
     else:
-        ax.axhline(teacher_top1, color="gray", ls=":", label=teacher_name)
+        ax.axhline(teacher_top1, color=KIND_STYLES["teacher"].color, ls=":", label=teacher_name)
     role = "main regime" if name == MAIN else "counterexample"
-    ax.set_title(f"{role}: {name} (seeds {list(staged[name])}; thresholds from val)", fontsize=10)
+    ax.set_title(f"{role}: {name} ({len(staged[name])} seed(s); thresholds from val)", fontsize=11)
     ax.set_xlabel("average MACs per test image (% of the teacher's)")
     ax.set_ylabel("test top-1 (%)")
 
@@ -336,7 +374,7 @@ def budget_summary(name: str) -> str:
     at = means.xs(mid, level="budget_pct")
     criteria_at = at.loc[[c for c in CRITERIA if c in at.index]]
     best = criteria_at["test_top1"].idxmax()
-    text = (f"**{name}** at {mid:.2f}% of the teacher's MACs: best criterion on test {best} "
+    text = (f"**{name}** at {mid:.2f}% of the teacher's MACs: best criterion on test {CRITERION_NAMES[best]} "
             f"{at.loc[best, 'test_top1']:.2f}% (spread over criteria "
             f"{criteria_at['test_top1'].max() - criteria_at['test_top1'].min():.2f} points), random exits "
             f"{at.loc['random', 'test_top1']:.2f}%")
@@ -354,15 +392,16 @@ display(Markdown("\n\n".join(budget_summary(name) for name in regime_names)))
 # ## Calibration gap
 #
 # A threshold chosen on validation data meets its budget on validation by construction; on the test split both the
-# accuracy and the cost move. `reskd.report.calibration_gap` sets the two side by side at the same thresholds
-# (means over seeds): validation and test top-1, validation and test average MACs, and test minus validation. The
-# table shows the main regime's `max_prob` rule and the cascade; the line below it the largest gaps over every
+# accuracy and the cost move. The table sets the two side by side at the same thresholds (means over seeds):
+# validation and test top-1, validation and test average MACs, and test minus validation, for the main regime's
+# max.-probability rule and the cascade; the line below it the largest gaps over every
 # criterion and regime.
 
 # %%
 gaps = {name: report.calibration_gap(tables[name]["curves"]) for name in regime_names}
 main_gap = gaps[MAIN][gaps[MAIN]["method"].isin(["max_prob", "cascade"])].set_index(["method", "budget_pct"])
-display(report.for_display(report.readable(main_gap)))
+main_gap = main_gap.rename(index={**CRITERION_NAMES, "cascade": "cascade S0 -> teacher"}, level="method")
+display(report.for_display(report.readable(main_gap.round(2) + 0.0)))  # + 0.0: no "-0.0"
 for name, gap in gaps.items():
     calibrated = gap[gap["method"] != "random"]
     print(f"{name}: largest |test - val| over criteria and budgets: {calibrated['top1_gap'].abs().max():.2f} points of "
@@ -373,9 +412,8 @@ for name, gap in gaps.items():
 #
 # One operating point, chosen before the test split is seen: the budget of the paper's CIFAR-10 result (its cost of
 # ResKD in % of the teacher's MACs) when it lies within the main regime's range, else the middle budget; at it, the
-# criterion with the best **validation** top-1. The first panel gives the share of test samples that stop after each
-# stage, per regime; the second, for the main regime, the same per class. Below, test images that needed every stage
-# and test images that stopped after $S_0$ (first seed).
+# criterion with the best **validation** top-1. The figure gives the share of test images that stop after each
+# stage, per regime.
 
 # %% tags=["hide-input"]
 lo, hi = tables[MAIN]["budgets"][0], tables[MAIN]["budgets"][-1]
@@ -412,58 +450,74 @@ for name in regime_names:
           f"{[[round(t, 4) for t in p.thresholds] for p in policies.values()]}; test exits "
           + ", ".join(f"S{k} {100 * f:.1f}%" for k, f in enumerate(fractions)) + f"; {status}")
 
-fig, (left, right) = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw={"width_ratios": [1, 2.2]})
+fig, ax = plt.subplots(figsize=(7, 4))
 width = 0.8 / len(regime_names)
 most_stages = max(len(f) for f in per_stage.values())
 for i, (name, fractions) in enumerate(per_stage.items()):
-    left.bar(np.arange(len(fractions)) + i * width, 100 * np.array(fractions), width, label=name)
-left.set_xticks(np.arange(most_stages) + width * (len(regime_names) - 1) / 2)
-left.set_xticklabels([f"S{k}" for k in range(most_stages)])
-left.set_xlabel("stopped after")
-left.set_ylabel("test samples (%)")
-left.legend(fontsize=8)
-sns.heatmap(pd.DataFrame(100 * per_class.numpy(), index=classes, columns=[f"S{k}" for k in range(num_stages)]).T,
-            annot=True, fmt=".0f", cmap="viridis", vmin=0, vmax=100, cbar_kws={"label": "% of the class"}, ax=right)
-right.set_title(f"{MAIN}: where each class stops ({operating[MAIN][0]})", fontsize=10)
-right.set_xlabel("")
-fig.suptitle(f"operating point {OPERATING_BUDGET:.2f}% of the teacher's MACs, thresholds from val")
+    role = "main regime" if name == MAIN else "counterexample"
+    ax.bar(np.arange(len(fractions)) + i * width, 100 * np.array(fractions), width, label=f"{role}: {name}")
+ax.set_xticks(np.arange(most_stages) + width * (len(regime_names) - 1) / 2)
+ax.set_xticklabels([f"S{k}" for k in range(most_stages)], fontsize=11)
+ax.set_xlabel("stopped after", fontsize=11)
+ax.set_ylabel("test images (%)", fontsize=11)
+ax.legend(fontsize=10)
+ax.set_title(f"where the test images stop at {OPERATING_BUDGET:.2f}% of the teacher's MACs (thresholds from val)",
+             fontsize=11)
 fig.tight_layout()
 plt.show()
 
+# %% [markdown]
+# The same for the main regime, class by class: the share of each class's test images that stops after each stage
+# (means over seeds).
+
 # %% tags=["hide-input"]
-GRID_IMAGES = 8  # images per row
+fig, ax = plt.subplots(figsize=(2.2 + 1.3 * num_stages, 6))
+sns.heatmap(pd.DataFrame(100 * per_class.numpy(), index=classes, columns=[f"stops after S{k}" for k in
+                                                                          range(num_stages)]),
+            annot=True, fmt=".0f", annot_kws={"fontsize": 12}, cmap="viridis", vmin=0, vmax=100,
+            cbar_kws={"label": "% of the class's test images"}, ax=ax)
+ax.tick_params(labelsize=11)
+ax.set_title(f"{MAIN}: where each class stops\n(rule: {CRITERION_NAMES.get(operating[MAIN][0], operating[MAIN][0])})",
+             fontsize=11)
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# Test images of the main regime (first seed), drawn at random with a fixed seed: above, images that needed every
+# stage; below, images that stopped after $S_0$. Each carries its label, and a tick or, when the prediction at its
+# exit is wrong, that prediction.
+
+# %% tags=["hide-input"]
+GRID_IMAGES = 5  # images per row
 exits0, test0 = test_exits[MAIN][first_seed], staged[MAIN][first_seed]["test"]
-fig, axes = plt.subplots(2, GRID_IMAGES, figsize=(1.4 * GRID_IMAGES, 3.6))
-for row, (stage, title) in enumerate(((num_stages - 1, "needed every stage"), (0, "stopped after S0"))):
+for stage, title in ((num_stages - 1, "needed every stage"), (0, "stopped after S0")):
+    fig, axes = plt.subplots(1, GRID_IMAGES, figsize=(2.1 * GRID_IMAGES, 3.1))
     pool = (exits0 == stage).nonzero().flatten()  # the test split is stored class by class: draw, with a fixed seed
     chosen_images = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(first_seed))][:GRID_IMAGES]
-    for j, ax in enumerate(axes[row]):
+    for j, ax in enumerate(axes):
         ax.axis("off")
         if j < len(chosen_images):
             i = int(chosen_images[j])
             pred = int(test0.logits[stage, i].argmax())
             ax.imshow(exp.data.test.images[i].permute(1, 2, 0).numpy())  # stored as uint8 RGB: no un-normalizing
             ax.set_title(f"{classes[test0.labels[i]]}\n{'✓' if pred == test0.labels[i] else '✗ ' + classes[pred]}",
-                         fontsize=7)
-    axes[row][0].text(-0.15, 0.5, f"{title}\n({int((exits0 == stage).sum())} images)", transform=axes[row][0].transAxes,
-                      ha="right", va="center", fontsize=8)
-fig.suptitle(f"{MAIN}, seed {first_seed}: test images by exit (label, and ✓ or the prediction at the exit)",
-             fontsize=9)
-fig.tight_layout()
-plt.show()
+                         fontsize=12)
+    fig.suptitle(f"{title} ({int((exits0 == stage).sum()):,} of {len(exits0):,} test images)", fontsize=13)
+    fig.tight_layout(rect=(0, 0, 1, 0.9))  # room for the title above the images' own
+    plt.show()
 
 # %% [markdown]
 # ## Does it save time?
 #
-# MACs are a proxy. `reskd.adaptive.AdaptiveEnsemble` executes the rule for real: it runs $S_0$ on the batch, and
-# stage $k$ only on the samples still active (gather, run, scatter back). `reskd.adaptive.Cascade` executes any
-# cascade the same way: the two-tier cascade ($S_0$, then the teacher on the samples sent on) and the
-# **chain-to-teacher** of the CIFAR chapter ($S_0$, then $S_0 + S_1$ on the samples $S_0$ is unsure of, then the
-# teacher on those still unsure; per-stage thresholds calibrated on val to the same budget). We time, on the
-# chapter's device, the main regime's operating-point rule (masked execution) against running every stage, the
-# teacher, the cascade and the chain-to-teacher at the same budget (first seed): one image at a time (latency, ms per image) and in one large batch (throughput, images
-# per second). `reskd.adaptive.compare_latency` times the models in rotation (so drift in the machine's load hits
-# them alike) and reports the median pass; at batch 1 that is the mean over the images, each paying for its own exit.
+# MACs are a proxy. We execute the rule for real (masked execution): it runs $S_0$ on the batch, and stage $k$ only
+# on the samples still active (gather, run, scatter back). Any cascade is executed the same way: the two-tier
+# cascade ($S_0$, then the teacher on the samples sent on) and the **chain-to-teacher** of the CIFAR chapter ($S_0$,
+# then $S_0 + S_1$ on the samples $S_0$ is unsure of, then the teacher on those still unsure; per-stage thresholds
+# calibrated on val to the same budget). We time, on the chapter's device, the main regime's operating-point rule
+# (masked execution) against running every stage, the teacher, the cascade and the chain-to-teacher at the same
+# budget (first seed): one image at a time (latency, ms per image) and in one large batch (throughput, images per
+# second). The models are timed in rotation (so drift in the machine's load hits them alike), and the median pass is
+# kept; at batch 1 that is the mean over the images, each paying for its own exit.
 #
 # The comparison that matters is the **realized speedup** set against the speedup the average MACs promise on the
 # same images, for masked execution over all stages and for the cascade over the teacher:
@@ -472,12 +526,12 @@ plt.show()
 # \frac{t_{\text{all stages}} / t_{\text{adaptive}}}{M_{\text{all stages}} / \bar M_{\text{adaptive}}} .
 # $$
 #
-# The project's target is at least 0.8. It is judged only for a rule whose exits are not all at one stage
-# (`reskd.adaptive.speedup_verdict`): a rule that stops every sample after $S_0$ is the KD student, and its
-# "speedup" measures a smaller static model, not adaptive inference. Two effects pull the ratio away from 1: fixed
+# The project's target is at least 0.8. It is judged only for a rule whose exits are not all at one stage: a rule
+# that stops every sample after $S_0$ is the KD student, and its "speedup" measures a smaller static model, not
+# adaptive inference. Two effects pull the ratio away from 1: fixed
 # costs per stage call (Python, the decision, the gather and scatter) lower it, and a small network's time is not
-# proportional to its MACs, which moves it either way. `reskd.adaptive.stage_call_times` measures both: each stage
-# alone, and the decision step alone. Timings vary from run to run (the stored ones are from one run on a shared
+# proportional to its MACs, which moves it either way. The second table measures both: each stage alone, and the
+# decision step alone. Timings vary from run to run (the stored ones are from one run on a shared
 # machine).
 
 # %%
@@ -572,7 +626,9 @@ for name in COUNTER:  # the counterexample's rule is judged without timing it wh
         speedups[f"{name} (adaptive, not timed)"] = {"ratio": None, "trivial": True, "target": TARGET_RATIO,
                                                       "meets_target": None, "reason": verdict["verdict"]}
         print(f"{name}: {verdict['verdict']}")
-report.for_display(timing.T, digits=3)
+shown = report.for_display(timing.T, digits=3)
+shown.loc["images"], shown.loc["batch size"] = timing["images"].astype(int), timing["batch size"].astype(int)
+shown
 
 # %% [markdown]
 # Where masked execution's time goes: each stage called alone on the same images, and the decision step after $S_0$
@@ -616,12 +672,12 @@ report.for_display(breakdown, digits=3)
 # %% [markdown]
 # ## Results file
 #
-# The chapter's measurements go to `results/adaptive.json` (`reskd.results.write_analysis`,
-# `reskd.report.adaptive_analysis`): per regime (main, counterexamples) the static stages, the budget curves of every
-# criterion and of random exits (per seed, val and test), the cascade at the same budgets, the oracles, the
-# calibration gap and the exit fractions per stage and per class at the operating point; the wall-clock timings
-# (`"wallclock"`: latency and throughput per method, with the machine) and `"speedup_realized_over_macs"` (None,
-# with the reason, for a trivial policy).
+# The chapter's measurements go to its results file, which the summary chapter reads: how the regimes were chosen
+# (the validation gains of every eligible regime), per regime (main, counterexample) the static stages, the budget
+# curves of every criterion and of random exits (per seed, val and test), the cascade at the same budgets, the
+# oracles, the calibration gap and the exit fractions per stage and per class at the operating point; the wall-clock
+# timings (latency and throughput per method, with the machine) and the realized speedup over the MACs speedup (none,
+# with the reason, for a rule that stops every image at one stage).
 
 # %%
 regime_records = {}
@@ -648,10 +704,96 @@ analysis = report.adaptive_analysis(
     teacher_macs=teacher_macs, teacher_top1=teacher_top1, regimes=regime_records, wallclock=wallclock,
     speedup_realized_over_macs=speedups, baselines={"kd_equal_cost": equal_cost},
     operating_point={"budget_pct": OPERATING_BUDGET, "paper_budget_pct": paper_budget,
+                     "regime_choice": None if choice is None else {
+                         "rule": regimes.ADAPTIVE_RULE, "split": "val", "main": MAIN, "counterexamples": COUNTER,
+                         "val": {name: {k: float(v) for k, v in row.items()} for name, row in choice.iterrows()}},
                      "criteria": {name: operating[name][0] for name in regime_names},
                      "chain_to_teacher": {"regime": MAIN, "seed": first_seed, "criterion": "max_prob",
                                           "thresholds": list(chain_policy.thresholds),
                                           "stage_macs": chain_t["test"].stage_macs, **chain_point}})
 path = results.write_analysis("adaptive", CHAPTER, DATASET, exp.data.source, config.name, exp.device.type, analysis,
                               root=results_dir)
-print(f"wrote {path.parent.name}/{path.name} (profile {config.name!r})")
+# (the results file is written; the summary chapter reads it)
+
+# %% tags=["remove-cell"]
+# The chapter's answer, glued into its opening: computed from the results above at the operating point (test split,
+# means over seeds; every threshold and both regimes were chosen on val).
+from myst_nb import glue
+
+
+def at_operating_point(name: str) -> dict[str, float]:
+    """Test top-1 and MACs (% of the teacher's) of regime ``name``'s operating-point rule, S0 and the full chain, and
+    of the cascade to the teacher at the same budget, means over seeds."""
+    runs = [evaluate_exits(staged[name][seed]["test"], e, teacher_macs=teacher_macs)
+            for seed, e in test_exits[name].items()]
+    static = tables[name]["static"].groupby("stage")["test_top1"].mean()
+    out = {"top1": np.mean([r["top1"] for r in runs]), "pct": np.mean([r["pct_teacher"] for r in runs]),
+           "s0": static.iloc[0], "full": static.iloc[-1],
+           "trivial": trivial_exit(torch.cat(list(test_exits[name].values())))}
+    cascade_runs = [at_budgets(cascaded[seed]["val"], cascaded[seed]["test"], [OPERATING_BUDGET], teacher_macs).iloc[0]
+                    for seed in staged[name] if seed in cascaded]
+    if cascade_runs:
+        out["cascade"] = np.mean([r["test_top1"] for r in cascade_runs])
+        out["cascade_pct"] = np.mean([r["test_pct_teacher"] for r in cascade_runs])
+    return out
+
+
+def versus(a: float, b: float) -> str:
+    d = a - b
+    return f"{abs(d):.2f} points {'above' if d > 0 else 'below'}" if round(abs(d), 2) > 0 else "level with"
+
+
+points = {name: at_operating_point(name) for name in regime_names}
+m = points[MAIN]
+how_chosen = ("" if choice is None else f", the regime whose res-students raise validation top-1 most over $S_0$ "
+              f"({choice.loc[MAIN, 'gain'] + 0.0:+.2f} points, mean over {len(config.seeds)} seed(s))")
+answer = (f"**The answer** ({exp.data.spec.display_name}, `{config.name}` profile). On the main regime, {MAIN}"
+          f"{how_chosen}, the rule chosen on validation at {OPERATING_BUDGET:.2f}% of the teacher's MACs "
+          f"({CRITERION_NAMES.get(operating[MAIN][0], operating[MAIN][0])}) reaches {m['top1']:.2f}% test top-1 at "
+          f"{m['pct']:.2f}%, against {m['s0']:.2f}% for $S_0$ alone and {m['full']:.2f}% for the full chain")
+if "cascade" in m:
+    answer += (f"; that is {versus(m['top1'], m['cascade'])} the cascade to the teacher at the same budget "
+               f"({m['cascade']:.2f}%)")
+if equal_cost is not None:
+    answer += (f", and {versus(m['top1'], equal_cost['test_top1'])} the single KD student of about the chain's cost "
+               f"({equal_cost['test_top1']:.2f}% at {equal_cost['pct_teacher']:.2f}%)")
+answer += "."
+for name in COUNTER:
+    c = points[name]
+    gain = "" if choice is None else f" ({choice.loc[name, 'gain'] + 0.0:+.2f} points on validation)"
+    answer += (f" Where the res-students change little, as in {name}{gain}, adaptive inference has little to trade: "
+               + (f"the calibrated rule stops every test image after $S_{{{c['trivial']}}}$."
+                  if c["trivial"] is not None else
+                  f"its rule reaches {c['top1']:.2f}% at {c['pct']:.2f}%, against {c['s0']:.2f}% for $S_0$."))
+glue("chapter_answer", Markdown(answer), display=False)
+display(Markdown(answer))
+
+# %% [markdown]
+# ## Conclusion
+
+# %% tags=["hide-input", "nbval-ignore-output"]
+def timing_reading() -> str:
+    """The realized speedup of masked execution and of the cascade, from the timings above (they vary per run)."""
+    parts = []
+    for key, v in speedups.items():
+        if v.get("ratio") is None or v.get("target") is None:
+            continue
+        parts.append(f"{key}: {v['realized']:.2f}x the speed where the MACs promise {v['macs_speedup']:.2f}x (ratio "
+                     f"{v['ratio']:.2f}, {'meets' if v['meets_target'] else 'misses'} the target of "
+                     f"{v['target']:.1f})")
+    return "; ".join(parts) if parts else "no rule here exits at more than one stage, so no speedup is judged"
+
+
+gap_max = max(gaps[name][gaps[name]["method"] != "random"]["top1_gap"].abs().max() for name in regime_names)
+lines = [answer.replace("**The answer**", "**Accuracy at the same cost**"),
+         f"**Calibration.** The largest test-minus-validation gap in top-1 over every criterion, budget and regime is "
+         f"{gap_max:.2f} points: thresholds chosen on validation "
+         + ("hold on test." if gap_max < 1.0 else "move on test, so a budget met on validation is only roughly met."),
+         f"**Time.** Measured on this page's machine ({exp.device.type}, first seed of {MAIN}): {timing_reading()}. "
+         "MACs saved become time saved only in part: every image pays for $S_0$ and the decision step, and small "
+         "networks do not run in proportion to their MACs."]
+if choice is not None:
+    lines.insert(0, f"**Which regimes.** Chosen on validation by one rule, {regimes.ADAPTIVE_RULE}: main regime "
+                    f"{MAIN} ({choice.loc[MAIN, 'gain'] + 0.0:+.2f} points), counterexample "
+                    + (", ".join(f"{n} ({choice.loc[n, 'gain'] + 0.0:+.2f} points)" for n in COUNTER) or "none") + ".")
+display(Markdown("\n\n".join(lines)))

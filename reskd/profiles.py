@@ -64,8 +64,8 @@ class Profile:
     val_size: int | None = None  # None: the data set's default (5,000 on CIFAR)
     split_seed: int = 0
     regimes: tuple[str, ...] = ()  # the regime map's regimes this profile screens (names of reskd.regimes)
-    # the regimes the adaptive-inference chapter runs: the main one (whose later stages change predictions) first,
-    # then counterexamples (names of reskd.regimes)
+    # the regimes the adaptive-inference chapter runs, the main one first (names of reskd.regimes); () on CIFAR:
+    # chosen on val from ``regimes`` by reskd.regimes.choose_adaptive (reskd.regimes.ADAPTIVE_RULE)
     adaptive_regimes: tuple[str, ...] = ()
     budgets_pct: tuple[float, ...] = ()  # budgets (% of the teacher's MACs) of adaptive comparisons; () the map's
     train_subset: int | None = None
@@ -109,10 +109,8 @@ _TINY_SMOKE = TrainConfig(epochs=1, batch_size=64, lr=0.05, schedule="cosine", w
 CIFAR_CPU_REGIMES = ("light-image", "equal-image", "heavy-image", "features-last", "features-deep", "features-mid",
                      "features-chain", "focus-equal", "focus-heavy", "strong-s0")
 CIFAR_SMOKE_REGIMES = ("light-image", "features-last", "focus-equal")  # enough to run every step of the map
-# The adaptive chapter's regimes: on cpu CIFAR-10, features-deep's S1 changes test predictions (81.6 -> 82.8 top-1,
-# seed 0), while light-image's stages add ~0.25 points and every calibrated policy exits after S0 (the counterexample)
-CIFAR_CPU_ADAPTIVE = ("features-deep", "light-image")
-CIFAR_SMOKE_ADAPTIVE = ("features-last", "light-image")
+# The adaptive chapter's regimes are not fixed here: it chooses them on val among the map's regimes
+# (reskd.regimes.choose_adaptive), the test split chooses nothing.
 
 
 JPEG_COPY = "JPEG copy"  # reskd.data's name for a class-folder copy of a torchvision data set (the shared CIFAR-10)
@@ -123,15 +121,15 @@ def _cifar_profiles(dataset: str) -> dict[str, Profile]:
     return {
         "smoke": Profile("smoke", dataset, Arch("resnet8", 0.5), Arch("resnet8", 0.25), (Arch("resnet8", 0.25),),
                          _SMOKE, _SMOKE, equal_cost=Arch("resnet8", 0.35), seeds=(0,), val_size=500,
-                         regimes=CIFAR_SMOKE_REGIMES, adaptive_regimes=CIFAR_SMOKE_ADAPTIVE,
+                         regimes=CIFAR_SMOKE_REGIMES,
                          train_subset=1000, test_subset=500, notes="tiny models on 1,000 training images, 2 epochs"),
         "cpu": Profile("cpu", dataset, Arch("resnet56"), Arch("resnet8"), res, _CIFAR_TEACHER_CPU, _CIFAR_STUDENT_CPU,
                        equal_cost=Arch("resnet8", 1.35), regimes=CIFAR_CPU_REGIMES,
-                       adaptive_regimes=CIFAR_CPU_ADAPTIVE, stored_source=JPEG_COPY,
+                       stored_source=JPEG_COPY,
                        notes="resnet56 teacher (30 epochs) and resnet8 students (15 epochs), on two CPU cores"),
         "converged": Profile("converged", dataset, Arch("resnet56"), Arch("resnet8"), res, _CIFAR_WSD, _CIFAR_WSD,
                              equal_cost=Arch("resnet8", 1.35), regimes=CIFAR_CPU_REGIMES,
-                             adaptive_regimes=CIFAR_CPU_ADAPTIVE, teacher_lengths=CIFAR_CONVERGED_LENGTHS,
+                             teacher_lengths=CIFAR_CONVERGED_LENGTHS,
                              student_lengths=CIFAR_CONVERGED_LENGTHS, stored_source=JPEG_COPY,
                              notes="resnet56 teacher and resnet8 students trained until doubling the training "
                                    "gains under 0.3 points of val top-1 (warm-up, stable, decay schedule)"),

@@ -585,3 +585,62 @@ def regime_records(exp: Experiment, regime: Regime, seeds: Sequence[int], *,
     adaptive = budget_records(rows, teacher_macs, kind="reskd-adaptive", labels={regime.name: label},
                               budgets_pct=budgets_pct)
     return static + adaptive, rows, staged
+
+
+#: How the adaptive-inference chapter picks its regimes, on the validation split only (the test split chooses
+#: nothing): among the map's regimes trained for every seed of the profile, the **main regime** is the one whose
+#: res-students raise validation top-1 most over S0 alone (mean over seeds of all stages' top-1 minus S0's), so that
+#: adaptive inference has the most to trade; the **counterexample** is the one whose res-students raise it least.
+ADAPTIVE_RULE = ("among the regimes of the map trained for every seed, the main regime is the one whose res-students "
+                 "raise validation top-1 most over S0 alone (mean over seeds), the counterexample the one whose "
+                 "res-students raise it least")
+
+
+def stage_gains(staged_by_regime: Mapping[str, Mapping[int, dict[str, StagedOutputs]]], *,
+                split: str = "val") -> pd.DataFrame:
+    """One row per regime and seed: ``split``'s top-1 of S0 alone and of all the regime's stages, the gain (points)
+    and the share of samples whose prediction the later stages change (%)."""
+    rows = []
+    for name, by_seed in staged_by_regime.items():
+        for seed, staged in by_seed.items():
+            st = staged[split]
+            first, last = st.logits[0].argmax(1), st.logits[-1].argmax(1)
+            s0, full = top1(st.logits[0], st.labels), top1(st.logits[-1], st.labels)
+            rows.append({"regime": name, "seed": seed, "s0_top1": s0, "all_top1": full, "gain": full - s0,
+                         "changed_pct": 100.0 * (first != last).double().mean().item()})
+    return pd.DataFrame(rows, columns=["regime", "seed", "s0_top1", "all_top1", "gain", "changed_pct"])
+
+
+def choose_adaptive(gains: pd.DataFrame, seeds: Sequence[int]) -> tuple[str, str | None, pd.DataFrame]:
+    """:data:`ADAPTIVE_RULE` on :func:`stage_gains` rows (validation): the main regime, the counterexample (None when
+    only one regime is eligible) and the table per eligible regime (means over seeds, sorted by gain, largest
+    first). Ties keep the order of ``gains``. A regime missing one of ``seeds`` is not eligible; none eligible is an
+    error."""
+    seeds = sorted(set(seeds))
+    eligible = [name for name, rows in gains.groupby("regime", sort=False) if sorted(set(rows["seed"])) == seeds]
+    if not eligible:
+        raise ValueError(f"no regime has every seed {seeds}; train the seeds of one regime of the map first.")
+    order = {name: i for i, name in enumerate(eligible)}
+    table = (gains[gains["regime"].isin(eligible) & gains["seed"].isin(seeds)]
+             .groupby("regime", sort=False)[["s0_top1", "all_top1", "gain", "changed_pct"]].mean())
+    table = table.assign(order=[order[n] for n in table.index]).sort_values(["gain", "order"],
+                                                                            ascending=[False, True],
+                                                                            kind="stable").drop(columns="order")
+    main = table.index[0]
+    counter = table.index[-1] if len(table) > 1 else None
+    return main, counter, table
+
+
+def adaptive_candidates(exp: Experiment, names: Sequence[str], seeds: Sequence[int]
+                        ) -> tuple[pd.DataFrame, dict[str, dict[int, dict[str, StagedOutputs]]]]:
+    """The staged outputs of every regime of ``names`` for each of ``seeds`` whose runs exist (the others are
+    skipped when ``exp.train_missing`` is False), and their :func:`stage_gains` on val: what
+    :func:`choose_adaptive` chooses from."""
+    staged: dict[str, dict[int, dict[str, StagedOutputs]]] = {}
+    for name in names:
+        for seed in seeds:
+            try:
+                staged.setdefault(name, {})[seed] = regime_staged(exp, CIFAR_REGIMES[name], seed)
+            except MissingRunError:
+                continue
+    return stage_gains(staged, split="val"), staged

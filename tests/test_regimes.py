@@ -419,3 +419,46 @@ def test_routes_split_the_difference_by_where_each_policy_stops_a_sample():
     assert r["gain_T_mid"] == -20.0 and r["gain_T_S0"] == -20.0 and r["gain_T_T"] == 0.0
     assert sum(r[f"gain_{c}_{x}"] for c, x in ROUTES) == pytest.approx(100.0 * (right_chain.float().mean()
                                                                                 - right_cascade.float().mean()).item())
+
+
+def _two_stage(s0_right: int, all_right: int, n: int = 10) -> dict[str, StagedOutputs]:
+    """Two stages on ``n`` two-class samples (label 0): S0 right on the first ``s0_right``, all stages on the first
+    ``all_right``."""
+    logits = torch.zeros(2, n, 2)
+    for k, right in enumerate((s0_right, all_right)):
+        logits[k, :right, 0], logits[k, right:, 1] = 1.0, 1.0
+    st = StagedOutputs(logits, torch.zeros(n, dtype=torch.long), [10, 5])
+    return {"val": st, "test": st}
+
+
+def test_adaptive_rule_chooses_on_val_among_regimes_with_every_seed():
+    from reskd.regimes import ADAPTIVE_RULE, choose_adaptive, stage_gains
+
+    staged = {"flat": {0: _two_stage(5, 5), 1: _two_stage(6, 6)},  # the stages change nothing: gain 0
+              "some": {0: _two_stage(5, 6), 1: _two_stage(6, 7)},  # +10 points
+              "most": {0: _two_stage(5, 8), 1: _two_stage(6, 8)},  # +25 points on average
+              "one-seed": {0: _two_stage(0, 10)}}  # +100 points, but one seed of two: not eligible
+    gains = stage_gains(staged)
+    assert gains.loc[gains["regime"] == "most", "gain"].tolist() == pytest.approx([30.0, 20.0])
+    assert gains.loc[gains["regime"] == "some", "changed_pct"].tolist() == pytest.approx([10.0, 10.0])
+    main, counter, table = choose_adaptive(gains, seeds=(0, 1))
+    assert (main, counter) == ("most", "flat")
+    assert list(table.index) == ["most", "some", "flat"]
+    assert table.loc["most", "gain"] == pytest.approx(25.0)
+    # the test split plays no part: another test split, the same choice
+    other = {name: {s: {"val": st["val"], "test": _two_stage(0, 0)["test"]} for s, st in by.items()}
+             for name, by in staged.items()}
+    assert choose_adaptive(stage_gains(other), seeds=(0, 1))[:2] == ("most", "flat")
+    # one seed asked: every regime is eligible, and the one-seed regime wins; one eligible regime: no counterexample
+    assert choose_adaptive(gains, seeds=(0,))[0] == "one-seed"
+    assert choose_adaptive(stage_gains({"most": staged["most"]}), seeds=(0, 1))[1] is None
+    with pytest.raises(ValueError, match="no regime has every seed"):
+        choose_adaptive(gains, seeds=(0, 1, 2))
+    assert "validation" in ADAPTIVE_RULE
+
+
+def test_cifar_profiles_leave_the_adaptive_regimes_to_the_validation_rule():
+    for name in ("smoke", "cpu", "converged"):
+        profile = get_profile("cifar10", name)
+        assert profile.adaptive_regimes == ()  # chosen on val by reskd.regimes.choose_adaptive, from the map
+        assert len(profile.regimes) >= 2
