@@ -83,8 +83,8 @@ def _register(regime: Regime) -> None:
 
 
 _LIGHT, _EQUAL, _HEAVY = Arch("resnet8", 0.5), Arch("resnet8"), Arch("resnet20")
-_register(Regime("light-image", (_LIGHT, _LIGHT, _LIGHT), "three res-students lighter than S0, on the image (today's)",
-                 "paper"))
+_register(Regime("light-image", (_LIGHT, _LIGHT, _LIGHT),
+                 "three res-students lighter than S0, on the image (the paper's reading)", "paper"))
 _register(Regime("equal-image", (_EQUAL,), "one res-student as heavy as S0, on the image", "ours"))
 _register(Regime("heavy-image", (_HEAVY,), "one res-student heavier than S0 (resnet20), on the image", "ours"))
 _register(Regime("features-last", (Arch("feature_head"),), "a light head on S0's last feature map", "ours"))

@@ -313,3 +313,11 @@ def test_references_name_each_arxiv_id_once():
     entries = text.split("\n@")
     assert entries and all(not ("eprint" in e and "note" in e and "arXiv:" in e.split("note", 1)[1].split("\n")[0])
                            for e in entries)
+
+
+def test_the_intro_glossary_names_every_regime_as_the_package_describes_it():
+    from reskd.regimes import CIFAR_REGIMES
+
+    intro = (ROOT / "book" / "intro.md").read_text()
+    for name in CIFAR_REGIMES:
+        assert f"| {name} | {CIFAR_REGIMES.description(name)} |" in intro, name
