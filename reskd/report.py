@@ -172,6 +172,16 @@ def check_target(models: Sequence[Mapping[str, Any]], *, max_pct_teacher: float,
 NOISE_Z = 2.0  # a difference counts when it exceeds this many standard errors of the difference of seed means
 
 
+def noise_verdict(diff: float, se: float | None, *, z: float = NOISE_Z, subject: str = "") -> str:
+    """A difference read against its standard error: "<subject>ahead" / "<subject>behind" beyond ``z`` standard
+    errors, else "within seed noise"; "one seed: no noise estimate" without a standard error."""
+    if se is None:
+        return "one seed: no noise estimate"
+    if abs(diff) > z * se:
+        return f"{subject}ahead" if diff > 0 else f"{subject}behind"
+    return "within seed noise"
+
+
 def compare_at_cost(models: Sequence[Mapping[str, Any]], *, against: Sequence[str] = ("kd", "kd-equal-cost"),
                     z: float = NOISE_Z, reskd: str | None = None) -> pd.DataFrame:
     """The full ResKD chain (the static entry with the most stages), or the ResKD entry named ``reskd``, against
@@ -191,12 +201,7 @@ def compare_at_cost(models: Sequence[Mapping[str, Any]], *, against: Sequence[st
     rows = []
     for other in (m for m in models if m["kind"] in against):
         diff, se = chain["top1_mean"] - other["top1_mean"], standard_error(chain, other)
-        if se is None:
-            verdict = "one seed: no noise estimate"
-        elif abs(diff) > z * se:
-            verdict = "ResKD ahead" if diff > 0 else "ResKD behind"
-        else:
-            verdict = "within seed noise"
+        verdict = noise_verdict(diff, se, z=z, subject="ResKD ")
         rows.append({"ResKD": chain["name"], "ResKD MMACs": chain["macs"] / 1e6, "ResKD top-1": chain["top1_mean"],
                      "versus": other["name"], "versus MMACs": other["macs"] / 1e6, "versus top-1": other["top1_mean"],
                      "difference": diff, "std. error": se, "verdict": verdict})
@@ -217,11 +222,8 @@ def paired_difference(a: Sequence[float], b: Sequence[float], *, z: float = NOIS
     if n < 2:
         return {"seeds": n, "difference": mean, "std. error": None, "verdict": "one seed: no noise estimate"}
     se = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1) / n)
-    if abs(mean) > z * se:
-        verdict = f"{names[0]} ahead" if mean > 0 else f"{names[0]} behind"
-    else:
-        verdict = "within seed noise"
-    return {"seeds": n, "difference": mean, "std. error": se, "verdict": verdict}
+    return {"seeds": n, "difference": mean, "std. error": se,
+            "verdict": noise_verdict(mean, se, z=z, subject=f"{names[0]} ")}
 
 
 #: The kinds of entries a choice at a budget picks among: the chains, the chains-to-teacher and the cascades.
@@ -241,13 +243,7 @@ def unpaired_verdict(a: Mapping[str, Any], b: Mapping[str, Any], *, z: float = N
     """Entry ``a`` against ``b`` from their seed means and spreads (:func:`standard_error`, independent seeds): the
     difference, its standard error and the verdict at ``z`` standard errors."""
     diff, se = a["top1_mean"] - b["top1_mean"], standard_error(a, b)
-    if se is None:
-        verdict = "one seed: no noise estimate"
-    elif abs(diff) > z * se:
-        verdict = "ahead" if diff > 0 else "behind"
-    else:
-        verdict = "within seed noise"
-    return {"difference": diff, "std. error": se, "verdict": verdict}
+    return {"difference": diff, "std. error": se, "verdict": noise_verdict(diff, se, z=z)}
 
 
 def reskd_records(staged: Mapping[int, Mapping[str, StagedOutputs]], teacher_macs: float, *,
