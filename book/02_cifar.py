@@ -682,13 +682,7 @@ for _, v in at_paper.iterrows():
                     f"and the chain at {ROUTE_NAMES[x]}" for (c, x), share, gain in route_parts(v["regime"])))
 display(Markdown("\n".join(f"- {line}." for line in chain_reading)))
 # the paired verdicts at the paper's budget join the chapter's comparisons at equal cost
-at_cost = pd.concat([at_cost, pd.DataFrame([{
-    "ResKD": f"{v['regime']} -> teacher (per-stage thresholds, {v['budget_pct']:g}% budget)",
-    "ResKD MMACs": v["test % of teacher"] * teacher_macs / 1e8, "ResKD top-1": v["chain-to-teacher test top-1"],
-    "versus": f"cascade (adaptive, {v['budget_pct']:g}% budget), paired over seeds",
-    "versus MMACs": v["cascade test % of teacher"] * teacher_macs / 1e8, "versus top-1": v["cascade test top-1"],
-    "difference": v["difference"], "std. error": v["std. error"], "verdict": v["verdict"]}
-    for _, v in at_paper.iterrows()])], ignore_index=True)
+at_cost = pd.concat([at_cost, regimes.chain_at_cost_rows(at_paper, teacher_macs)], ignore_index=True)
 
 # %% [markdown]
 # ## The paper's claim beside ours

@@ -317,13 +317,7 @@ if problem is None:
         f"{chain_routing.loc[(v['regime'], PAPER_PCT), 'middle_exit_pct']:.1f}% of the test images and the teacher "
         f"sees {chain_routing.loc[(v['regime'], PAPER_PCT), 'teacher_pct']:.1f}% of the images instead of "
         f"{chain_routing.loc[(v['regime'], PAPER_PCT), 'cascade_teacher_pct']:.1f}%." for _, v in at_paper.iterrows())))
-    at_cost = pd.concat([at_cost, pd.DataFrame([{
-        "ResKD": f"{v['regime']} -> teacher (per-stage thresholds, {PAPER_PCT:g}% budget)",
-        "ResKD MMACs": v["test % of teacher"] * teacher_macs / 1e8, "ResKD top-1": v["chain-to-teacher test top-1"],
-        "versus": f"cascade (adaptive, {PAPER_PCT:g}% budget), paired over seeds",
-        "versus MMACs": v["cascade test % of teacher"] * teacher_macs / 1e8, "versus top-1": v["cascade test top-1"],
-        "difference": v["difference"], "std. error": v["std. error"], "verdict": v["verdict"]}
-        for _, v in at_paper.iterrows()])], ignore_index=True)
+    at_cost = pd.concat([at_cost, regimes.chain_at_cost_rows(at_paper, teacher_macs)], ignore_index=True)
 
 # %% [markdown]
 # ## Where the residual energy goes

@@ -338,6 +338,21 @@ def paired_verdicts(rows: pd.DataFrame, *, z: float = 2.0) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def chain_at_cost_rows(verdicts: pd.DataFrame, teacher_macs: float) -> pd.DataFrame:
+    """Rows of :func:`reskd.report.compare_at_cost`'s table for :func:`paired_verdicts` entries (a chapter passes
+    those at its paper budget): each chain-to-teacher against the two-tier cascade at the same budget, with the
+    paired difference, its standard error and verdict, so that a chapter's comparisons at equal cost list them."""
+    mmacs = teacher_macs / 1e8  # % of the teacher's MACs -> millions of MACs
+    return pd.DataFrame([{
+        "ResKD": f"{v['regime']} -> teacher ({v['thresholds_mode']} thresholds, {v['budget_pct']:g}% budget)",
+        "ResKD MMACs": v["test % of teacher"] * mmacs, "ResKD top-1": v["chain-to-teacher test top-1"],
+        "versus": f"cascade (adaptive, {v['budget_pct']:g}% budget), paired over seeds",
+        "versus MMACs": v["cascade test % of teacher"] * mmacs, "versus top-1": v["cascade test top-1"],
+        "difference": v["difference"], "std. error": v["std. error"], "verdict": v["verdict"]}
+        for _, v in verdicts.iterrows()], columns=["ResKD", "ResKD MMACs", "ResKD top-1", "versus", "versus MMACs",
+                                                   "versus top-1", "difference", "std. error", "verdict"])
+
+
 #: The routing columns of :func:`chain_to_teacher_rows`, in a reader's order (means over seeds in a chapter).
 ROUTING_COLUMNS = ("s0_exit_pct", "cascade_s0_exit_pct", "middle_exit_pct", "middle_sent_to_teacher_by_cascade_pct",
                    "middle_top1", "middle_top1_cascade", "teacher_pct", "cascade_teacher_pct", "teacher_spared_pct",

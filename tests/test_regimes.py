@@ -363,7 +363,7 @@ def test_routing_says_what_the_middle_exit_stops_and_what_the_teacher_is_spared(
 
 
 def test_paired_verdicts_and_chain_to_teacher_records():
-    from reskd.regimes import CHAIN_TO_TEACHER, chain_to_teacher_records, paired_verdicts
+    from reskd.regimes import CHAIN_TO_TEACHER, chain_at_cost_rows, chain_to_teacher_records, paired_verdicts
     from reskd.report import paired_difference
     from reskd.results import validate
 
@@ -391,6 +391,10 @@ def test_paired_verdicts_and_chain_to_teacher_records():
         validate({**header, "models": [{k: v for k, v in records[0].items() if k != "regime"}]})
     assert chain_to_teacher_records(rows.assign(fits=[True, False, True]), 100, labels={}) == []
     assert paired_verdicts(rows.assign(fits=[True, False, True])).iloc[0]["verdict"].startswith("does not meet")
+    at_cost = chain_at_cost_rows(paired_verdicts(rows), 2e8)  # a teacher of 200 MMACs
+    assert list(at_cost["ResKD"]) == ["r -> teacher (per-stage thresholds, 18.04% budget)"]
+    assert at_cost["ResKD MMACs"].iloc[0] == pytest.approx(36.0) and at_cost["versus MMACs"].iloc[0] == pytest.approx(36.2)
+    assert at_cost["difference"].iloc[0] == pytest.approx(0.5) and at_cost["verdict"].iloc[0] == "chain-to-teacher ahead"
 
 
 def test_chain_to_teacher_rows_on_a_fixture(exp):
