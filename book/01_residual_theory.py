@@ -18,9 +18,10 @@
 # network, and does fitting it move the student towards the teacher on images it has not seen?
 # **The answer**, computed from this page's results (the conclusion at the end says more):
 #
-# ```{glue:md} chapter01_answer
-# :format: myst
-# ```
+# <!-- answer -->
+# *The answer is computed from this page's results at its end; a page executed with `tools/run_book.py` shows it
+# here.*
+# <!-- /answer -->
 #
 # ResKD's central move is to train each new, lighter network on what the previous ones got wrong: the residual
 # between the teacher's logits and the student's. This chapter derives what that means, starting from Hinton et al.'s
@@ -1000,5 +1001,5 @@ if learn is not None:
         + (" For the next chapters this means: a res-student should read $S_0$'s features rather than the image"
            + (", and a chain of same-size stages cannot be expected to keep paying." if words["claim 3"] == "holds"
               else ".") if words["claim 2"] == "holds" else ""))
-glue("chapter01_answer", Markdown(" ".join(answer)), display=False)
+glue("chapter_answer", Markdown(" ".join(answer)), display=False)
 display(Markdown(" ".join(conclusion)))

@@ -18,9 +18,10 @@
 # images early, so that the chain pays for its res-students only where they change the answer, and does that beat
 # what the same average MACs buy otherwise (random exits, the cascade to the teacher, a single wider KD student)?
 #
-# ```{glue:md} chapter_answer
-# :format: myst
-# ```
+# <!-- answer -->
+# *The answer is computed from this page's results at its end; a page executed with `tools/run_book.py` shows it
+# here.*
+# <!-- /answer -->
 #
 # ResKD's student is a sum of stages, $Z_K = z_0 + z_1 + \dots + z_K$: the light student $S_0$ and the res-students
 # $S_1, \dots, S_K$, each trained on the residual the earlier ones left. Because the sum is built stage by stage, the

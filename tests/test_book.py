@@ -321,3 +321,36 @@ def test_the_intro_glossary_names_every_regime_as_the_package_describes_it():
     intro = (ROOT / "book" / "intro.md").read_text()
     for name in CIFAR_REGIMES:
         assert f"| {name} | {CIFAR_REGIMES.description(name)} |" in intro, name
+
+
+def _page(opening: str, answer: str | None) -> dict:
+    glued = [] if answer is None else [{
+        "output_type": "display_data", "metadata": {"scrapbook": {"name": run_book.ANSWER_KEY, "mime_prefix": "x"}},
+        "data": {"application/papermill.record/text/markdown": answer}}]
+    return {"cells": [{"cell_type": "markdown", "metadata": {}, "source": opening},
+                      {"cell_type": "code", "metadata": {}, "source": "glue(...)", "outputs": glued}]}
+
+
+def test_the_glued_answer_is_written_into_the_opening():
+    start, end = run_book.ANSWER_START, run_book.ANSWER_END
+    page = _page(f"# Title\n\n{start}\n*placeholder*\n{end}\n\nMore prose.", "**The answer**: no.")
+    assert run_book.fill_answer(page)
+    assert run_book.cell_text(page["cells"][0]) == f"# Title\n\n{start}\n**The answer**: no.\n{end}\n\nMore prose."
+    page["cells"][1]["outputs"][0]["data"]["application/papermill.record/text/markdown"] = "**The answer**: yes."
+    run_book.fill_answer(page)  # a second run replaces the first run's answer, not the text around it
+    assert run_book.cell_text(page["cells"][0]) == f"# Title\n\n{start}\n**The answer**: yes.\n{end}\n\nMore prose."
+    with pytest.raises(run_book.ChapterFailed, match="glued no"):
+        run_book.fill_answer(_page(f"{start}\n{end}", None))
+    assert not run_book.fill_answer(_page("no markers", "an answer"))
+
+
+@pytest.mark.parametrize("chapter", run_book.CHAPTERS)
+def test_a_stored_page_opens_with_the_answer_it_computed(chapter):
+    """The opening of a stored page holds, between the markers, exactly what its run glued: nothing typed."""
+    source = (ROOT / "book" / f"{chapter}.py").read_text()
+    stored = json.loads((ROOT / "book" / f"{chapter}.ipynb").read_text())
+    answer = run_book.glued_answer(stored)
+    assert run_book.ANSWER_START in source, f"{chapter} does not open with its answer"
+    assert answer is not None, f"{chapter}'s stored page glued no {run_book.ANSWER_KEY!r}"
+    opening = next(run_book.cell_text(c) for c in stored["cells"] if run_book.ANSWER_START in run_book.cell_text(c))
+    assert f"{run_book.ANSWER_START}\n{answer.strip()}\n{run_book.ANSWER_END}" in opening

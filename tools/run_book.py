@@ -114,6 +114,43 @@ def cell_text(cell: dict) -> str:
     return "".join(source) if isinstance(source, list) else source
 
 
+#: A chapter's answer: glued (myst_nb.glue) under ANSWER_KEY where the chapter computes it, and written by
+#: fill_answer into its opening, between the two markers, so that the stored page opens with it in the book and in
+#: plain Jupyter alike (a glue directive renders only in the book). The source keeps a placeholder there.
+ANSWER_KEY = "chapter_answer"
+ANSWER_START, ANSWER_END = "<!-- answer -->", "<!-- /answer -->"
+
+
+def glued_answer(notebook: dict) -> str | None:
+    """The markdown a chapter glued under :data:`ANSWER_KEY` (None when it glued none)."""
+    for cell in notebook["cells"]:
+        for output in cell.get("outputs", []):
+            if (output.get("metadata", {}).get("scrapbook") or {}).get("name") == ANSWER_KEY:
+                data = output.get("data", {})
+                text = next((v for k, v in data.items() if k.endswith("text/markdown")), None)
+                if text is not None:
+                    return "".join(text) if isinstance(text, list) else text
+    return None
+
+
+def fill_answer(notebook: dict) -> bool:
+    """Write the glued answer between the markers of the markdown cell that has them; True when the page has
+    markers. A page with markers and no glued answer is an error (its chapter must glue one)."""
+    answer = glued_answer(notebook)
+    for cell in notebook["cells"]:
+        text = cell_text(cell)
+        if cell["cell_type"] != "markdown" or ANSWER_START not in text:
+            continue
+        if answer is None or ANSWER_END not in text:
+            raise ChapterFailed(f"the page has {ANSWER_START} but " + (
+                f"no {ANSWER_END} after it" if answer is not None else f"glued no {ANSWER_KEY!r}"))
+        head, rest = text.split(ANSWER_START, 1)
+        tail = rest.split(ANSWER_END, 1)[1]
+        cell["source"] = f"{head}{ANSWER_START}\n{answer.strip()}\n{ANSWER_END}{tail}".splitlines(keepends=True)
+        return True
+    return False
+
+
 #: Jupyter Book's cell tags that change how a cell is shown; papermill's injected cell takes those of the defaults.
 DISPLAY_TAGS = ("hide-input", "hide-cell", "remove-input", "remove-cell")
 
@@ -135,6 +172,7 @@ def tidy_page(path: Path) -> None:
             if lines and lines[0].strip() == "# Parameters":
                 cell["source"] = [INJECTED_LABEL + "\n", *lines[1:]]
             tags += [t for t in shown_as if t not in tags]  # shown as the defaults cell is (e.g. folded away)
+    fill_answer(notebook)
     path.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")
 
 
@@ -187,6 +225,14 @@ def publish(staging: Path, output_dir: Path, results_dir: Path, chapters: list[s
             os.replace(results_dir / f".{path.name}.tmp", target)
 
 
+def _unfilled(text: str) -> str:
+    """``text`` without what stands between the answer's markers (the source's placeholder, or the filled answer)."""
+    if ANSWER_START not in text or ANSWER_END not in text:
+        return text
+    head, rest = text.split(ANSWER_START, 1)
+    return head + ANSWER_START + ANSWER_END + rest.split(ANSWER_END, 1)[1]
+
+
 def sync_sources(chapter: str, book: Path = BOOK, *, keep_outputs: bool = False) -> list[int]:
     """Copy the sources of ``book/<chapter>.py`` into the stored page without executing it: prose (markdown cells)
     and code cells without outputs (the Colab and parameters cells). Returns the indices of the cells changed.
@@ -201,7 +247,7 @@ def sync_sources(chapter: str, book: Path = BOOK, *, keep_outputs: bool = False)
         raise SystemExit(f"{chapter}: cells were added, removed or reordered; re-execute it (tools/run_book.py).")
     changed = []
     for i, (new, old) in enumerate(zip(source.cells, cells)):
-        if new.source == cell_text(old):
+        if new.source == cell_text(old) or (ANSWER_START in new.source and _unfilled(new.source) == _unfilled(cell_text(old))):
             continue
         if new.cell_type == "code" and old.get("outputs") and not keep_outputs:
             raise SystemExit(f"{chapter}: code cell {i} has outputs and its source changed; re-execute the chapter "
@@ -212,6 +258,7 @@ def sync_sources(chapter: str, book: Path = BOOK, *, keep_outputs: bool = False)
             old.setdefault("metadata", {})["tags"] = tags
         changed.append(i)
     if changed:
+        fill_answer(stored)
         path.write_text(json.dumps(stored, indent=1, ensure_ascii=False) + "\n")
     return changed
 
