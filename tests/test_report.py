@@ -232,6 +232,9 @@ def test_choose_on_val_reads_validation_top1_only_and_the_unpaired_verdict():
               entry("c", "cascade", 79.0, 95.0), entry("d", "chain-to-teacher", 99.0, 99.0, budget=25.0),
               {"name": "e", "kind": "kd-equal-cost", "top1_mean": 80.0, "top1_std": 0.1, "seeds": [0, 1, 2]}]
     assert choose_on_val(models, 18.04)["name"] == "b"  # the best on val, though worst on test
+    models[2]["val_top1_mean"] = 85.0  # the cascade is what the ResKD model is held against, never the choice
+    assert choose_on_val(models, 18.04)["name"] == "b"
+    assert choose_on_val(models, 18.04, kinds=("cascade",))["name"] == "c"
     assert choose_on_val(models, 12.5) is None
     v = unpaired_verdict(models[1], models[4])
     assert v["difference"] == -10.0 and v["verdict"] == "behind"
