@@ -766,6 +766,15 @@ for name in COUNTER:
                + (f"the calibrated rule stops every test image after $S_{{{c['trivial']}}}$."
                   if c["trivial"] is not None else
                   f"its rule reaches {c['top1']:.2f}% at {c['pct']:.2f}%, against {c['s0']:.2f}% for $S_0$."))
+judged = ((results.load_results(results_dir).get(DATASET) or {}).get("extra") or {}).get("target") or {}
+if judged.get("reskd"):  # the model chapter 2 holds to the paper's claim, by the book's one rule
+    judged_model = next((m for m in results.load_results(results_dir)[DATASET]["models"]
+                         if m["name"] == judged["reskd"]), None)
+    answer += (f" The ResKD model the book judges at {judged['max_pct_teacher']:g}% of the teacher's MACs (chapter 2: "
+               f"{report.CHOICE_RULE}) is {judged['reskd']}"
+               + (f", {judged_model['top1_mean']:.2f}% at {judged_model['pct_teacher']:.2f}%" if judged_model else "")
+               + "; this chapter's main regime is chosen for another question, where an exit rule has something to "
+               "decide.")
 glue("chapter_answer", Markdown(answer), display=False)
 display(Markdown(answer))
 

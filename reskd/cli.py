@@ -133,7 +133,7 @@ def plan_table(exp: Experiment) -> pd.DataFrame:
     table = pd.DataFrame(exp.planned, columns=columns).drop_duplicates("run").reset_index(drop=True)
     family = table["run"].str.replace(r"-s\d+-[0-9a-f]+$", "", regex=True)  # the run's name without seed and key
     done = table["epochs_done"].where(table["job"] != "teacher-cache", 0)
-    per_epoch = (table["hours"] / done).where(done > 0)
+    per_epoch = (table["hours"] / done).where((done > 0) & (table["hours"] > 0))  # a fork's inherited epochs: untimed
     per_epoch = per_epoch.fillna(per_epoch.groupby(family).transform("mean"))
     table["hours_left"] = (table["epochs"] - table["epochs_done"]).clip(lower=0) * per_epoch
     table.loc[table["epochs_done"] >= table["epochs"], "hours_left"] = 0.0

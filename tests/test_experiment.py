@@ -316,6 +316,12 @@ def test_a_plan_estimates_the_hours_left_from_the_run_or_its_other_seeds():
     assert pd.isna(table["scratch-r8-s0-dd44"])  # nothing of it timed
     summary = cli.plan_summary(cli.plan_table(SimpleNamespace(planned=rows)))
     assert summary.endswith("; 28 training epochs left (about 4.9 hours plus 1 run not timed yet)")
+    rungs = [{"job": "teacher-lengths", "run": "teacher-r56-s0-aa11", "state": "training now", "epochs_done": 10,
+              "epochs": 30, "hours": 1.0},  # a ladder: the next rung will fork at epoch 24 and has run nothing
+             {"job": "teacher-lengths", "run": "teacher-r56-s0-bb22", "state": "not started", "epochs_done": 24,
+              "epochs": 60, "hours": 0.0}]
+    table = cli.plan_table(SimpleNamespace(planned=rungs)).set_index("run")["hours_left"]
+    assert table["teacher-r56-s0-bb22"] == pytest.approx(36 * 0.1)  # timed by the rung that ran, not 0 h per epoch
 
 
 def test_a_plan_of_the_learnability_study_lists_its_regressors_and_evaluates_none(exp):
