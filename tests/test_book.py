@@ -282,6 +282,22 @@ def test_the_intro_promises_launch_buttons_only_where_the_build_has_them(tmp_pat
     assert "repository" not in yaml.safe_load(out.read_text())
 
 
+def test_the_intro_verdict_is_computed_from_the_committed_results(tmp_path):
+    """The intro's "The verdict" is the substitution book_verdict, which the build configuration fills with
+    reskd.report.book_verdict of results/*.json: what the chapters measured, never typed."""
+    from reskd import report, results
+
+    book_config = _tool("book_config")
+    assert "{{ book_verdict }}" in (ROOT / "book" / "intro.md").read_text()
+    out = tmp_path / "_config.yml"
+    book_config.main(["--output", str(out)])
+    verdict = yaml.safe_load(out.read_text())["parse"]["myst_substitutions"]["book_verdict"]
+    assert verdict == report.book_verdict(results.load_results(ROOT / "results")) and "ImageNet" in verdict
+    (tmp_path / "results").mkdir()  # other results, another verdict
+    results.write_not_run("02_cifar", "cifar10", "no data", "cpu", root=tmp_path / "results")
+    assert "CIFAR-10" in book_config.book_verdict(tmp_path / "results") != verdict
+
+
 def test_the_overflow_probe_writes_nothing_into_the_repository_or_the_html_tree(tmp_path, monkeypatch):
     """screenshot_book --overflow probes a scratch copy of each page (a <base> keeps its styles resolving) and
     creates no screenshot folder; a fake browser stands in for Chromium and reports one overflowing table."""
