@@ -53,7 +53,7 @@ def book_verdict(records: Mapping[str, Mapping[str, Any]], *, budgets: Mapping[s
         from .data.specs import SPECS
         names = {k: spec.display_name for k, spec in SPECS.items()}
     by_dataset = {r["dataset"]: r for r in records.values()}
-    sentences, held, judged_on, outcomes, not_run, smoke = [], [], [], {}, [], []
+    paragraphs, held, judged_on, outcomes, not_run, smoke = [], [], [], {}, [], []
     for dataset, budget in budgets.items():
         name, record = names.get(dataset, dataset), by_dataset.get(dataset)
         if record is None or record.get("status") == STATUS_NOT_RUN or not record.get("models"):
@@ -64,27 +64,27 @@ def book_verdict(records: Mapping[str, Mapping[str, Any]], *, budgets: Mapping[s
             continue
         judged = judged_at_budget(record, budget)
         if judged is None:
-            sentences.append(f"**{name}**: no ResKD model was calibrated on validation to the paper's budget of "
-                             f"{budget:g}% of the teacher's MACs.")
+            paragraphs.append(f"**{name}**: no ResKD model was calibrated on validation to the paper's budget of "
+                              f"{budget:g}% of the teacher's MACs.")
             continue
         m, gap = judged["model"], judged["gap"]
         judged_on.append(name)
         held += [name] if judged["competitive"] else []
-        sentences.append(
+        sentence = (
             f"**{name}** ({record['profile']} profile; the paper's budget: {budget:g}% of the teacher's MACs): the "
             f"ResKD model chosen on validation, {m['name']}, reaches {m['top1_mean']:.2f}% top-1 at "
             f"{m['pct_teacher']:.2f}%, {abs(gap):.2f} points {'below' if gap < 0 else 'above'} the teacher's "
             f"{judged['teacher']['top1_mean']:.2f}%: " + ("" if judged["competitive"] else "not ")
             + f"competitive with the teacher by our bar (within {judged['max_drop']:g} point).")
-        if judged["versus"]:
-            sentences.append("Against " + ", against ".join(
-                f"the {v['against']} {_signed(v['difference'])} points ({_verdict_words(v['verdict'])})"
-                for v in judged["versus"]) + ".")
+        paragraphs.append(sentence + ("" if not judged["versus"] else " Against " + ", against ".join(
+            f"the {v['against']} {_signed(v['difference'])} points ({_verdict_words(v['verdict'])})"
+            for v in judged["versus"]) + "."))
         outcomes[name] = {v["against"]: v["verdict"] for v in judged["versus"]}
+    sentences = []
     if judged_on:
         sentences.append(f"The paper's claim held on {_and(held)}." if held else
                          "The paper's claim of accuracy competitive with the teacher held on none of the data sets "
-                         "we ran.")
+                         f"we ran ({_and(judged_on)}).")
         baselines = list(dict.fromkeys(b for o in outcomes.values() for b in o))
         beaten = [b for b in baselines if any(o.get(b) == "ahead" for o in outcomes.values())]
         behind = {n: [b for b, v in o.items() if v == "behind"] for n, o in outcomes.items()}
@@ -93,7 +93,10 @@ def book_verdict(records: Mapping[str, Mapping[str, Any]], *, budgets: Mapping[s
             sentences.append(f"At this scale the residual stages do not pay: on no data set is the ResKD model ahead "
                              f"of the {_and(unbeaten)}, which spend{'s' if len(unbeaten) == 1 else ''} the same MACs "
                              "without them" + "".join(f"; on {n} the {_and(b)} use{'s' if len(b) == 1 else ''} "
-                                                      "them better" for n, b in behind.items() if b) + ".")
+                                                      "them better" for n, b in behind.items() if b)
+                             + "".join(f" (it is ahead of the {b} on "
+                                       f"{_and([n for n, o in outcomes.items() if o.get(b) == 'ahead'])})"
+                                       for b in beaten) + ".")
         else:
             sentences.append(f"The residual stages pay: the ResKD model is ahead of the {_and(baselines)} on at "
                              "least one data set" + "".join(f", though behind the {_and(b)} on {n}"
@@ -102,7 +105,7 @@ def book_verdict(records: Mapping[str, Mapping[str, Any]], *, budgets: Mapping[s
         sentences.append(f"{_and(smoke)} ran only in the smoke profile (a pipeline check; its numbers mean nothing).")
     if not_run:
         sentences.append(f"{_and(not_run)} {'was' if len(not_run) == 1 else 'were'} not run.")
-    return " ".join(sentences)
+    return "\n\n".join(([" ".join(sentences)] if sentences else []) + paragraphs)  # the conclusion first
 
 
 def _signed(x: float, digits: int = 2) -> str:

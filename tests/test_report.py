@@ -284,7 +284,9 @@ def test_book_verdict_is_phrased_from_the_verdicts():
     assert "equal-cost KD student +1.00 points (ahead by more than 2 standard errors)" in text
     assert "cascade to the teacher 0.10 points" not in text and "+0.10 points (within seed noise)" in text
     assert "held on none" in text and "do not pay: on no data set is the ResKD model ahead of the cascade" in text
-    assert "Tiny-ImageNet-200 ran only in the smoke profile" in text
+    assert "(it is ahead of the equal-cost KD student on CIFAR-10)" in text
+    assert "Tiny-ImageNet-200 ran only in the smoke profile" in text and "we ran (CIFAR-10)" in text
+    assert text.startswith("The paper's claim") and "\n\n**CIFAR-10**" in text  # the conclusion, then the details
     assert "CIFAR-100 and ImageNet-1k were not run" in text  # CIFAR-100 has no record at all: not run either
     ahead = R.book_verdict({"c": _verdict_record(reskd=86.5, cascade=84.0)}, budgets={"cifar10": 18.04})
     assert "competitive with the teacher by our bar" in ahead and "not competitive" not in ahead
