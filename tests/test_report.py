@@ -271,7 +271,8 @@ def test_judged_at_budget_takes_the_rules_model_and_the_paired_verdict_against_t
     assert set(versus) == {"equal-cost KD student", "cascade to the teacher"}  # the ensemble is not the student
     assert versus["equal-cost KD student"]["verdict"] == "ahead"  # +1.0, s.e. 0.08
     assert versus["cascade to the teacher"]["s.e. from"] == "paired over seeds"
-    assert versus["cascade to the teacher"]["difference"] == 0.5 and versus["cascade to the teacher"]["verdict"] == "ahead"
+    cascade = versus["cascade to the teacher"]
+    assert cascade["difference"] == 0.5 and cascade["verdict"] == "ahead"
     assert R.judged_at_budget(_verdict_record(), 25.0) is None
 
 
