@@ -215,7 +215,7 @@ if at_cost.empty:
     display(Markdown("No chapter has recorded the equal-cost comparison yet."))
 else:
     columns = ["ResKD", "ResKD top-1", "versus", "versus top-1", "difference", "std. error", "verdict"]
-    display(report.for_display(at_cost.set_index(["data set", "ResKD"])[columns[1:]], missing="–"))
+    display(report.for_display(at_cost.set_index(["data set", "ResKD", "ResKD top-1"])[columns[2:]], missing="–"))
 
 # %% [markdown]
 # ## The model each budget is judged by
