@@ -48,7 +48,7 @@ if "google.colab" in sys.modules:
 
     fetch_data("05_summary")
 
-# %% tags=["parameters", "hide-cell"]
+# %% tags=["parameters", "hide-input"]
 # Defaults. A run through papermill (tools/run_book.py) puts the values it ran with in the next cell.
 profile = "smoke"  # "smoke" (CI, seconds), "cpu" (the real run on two CPU cores), "paper" (a GPU)
 data_root = None  # folder holding the data sets; None: $RESKD_DATA, else the project's data/
@@ -89,6 +89,7 @@ from reskd.data.specs import SPECS
 from reskd.plots import KIND_STYLES, kind_style
 from reskd.profiles import PAPER_PCT_TEACHER  # the paper's headline cost, % of the teacher's MACs
 
+pd.set_option("display.precision", 2)
 pd.set_option("display.max_colwidth", None)  # the reasons a data set did not run, in full
 NAMES = {d: SPECS[d].display_name for d in PAPER_PCT_TEACHER}
 records = {r["dataset"]: r for r in results.load_results(results_dir).values()}
@@ -117,7 +118,7 @@ def ours(dataset: str) -> dict[str, str]:
     if j is None:
         return {"ours": "no ResKD model calibrated to this budget"}
     m = j["model"]
-    row = {"ours": f"{m['name']} ({record['profile']} profile)",
+    row = {"ours": f"{m['name']} ({record['profile']} profile)", "ours: data": record["data_source"],
            "ours: its % of the teacher's MACs on test": f"{m['pct_teacher']:.2f}",
            "ours: its top-1 minus the teacher's (points)": f"{j['gap']:+.2f}",
            "ours: teacher's top-1 (%), one seed": f"{j['teacher']['top1_mean']:.2f}",

@@ -166,11 +166,11 @@ def test_prose_edits_reach_the_stored_page_without_executing(tmp_path):
     for suffix in (".py", ".ipynb"):
         shutil.copy(ROOT / "book" / f"05_summary{suffix}", tmp_path / f"05_summary{suffix}")
     source = (tmp_path / "05_summary.py").read_text()
-    (tmp_path / "05_summary.py").write_text(source.replace("## The paper's headline numbers", "## Headline numbers"))
+    (tmp_path / "05_summary.py").write_text(source.replace("## Accuracy against cost", "## Accuracy and cost"))
     before = json.loads((tmp_path / "05_summary.ipynb").read_text())
     assert run_book.sync_sources("05_summary", tmp_path) != []
     after = json.loads((tmp_path / "05_summary.ipynb").read_text())
-    assert "## Headline numbers" in json.dumps(after) and "## The paper's headline numbers" not in json.dumps(after)
+    assert "## Accuracy and cost" in json.dumps(after) and "## Accuracy against cost" not in json.dumps(after)
     assert [c.get("outputs") for c in after["cells"]] == [c.get("outputs") for c in before["cells"]]
     assert run_book.sync_sources("05_summary", tmp_path) == []  # nothing left to copy
     (tmp_path / "05_summary.py").write_text(source.replace("pd.set_option(\"display.precision\", 2)",
