@@ -39,6 +39,92 @@ def results_table(records: Mapping[str, Mapping[str, Any]], *, datasets: Sequenc
     return table.astype({"stages": "Int64", "seeds": "Int64"})
 
 
+def book_verdict(records: Mapping[str, Mapping[str, Any]], *, budgets: Mapping[str, float] | None = None,
+                 names: Mapping[str, str] | None = None) -> str:
+    """The book's verdict in plain sentences, from the results records (:func:`reskd.results.load_results`): per data
+    set run outside the smoke profile, the ResKD model its paper budget is judged by (:func:`judged_at_budget`), its
+    gap to the teacher (whether the paper's claim of accuracy competitive with the teacher held) and its difference
+    against the equal-cost KD student and the cascade; then which way the verdicts point. Data sets run only in the
+    smoke profile, or not at all, are named as such. ``budgets``: the paper's budget per data set (% of the teacher's
+    MACs; default :data:`reskd.profiles.PAPER_PCT_TEACHER`), in the order to report them; ``names``: display names."""
+    if budgets is None:
+        from .profiles import PAPER_PCT_TEACHER as budgets
+    if names is None:
+        from .data.specs import SPECS
+        names = {k: spec.display_name for k, spec in SPECS.items()}
+    by_dataset = {r["dataset"]: r for r in records.values()}
+    paragraphs, held, judged_on, outcomes, not_run, smoke = [], [], [], {}, [], []
+    for dataset, budget in budgets.items():
+        name, record = names.get(dataset, dataset), by_dataset.get(dataset)
+        if record is None or record.get("status") == STATUS_NOT_RUN or not record.get("models"):
+            not_run.append(name)
+            continue
+        if record["profile"] == "smoke":
+            smoke.append(name)
+            continue
+        judged = judged_at_budget(record, budget)
+        if judged is None:
+            paragraphs.append(f"**{name}**: no ResKD model was calibrated on validation to the paper's budget of "
+                              f"{budget:g}% of the teacher's MACs.")
+            continue
+        m, gap = judged["model"], judged["gap"]
+        judged_on.append(name)
+        held += [name] if judged["competitive"] else []
+        sentence = (
+            f"**{name}** ({record['profile']} profile; the paper's budget: {budget:g}% of the teacher's MACs): the "
+            f"ResKD model chosen on validation, {m['name']}, reaches {m['top1_mean']:.2f}% top-1 at "
+            f"{m['pct_teacher']:.2f}%, {abs(gap):.2f} points {'below' if gap < 0 else 'above'} the teacher's "
+            f"{judged['teacher']['top1_mean']:.2f}%: " + ("" if judged["competitive"] else "not ")
+            + f"competitive with the teacher by our bar (within {judged['max_drop']:g} point).")
+        paragraphs.append(sentence + ("" if not judged["versus"] else " Against " + ", against ".join(
+            f"the {v['against']} {_signed(v['difference'])} points ({_verdict_words(v['verdict'])})"
+            for v in judged["versus"]) + "."))
+        outcomes[name] = {v["against"]: v["verdict"] for v in judged["versus"]}
+    sentences = []
+    if judged_on:
+        sentences.append(f"The paper's claim held on {_and(held)}." if held else
+                         "The paper's claim of accuracy competitive with the teacher held on none of the data sets "
+                         f"we ran ({_and(judged_on)}).")
+        baselines = list(dict.fromkeys(b for o in outcomes.values() for b in o))
+        beaten = [b for b in baselines if any(o.get(b) == "ahead" for o in outcomes.values())]
+        behind = {n: [b for b, v in o.items() if v == "behind"] for n, o in outcomes.items()}
+        unbeaten = [b for b in baselines if b not in beaten]
+        if unbeaten:
+            sentences.append(f"At this scale the residual stages do not pay: on no data set is the ResKD model ahead "
+                             f"of the {_and(unbeaten)}, which spend{'s' if len(unbeaten) == 1 else ''} the same MACs "
+                             "without them" + "".join(f"; on {n} the {_and(b)} use{'s' if len(b) == 1 else ''} "
+                                                      "them better" for n, b in behind.items() if b)
+                             + "".join(f" (it is ahead of the {b} on "
+                                       f"{_and([n for n, o in outcomes.items() if o.get(b) == 'ahead'])})"
+                                       for b in beaten) + ".")
+        else:
+            sentences.append(f"The residual stages pay: the ResKD model is ahead of the {_and(baselines)} on at "
+                             "least one data set" + "".join(f", though behind the {_and(b)} on {n}"
+                                                            for n, b in behind.items() if b) + ".")
+    if smoke:
+        sentences.append(f"{_and(smoke)} ran only in the smoke profile (a pipeline check; its numbers mean nothing).")
+    if not_run:
+        sentences.append(f"{_and(not_run)} {'was' if len(not_run) == 1 else 'were'} not run.")
+    return "\n\n".join(([" ".join(sentences)] if sentences else []) + paragraphs)  # the conclusion first
+
+
+def _signed(x: float, digits: int = 2) -> str:
+    """``x`` with its sign, and no sign where it rounds to zero (no "+0.00" or "-0.00")."""
+    return f"{0.0:.{digits}f}" if round(x, digits) == 0 else f"{x:+.{digits}f}"
+
+
+def _verdict_words(verdict: str) -> str:
+    """A :func:`noise_verdict` as a reader reads it: the two-standard-error rule said where it decides."""
+    return {"ahead": f"ahead by more than {NOISE_Z:g} standard errors",
+            "behind": f"behind by more than {NOISE_Z:g} standard errors"}.get(verdict, verdict)
+
+
+def _and(items: Sequence[str]) -> str:
+    """``items`` joined as prose: "a", "a and b", "a, b and c"."""
+    items = list(items)
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1] if items else ""
+
+
 def frame_records(frame: pd.DataFrame, digits: int = 4) -> list[dict[str, Any]]:
     """``frame``'s rows as plain-JSON dicts (floats rounded to ``digits``, missing values as None), for ``extra``."""
     rounded = frame.round(digits).astype(object)
@@ -249,6 +335,48 @@ def unpaired_verdict(a: Mapping[str, Any], b: Mapping[str, Any], *, z: float = N
     difference, its standard error and the verdict at ``z`` standard errors."""
     diff, se = a["top1_mean"] - b["top1_mean"], standard_error(a, b)
     return {"difference": diff, "std. error": se, "verdict": noise_verdict(diff, se, z=z)}
+
+
+COMPETITIVE_DROP = 1.0  # top-1 points below the teacher still read as "competitive" when a record's target sets none
+
+
+def judged_at_budget(record: Mapping[str, Any], budget_pct: float, *, max_drop: float | None = None,
+                     z: float = NOISE_Z) -> dict[str, Any] | None:
+    """A data set's ResKD model at ``budget_pct`` by the book's one rule (:func:`choose_on_val`) and what it is held
+    against: its gap to the teacher (``competitive`` when within ``max_drop`` points: the record's target's, else
+    :data:`COMPETITIVE_DROP`), and its difference, standard error and verdict against the equal-cost KD student
+    (``kd-equal-cost`` with one stage) and the cascade calibrated to the same budget. Against the cascade, a
+    chain-to-teacher's difference is the paired one its chapter recorded (``extra.chain_to_teacher.verdicts``: the
+    same S0 and teacher seed by seed); every other comes from the seed means (:func:`unpaired_verdict`). None when
+    no ResKD entry was calibrated to the budget."""
+    models = record["models"]
+    chosen = choose_on_val(models, budget_pct)
+    if chosen is None:
+        return None
+    teacher = next(m for m in models if m["kind"] == "teacher")
+    extra = record.get("extra") or {}
+    target = extra.get("target") or {}
+    max_drop = target.get("max_drop", COMPETITIVE_DROP) if max_drop is None else max_drop
+    gap = chosen["top1_mean"] - teacher["top1_mean"]
+    paired = {f"{v['regime']} -> teacher ({v['thresholds_mode']} thresholds, {v['budget_pct']:g}% budget)": v
+              for v in (extra.get("chain_to_teacher") or {}).get("verdicts", [])}
+    versus = []
+    for other in models:
+        if other["kind"] == "kd-equal-cost" and other["stages"] == 1:
+            against = "equal-cost KD student"
+        elif other["kind"] == "cascade" and math.isclose(other.get("budget_pct") or -1.0, budget_pct):
+            against = "cascade to the teacher"
+        else:
+            continue
+        v, how = unpaired_verdict(chosen, other, z=z), "seed means"
+        if against.startswith("cascade") and chosen["kind"] == "chain-to-teacher" and chosen["name"] in paired:
+            p = paired[chosen["name"]]
+            v = {"difference": p["difference"], "std. error": p["std. error"],
+                 "verdict": noise_verdict(p["difference"], p["std. error"], z=z)}
+            how = "paired over seeds"
+        versus.append({"against": against, "model": other, **v, "s.e. from": how})
+    return {"budget_pct": budget_pct, "model": chosen, "teacher": teacher, "gap": gap, "max_drop": max_drop,
+            "competitive": -gap <= max_drop, "target_names": target.get("reskd"), "versus": versus}
 
 
 def reskd_records(staged: Mapping[int, Mapping[str, StagedOutputs]], teacher_macs: float, *,

@@ -166,11 +166,11 @@ def test_prose_edits_reach_the_stored_page_without_executing(tmp_path):
     for suffix in (".py", ".ipynb"):
         shutil.copy(ROOT / "book" / f"05_summary{suffix}", tmp_path / f"05_summary{suffix}")
     source = (tmp_path / "05_summary.py").read_text()
-    (tmp_path / "05_summary.py").write_text(source.replace("## The paper's headline numbers", "## Headline numbers"))
+    (tmp_path / "05_summary.py").write_text(source.replace("## Accuracy against cost", "## Accuracy and cost"))
     before = json.loads((tmp_path / "05_summary.ipynb").read_text())
     assert run_book.sync_sources("05_summary", tmp_path) != []
     after = json.loads((tmp_path / "05_summary.ipynb").read_text())
-    assert "## Headline numbers" in json.dumps(after) and "## The paper's headline numbers" not in json.dumps(after)
+    assert "## Accuracy and cost" in json.dumps(after) and "## Accuracy against cost" not in json.dumps(after)
     assert [c.get("outputs") for c in after["cells"]] == [c.get("outputs") for c in before["cells"]]
     assert run_book.sync_sources("05_summary", tmp_path) == []  # nothing left to copy
     (tmp_path / "05_summary.py").write_text(source.replace("pd.set_option(\"display.precision\", 2)",
@@ -280,6 +280,22 @@ def test_the_intro_promises_launch_buttons_only_where_the_build_has_them(tmp_pat
     assert built["repository"]["url"] == HOSTED and built["parse"]["myst_substitutions"]["colab_howto"] == with_url
     book_config.main(["--output", str(out)])
     assert "repository" not in yaml.safe_load(out.read_text())
+
+
+def test_the_intro_verdict_is_computed_from_the_committed_results(tmp_path):
+    """The intro's "The verdict" is the substitution book_verdict, which the build configuration fills with
+    reskd.report.book_verdict of results/*.json: what the chapters measured, never typed."""
+    from reskd import report, results
+
+    book_config = _tool("book_config")
+    assert "{{ book_verdict }}" in (ROOT / "book" / "intro.md").read_text()
+    out = tmp_path / "_config.yml"
+    book_config.main(["--output", str(out)])
+    verdict = yaml.safe_load(out.read_text())["parse"]["myst_substitutions"]["book_verdict"]
+    assert verdict == report.book_verdict(results.load_results(ROOT / "results")) and "ImageNet" in verdict
+    (tmp_path / "results").mkdir()  # other results, another verdict
+    results.write_not_run("02_cifar", "cifar10", "no data", "cpu", root=tmp_path / "results")
+    assert "CIFAR-10" in book_config.book_verdict(tmp_path / "results") != verdict
 
 
 def test_the_overflow_probe_writes_nothing_into_the_repository_or_the_html_tree(tmp_path, monkeypatch):

@@ -238,3 +238,61 @@ def test_choose_on_val_reads_validation_top1_only_and_the_unpaired_verdict():
     assert choose_on_val(models, 12.5) is None
     v = unpaired_verdict(models[1], models[4])
     assert v["difference"] == -10.0 and v["verdict"] == "behind"
+
+
+def _verdict_record(dataset="cifar10", profile="cpu", reskd=84.0, equal=83.0, cascade=83.9, chain_paired=None):
+    """A small results record: a teacher (87%), the equal-cost KD student, the cascade and two ResKD entries at the
+    18.04% budget (the one with the better val top-1 is the worse on test: the rule must pick it anyway)."""
+    def entry(name, kind, test, val=None, budget=None, stages=2, std=0.1):
+        m = _model(name, kind, stages=stages, pct_teacher=budget or 18.0, top1_mean=test, top1_std=std,
+                   seeds=[0, 1, 2])
+        return {**m, **({} if budget is None else {"budget_pct": budget, "val_top1_mean": val})}
+
+    models = [entry("teacher", "teacher", 87.0, stages=1, std=0.0) | {"pct_teacher": 100.0, "seeds": [0]},
+              entry("wide KD student (equal cost)", "kd-equal-cost", equal, stages=1),
+              entry("plain KD ensemble (equal cost)", "kd-equal-cost", 60.0, stages=4),
+              entry("cascade (18.04% budget)", "cascade", cascade, val=99.0, budget=18.04),
+              entry("adaptive chain (18.04% budget)", "reskd-adaptive", 99.0, val=80.0, budget=18.04),
+              entry("deep -> teacher (per-stage thresholds, 18.04% budget)", "chain-to-teacher", reskd, val=85.0,
+                    budget=18.04)]
+    extra = {"target": {"max_drop": 1.0}}
+    if chain_paired is not None:
+        extra["chain_to_teacher"] = {"verdicts": [{"regime": "deep", "thresholds_mode": "per-stage",
+                                                   "budget_pct": 18.04, "difference": chain_paired[0],
+                                                   "std. error": chain_paired[1], "verdict": "(recorded)"}]}
+    return {"dataset": dataset, "profile": profile, "status": "run", "models": models, "extra": extra}
+
+
+def test_judged_at_budget_takes_the_rules_model_and_the_paired_verdict_against_the_cascade():
+    judged = R.judged_at_budget(_verdict_record(chain_paired=(0.5, 0.1)), 18.04)
+    assert judged["model"]["name"].startswith("deep -> teacher")  # best on val, not on test
+    assert judged["gap"] == pytest.approx(-3.0) and not judged["competitive"]
+    versus = {v["against"]: v for v in judged["versus"]}
+    assert set(versus) == {"equal-cost KD student", "cascade to the teacher"}  # the ensemble is not the student
+    assert versus["equal-cost KD student"]["verdict"] == "ahead"  # +1.0, s.e. 0.08
+    assert versus["cascade to the teacher"]["s.e. from"] == "paired over seeds"
+    cascade = versus["cascade to the teacher"]
+    assert cascade["difference"] == 0.5 and cascade["verdict"] == "ahead"
+    assert R.judged_at_budget(_verdict_record(), 25.0) is None
+
+
+def test_book_verdict_is_phrased_from_the_verdicts():
+    records = {"cifar10": _verdict_record(), "tiny": _verdict_record("tiny-imagenet", profile="smoke"),
+               "imagenet": {"dataset": "imagenet", "profile": "cpu", "status": results.STATUS_NOT_RUN, "models": []}}
+    text = R.book_verdict(records)
+    assert "**CIFAR-10** (cpu profile; the paper's budget: 18.04% of the teacher's MACs)" in text
+    assert "3.00 points below the teacher's 87.00%: not competitive" in text
+    assert "equal-cost KD student +1.00 points (ahead by more than 2 standard errors)" in text
+    assert "cascade to the teacher 0.10 points" not in text and "+0.10 points (within seed noise)" in text
+    assert "held on none" in text and "do not pay: on no data set is the ResKD model ahead of the cascade" in text
+    assert "(it is ahead of the equal-cost KD student on CIFAR-10)" in text
+    assert "Tiny-ImageNet-200 ran only in the smoke profile" in text and "we ran (CIFAR-10)" in text
+    assert text.startswith("The paper's claim") and "\n\n**CIFAR-10**" in text  # the conclusion, then the details
+    assert "CIFAR-100 and ImageNet-1k were not run" in text  # CIFAR-100 has no record at all: not run either
+    ahead = R.book_verdict({"c": _verdict_record(reskd=86.5, cascade=84.0)}, budgets={"cifar10": 18.04})
+    assert "competitive with the teacher by our bar" in ahead and "not competitive" not in ahead
+    assert "The paper's claim held on CIFAR-10" in ahead and "The residual stages pay" in ahead
+    behind = R.book_verdict({"c": _verdict_record(equal=86.0)}, budgets={"cifar10": 18.04})
+    assert "-2.00 points (behind by more than 2 standard errors)" in behind
+    assert "on CIFAR-10 the equal-cost KD student uses them better" in behind
+    assert R._signed(-0.001) == "0.00" and R._signed(0.5) == "+0.50"

@@ -10,18 +10,22 @@ otherwise point them at its own repository. ``--repository-url`` sets it for one
 (``.github/workflows/book.yml``) does with the repository it runs in; no git remote is ever consulted.
 
 The intro's "Run it yourself" paragraph is the substitution ``colab_howto``: it promises launch buttons only in a
-build that has them, and otherwise says how to get the code and open a chapter in Colab.
+build that has them, and otherwise says how to get the code and open a chapter in Colab. Its "The verdict" section is
+the substitution ``book_verdict``: :func:`reskd.report.book_verdict` of the results files (``results/*.json``) at
+build time, so the intro states what the chapters measured, never a typed number.
 """
 from __future__ import annotations
 
 import argparse
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the package of this checkout, whichever one the environment installed
 CONFIG = ROOT / "_config.yml"
 COLAB_URL = "https://colab.research.google.com"
 DEFAULT_BRANCH = "main"
@@ -75,12 +79,24 @@ COLAB_WITHOUT_BUTTONS = ("this copy of the book has no launch buttons (it was bu
                          "run all cells.")
 
 
-def build_config(url: str | None, config: dict | None = None) -> dict:
-    """``config`` (default: ``_config.yml``) with the repository and launch buttons for ``url``, or with none."""
+RESULTS = ROOT / "results"
+
+
+def book_verdict(results_dir: Path = RESULTS) -> str:
+    """The intro's verdict (substitution ``book_verdict``): :func:`reskd.report.book_verdict` of the results files."""
+    from reskd import report, results
+
+    return report.book_verdict(results.load_results(results_dir))
+
+
+def build_config(url: str | None, config: dict | None = None, results_dir: Path = RESULTS) -> dict:
+    """``config`` (default: ``_config.yml``) with the repository and launch buttons for ``url``, or with none, and
+    the verdict of the results files in ``results_dir``."""
     config = dict(read_config() if config is None else config)
     parse = dict(config.get("parse") or {})
     parse["myst_substitutions"] = {**(parse.get("myst_substitutions") or {}),
-                                   "colab_howto": COLAB_WITH_BUTTONS if url else COLAB_WITHOUT_BUTTONS}
+                                   "colab_howto": COLAB_WITH_BUTTONS if url else COLAB_WITHOUT_BUTTONS,
+                                   "book_verdict": book_verdict(results_dir)}
     config["parse"] = parse
     repository = config.pop("repository", None) or {}
     sphinx = config.get("sphinx") or {}
