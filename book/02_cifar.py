@@ -114,7 +114,7 @@ config = get_profile(dataset, profile)
 budget = PAPER_PCT_TEACHER.get(dataset)  # the paper's budget on this data set, % of the teacher's MACs
 
 
-def shown(frame: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
+def tidy(frame: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
     """``frame`` as the chapter shows a table: readable headers, floats rounded to ``digits`` (no "-0.0"), and "–"
     where a value does not exist (the spread of a single run, a baseline's residual energy)."""
     numeric = frame.select_dtypes("float").columns
@@ -200,7 +200,7 @@ def models_table(entries: list[dict]) -> pd.DataFrame:
     (the teacher) as "–", since it does not exist."""
     frame = report.models_frame(entries)
     frame.loc[[len(m["seeds"]) < 2 for m in entries], "± (std)"] = float("nan")
-    return shown(frame.astype({"stages": int}))
+    return tidy(frame.astype({"stages": int}))
 
 
 models_table(models)
@@ -217,7 +217,7 @@ LATE_FRACTION = 0.2  # "the end of a run": its last fifth of epochs
 curves = pd.concat(
     [exp.results[exp.teacher_name()].history.assign(model=f"teacher {config.teacher.label}", seed=0)]
     + [exp.results[f"kd-{config.student.label}-s{seed}"].history.assign(
-        model=f"KD student {config.student.label} ($S_0$)", seed=seed) for seed in config.seeds], ignore_index=True)
+        model=f"KD student {config.student.label} (S0)", seed=seed) for seed in config.seeds], ignore_index=True)
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
 late = []
 for ax, (model, runs_of) in zip(axes, curves.groupby("model", sort=False)):
@@ -233,7 +233,7 @@ for ax, (model, runs_of) in zip(axes, curves.groupby("model", sort=False)):
                      "gain over the last epoch (points)": run["val_top1"].iloc[-1] - run["val_top1"].iloc[-2],
                      "training-batch top-1 at the end (%)": run["train_top1"].iloc[-1]})
     ax.axvspan(run["epoch"].max() * (1 - LATE_FRACTION), run["epoch"].max(), color="0.9", zorder=0)
-    ax.set_title(model.replace("$S_0$", "S0"))
+    ax.set_title(model)
     ax.set_xlabel("epoch (shaded: the last fifth)")
     ax.set_ylabel("top-1 (%)")
     ax.legend(fontsize=8, loc="lower right")
@@ -241,7 +241,7 @@ fig.tight_layout()
 plt.show()
 late = pd.DataFrame(late)
 late_by_model = late.groupby("model", sort=False).mean(numeric_only=True)
-display(shown(late.set_index(["model", "seed"])))
+display(tidy(late.set_index(["model", "seed"])))
 FLAT = 0.5  # points of val top-1 over the last fifth of the epochs below which a curve counts as flattened
 display(Markdown(" ".join(
     f"Over the last fifth of its epochs, {model} gains {row['gain over the last fifth (points)']:+.2f} points of "
@@ -287,7 +287,7 @@ runs = reskd_runs(exp)  # loss "auto": the validation winner of the table above
 print(f"S0 (KD student, seed 0): validation top-1 {losses['val_top1_s0'].iloc[0]:.2f}%, "
       f"test top-1 {losses['test_top1_s0'].iloc[0]:.2f}%; gains below are in top-1 points")
 print(f"chosen on validation: loss {runs.loss!r}")
-shown(losses[ENERGY_COLUMNS].set_index("option"))
+tidy(losses[ENERGY_COLUMNS].set_index("option"))
 
 # %% [markdown]
 # With the chosen loss, the other choices around the first res-student: its input (a light head on $S_0$'s last
@@ -309,7 +309,7 @@ for weighting, how in (("equal", "averaged"), ("val", "weights fit on val")):
     ablation.loc[len(ablation), ["option", "added_mmacs", "val_gain", "test_gain"]] = [
         f"plain ensemble: S0 + independent KD {config.res_students[0].label} ({how})", member_mmacs,
         top1(*plain_pair["val"]) - val_s0, top1(*plain_pair["test"]) - test_s0]
-shown(ablation[ENERGY_COLUMNS].set_index("option"))
+tidy(ablation[ENERGY_COLUMNS].set_index("option"))
 
 # %% [markdown]
 # ## Residual stages
@@ -324,7 +324,7 @@ splits = ("train-sample", "val", "test")
 staged = {seed: {split: runs.staged(ens, split) for split in splits} for seed, ens in ensembles.items()}
 per_stage = pd.concat([stage_records(st, teacher_macs).assign(seed=seed) for seed, st in staged.items()])
 per_stage_mean = per_stage.groupby("stage").mean().drop(columns="seed")
-shown(per_stage_mean.assign(mmacs=per_stage_mean["macs"] / 1e6)[
+tidy(per_stage_mean.assign(mmacs=per_stage_mean["macs"] / 1e6)[
     ["mmacs", "pct_teacher", "val_top1", "test_top1", "test_agreement_teacher", "train-sample_residual_energy",
      "test_residual_energy"]])
 
@@ -445,7 +445,7 @@ runs_table = exp.training_table()
 role = runs_table["role"].where(runs_table["seed"] < PLAIN_SEED_OFFSET, "kd (plain-ensemble member)")
 runs_table["config"] = (role + " " + runs_table["arch"] + ", " + runs_table["loss"] + ", "
                         + runs_table["epochs"].astype(str) + " epochs")
-shown(runs_table.groupby("config", sort=False)  # the spread of a single run does not exist: "–"
+tidy(runs_table.groupby("config", sort=False)  # the spread of a single run does not exist: "–"
       .agg(**{"runs": ("seed", "size"), "last epoch: test top-1 (%)": ("test_top1", "mean"),
               "± (std)": ("test_top1", "std"), "best epoch: test top-1 (%)": ("best_test_top1", "mean"),
               "best epoch (mean over runs)": ("best_test_epoch", "mean")}).rename_axis("run"), digits=2)
@@ -478,7 +478,7 @@ for _, row in at_cost.iterrows():
     print(f"{row['ResKD']} ({row['ResKD MMACs']:.1f} MMACs) vs {row['versus']} ({row['versus MMACs']:.1f} MMACs): "
           f"{row['ResKD top-1']:.2f}% vs {row['versus top-1']:.2f}%, difference {row['difference']:+.2f} points "
           f"-> {row['verdict']}")
-shown(at_cost.drop(columns=["ResKD", "ResKD MMACs", "ResKD top-1"]))
+tidy(at_cost.drop(columns=["ResKD", "ResKD MMACs", "ResKD top-1"]))
 
 # %% [markdown]
 # ## A regime map: where could residual stages pay?
@@ -515,9 +515,9 @@ for name in config.regimes:
 regime_map = regimes.map_table(regime_frame)
 # two narrower tables instead of one wide one: what each regime reaches on test, then what chose it
 display(Markdown("**Test top-1 (%)**: the whole chain, and the adaptive policy at each budget"),
-        shown(regime_map.xs("test", axis=1, level=1)))
+        tidy(regime_map.xs("test", axis=1, level=1)))
 display(Markdown("**What chose each policy** (val top-1, %) **and what it paid on test** (% of the teacher's MACs)"),
-        shown(regime_map.drop(columns="test", level=1)))
+        tidy(regime_map.drop(columns="test", level=1)))
 
 # %% [markdown]
 # The map as a picture: every static prefix of each regime's chain (connected), its adaptive policies at the three
@@ -543,7 +543,7 @@ for name, rows in regime_frame[regime_frame["seed"] == screen_seed].groupby("reg
                edgecolors="white", linewidths=0.5, zorder=3)
 equal_cost = next(m for m in models if m["kind"] == "kd-equal-cost")
 ax.scatter([equal_cost["pct_teacher"]], [equal_cost["top1_mean"]], color="black", zorder=3,
-           **{k: v for k, v in kind_style("kd-equal-cost").scatter(s=60).items() if k != "color"},
+           **{k: v for k, v in kind_style("kd-equal-cost").scatter(s=60).items() if k not in ("color", "label")},
            label=f"equal-cost KD student ({config.equal_cost.label}), mean of {len(equal_cost['seeds'])} seeds")
 for b in regimes.BUDGETS_PCT:
     ax.axvline(b, color="crimson" if b == budget else "0.6", ls=":", lw=1)
@@ -572,7 +572,7 @@ screened = {name: regimes.regime_staged(exp, regimes.CIFAR_REGIMES[name], screen
             for name in config.regimes if name not in not_trained}
 screen_staged = dict(screened)  # kept for the chain-to-teacher below (the name is reused for the best regime)
 energy_table = regimes.first_stage_energy(screened)
-shown(energy_table)
+tidy(energy_table)
 
 # %% [markdown]
 # Where a stage would have to pay: the images an exit rule sends on. For each regime's first res-student, the test
@@ -583,7 +583,7 @@ shown(energy_table)
 
 # %%
 hard = regimes.hard_images(screened)
-display(shown(hard))
+display(tidy(hard))
 gain = hard["S0 + stage top-1"] - hard["S0 top-1"]
 reading = regimes.hard_images_reading(hard)
 focused = [n for n in hard.index if regimes.CIFAR_REGIMES[n].focus is not None]
@@ -704,10 +704,10 @@ print(f"regimes with seeds {list(config.seeds)} trained: {', '.join(chain_regime
 display(Markdown("**Chain-to-teacher minus the two-tier cascade**, test top-1 points, paired over seeds "
                  "(mean, s.e.; per-stage thresholds)"))
 per_stage_verdicts = chain_verdicts[chain_verdicts["thresholds_mode"] == "per-stage"]
-display(shown(per_stage_verdicts.drop(columns=["thresholds_mode", "fits"]).set_index(
+display(tidy(per_stage_verdicts.drop(columns=["thresholds_mode", "fits"]).set_index(
     ["regime", "budget_pct"])))
 display(Markdown("The same with **one threshold shared** by the stages:"))
-display(shown(chain_verdicts[chain_verdicts["thresholds_mode"] == "shared"][
+display(tidy(chain_verdicts[chain_verdicts["thresholds_mode"] == "shared"][
     ["regime", "budget_pct", "difference", "std. error", "verdict", "val difference"]].set_index(
     ["regime", "budget_pct"])))
 
@@ -731,7 +731,7 @@ chain_routing = chain_rows[chain_rows["thresholds_mode"] == "per-stage"].groupby
     ["regime", "budget_pct"], sort=False)[list(regimes.ROUTING_COLUMNS)].mean()
 SHOWN_ROUTING = ["middle_exit_pct", "middle_sent_to_teacher_by_cascade_pct", "middle_top1", "middle_top1_cascade",
                  "teacher_pct", "cascade_teacher_pct", "teacher_spared_pct", "teacher_taken_on_pct", "middle_macs_pct"]
-display(shown(chain_routing[SHOWN_ROUTING].rename(columns=ROUTING_HEADERS), digits=1))
+display(tidy(chain_routing[SHOWN_ROUTING].rename(columns=ROUTING_HEADERS), digits=1))
 ROUTE_NAMES = {"S0": "S0", "mid": "a middle exit", "T": "the teacher"}
 route_columns = [f"{kind}_{c}_{r}{suffix}" for c, r in regimes.ROUTES
                  for kind, suffix in (("route", "_pct"), ("gain", ""))]
@@ -744,7 +744,7 @@ route_budget = budget if budget in chain_budgets else chain_budgets[len(chain_bu
 display(Markdown(f"By **route**, at {route_budget:g}% (where the cascade stops an image, then where the "
                  "chain-to-teacher does): each route's share of the test images and what it adds to the difference "
                  "(points of top-1 on all test images; the gains sum to it). The results file has every budget."))
-display(shown(chain_routes.xs(route_budget, level="budget_pct").T))
+display(tidy(chain_routes.xs(route_budget, level="budget_pct").T))
 
 
 def route_parts(regime: str, top: int = 2) -> list[tuple[tuple[str, str], float, float]]:
@@ -829,7 +829,7 @@ for b in sorted(set(regimes.BUDGETS_PCT) | ({budget} if budget else set())):
                  "kept": int(kept.loc[regime, "stages kept"]) if regime in kept.index else None}
     none = {"difference": math.nan, "std. error": math.nan, "verdict": "–", "s.e. from": "–"}
     judged_rows.append({
-        ("", "budget (% of teacher)"): b, ("", "ResKD model judged"): model["name"],
+        ("", "budget (% of teacher)"): b, ("", "ResKD model judged"): model["name"].replace(f", {b:g}% budget)", ")"),
         ("", "val top-1 (%)"): model["val_top1_mean"], ("", "test top-1 (%)"): model["top1_mean"],
         ("", "test % of teacher"): model["pct_teacher"],
         ("against the equal-cost KD student", "difference"): vs_equal["difference"],
@@ -841,7 +841,7 @@ for b in sorted(set(regimes.BUDGETS_PCT) | ({budget} if budget else set())):
         ("res-students", "the growth rule keeps"): judged[b]["kept"]})
 judged_table = pd.DataFrame(judged_rows)
 judged_table.columns = pd.MultiIndex.from_tuples(judged_table.columns)
-display(shown(judged_table.set_index([("", "budget (% of teacher)")]).rename_axis("budget (% of teacher)")
+display(tidy(judged_table.set_index([("", "budget (% of teacher)")]).rename_axis("budget (% of teacher)")
               .astype({("res-students", "the growth rule keeps"): "Int64"})))
 chosen = judged.get(budget)
 chosen_name = chosen["model"]["name"] if chosen else None
@@ -877,10 +877,11 @@ fig, ax = plt.subplots(figsize=(10, 6.8))
 for kind in KIND_STYLES:
     part = [m for m in drawn if m["kind"] == kind]
     if part:
+        style = kind_style(kind)
+        hollow = ({"facecolors": "none", "edgecolors": style.color, "color": None} if style.marker not in "x+"
+                  else {})  # a line marker (x) has no face: it keeps its colour
         ax.scatter([m["macs"] / 1e6 for m in part], [m["top1_mean"] for m in part],
-                   **kind_style(kind).scatter(s=SIZES.get(kind, 90), facecolors="none",
-                                              edgecolors=kind_style(kind).color, linewidths=1.6, zorder=3,
-                                              color=None))
+                   **style.scatter(s=SIZES.get(kind, 90), linewidths=1.6, zorder=3, **hollow))
 stages = sorted((m for m in drawn if m["kind"] == "reskd-stage"), key=lambda m: m["stages"])
 ax.plot([m["macs"] / 1e6 for m in stages], [m["top1_mean"] for m in stages], color=kind_style("reskd-stage").color,
         lw=1, zorder=2)
@@ -899,7 +900,7 @@ for b, j in judged.items():
                else "0.4", linewidths=1.2, zorder=4)
     if b == budget:
         ax.annotate(f"judged at {b:g}%:\n{m['name']}\n{m['top1_mean']:.2f}% at {m['pct_teacher']:.1f}% of T",
-                    (m["macs"] / 1e6, m["top1_mean"]), xytext=(-150, 40), textcoords="offset points", fontsize=9,
+                    (m["macs"] / 1e6, m["top1_mean"]), xytext=(70, -75), textcoords="offset points", fontsize=9,
                     color="crimson", arrowprops={"arrowstyle": "->", "color": "crimson", "lw": 1})
 for m in drawn:  # the equal-cost baselines share a kind: name them
     if m["kind"] == "kd-equal-cost":
@@ -1041,7 +1042,8 @@ if chosen is not None:
                + judged_reading(chosen) + ". ")
 else:
     answer += f"No ResKD model is calibrated to the paper's budget of {budget}% in this run. "
-answer += ("The paper's target (within 1 point of the teacher, ahead of both baselines) is "
+answer += (f"The paper's target (within {MAX_DROP:g} point of the teacher at that budget, ahead of both baselines "
+           "by more than twice the standard error) is "
            + ("**reached**." if verdict["reached"] else
               f"**not reached**: the teacher has {verdict['teacher_top1']:.2f}%, "
               + (f"{verdict['drop']:.2f} points more." if "drop" in verdict else "and no ResKD entry qualifies.")))
