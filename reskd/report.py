@@ -213,6 +213,17 @@ def _ahead(a: Mapping[str, Any], b: Mapping[str, Any], z: float) -> tuple[bool, 
     return False, f"not ahead of {b['name']} by more than {z:g} standard errors ({diff:+.2f} points, s.e. {se:.2f})"
 
 
+def _ahead_paired(paired: Mapping[str, Any], name: str, z: float) -> tuple[bool, str]:
+    """:func:`_ahead` from a paired difference (``difference`` and ``std. error`` over the same seeds)."""
+    diff, se = paired["difference"], paired["std. error"]
+    if se is None or (isinstance(se, float) and math.isnan(se)):
+        return False, f"one seed, so no lead over {name} can be established ({diff:+.2f} points)"
+    if diff > z * se:
+        return True, ""
+    return False, (f"not ahead of {name} by more than {z:g} standard errors ({diff:+.2f} points, paired s.e. "
+                   f"{se:.2f})")
+
+
 def _cost(model: Mapping[str, Any]) -> float:
     """What a model is held to at a budget: the budget its policy was calibrated to on val (``budget_pct``) when it
     has one, else its cost (``pct_teacher``); never a test-set cost chosen after the fact."""
@@ -220,18 +231,22 @@ def _cost(model: Mapping[str, Any]) -> float:
 
 
 def check_target(models: Sequence[Mapping[str, Any]], *, max_pct_teacher: float, max_drop: float,
-                 z: float = 2.0, reskd: str | None = None) -> dict[str, Any]:
+                 z: float = 2.0, reskd: str | None = None,
+                 paired: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """Whether ResKD reached a target like the paper's: a ResKD entry (adaptive or a static stage) within
     ``max_drop`` top-1 points of the teacher at no more than ``max_pct_teacher`` % of its MACs, and ahead of every
     baseline of :data:`BASELINE_KINDS` that costs no more than ``max_pct_teacher`` % (the equal-cost KD students also
     when they cost a little more: they are the equal-cost comparison) by more than ``z`` standard errors over seeds.
     An adaptive entry's cost is the budget it was calibrated to on val (:func:`_cost`). Picks the most accurate ResKD
     entry within the budget, or the entry named ``reskd`` (one chosen on validation, so that the test split
-    picks nothing); says why when none qualifies."""
+    picks nothing; it may also be a chain-to-teacher, as :func:`choose_on_val` picks among them); says why when none
+    qualifies. ``paired``: for a baseline's name, the paired difference against it (``difference``, ``std. error``,
+    as :func:`paired_difference` gives it over the same seeds) that replaces the one from seed means and spreads."""
     teacher = next((m for m in models if m["kind"] == "teacher"), None)
     if teacher is None:
         raise ResultsError("the models hold no teacher; the target is relative to the teacher's top-1.")
-    within = [m for m in models if m["kind"] in ("reskd-stage", "reskd-adaptive") and _cost(m) <= max_pct_teacher]
+    kinds = ("reskd-stage", "reskd-adaptive") + (("chain-to-teacher",) if reskd is not None else ())
+    within = [m for m in models if m["kind"] in kinds and _cost(m) <= max_pct_teacher]
     out: dict[str, Any] = {"max_pct_teacher": max_pct_teacher, "max_drop": max_drop, "teacher_top1": teacher["top1_mean"]}
     if not within:
         return {**out, "reached": False, "why": f"no ResKD entry costs at most {max_pct_teacher}% of the teacher"}
@@ -246,7 +261,8 @@ def check_target(models: Sequence[Mapping[str, Any]], *, max_pct_teacher: float,
     drop = teacher["top1_mean"] - best["top1_mean"]
     baselines = [m for m in models if m["kind"] == "kd-equal-cost"
                  or (m["kind"] in BASELINE_KINDS and _cost(m) <= max_pct_teacher)]
-    verdicts = {m["name"]: _ahead(best, m, z) for m in baselines}
+    verdicts = {m["name"]: _ahead(best, m, z) if m["name"] not in (paired or {})
+                else _ahead_paired(paired[m["name"]], m["name"], z) for m in baselines}
     beats = {name: ok for name, (ok, _) in verdicts.items()}
     reached = drop <= max_drop and all(beats.values())
     why = [] if drop <= max_drop else [f"{drop:.2f} points below the teacher (allowed {max_drop})"]

@@ -90,6 +90,25 @@ def test_check_target_names_what_is_missing():
         R.check_target([teacher, stage, dear], max_pct_teacher=18.04, max_drop=1.0, reskd="ResKD S0..S3")
 
 
+
+def test_check_target_judges_a_named_chain_to_teacher_with_its_paired_difference():
+    seeds = dict(seeds=[0, 1, 2], top1_std=0.2)
+    teacher = _model("teacher", "teacher", stages=0, pct_teacher=100.0, top1_mean=90.0, agreement_teacher=None)
+    equal = _model("equal-cost KD", "kd-equal-cost", pct_teacher=18.2, top1_mean=86.0, **seeds)
+    cascade = _model("cascade", "cascade", pct_teacher=18.0, top1_mean=89.2, **seeds)
+    chain = dict(_model("deep -> teacher", "chain-to-teacher", stages=3, pct_teacher=18.0, top1_mean=89.5, **seeds),
+                 budget_pct=18.04)
+    models = [teacher, equal, cascade, chain]
+    assert "reskd" not in R.check_target(models, max_pct_teacher=18.04, max_drop=1.0)  # only when it is named
+    unpaired = R.check_target(models, max_pct_teacher=18.04, max_drop=1.0, reskd="deep -> teacher")
+    assert unpaired["reskd"] == "deep -> teacher" and not unpaired["beats"]["cascade"]  # 0.3 < 2 x 0.16
+    paired = R.check_target(models, max_pct_teacher=18.04, max_drop=1.0, reskd="deep -> teacher",
+                            paired={"cascade": {"difference": 0.3, "std. error": 0.05}})
+    assert paired["beats"] == {"equal-cost KD": True, "cascade": True} and paired["reached"]
+    noisy = R.check_target(models, max_pct_teacher=18.04, max_drop=1.0, reskd="deep -> teacher",
+                           paired={"cascade": {"difference": 0.3, "std. error": 0.2}})
+    assert "paired s.e. 0.20" in noisy["why"]
+
 def test_compare_at_cost_uses_the_longest_chain_and_the_seed_noise():
     kd = _model("KD student", "kd", top1_mean=80.0, top1_std=0.5, seeds=[0, 1, 2])
     equal = _model("equal-cost KD", "kd-equal-cost", top1_mean=81.0, top1_std=0.2, seeds=[0, 1, 2])
