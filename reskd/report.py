@@ -141,11 +141,13 @@ def check_target(models: Sequence[Mapping[str, Any]], *, max_pct_teacher: float,
     when they cost a little more: they are the equal-cost comparison) by more than ``z`` standard errors over seeds.
     An adaptive entry's cost is the budget it was calibrated to on val (:func:`_cost`). Picks the most accurate ResKD
     entry within the budget, or the entry named ``reskd`` (one chosen on validation, so that the test split
-    picks nothing); says why when none qualifies."""
+    picks nothing; a chain-to-teacher, which :func:`choose_on_val` may pick, counts when it is named); says why
+    when none qualifies."""
     teacher = next((m for m in models if m["kind"] == "teacher"), None)
     if teacher is None:
         raise ResultsError("the models hold no teacher; the target is relative to the teacher's top-1.")
-    within = [m for m in models if m["kind"] in ("reskd-stage", "reskd-adaptive") and _cost(m) <= max_pct_teacher]
+    kinds = ("reskd-stage", "reskd-adaptive") if reskd is None else ("reskd-stage", *CHOICE_KINDS)
+    within = [m for m in models if m["kind"] in kinds and _cost(m) <= max_pct_teacher]
     out: dict[str, Any] = {"max_pct_teacher": max_pct_teacher, "max_drop": max_drop, "teacher_top1": teacher["top1_mean"]}
     if not within:
         return {**out, "reached": False, "why": f"no ResKD entry costs at most {max_pct_teacher}% of the teacher"}
