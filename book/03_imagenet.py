@@ -195,7 +195,8 @@ if problem is None:
     display(Markdown(
         f"Every model here has the `{stem}` stem: one {kernel}×{kernel} convolution at stride {stride}"
         + (", then a max-pool" if pool else ", no max-pool") + f", so the four stages of a ResNet-18 see "
-        f"{', '.join(str(exp.input_size[1] // stride // 2 ** i) for i in range(4))} pixels of the 64×64 image. "
+        f"{', '.join(str(exp.input_size[1] // stride // (2 if pool else 1) // 2 ** i) for i in range(4))} pixels "
+        f"of the {exp.input_size[1]}×{exp.input_size[2]} image. "
         f"The teacher, {config.teacher.name} at width {config.teacher.width:g}, costs "
         f"{teacher_macs / 1e6:.1f} MMACs, {setup_facts['teacher_vs_full_width']:.2f} times a full-width "
         f"{config.teacher.name} with the same stem ({full_width / 1e6:.0f} MMACs), and it trained "
@@ -337,7 +338,7 @@ def said(row: pd.Series, whom: str) -> str:
         return f"behind {whom} {numbers}"
     if row["verdict"] == "within seed noise":
         return f"level with {whom} within seed noise {numbers}"
-    return f"against {whom}: {row['verdict']} {numbers}"
+    return f"{row['difference (points)'] + 0.0:+.2f} points against {whom} ({row['verdict']})"
 
 
 def target_reasons() -> list[str]:
@@ -574,16 +575,20 @@ if problem is None:
     n_teacher = flattening.get("teacher", (0, math.nan))[0]
     n_s0 = next((n for name, (n, g) in flattening.items() if name != "teacher"), 0)
     still = [name for name, g in gains.items() if g >= FLAT_GAIN]
-    display(Markdown(
-        f"Over its last {n_teacher} of {config.teacher_train.epochs} epochs the teacher's val top-1 rose "
-        f"{gains.get('teacher', math.nan):.2f} points; over their last {n_s0} of {config.student_train.epochs} "
-        f"epochs the KD students' rose {min(s0_gains):.2f} to {max(s0_gains):.2f}. Calling a curve flat when it "
-        f"gains less than {FLAT_GAIN:g} points over its last fifth, "
-        + (f"{'none' if len(still) == len(gains) else 'not all'} of them had flattened. Much of a late rise is the "
-           f"schedule's decay of the learning rate to zero, which a longer schedule ends with too, so the curves do "
-           f"not say how much more epochs would add; they do say that these models stopped while still improving, "
-           f"so the page's absolute accuracies are those of short runs, not what these architectures can reach."
-           if still else "all of them had flattened: a longer schedule of the same recipe would add little.")))
+    if any(math.isnan(g) for g in gains.values()):  # a run of one epoch has no late gain
+        display(Markdown("The runs are too short to say whether the curves flattened."))
+    else:
+        display(Markdown(
+            f"Over its last {n_teacher} of {config.teacher_train.epochs} epochs the teacher's val top-1 rose "
+            f"{gains.get('teacher', math.nan):.2f} points; over their last {n_s0} of {config.student_train.epochs} "
+            f"epochs the KD students' rose {min(s0_gains):.2f} to {max(s0_gains):.2f}. Calling a curve flat when it "
+            f"gains less than {FLAT_GAIN:g} points over its last fifth, "
+            + (f"{'none' if len(still) == len(gains) else 'not all'} of them had flattened. Much of a "
+               f"late rise is the schedule's decay of the learning rate to zero, which a longer schedule ends with "
+               f"too, so the curves do not say how much more epochs would add; they do say that these models "
+               f"stopped while still improving, so the page's absolute accuracies are those of short runs, not what "
+               f"these architectures can reach."
+               if still else "all of them had flattened: a longer schedule of the same recipe would add little.")))
 
 # %% tags=["remove-cell"]
 # The results file (the summary chapter and the README's checks read it).
@@ -597,7 +602,8 @@ if problem is None:
                         "candidates": report.frame_records(candidates),
                         "judged": report.frame_records(judged)},
              "setup": setup_facts,
-             "late_val_gain": {name: {"epochs": n, "gain": g} for name, (n, g) in flattening.items()},
+             "late_val_gain": {name: {"epochs": n, "gain": None if math.isnan(g) else g}
+                               for name, (n, g) in flattening.items()},
              "first_stage_energy": report.frame_records(energy_table.reset_index()),
              "hard_images": report.frame_records(hard.reset_index()),
              "train_hours": float(runs_table["train_hours"].sum()),
@@ -720,7 +726,7 @@ path = results.write_not_run(CHAPTER, "imagenet", "ImageNet is not available her
 # Every job of `reskd.cli` runs data-parallel under `torchrun` (`reskd.distributed`): nccl on GPUs, gloo
 # on CPUs; only the student is wrapped in `DistributedDataParallel`, each rank takes its slice of every global batch
 # (the same samples and views as one process), metrics are all-reduced before they are logged, rank 0 writes the
-# checkpoints and every rank resumes from them. The global batch is the profile's `batch_size` whatever the number
+# checkpoints and every rank resumes from them. The global batch is the profile's batch size whatever the number
 # of processes, and the learning rate is used as given; a run's identity records the world size, the per-rank and
 # global batch and that rule. ImageNet's `paper` profile (`reskd.profiles`: resnet34 teacher, resnet18 student, a
 # resnet18x0.375 res-student, the 100-epoch recipe of torchdistill and mdistiller) is what `imagenet paper` below
