@@ -109,6 +109,17 @@ def test_check_target_judges_a_named_chain_to_teacher_with_its_paired_difference
                            paired={"cascade": {"difference": 0.3, "std. error": 0.2}})
     assert "paired s.e. 0.20" in noisy["why"]
 
+def test_check_target_judges_a_chain_to_teacher_only_when_it_is_named():
+    seeds = dict(seeds=[0, 1, 2], top1_std=0.2)
+    teacher = _model("teacher", "teacher", stages=0, pct_teacher=100.0, top1_mean=90.0, agreement_teacher=None)
+    stage = _model("ResKD S0..S1", "reskd-stage", stages=2, pct_teacher=17.0, top1_mean=85.0, **seeds)
+    chain = dict(_model("S0 -> S0+S1 -> T", "chain-to-teacher", stages=3, pct_teacher=18.2, top1_mean=89.5, **seeds),
+                 budget_pct=18.04)
+    assert R.check_target([teacher, stage, chain], max_pct_teacher=18.04, max_drop=1.0)["reskd"] == "ResKD S0..S1"
+    verdict = R.check_target([teacher, stage, chain], max_pct_teacher=18.04, max_drop=1.0, reskd="S0 -> S0+S1 -> T")
+    assert verdict["reskd"] == "S0 -> S0+S1 -> T" and verdict["drop"] == pytest.approx(0.5)
+
+
 def test_compare_at_cost_uses_the_longest_chain_and_the_seed_noise():
     kd = _model("KD student", "kd", top1_mean=80.0, top1_std=0.5, seeds=[0, 1, 2])
     equal = _model("equal-cost KD", "kd-equal-cost", top1_mean=81.0, top1_std=0.2, seeds=[0, 1, 2])
