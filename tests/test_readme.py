@@ -45,6 +45,9 @@ def tiny_claims() -> list[str]:
                 f"{adaptive['pct_teacher']:.1f}")
 
     cascades = [m(f"cascade (adaptive, {b} budget)") for b in ("48%", "53.59%", "60%")]
+    paired = next(v for v in tiny["extra"]["chain_to_teacher"]["verdicts"]  # the chosen chain against the cascade
+                  if f"{v['regime']} -> teacher ({v['thresholds_mode']} thresholds, {v['budget_pct']:g}% budget)"
+                  == target["reskd"])
     return [
         f"it reached {summary['final']['val_top1']:.2f}% val and {teacher['top1_mean']:.2f}% test top-1",
         f"| teacher x0.375 | {teacher['top1_mean']:.2f} | 100 |",
@@ -57,10 +60,11 @@ def tiny_claims() -> list[str]:
         "| cascade S0 -> teacher at a 48 / 53.59 / 60% budget | "
         + " / ".join(f"{c['top1_mean']:.2f}" for c in cascades) + " | "
         + " / ".join(f"{c['pct_teacher']:.1f}" for c in cascades) + " |",
-        f"reaches {target['reskd_top1']:.2f}%, {target['drop']:.2f} points below the teacher; the equal-cost KD "
-        f"student is {equal['top1_mean'] - chosen['top1_mean']:.2f} ahead\n(standard error "
-        f"{report.standard_error(equal, chosen):.2f}) and the cascade to the teacher "
-        f"{cascade['top1_mean'] - chosen['top1_mean']:.2f} ahead at the same budget",
+        f"reaches {target['reskd_top1']:.2f}%, {target['drop']:.2f}\npoints below the teacher; the equal-cost KD "
+        f"student is {equal['top1_mean'] - chosen['top1_mean']:.2f} ahead (standard error "
+        f"{report.standard_error(equal, chosen):.2f}, "
+        f"{report.noise_verdict(equal['top1_mean'] - chosen['top1_mean'], report.standard_error(equal, chosen))}) and the\ncascade to the teacher level with it "
+        f"(paired difference {paired['difference'] + 0.0:+.2f}, standard error {paired['std. error']:.2f})",
         f"The 19 runs took {tiny['extra']['train_hours']:.1f} hours of run time",
     ]
 
