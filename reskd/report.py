@@ -499,3 +499,50 @@ def chosen_length(curve: pd.DataFrame, gain: float) -> int | None:
         if 2 * epochs in val and val[2 * epochs] - val[epochs] < gain:
             return int(epochs)
     return None
+
+
+#: The gaps the book's conclusion rests on, each a difference of test top-1 (points) at the paper's budget.
+GAP_NAMES = {"over_s0": "ResKD over its KD S0", "equal_cost": "equal-cost KD student over ResKD",
+             "cascade": "cascade over ResKD", "teacher": "teacher over ResKD"}
+
+
+def verdict_gaps(record: Mapping[str, Any], budget_pct: float, *, z: float = NOISE_Z) -> list[dict[str, Any]]:
+    """The gaps the conclusion rests on for the model :func:`judged_at_budget` judges at ``budget_pct``: ResKD over
+    its KD S0, the equal-cost KD student over ResKD, the cascade over ResKD (paired where the chapter recorded it),
+    and the teacher over ResKD against the target's allowed drop (the teacher is one run: its spread is not counted).
+    Each: ``gap`` (a key of :data:`GAP_NAMES`), ``difference``, ``std. error`` (None for one seed) and ``verdict``
+    at ``z`` standard errors. Empty when no ResKD model was calibrated to the budget."""
+    judged = judged_at_budget(record, budget_pct, z=z)
+    if judged is None:
+        return []
+    chosen = judged["model"]
+    rows = []
+    kd = next((m for m in record["models"] if m["kind"] == "kd"), None)
+    if kd is not None:
+        rows.append({"gap": "over_s0", **unpaired_verdict(chosen, kd, z=z)})
+    for v in judged["versus"]:
+        key = "equal_cost" if v["against"].startswith("equal-cost") else "cascade"
+        se = v["std. error"]
+        rows.append({"gap": key, "difference": -v["difference"], "std. error": se,
+                     "verdict": noise_verdict(-v["difference"], se, z=z)})
+    n = len(chosen["seeds"])
+    se = chosen["top1_std"] / math.sqrt(n) if n > 1 else None
+    drop = -judged["gap"]
+    verdict = noise_verdict(drop - judged["max_drop"], se, z=z)
+    rows.append({"gap": "teacher", "difference": drop, "std. error": se,
+                 "verdict": {"ahead": f"more than {judged['max_drop']:g} point: target missed",
+                             "behind": f"within {judged['max_drop']:g} point: target met"}.get(
+                     verdict, f"undecided at {judged['max_drop']:g} point ({verdict})")})
+    return [{**row, "model": chosen["name"]} for row in rows]
+
+
+def gaps_by_length(entries: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """The gaps of several profiles side by side (:func:`reskd.results.load_gaps`' ``{profile: entry}``): one row
+    per gap and profile, with the profile's teacher and student epochs, ordered by teacher epochs."""
+    rows = [{"profile": profile, "teacher_epochs": entry["teacher_epochs"], "student_epochs": entry["student_epochs"],
+             "gap_name": GAP_NAMES.get(row["gap"], row["gap"]), **row}
+            for profile, entry in entries.items() for row in entry["gaps"]]
+    columns = ["profile", "teacher_epochs", "student_epochs", "gap", "gap_name", "model", "difference", "std. error",
+               "verdict"]
+    frame = pd.DataFrame(rows, columns=columns)
+    return frame.sort_values(["teacher_epochs", "student_epochs"], kind="stable").reset_index(drop=True)

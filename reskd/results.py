@@ -216,6 +216,38 @@ def load_analysis(name: str, root: str | os.PathLike | None = None) -> dict[str,
         raise ResultsError(f"{path.name}: {e} Re-run the chapter that writes it.") from e
 
 
+GAPS_DIR = "lengths"  # <results>/lengths/<dataset>.json: each profile's verdict gaps, kept across profiles
+
+
+def write_gaps(dataset: str, profile: str, *, teacher_epochs: int, student_epochs: int, gaps: list[dict[str, Any]],
+               root: str | os.PathLike | None = None) -> Path:
+    """Record ``profile``'s verdict gaps (:func:`reskd.report.verdict_gaps`) for ``dataset`` beside those of the
+    other profiles already recorded (a chapter run in one profile keeps the others' entries), atomically."""
+    path = results_root(root) / GAPS_DIR / f"{dataset}.json"
+    entries = load_gaps(dataset, root)
+    entries[profile] = plain_json({"teacher_epochs": teacher_epochs, "student_epochs": student_epochs,
+                                   "gaps": gaps})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_json_dump(entries, path)
+
+
+def load_gaps(dataset: str, root: str | os.PathLike | None = None) -> dict[str, dict[str, Any]]:
+    """``{profile: {"teacher_epochs", "student_epochs", "gaps"}}`` recorded for ``dataset`` (empty when none); a
+    malformed file raises, naming it."""
+    path = results_root(root) / GAPS_DIR / f"{dataset}.json"
+    if not path.exists():
+        return {}
+    try:
+        entries = json.loads(path.read_text())
+        for profile, entry in entries.items():
+            if not (isinstance(entry, Mapping) and isinstance(entry.get("gaps"), list)
+                    and all(_is_number(entry.get(k)) for k in ("teacher_epochs", "student_epochs"))):
+                raise ResultsError(f"the entry of profile {profile!r} needs teacher_epochs, student_epochs and gaps.")
+    except (ResultsError, json.JSONDecodeError, AttributeError) as e:
+        raise ResultsError(f"{GAPS_DIR}/{path.name}: {e} Re-run the chapter that writes it.") from e
+    return entries
+
+
 def load_results(root: str | os.PathLike | None = None) -> dict[str, dict[str, Any]]:
     """Every valid ``<root>/*.json`` model record, keyed by file stem (a malformed file raises, naming the file);
     analysis records (:func:`write_analysis`) are left out."""

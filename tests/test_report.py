@@ -326,3 +326,42 @@ def test_book_verdict_is_phrased_from_the_verdicts():
     assert "-2.00 points (behind by more than 2 standard errors)" in behind
     assert "on CIFAR-10 the equal-cost KD student uses them better" in behind
     assert R._signed(-0.001) == "0.00" and R._signed(0.5) == "+0.50"
+
+
+def test_verdict_gaps_read_the_judged_model_against_s0_the_baselines_and_the_teacher(tmp_path):
+    from reskd.report import gaps_by_length, verdict_gaps
+    from reskd.results import ResultsError, load_gaps, write_gaps
+
+    seeds = dict(seeds=[0, 1, 2], top1_std=0.1)
+    teacher = _model("teacher", "teacher", stages=0, pct_teacher=100.0, top1_mean=90.0, agreement_teacher=None)
+    kd = _model("KD S0", "kd", pct_teacher=10.0, top1_mean=85.0, **seeds)
+    equal = _model("equal-cost KD", "kd-equal-cost", pct_teacher=18.2, top1_mean=86.0, **seeds)
+    cascade = dict(_model("cascade", "cascade", pct_teacher=18.0, top1_mean=86.9, **seeds), budget_pct=18.04)
+    chain = dict(_model("deep -> teacher (per-stage thresholds, 18.04% budget)", "chain-to-teacher", stages=3,
+                        pct_teacher=18.0, top1_mean=87.0, **seeds), budget_pct=18.04, val_top1_mean=88.0,
+                 regime="deep")
+    record = {"models": [teacher, kd, equal, cascade, chain], "extra": {"target": {"max_drop": 1.0}, "chain_to_teacher": {
+        "verdicts": [{"regime": "deep", "thresholds_mode": "per-stage", "budget_pct": 18.04, "difference": 0.3,
+                      "std. error": 0.01}]}}}
+    gaps = {g["gap"]: g for g in verdict_gaps(record, 18.04)}
+    assert gaps["over_s0"]["difference"] == pytest.approx(2.0) and gaps["over_s0"]["verdict"] == "ahead"
+    assert gaps["equal_cost"]["difference"] == pytest.approx(-1.0) and gaps["equal_cost"]["verdict"] == "behind"
+    assert gaps["cascade"]["difference"] == pytest.approx(-0.3)  # the paired difference (unpaired: -0.1)
+    assert gaps["cascade"]["std. error"] == pytest.approx(0.01) and gaps["cascade"]["verdict"] == "behind"
+    assert gaps["teacher"]["difference"] == pytest.approx(3.0) and gaps["teacher"]["verdict"].endswith("target missed")
+    assert verdict_gaps(record, 12.5) == []  # nothing calibrated to that budget
+    close = dict(chain, top1_mean=89.5)
+    record["models"][-1] = close
+    assert {g["gap"]: g for g in verdict_gaps(record, 18.04)}["teacher"]["verdict"].endswith("target met")
+
+    write_gaps("cifar10", "converged", teacher_epochs=120, student_epochs=120, gaps=verdict_gaps(record, 18.04),
+               root=tmp_path)
+    write_gaps("cifar10", "cpu", teacher_epochs=30, student_epochs=15, gaps=[], root=tmp_path)  # keeps converged's
+    entries = load_gaps("cifar10", tmp_path)
+    assert set(entries) == {"cpu", "converged"}
+    side = gaps_by_length(entries)
+    assert list(side["profile"].unique()) == ["converged"]  # cpu recorded no gaps
+    assert side["gap_name"].iloc[0] == "ResKD over its KD S0"
+    (tmp_path / "lengths" / "cifar10.json").write_text('{"cpu": {"gaps": []}}')
+    with pytest.raises(ResultsError, match="teacher_epochs"):
+        load_gaps("cifar10", tmp_path)
