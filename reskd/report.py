@@ -546,3 +546,23 @@ def gaps_by_length(entries: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
                "verdict"]
     frame = pd.DataFrame(rows, columns=columns)
     return frame.sort_values(["teacher_epochs", "student_epochs"], kind="stable").reset_index(drop=True)
+
+
+def gaps_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """:func:`gaps_by_length`'s rows as a reader's table: one row per gap, one column per profile (named with its
+    teacher and student epochs), each cell "difference (s.e.): verdict" in points of test top-1."""
+    if frame.empty:
+        return pd.DataFrame()
+
+    def cell(row: pd.Series) -> str:
+        se = row["std. error"]
+        spread = "" if se is None or pd.isna(se) else f" (s.e. {se:.2f})"
+        return f"{_signed(row['difference'])}{spread}: {row['verdict']}"
+
+    frame = frame.assign(column=frame["profile"] + " (teacher " + frame["teacher_epochs"].astype(int).astype(str)
+                         + ", students " + frame["student_epochs"].astype(int).astype(str) + " epochs)",
+                         cell=frame.apply(cell, axis=1))
+    table = frame.pivot(index="gap_name", columns="column", values="cell")
+    order = [GAP_NAMES[k] for k in GAP_NAMES if GAP_NAMES[k] in table.index]
+    return table.loc[order, list(dict.fromkeys(frame["column"]))].rename_axis(index="gap (points of test top-1)",
+                                                                                columns=None).fillna("–")

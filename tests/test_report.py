@@ -329,7 +329,7 @@ def test_book_verdict_is_phrased_from_the_verdicts():
 
 
 def test_verdict_gaps_read_the_judged_model_against_s0_the_baselines_and_the_teacher(tmp_path):
-    from reskd.report import gaps_by_length, verdict_gaps
+    from reskd.report import gaps_by_length, gaps_table, verdict_gaps
     from reskd.results import ResultsError, load_gaps, write_gaps
 
     seeds = dict(seeds=[0, 1, 2], top1_std=0.1)
@@ -362,6 +362,12 @@ def test_verdict_gaps_read_the_judged_model_against_s0_the_baselines_and_the_tea
     side = gaps_by_length(entries)
     assert list(side["profile"].unique()) == ["converged"]  # cpu recorded no gaps
     assert side["gap_name"].iloc[0] == "ResKD over its KD S0"
+    write_gaps("cifar10", "cpu", teacher_epochs=30, student_epochs=15, gaps=verdict_gaps(record, 18.04)[:1],
+               root=tmp_path)
+    table = gaps_table(gaps_by_length(load_gaps("cifar10", tmp_path)))
+    assert list(table.columns) == ["cpu (teacher 30, students 15 epochs)", "converged (teacher 120, students 120 epochs)"]
+    assert table.loc["ResKD over its KD S0"].iloc[1] == "+4.50 (s.e. 0.08): ahead"  # the model at 89.5%
+    assert table.loc["teacher over ResKD"].iloc[0] == "–"  # cpu recorded only the first gap here
     (tmp_path / "lengths" / "cifar10.json").write_text('{"cpu": {"gaps": []}}')
     with pytest.raises(ResultsError, match="teacher_epochs"):
         load_gaps("cifar10", tmp_path)
