@@ -9,7 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+import matplotlib.pyplot as plt
+import pandas as pd
 import seaborn as sns
+from matplotlib.figure import Figure
 
 _PALETTE = sns.color_palette("colorblind", 10)
 
@@ -49,3 +52,25 @@ def kind_style(kind: str) -> KindStyle:
     if kind not in KIND_STYLES:
         raise ValueError(f"no style for kind {kind!r}; known kinds: {', '.join(KIND_STYLES)}.")
     return KIND_STYLES[kind]
+
+
+def gaps_figure(frame: pd.DataFrame, *, z: float = 2.0) -> Figure:
+    """How each gap the conclusion rests on moves with training length: :func:`reskd.report.gaps_by_length`'s rows,
+    one panel per gap, its difference (points of test top-1) against the teacher's epochs, with ``z`` standard errors
+    as bars and zero (no gap) as a line; each point is labelled with its profile."""
+    names = list(dict.fromkeys(frame["gap_name"]))
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.2), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        part = frame[frame["gap_name"] == name]
+        se = part["std. error"].astype(float).fillna(0.0)
+        ax.errorbar(part["teacher_epochs"], part["difference"], yerr=z * se, marker="o", capsize=3, color="0.2")
+        for _, row in part.iterrows():
+            ax.annotate(row["profile"], (row["teacher_epochs"], row["difference"]), textcoords="offset points",
+                        xytext=(6, 4), fontsize=8)
+        ax.axhline(0.0, color="0.6", lw=0.8, ls=":")
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("teacher epochs")
+        ax.margins(x=0.25, y=0.25)
+    axes[0][0].set_ylabel(f"points of test top-1 (bars: {z:g} s.e.)")
+    fig.tight_layout()
+    return fig

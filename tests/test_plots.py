@@ -12,3 +12,22 @@ def test_every_kind_of_model_has_its_own_marker_and_colour():
                                                "label": "KD student (S0)", "s": 40}
     with pytest.raises(ValueError, match="known kinds: teacher"):
         kind_style("bagging")
+
+
+def test_the_gaps_figure_draws_one_panel_per_gap_with_every_profile():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import pandas as pd
+
+    from reskd.plots import gaps_figure
+
+    frame = pd.DataFrame([{"profile": p, "teacher_epochs": t, "gap_name": g, "difference": d, "std. error": se}
+                          for p, t in (("cpu", 30), ("converged", 120))
+                          for g, d, se in (("ResKD over its KD S0", 0.3, 0.1), ("teacher over ResKD", 3.5, None))])
+    fig = gaps_figure(frame)
+    assert [ax.get_title() for ax in fig.axes] == ["ResKD over its KD S0", "teacher over ResKD"]
+    labels = [t.get_text() for t in fig.axes[0].texts]
+    assert labels == ["cpu", "converged"]
+    line = fig.axes[0].lines[0]
+    assert list(line.get_xdata()) == [30, 120] and list(line.get_ydata()) == [0.3, 0.3]
