@@ -260,7 +260,8 @@ for d in ran:
         continue
     display(Markdown(f"**{NAMES[d]}**"), report.gaps_table(lengths))
     if lengths["profile"].nunique() > 1:
-        plt.show(gaps_figure(lengths))
+        gaps_figure(lengths)
+        plt.show()
     missing = [p for p in ("cpu", "converged") if p not in set(lengths["profile"])]
     if missing:
         display(Markdown(f"Not yet recorded for {NAMES[d]}: the {' and '.join(missing)} profile"
