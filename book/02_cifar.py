@@ -782,14 +782,13 @@ at_cost = pd.concat([at_cost, regimes.chain_at_cost_rows(at_paper, teacher_macs)
 # each budget is judged by; the screen above only chose which regime got more seeds. Against the equal-cost KD
 # student the difference and its standard error come from the seed means and spreads; against the cascade at the
 # same budget, a chain-to-teacher's difference is the paired one computed above (the same $S_0$ and teacher, seed by
-# seed), any other entry's again from the seed means and spreads. The last two columns compare the res-students the
+# seed), any other entry's again from the seed means and spreads; a budget some seed does not meet on validation
+# gets no verdict. The last two columns compare the res-students the
 # model may run with how many the growth rule above keeps for its regime.
 
 # %%
 display(Markdown(f"**The rule**: {report.CHOICE_RULE}."))
-equal_cost = next(m for m in models if m["kind"] == "kd-equal-cost" and "ensemble" not in m["name"])
-paired = {f"{v['regime']} -> teacher ({v['thresholds_mode']} thresholds, {v['budget_pct']:g}% budget)": v
-          for _, v in chain_verdicts.iterrows()}
+equal_cost = next(m for m in models if m["kind"] == "kd-equal-cost" and m["stages"] == 1)
 
 
 def regime_of(model: dict) -> str | None:
@@ -808,24 +807,25 @@ def plain(verdict_text: str) -> str:
     return verdict_text.removeprefix("chain-to-teacher ").removeprefix("ResKD ")
 
 
+def versus(j: dict, against: str) -> dict | None:
+    """The judged model's comparison ``against`` (difference, standard error, verdict, where its s.e. comes from)."""
+    v = next((v for v in j["versus"] if v["against"] == against), None)
+    return None if v is None else {k: v[k] for k in ("difference", "std. error", "verdict", "s.e. from")}
+
+
+record = {"models": models, "extra": {"target": {"max_drop": MAX_DROP}}}
 judged, judged_rows = {}, []
 for b in sorted(set(regimes.BUDGETS_PCT) | ({budget} if budget else set())):
-    model = report.choose_on_val(models, b)
-    if model is None:
+    j = report.judged_at_budget(record, b, chain_verdicts=chain_verdicts)
+    if j is None:
         continue
-    cascade_b = next((m for m in models if m["kind"] == "cascade" and m.get("budget_pct") is not None
-                      and math.isclose(m["budget_pct"], b)), None)
-    vs_equal = report.unpaired_verdict(model, equal_cost)
-    vs_cascade = None
-    if cascade_b is not None and model["name"] in paired:
-        v = paired[model["name"]]
-        vs_cascade = {"difference": v["difference"], "std. error": v["std. error"], "verdict": v["verdict"],
-                      "s.e. from": "paired over seeds"}
-    elif cascade_b is not None:
-        vs_cascade = {**report.unpaired_verdict(model, cascade_b), "s.e. from": "seed means"}
+    model = j["model"]
+    cascade_b = next((v["model"] for v in j["versus"] if v["against"] == "cascade to the teacher"), None)
+    vs_equal = {k: v for k, v in versus(j, "equal-cost KD student").items() if k != "s.e. from"}
+    vs_cascade = versus(j, "cascade to the teacher")
     regime = regime_of(model)
     judged[b] = {"model": model, "cascade": cascade_b, "vs_equal": vs_equal, "vs_cascade": vs_cascade,
-                 "regime": regime, "used": res_students_used(model),
+                 "paired": j["paired"], "regime": regime, "used": res_students_used(model),
                  "kept": int(kept.loc[regime, "stages kept"]) if regime in kept.index else None}
     none = {"difference": math.nan, "std. error": math.nan, "verdict": "–", "s.e. from": "–"}
     judged_rows.append({
@@ -856,7 +856,9 @@ judged_at_cost = pd.DataFrame([{
     "ResKD": j["model"]["name"], "ResKD MMACs": j["model"]["macs"] / 1e6, "ResKD top-1": j["model"]["top1_mean"],
     "versus": other["name"] + (", paired over seeds" if v.get("s.e. from") == "paired over seeds" else ""),
     "versus MMACs": other["macs"] / 1e6, "versus top-1": other["top1_mean"], "difference": v["difference"],
-    "std. error": v["std. error"], "verdict": v["verdict"]}
+    "std. error": v["std. error"],  # a paired verdict names its subject, as the chains-to-teacher's rows above do
+    "verdict": f"chain-to-teacher {v['verdict']}" if v.get("s.e. from") == "paired over seeds"
+    and v["verdict"] in ("ahead", "behind") else v["verdict"]}
     for j in judged.values() for other, v in ((equal_cost, j["vs_equal"]), (j["cascade"], j["vs_cascade"]))
     if other is not None])
 at_cost = pd.concat([at_cost, judged_at_cost], ignore_index=True).drop_duplicates(["ResKD", "versus"])
@@ -936,10 +938,8 @@ display(Markdown(" ".join(
 # chain-to-teacher is read by its paired difference.
 
 # %%
-paired_target = ({chosen["cascade"]["name"]: chosen["vs_cascade"]} if chosen and chosen["vs_cascade"]
-                 and chosen["vs_cascade"]["s.e. from"] == "paired over seeds" else None)
 verdict = report.check_target(models, max_pct_teacher=budget or 100.0, max_drop=MAX_DROP, reskd=chosen_name,
-                              paired=paired_target)
+                              paired=chosen["paired"] if chosen else None)
 print(f"teacher top-1 {verdict['teacher_top1']:.2f}%; ResKD held to the target within {verdict['max_pct_teacher']}% "
       "of its MACs: "
       f"{verdict.get('reskd', 'none')}"

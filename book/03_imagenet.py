@@ -321,8 +321,9 @@ if problem is None:
 # are every adaptive chain and every chain-to-teacher calibrated to that budget. The chosen model is held to our
 # target as in the CIFAR chapter: within 1.0 top-1 point of the teacher, and ahead of the equal-cost KD student and
 # of the cascade at no more than that budget by more than twice the standard error over seeds. Against the cascade,
-# a chain-to-teacher is judged by the paired difference above (the same $S_0$ and teacher on both sides); every other
-# comparison is unpaired, from the seed means and spreads.
+# a chain-to-teacher is judged by the paired difference above (the same $S_0$ and teacher on both sides), and gets no
+# verdict at a budget some seed does not meet on validation; every other comparison is unpaired, from the seed means
+# and spreads.
 
 # %%
 MAX_DROP = 1.0  # our target: within this many top-1 points of the teacher
@@ -359,7 +360,9 @@ if problem is None:
     candidates = pd.DataFrame([{"model": m["name"], "kind": kind_style(m["kind"]).label,
                                 "val_top1": m["val_top1_mean"], "test_top1": m["top1_mean"],
                                 "test_pct_teacher": m["pct_teacher"]} for m in pool])
-    choice = report.choose_on_val(stage_models, PAPER_PCT)
+    held = report.judged_at_budget({"models": models + stage_models, "extra": {"target": {"max_drop": MAX_DROP}}},
+                                   PAPER_PCT, chain_verdicts=chain_verdicts)  # the rule's model and its verdicts
+    choice = None if held is None else held["model"]
     if not candidates.empty:
         candidates["chosen"] = ["yes" if choice and name == choice["name"] else "" for name in candidates["model"]]
         display(shown(candidates.sort_values("val_top1", ascending=False).set_index("model"), missing=""))
@@ -368,24 +371,16 @@ if problem is None:
                    "reached": False, "why": f"no ResKD entry met {PAPER_PCT}% of the teacher's MACs on validation"}
     else:
         verdict = report.check_target(models + stage_models, max_pct_teacher=PAPER_PCT, max_drop=MAX_DROP,
-                                      reskd=choice["name"])
-        by_name = {m["name"]: m for m in models + stage_models}
-        versus = [m for m in models if m["kind"] in ("kd", "kd-equal-cost")]
-        versus += [m for m in stage_models if m["kind"] == "cascade" and math.isclose(m["budget_pct"], PAPER_PCT)]
-        paired = {f"{v['regime']} -> teacher ({v['thresholds_mode']} thresholds, {v['budget_pct']:g}% budget)": v
-                  for _, v in chain_verdicts.iterrows()}
+                                      reskd=choice["name"], paired=held["paired"])
+        kd = [m for m in models if m["kind"] == "kd"]  # the KD student it starts from, for reference
         rows = []
-        for other in versus:
-            if other["kind"] == "cascade" and choice["name"] in paired:
-                v, how = paired[choice["name"]], "paired over seeds"
-                diff, se, word = v["difference"], v["std. error"], v["verdict"]
-            else:
-                v, how = report.unpaired_verdict(choice, other), "unpaired"
-                diff, se, word = v["difference"], v["std. error"], v["verdict"]
+        for other, v in [(m, {**report.unpaired_verdict(choice, m), "s.e. from": "seed means"}) for m in kd] + [
+                (v["model"], v) for v in held["versus"]]:
             rows.append({"versus": other["name"], "its test top-1 (%)": other["top1_mean"],
-                         "its % of teacher": other["pct_teacher"], "difference (points)": diff,
-                         "std. error": math.nan if se is None or pd.isna(se) else se, "verdict": word,
-                         "comparison": how})
+                         "its % of teacher": other["pct_teacher"], "difference (points)": v["difference"],
+                         "std. error": math.nan if v["std. error"] is None else v["std. error"],
+                         "verdict": v["verdict"],
+                         "comparison": "paired over seeds" if v["s.e. from"] == "paired over seeds" else "unpaired"})
         judged = pd.DataFrame(rows)
         drop = verdict["teacher_top1"] - choice["top1_mean"]
         display(Markdown(

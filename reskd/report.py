@@ -214,8 +214,11 @@ def _ahead(a: Mapping[str, Any], b: Mapping[str, Any], z: float) -> tuple[bool, 
 
 
 def _ahead_paired(paired: Mapping[str, Any], name: str, z: float) -> tuple[bool, str]:
-    """:func:`_ahead` from a paired difference (``difference`` and ``std. error`` over the same seeds)."""
+    """:func:`_ahead` from a paired difference (``difference`` and ``std. error`` over the same seeds; no lead where
+    ``fits`` is False: the budget was not met on val)."""
     diff, se = paired["difference"], paired["std. error"]
+    if paired.get("fits") is False:
+        return False, f"no verdict against {name}: the budget is not met on val by every seed"
     if se is None or (isinstance(se, float) and math.isnan(se)):
         return False, f"one seed, so no lead over {name} can be established ({diff:+.2f} points)"
     if diff > z * se:
@@ -241,7 +244,9 @@ def check_target(models: Sequence[Mapping[str, Any]], *, max_pct_teacher: float,
     entry within the budget, or the entry named ``reskd`` (one chosen on validation, so that the test split
     picks nothing; it may also be a chain-to-teacher, as :func:`choose_on_val` picks among them); says why when none
     qualifies. ``paired``: for a baseline's name, the paired difference against it (``difference``, ``std. error``,
-    as :func:`paired_difference` gives it over the same seeds) that replaces the one from seed means and spreads."""
+    as :func:`paired_difference` gives it over the same seeds) that replaces the one from seed means and spreads;
+    :func:`judged_at_budget` gives it (its ``paired``) for the model it judges, so that both read the same
+    difference. One with ``fits`` False (the budget not met on val by every seed) is no lead."""
     teacher = next((m for m in models if m["kind"] == "teacher"), None)
     if teacher is None:
         raise ResultsError("the models hold no teacher; the target is relative to the teacher's top-1.")
@@ -356,15 +361,38 @@ def unpaired_verdict(a: Mapping[str, Any], b: Mapping[str, Any], *, z: float = N
 COMPETITIVE_DROP = 1.0  # top-1 points below the teacher still read as "competitive" when a record's target sets none
 
 
+#: The verdict of a chain-to-teacher against the cascade at a budget that some seed's policy does not meet on val
+#: (:func:`reskd.regimes.paired_verdicts` says so and records ``fits`` False): no verdict, never a normal one.
+NOT_MET_ON_VAL = "does not meet the budget on val"
+
+
+def _paired_rows(verdicts: pd.DataFrame | Sequence[Mapping[str, Any]] | None) -> dict[str, dict[str, Any]]:
+    """Paired chain-to-teacher verdicts (:func:`reskd.regimes.paired_verdicts` rows, as a frame or as records) by the
+    name of the chain-to-teacher entry they judge; a missing standard error (one seed) as None."""
+    if verdicts is None:
+        return {}
+    rows = verdicts.to_dict(orient="records") if isinstance(verdicts, pd.DataFrame) else list(verdicts)
+    out = {}
+    for v in rows:
+        se = v.get("std. error")
+        out[f"{v['regime']} -> teacher ({v['thresholds_mode']} thresholds, {v['budget_pct']:g}% budget)"] = {
+            **v, "std. error": None if se is None or (isinstance(se, float) and math.isnan(se)) else float(se)}
+    return out
+
+
 def judged_at_budget(record: Mapping[str, Any], budget_pct: float, *, max_drop: float | None = None,
-                     z: float = NOISE_Z) -> dict[str, Any] | None:
+                     z: float = NOISE_Z,
+                     chain_verdicts: pd.DataFrame | Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any] | None:
     """A data set's ResKD model at ``budget_pct`` by the book's one rule (:func:`choose_on_val`) and what it is held
     against: its gap to the teacher (``competitive`` when within ``max_drop`` points: the record's target's, else
     :data:`COMPETITIVE_DROP`), and its difference, standard error and verdict against the equal-cost KD student
     (``kd-equal-cost`` with one stage) and the cascade calibrated to the same budget. Against the cascade, a
-    chain-to-teacher's difference is the paired one its chapter recorded (``extra.chain_to_teacher.verdicts``: the
-    same S0 and teacher seed by seed); every other comes from the seed means (:func:`unpaired_verdict`). None when
-    no ResKD entry was calibrated to the budget."""
+    chain-to-teacher's difference is the paired one its chapter computed (``chain_verdicts``, the rows of
+    :func:`reskd.regimes.paired_verdicts`, else the record's ``extra.chain_to_teacher.verdicts``: the same S0 and
+    teacher seed by seed), its verdict read by :func:`noise_verdict`, or :data:`NOT_MET_ON_VAL` where some seed does
+    not meet the budget on val; every other comes from the seed means (:func:`unpaired_verdict`). ``paired``: the
+    paired differences by the cascade's name, as :func:`check_target` takes them. None when no ResKD entry was
+    calibrated to the budget."""
     models = record["models"]
     chosen = choose_on_val(models, budget_pct)
     if chosen is None:
@@ -374,9 +402,10 @@ def judged_at_budget(record: Mapping[str, Any], budget_pct: float, *, max_drop: 
     target = extra.get("target") or {}
     max_drop = target.get("max_drop", COMPETITIVE_DROP) if max_drop is None else max_drop
     gap = chosen["top1_mean"] - teacher["top1_mean"]
-    paired = {f"{v['regime']} -> teacher ({v['thresholds_mode']} thresholds, {v['budget_pct']:g}% budget)": v
-              for v in (extra.get("chain_to_teacher") or {}).get("verdicts", [])}
-    versus = []
+    if chain_verdicts is None:
+        chain_verdicts = (extra.get("chain_to_teacher") or {}).get("verdicts")
+    paired_rows = _paired_rows(chain_verdicts)
+    versus, paired = [], {}
     for other in models:
         if other["kind"] == "kd-equal-cost" and other["stages"] == 1:
             against = "equal-cost KD student"
@@ -385,14 +414,17 @@ def judged_at_budget(record: Mapping[str, Any], budget_pct: float, *, max_drop: 
         else:
             continue
         v, how = unpaired_verdict(chosen, other, z=z), "seed means"
-        if against.startswith("cascade") and chosen["kind"] == "chain-to-teacher" and chosen["name"] in paired:
-            p = paired[chosen["name"]]
+        if against.startswith("cascade") and chosen["kind"] == "chain-to-teacher" and chosen["name"] in paired_rows:
+            p = paired_rows[chosen["name"]]
+            met = p.get("fits") is not False and p.get("verdict") != NOT_MET_ON_VAL
             v = {"difference": p["difference"], "std. error": p["std. error"],
-                 "verdict": noise_verdict(p["difference"], p["std. error"], z=z)}
+                 "verdict": noise_verdict(p["difference"], p["std. error"], z=z) if met else NOT_MET_ON_VAL}
             how = "paired over seeds"
+            paired[other["name"]] = {**v, "fits": met}
         versus.append({"against": against, "model": other, **v, "s.e. from": how})
     return {"budget_pct": budget_pct, "model": chosen, "teacher": teacher, "gap": gap, "max_drop": max_drop,
-            "competitive": -gap <= max_drop, "target_names": target.get("reskd"), "versus": versus}
+            "competitive": -gap <= max_drop, "target_names": target.get("reskd"), "versus": versus,
+            "paired": paired}
 
 
 def reskd_records(staged: Mapping[int, Mapping[str, StagedOutputs]], teacher_macs: float, *,

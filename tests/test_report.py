@@ -1,5 +1,6 @@
 """reskd.report: model entries, tables and verdicts built on the results schema."""
 import json
+import math
 
 import pandas as pd
 import pytest
@@ -304,6 +305,29 @@ def test_judged_at_budget_takes_the_rules_model_and_the_paired_verdict_against_t
     cascade = versus["cascade to the teacher"]
     assert cascade["difference"] == 0.5 and cascade["verdict"] == "ahead"
     assert R.judged_at_budget(_verdict_record(), 25.0) is None
+
+
+def test_judged_at_budget_takes_a_chapters_paired_verdicts_and_says_when_a_budget_is_not_met():
+    record = _verdict_record()  # no paired verdicts recorded: the chapter passes its own frame
+    row = {"regime": "deep", "thresholds_mode": "per-stage", "budget_pct": 18.04, "difference": 0.123456,
+           "std. error": 0.01, "verdict": "chain-to-teacher ahead", "fits": True}
+    judged = R.judged_at_budget(record, 18.04, chain_verdicts=pd.DataFrame([row]))
+    cascade = {v["against"]: v for v in judged["versus"]}["cascade to the teacher"]
+    assert cascade["difference"] == 0.123456 and cascade["verdict"] == "ahead"  # exact, read by noise_verdict
+    assert judged["paired"] == {"cascade (18.04% budget)": {"difference": 0.123456, "std. error": 0.01,
+                                                            "verdict": "ahead", "fits": True}}
+    one_seed = R.judged_at_budget(record, 18.04, chain_verdicts=pd.DataFrame([{**row, "std. error": math.nan}]))
+    assert one_seed["paired"]["cascade (18.04% budget)"]["std. error"] is None
+    assert one_seed["paired"]["cascade (18.04% budget)"]["verdict"] == "one seed: no noise estimate"
+    unmet = R.judged_at_budget(record, 18.04, chain_verdicts=[{**row, "fits": False}])
+    assert {v["against"]: v for v in unmet["versus"]}["cascade to the teacher"]["verdict"] == R.NOT_MET_ON_VAL
+    # check_target reads the same paired difference for the same model, and no lead where the budget is not met
+    name = judged["model"]["name"]
+    held = R.check_target(record["models"], max_pct_teacher=18.04, max_drop=1.0, reskd=name, paired=judged["paired"])
+    assert held["beats"]["cascade (18.04% budget)"]  # +0.12 paired (s.e. 0.01); unpaired it is +0.10, s.e. 0.08
+    unmet_target = R.check_target(record["models"], max_pct_teacher=18.04, max_drop=1.0, reskd=name,
+                                  paired=unmet["paired"])
+    assert not unmet_target["beats"]["cascade (18.04% budget)"] and "not met on val" in unmet_target["why"]
 
 
 def test_book_verdict_is_phrased_from_the_verdicts():
