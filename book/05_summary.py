@@ -262,11 +262,7 @@ for d in ran:
     if lengths["profile"].nunique() > 1:
         gaps_figure(lengths)
         plt.show()
-    missing = [p for p in ("cpu", "converged") if p not in set(lengths["profile"])]
-    if missing:
-        display(Markdown(f"Not yet recorded for {NAMES[d]}: the {' and '.join(missing)} profile"
-                         f"{'s' if len(missing) > 1 else ''} (its column appears once its chapter runs in it), so "
-                         "this page cannot yet say whether the verdict changes with training length."))
+    display(Markdown(report.length_reading(lengths)))
 
 # %% [markdown]
 # ## Every model we ran

@@ -538,13 +538,15 @@ GAP_NAMES = {"over_s0": "ResKD over its KD S0", "equal_cost": "equal-cost KD stu
              "cascade": "cascade over ResKD", "teacher": "teacher over ResKD"}
 
 
-def verdict_gaps(record: Mapping[str, Any], budget_pct: float, *, z: float = NOISE_Z) -> list[dict[str, Any]]:
+def verdict_gaps(record: Mapping[str, Any], budget_pct: float, *, z: float = NOISE_Z,
+                 chain_verdicts: pd.DataFrame | Sequence[Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
     """The gaps the conclusion rests on for the model :func:`judged_at_budget` judges at ``budget_pct``: ResKD over
     its KD S0, the equal-cost KD student over ResKD, the cascade over ResKD (paired where the chapter recorded it),
     and the teacher over ResKD against the target's allowed drop (the teacher is one run: its spread is not counted).
     Each: ``gap`` (a key of :data:`GAP_NAMES`), ``difference``, ``std. error`` (None for one seed) and ``verdict``
-    at ``z`` standard errors. Empty when no ResKD model was calibrated to the budget."""
-    judged = judged_at_budget(record, budget_pct, z=z)
+    at ``z`` standard errors (``chain_verdicts`` as :func:`judged_at_budget` takes them). Empty when no ResKD model
+    was calibrated to the budget."""
+    judged = judged_at_budget(record, budget_pct, z=z, chain_verdicts=chain_verdicts)
     if judged is None:
         return []
     chosen = judged["model"]
@@ -598,3 +600,27 @@ def gaps_table(frame: pd.DataFrame) -> pd.DataFrame:
     order = [GAP_NAMES[k] for k in GAP_NAMES if GAP_NAMES[k] in table.index]
     return table.loc[order, list(dict.fromkeys(frame["column"]))].rename_axis(index="gap (points of test top-1)",
                                                                                 columns=None).fillna("–")
+
+
+def length_reading(frame: pd.DataFrame) -> str:
+    """One sentence on :func:`gaps_by_length`'s rows: whether each gap's verdict is the same at the shortest and the
+    longest recorded training length, or that only one length is recorded (so the question is still open)."""
+    if frame.empty:
+        return "No training length is recorded yet."
+    profiles = list(dict.fromkeys(frame["profile"]))
+    if len(profiles) == 1:
+        return (f"Only one training length is recorded (the `{profiles[0]}` profile), so whether the verdict "
+                "survives longer training is not yet measured.")
+    short, long = profiles[0], profiles[-1]
+    parts, changed = [], 0
+    for name in dict.fromkeys(frame["gap_name"]):
+        rows = frame[frame["gap_name"] == name].set_index("profile")
+        if short not in rows.index or long not in rows.index:
+            continue
+        before, after = rows.loc[short, "verdict"], rows.loc[long, "verdict"]
+        changed += before != after
+        parts.append(f"{name}: {_signed(rows.loc[short, 'difference'])} ({before}) at `{short}`, "
+                     f"{_signed(rows.loc[long, 'difference'])} ({after}) at `{long}`")
+    head = ("The verdict does not change with training length" if not changed else
+            f"The verdict changes with training length on {changed} of {len(parts)} gaps")
+    return f"{head}: " + "; ".join(parts) + "."

@@ -353,7 +353,7 @@ def test_book_verdict_is_phrased_from_the_verdicts():
 
 
 def test_verdict_gaps_read_the_judged_model_against_s0_the_baselines_and_the_teacher(tmp_path):
-    from reskd.report import gaps_by_length, gaps_table, verdict_gaps
+    from reskd.report import gaps_by_length, gaps_table, length_reading, verdict_gaps
     from reskd.results import ResultsError, load_gaps, write_gaps
 
     seeds = dict(seeds=[0, 1, 2], top1_std=0.1)
@@ -392,6 +392,12 @@ def test_verdict_gaps_read_the_judged_model_against_s0_the_baselines_and_the_tea
     assert list(table.columns) == ["cpu (teacher 30, students 15 epochs)", "converged (teacher 120, students 120 epochs)"]
     assert table.loc["ResKD over its KD S0"].iloc[1] == "+4.50 (s.e. 0.08): ahead"  # the model at 89.5%
     assert table.loc["teacher over ResKD"].iloc[0] == "–"  # cpu recorded only the first gap here
+    reading = length_reading(gaps_by_length(load_gaps("cifar10", tmp_path)))
+    assert reading.startswith("The verdict does not change with training length: ResKD over its KD S0: +4.50 (ahead)")
+    assert length_reading(gaps_by_length({"cpu": load_gaps("cifar10", tmp_path)["cpu"]})).startswith("Only one")
+    moved = load_gaps("cifar10", tmp_path)
+    moved["converged"]["gaps"][0] = {**moved["converged"]["gaps"][0], "verdict": "within seed noise"}
+    assert length_reading(gaps_by_length(moved)).startswith("The verdict changes with training length on 1 of 1 gaps")
     (tmp_path / "lengths" / "cifar10.json").write_text('{"cpu": {"gaps": []}}')
     with pytest.raises(ResultsError, match="teacher_epochs"):
         load_gaps("cifar10", tmp_path)
