@@ -218,11 +218,12 @@ def publish(staging: Path, output_dir: Path, results_dir: Path, chapters: list[s
     for chapter in chapters:
         shutil.copy2(staging / f"{chapter}.ipynb", output_dir / f".{chapter}.ipynb.tmp")
         os.replace(output_dir / f".{chapter}.ipynb.tmp", output_dir / f"{chapter}.ipynb")
-    for path in sorted((staging / "results").glob("*.json")):
-        target = results_dir / path.name
+    for path in sorted((staging / "results").rglob("*.json")):  # with results/lengths/
+        target = results_dir / path.relative_to(staging / "results")
         if not target.exists() or target.read_bytes() != path.read_bytes():
-            shutil.copy2(path, results_dir / f".{path.name}.tmp")
-            os.replace(results_dir / f".{path.name}.tmp", target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target.parent / f".{path.name}.tmp")
+            os.replace(target.parent / f".{path.name}.tmp", target)
 
 
 def _unfilled(text: str) -> str:
