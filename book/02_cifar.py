@@ -487,7 +487,7 @@ tidy(at_cost.drop(columns=["ResKD", "ResKD MMACs", "ResKD top-1"]))
 # paper's exact res-student architectures and losses were not available to us (the introduction says what that left
 # us to choose), so the question "do residual stages pay?" deserves more than one point. The map varies four axes (only the first regime is
 # our reading of the paper, every other one is ours; the introduction's
-# [glossary](intro.md#words-the-chapters-use) names each regime):
+# [glossary](glossary) names each regime):
 #
 # - **input**: the image, $S_0$'s last feature map, or an earlier one (a stage that sees what $S_0$ saw can read
 #   $S_0$'s mistakes instead of re-learning them);

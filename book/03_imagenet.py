@@ -26,8 +26,7 @@
 # <!-- /answer -->
 #
 # This chapter runs what this machine can run and says plainly what it cannot; the banner below says which profile
-# produced the page's outputs. Regime names (features-last, features-deep, ...) are those of the intro's glossary
-# ([Words the chapters use](intro.md)).
+# produced the page's outputs. Regime names (features-last, features-deep, ...) are those of the intro's [glossary](glossary).
 
 # %% tags=["remove-cell"]
 # In Colab only: clone the book's repository, install the package and fetch the data sets this chapter reads
