@@ -114,15 +114,6 @@ config = get_profile(dataset, profile)
 budget = PAPER_PCT_TEACHER.get(dataset)  # the paper's budget on this data set, % of the teacher's MACs
 
 
-def tidy(frame: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
-    """``frame`` as the chapter shows a table: readable headers, floats rounded to ``digits`` (no "-0.0"), and "–"
-    where a value does not exist (the spread of a single run, a baseline's residual energy)."""
-    numeric = frame.select_dtypes("float").columns
-    frame = frame.copy()
-    frame[numeric] = frame[numeric].round(digits) + 0.0
-    return report.readable(report.for_display(frame, digits=digits, missing="–"))
-
-
 if seeds is not None:
     config = config.replace(seeds=tuple(seeds))
 exp = Experiment(config, data_root=data_root, device=device, retrain=retrain, train_missing=train_missing,
@@ -200,7 +191,7 @@ def models_table(entries: list[dict]) -> pd.DataFrame:
     (the teacher) as "–", since it does not exist."""
     frame = report.models_frame(entries)
     frame.loc[[len(m["seeds"]) < 2 for m in entries], "± (std)"] = float("nan")
-    return tidy(frame.astype({"stages": int}))
+    return report.page_table(frame.astype({"stages": int}))
 
 
 models_table(models)
@@ -241,7 +232,7 @@ fig.tight_layout()
 plt.show()
 late = pd.DataFrame(late)
 late_by_model = late.groupby("model", sort=False).mean(numeric_only=True)
-display(tidy(late.set_index(["model", "seed"])))
+display(report.page_table(late.set_index(["model", "seed"])))
 FLAT = 0.5  # points of val top-1 over the last fifth of the epochs below which a curve counts as flattened
 display(Markdown(" ".join(
     f"Over the last fifth of its epochs, {model} gains {row['gain over the last fifth (points)']:+.2f} points of "
@@ -287,7 +278,7 @@ runs = reskd_runs(exp)  # loss "auto": the validation winner of the table above
 print(f"S0 (KD student, seed 0): validation top-1 {losses['val_top1_s0'].iloc[0]:.2f}%, "
       f"test top-1 {losses['test_top1_s0'].iloc[0]:.2f}%; gains below are in top-1 points")
 print(f"chosen on validation: loss {runs.loss!r}")
-tidy(losses[ENERGY_COLUMNS].set_index("option"))
+report.page_table(losses[ENERGY_COLUMNS].set_index("option"))
 
 # %% [markdown]
 # With the chosen loss, the other choices around the first res-student: its input (a light head on $S_0$'s last
@@ -309,7 +300,7 @@ for weighting, how in (("equal", "averaged"), ("val", "weights fit on val")):
     ablation.loc[len(ablation), ["option", "added_mmacs", "val_gain", "test_gain"]] = [
         f"plain ensemble: S0 + independent KD {config.res_students[0].label} ({how})", member_mmacs,
         top1(*plain_pair["val"]) - val_s0, top1(*plain_pair["test"]) - test_s0]
-tidy(ablation[ENERGY_COLUMNS].set_index("option"))
+report.page_table(ablation[ENERGY_COLUMNS].set_index("option"))
 
 # %% [markdown]
 # ## Residual stages
@@ -324,7 +315,7 @@ splits = ("train-sample", "val", "test")
 staged = {seed: {split: runs.staged(ens, split) for split in splits} for seed, ens in ensembles.items()}
 per_stage = pd.concat([stage_records(st, teacher_macs).assign(seed=seed) for seed, st in staged.items()])
 per_stage_mean = per_stage.groupby("stage").mean().drop(columns="seed")
-tidy(per_stage_mean.assign(mmacs=per_stage_mean["macs"] / 1e6)[
+report.page_table(per_stage_mean.assign(mmacs=per_stage_mean["macs"] / 1e6)[
     ["mmacs", "pct_teacher", "val_top1", "test_top1", "test_agreement_teacher", "train-sample_residual_energy",
      "test_residual_energy"]])
 
@@ -445,7 +436,7 @@ runs_table = exp.training_table()
 role = runs_table["role"].where(runs_table["seed"] < PLAIN_SEED_OFFSET, "kd (plain-ensemble member)")
 runs_table["config"] = (role + " " + runs_table["arch"] + ", " + runs_table["loss"] + ", "
                         + runs_table["epochs"].astype(str) + " epochs")
-tidy(runs_table.groupby("config", sort=False)  # the spread of a single run does not exist: "–"
+report.page_table(runs_table.groupby("config", sort=False)  # the spread of a single run does not exist: "–"
       .agg(**{"runs": ("seed", "size"), "last epoch: test top-1 (%)": ("test_top1", "mean"),
               "± (std)": ("test_top1", "std"), "best epoch: test top-1 (%)": ("best_test_top1", "mean"),
               "best epoch (mean over runs)": ("best_test_epoch", "mean")}).rename_axis("run"), digits=2)
@@ -478,7 +469,7 @@ for _, row in at_cost.iterrows():
     print(f"{row['ResKD']} ({row['ResKD MMACs']:.1f} MMACs) vs {row['versus']} ({row['versus MMACs']:.1f} MMACs): "
           f"{row['ResKD top-1']:.2f}% vs {row['versus top-1']:.2f}%, difference {row['difference']:+.2f} points "
           f"-> {row['verdict']}")
-tidy(at_cost.drop(columns=["ResKD", "ResKD MMACs", "ResKD top-1"]))
+report.page_table(at_cost.drop(columns=["ResKD", "ResKD MMACs", "ResKD top-1"]))
 
 # %% [markdown]
 # ## A regime map: where could residual stages pay?
@@ -515,9 +506,9 @@ for name in config.regimes:
 regime_map = regimes.map_table(regime_frame)
 # two narrower tables instead of one wide one: what each regime reaches on test, then what chose it
 display(Markdown("**Test top-1 (%)**: the whole chain, and the adaptive policy at each budget"),
-        tidy(regime_map.xs("test", axis=1, level=1)))
+        report.page_table(regime_map.xs("test", axis=1, level=1)))
 display(Markdown("**What chose each policy** (val top-1, %) **and what it paid on test** (% of the teacher's MACs)"),
-        tidy(regime_map.drop(columns="test", level=1)))
+        report.page_table(regime_map.drop(columns="test", level=1)))
 
 # %% [markdown]
 # The map as a picture: every static prefix of each regime's chain (connected), its adaptive policies at the three
@@ -572,7 +563,7 @@ screened = {name: regimes.regime_staged(exp, regimes.CIFAR_REGIMES[name], screen
             for name in config.regimes if name not in not_trained}
 screen_staged = dict(screened)  # kept for the chain-to-teacher below (the name is reused for the best regime)
 energy_table = regimes.first_stage_energy(screened)
-tidy(energy_table)
+report.page_table(energy_table)
 
 # %% [markdown]
 # Where a stage would have to pay: the images an exit rule sends on. For each regime's first res-student, the test
@@ -583,7 +574,7 @@ tidy(energy_table)
 
 # %%
 hard = regimes.hard_images(screened)
-display(tidy(hard))
+display(report.page_table(hard))
 gain = hard["S0 + stage top-1"] - hard["S0 top-1"]
 reading = regimes.hard_images_reading(hard)
 focused = [n for n in hard.index if regimes.CIFAR_REGIMES[n].focus is not None]
@@ -704,12 +695,10 @@ print(f"regimes with seeds {list(config.seeds)} trained: {', '.join(chain_regime
 display(Markdown("**Chain-to-teacher minus the two-tier cascade**, test top-1 points, paired over seeds "
                  "(mean, s.e.; per-stage thresholds)"))
 per_stage_verdicts = chain_verdicts[chain_verdicts["thresholds_mode"] == "per-stage"]
-display(tidy(per_stage_verdicts.drop(columns=["thresholds_mode", "fits"]).set_index(
-    ["regime", "budget_pct"])))
+display(report.page_table(regimes.verdicts_table(per_stage_verdicts.drop(columns=["thresholds_mode"]))))
 display(Markdown("The same with **one threshold shared** by the stages:"))
-display(tidy(chain_verdicts[chain_verdicts["thresholds_mode"] == "shared"][
-    ["regime", "budget_pct", "difference", "std. error", "verdict", "val difference"]].set_index(
-    ["regime", "budget_pct"])))
+display(report.page_table(regimes.verdicts_table(chain_verdicts[chain_verdicts["thresholds_mode"] == "shared"][
+    ["regime", "budget_pct", "difference", "std. error", "verdict", "val difference"]])))
 
 # %% [markdown]
 # Where the difference comes from, on test (means over seeds, per-stage thresholds): the share of the images the
@@ -719,19 +708,11 @@ display(tidy(chain_verdicts[chain_verdicts["thresholds_mode"] == "shared"][
 # on (the reverse); the MACs the middle stages add per image; and the images one gets right and the other wrong.
 
 # %%
-ROUTING_HEADERS = {"s0_exit_pct": "stop at S0 (%)", "cascade_s0_exit_pct": "cascade: stop at S0 (%)",
-                   "middle_exit_pct": "stop at a middle exit (%)",
-                   "middle_sent_to_teacher_by_cascade_pct": "of those, cascade sent to T (%)",
-                   "middle_top1": "top-1 there", "middle_top1_cascade": "cascade top-1 there",
-                   "teacher_pct": "reach T (%)", "cascade_teacher_pct": "cascade: reach T (%)",
-                   "teacher_spared_pct": "T spared (%)", "teacher_taken_on_pct": "T taken on (%)",
-                   "middle_macs_pct": "middle stages (% of T's MACs)", "fixed_vs_cascade_pct": "right, cascade wrong (%)",
-                   "broken_vs_cascade_pct": "wrong, cascade right (%)"}
 chain_routing = chain_rows[chain_rows["thresholds_mode"] == "per-stage"].groupby(
     ["regime", "budget_pct"], sort=False)[list(regimes.ROUTING_COLUMNS)].mean()
-SHOWN_ROUTING = ["middle_exit_pct", "middle_sent_to_teacher_by_cascade_pct", "middle_top1", "middle_top1_cascade",
-                 "teacher_pct", "cascade_teacher_pct", "teacher_spared_pct", "teacher_taken_on_pct", "middle_macs_pct"]
-display(tidy(chain_routing[SHOWN_ROUTING].rename(columns=ROUTING_HEADERS), digits=1))
+middle_table, teacher_table = regimes.routing_tables(chain_routing)
+display(Markdown("**The middle exits**"), report.page_table(middle_table, digits=1),
+        Markdown("**The teacher's load**"), report.page_table(teacher_table, digits=1))
 ROUTE_NAMES = {"S0": "S0", "mid": "a middle exit", "T": "the teacher"}
 route_columns = [f"{kind}_{c}_{r}{suffix}" for c, r in regimes.ROUTES
                  for kind, suffix in (("route", "_pct"), ("gain", ""))]
@@ -744,7 +725,7 @@ route_budget = budget if budget in chain_budgets else chain_budgets[len(chain_bu
 display(Markdown(f"By **route**, at {route_budget:g}% (where the cascade stops an image, then where the "
                  "chain-to-teacher does): each route's share of the test images and what it adds to the difference "
                  "(points of top-1 on all test images; the gains sum to it). The results file has every budget."))
-display(tidy(chain_routes.xs(route_budget, level="budget_pct").T))
+display(report.page_table(chain_routes.xs(route_budget, level="budget_pct").T))
 
 
 def route_parts(regime: str, top: int = 2) -> list[tuple[tuple[str, str], float, float]]:
@@ -841,8 +822,18 @@ for b in sorted(set(regimes.BUDGETS_PCT) | ({budget} if budget else set())):
         ("res-students", "the growth rule keeps"): judged[b]["kept"]})
 judged_table = pd.DataFrame(judged_rows)
 judged_table.columns = pd.MultiIndex.from_tuples(judged_table.columns)
-display(tidy(judged_table.set_index([("", "budget (% of teacher)")]).rename_axis("budget (% of teacher)")
-              .astype({("res-students", "the growth rule keeps"): "Int64"})))
+judged_table = (judged_table.set_index([("", "budget (% of teacher)")]).rename_axis("budget (% of teacher)")
+                .astype({("res-students", "the growth rule keeps"): "Int64"}))
+# two tables a text column wide: the models, then what they are held against
+judged_models = judged_table[["", "res-students"]]
+judged_models.columns = [b if a == "" else f"res-students {b}" for a, b in judged_models.columns]
+display(report.page_table(judged_models))
+paired_note = ("; against the cascade, a chain-to-teacher's s.e. is paired over seeds (the same $S_0$ and teacher)"
+               if any(j["vs_cascade"] and j["vs_cascade"]["s.e. from"] == "paired over seeds" for j in judged.values())
+               else "")
+display(Markdown(f"Each judged model against the baselines (test top-1 points{paired_note}):"),
+        report.page_table(judged_table[["against the equal-cost KD student", "against the cascade at that budget"]]
+                          .drop(columns=[("against the cascade at that budget", "s.e. from")])))
 chosen = judged.get(budget)
 chosen_name = chosen["model"]["name"] if chosen else None
 more_stages = [j for j in judged.values() if j["kept"] is not None and j["used"] > j["kept"]]

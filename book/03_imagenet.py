@@ -108,23 +108,13 @@ exp = (Experiment(config, data_root=data_root, device=device, retrain=retrain, t
                   progress=False) if config else None)
 
 
-def shown(frame: pd.DataFrame, digits: int = 2, missing: str = "–") -> pd.DataFrame:
-    """``frame`` for the page: readable headers, numbers rounded to ``digits`` (no "-0.0"), missing values as
-    ``missing``."""
-    frame = frame.copy()
-    for column in frame.columns:
-        if pd.api.types.is_float_dtype(frame[column]):
-            frame[column] = frame[column].round(digits) + 0.0  # -0.0 + 0.0 is 0.0
-    return report.for_display(report.readable(frame), digits=digits, missing=missing)
-
-
 def models_table(entries: list[dict]) -> pd.DataFrame:
     """Entries of ``models`` as a table: the kinds by their figure labels, and no spread for a single run."""
     frame = report.models_frame(entries).set_index("model")
     frame.loc[[len(m["seeds"]) < 2 for m in entries], "± (std)"] = math.nan  # one run: no spread exists
     frame["kind"] = frame["kind"].map(lambda kind: kind_style(kind).label)
     frame.insert(2, "seeds", [len(m["seeds"]) for m in entries])
-    return shown(frame.rename(columns={"± (std)": "± (std over seeds)"}))
+    return report.page_table(frame.rename(columns={"± (std)": "± (std over seeds)"}))
 
 
 def find_data() -> str | None:
@@ -251,7 +241,7 @@ if problem is None:
 # %%
 if problem is None:
     regime_map = regimes.map_table(budget_frame)
-    display(shown(regime_map.xs("test", axis=1, level=1)))
+    display(report.page_table(regime_map.xs("test", axis=1, level=1)))
 
 # %% [markdown]
 # ## Res-students inside the cascade
@@ -280,19 +270,12 @@ if problem is None:
     regime_labels = {name: regimes.CIFAR_REGIMES[name].label(exp) for name in chain_regimes}
     for mode in ("per-stage", "shared"):
         stage_models += regimes.chain_to_teacher_records(chain_rows, teacher_macs, labels=regime_labels, mode=mode)
-    display(shown(chain_verdicts.drop(columns=["fits"]).rename(columns={"thresholds_mode": "thresholds"}).set_index(
-        ["regime", "thresholds", "budget_pct"])))
+    display(report.page_table(regimes.verdicts_table(chain_verdicts, index=("regime", "thresholds_mode", "budget_pct"))))
     per_stage_rows = chain_rows[chain_rows["thresholds_mode"] == "per-stage"]
-    routing_columns = ["middle_exit_pct", "middle_sent_to_teacher_by_cascade_pct", "middle_top1",
-                       "middle_top1_cascade", "teacher_pct", "cascade_teacher_pct", "teacher_spared_pct",
-                       "teacher_taken_on_pct", "middle_macs_pct"]
-    chain_routing = per_stage_rows.groupby(["regime", "budget_pct"], sort=False)[routing_columns].mean()
-    display(shown(chain_routing.rename(columns={
-        "middle_exit_pct": "stop at S0 + S1 (%)", "middle_sent_to_teacher_by_cascade_pct": "of those, cascade sent "
-        "to T (%)", "middle_top1": "top-1 there", "middle_top1_cascade": "cascade top-1 there",
-        "teacher_pct": "reach T (%)", "cascade_teacher_pct": "cascade: reach T (%)", "teacher_spared_pct":
-        "T spared (%)", "teacher_taken_on_pct": "T taken on (%)", "middle_macs_pct": "S1 (% of T's MACs)"}),
-        digits=1))
+    chain_routing = per_stage_rows.groupby(["regime", "budget_pct"], sort=False)[list(regimes.ROUTING_COLUMNS)].mean()
+    middle_table, teacher_table = regimes.routing_tables(chain_routing)
+    display(Markdown("**The middle exit** ($S_0 + S_1$)"), report.page_table(middle_table, digits=1),
+            Markdown("**The teacher's load**"), report.page_table(teacher_table, digits=1))
     names = {"S0": "S0", "mid": "S0 + S1", "T": "T"}
     route_columns = [f"{kind}_{c}_{r}{suffix}" for c, r in regimes.ROUTES
                      for kind, suffix in (("route", "_pct"), ("gain", ""))]
@@ -302,7 +285,7 @@ if problem is None:
         [(f"cascade {names[c]}, chain {names[r]}", label) for c, r in regimes.ROUTES
          for label in ("images (%)", "gain (points)")])
     display(Markdown(f"By route at {PAPER_PCT}%:"))
-    display(shown(chain_routes.T))
+    display(report.page_table(chain_routes.T))
     at_paper = chain_verdicts[(chain_verdicts["thresholds_mode"] == "per-stage")
                               & (chain_verdicts["budget_pct"] == PAPER_PCT)]
     display(Markdown("\n".join(
@@ -364,7 +347,7 @@ if problem is None:
     choice = None if held is None else held["model"]
     if not candidates.empty:
         candidates["chosen"] = ["yes" if choice and name == choice["name"] else "" for name in candidates["model"]]
-        display(shown(candidates.sort_values("val_top1", ascending=False).set_index("model"), missing=""))
+        display(report.page_table(candidates.sort_values("val_top1", ascending=False).set_index("model"), missing=""))
     if choice is None:
         verdict = {"max_pct_teacher": PAPER_PCT, "max_drop": MAX_DROP, "teacher_top1": models[0]["top1_mean"],
                    "reached": False, "why": f"no ResKD entry met {PAPER_PCT}% of the teacher's MACs on validation"}
@@ -388,7 +371,7 @@ if problem is None:
             f"{choice['top1_mean']:.2f}% test top-1 at {choice['pct_teacher']:.2f}% of the teacher's MACs on test, "
             f"{drop:.2f} points below the teacher ({verdict['teacher_top1']:.2f}%). Against the baselines (test; "
             f"ahead or behind only beyond twice the standard error):"))
-        display(shown(judged.set_index("versus")))
+        display(report.page_table(judged.set_index("versus")))
     display(Markdown(f"**Our target at {PAPER_PCT}%:** " + ("reached" if verdict["reached"] else "not reached")
                      + (f": {'; '.join(target_reasons())}." if choice is not None else f": {verdict['why']}.")))
 
@@ -402,7 +385,7 @@ if problem is None:
     at_cost = pd.concat([report.compare_at_cost(models + stage_models, against=("kd", "kd-equal-cost", "cascade"),
                                                 reskd=name) for name in full_chains], ignore_index=True)
     at_cost = pd.concat([at_cost, regimes.chain_at_cost_rows(at_paper, teacher_macs)], ignore_index=True)
-    display(shown(at_cost.drop(columns=["ResKD MMACs"]).set_index(["ResKD", "ResKD top-1", "versus"])))
+    display(report.page_table(at_cost.drop(columns=["ResKD MMACs"]).set_index(["ResKD", "ResKD top-1", "versus"])))
 
 # %% [markdown]
 # ## Accuracy against cost
@@ -495,8 +478,8 @@ if problem is None:
     first_stages = {name: staged for name, staged in curves.items() if not regimes.is_cascade(name)}
     energy_table = regimes.first_stage_energy(first_stages)
     hard = regimes.hard_images(first_stages)
-    display(shown(energy_table))
-    display(shown(hard))
+    display(report.page_table(energy_table))
+    display(report.page_table(hard))
     removed = energy_table.xs("test", level="split")["energy removed (%)"]
     display(Markdown(
         f"The hard images are the {regimes.HARD_FRACTION:.0%} of the images with the lowest max-softmax probability "
@@ -515,7 +498,7 @@ if problem is None:
 # %%
 if problem is None:
     runs_table = exp.training_table()
-    display(shown(runs_table.set_index(["role", "arch", "seed"])[["epochs", "val_top1", "test_top1",
+    display(report.page_table(runs_table.set_index(["role", "arch", "seed"])[["epochs", "val_top1", "test_top1",
                                                                    "train_hours"]].rename(
         columns={"train_hours": "hours"})))
     display(Markdown(f"{runs_table['train_hours'].sum():.2f} hours of run time in all ({len(runs_table)} runs, "
@@ -705,7 +688,7 @@ for name, parts in combinations.items():
     rows.append({"model": name, "params_M": params / MEGA, "GMACs": macs / GIGA,
                  "pct_teacher": 100 * macs / teacher_macs_224})
 macs_table = pd.DataFrame(rows).round({"params_M": 2, "GMACs": 3, "pct_teacher": 1})
-display(shown(macs_table.set_index("model").rename(columns={"params_M": "params (millions)"}), digits=2))
+display(report.page_table(macs_table.set_index("model").rename(columns={"params_M": "params (millions)"}), digits=2))
 display(Markdown(f"The paper's ImageNet ResKD student costs {PAPER_PCT_TEACHER['imagenet']}% of its teacher's MACs."))
 
 # %% tags=["remove-cell"]

@@ -359,6 +359,47 @@ ROUTING_COLUMNS = ("s0_exit_pct", "cascade_s0_exit_pct", "middle_exit_pct", "mid
                    "teacher_taken_on_pct", "middle_macs_pct", "fixed_vs_cascade_pct", "broken_vs_cascade_pct")
 
 
+#: Short headers for :func:`paired_verdicts`' columns, so that a page's table fits its text column.
+VERDICT_HEADERS = {"chain-to-teacher test top-1": "chain top-1", "cascade test top-1": "cascade top-1",
+                   "difference": "diff.", "std. error": "s.e.", "val difference": "val diff.",
+                   "test % of teacher": "chain % of T", "cascade test % of teacher": "cascade % of T",
+                   "res-students before T": "res-students", "budget_pct": "budget (%)",
+                   "thresholds_mode": "thresholds"}
+
+
+def verdicts_table(verdicts: pd.DataFrame, index: Sequence[str] = ("regime", "budget_pct")) -> pd.DataFrame:
+    """:func:`paired_verdicts` as a page shows it: indexed by ``index``, short headers, without the seed count and
+    the ``fits`` flag (a caption says the seeds; a budget not met on val says so in its verdict)."""
+    shown = verdicts.drop(columns=["seeds", "fits"], errors="ignore").set_index(list(index))
+    return shown.rename(columns=VERDICT_HEADERS).rename_axis(index=[VERDICT_HEADERS.get(i, i) for i in index])
+
+
+#: Headers of :data:`ROUTING_COLUMNS` for a page, and the two tables they are shown in (one text column wide each):
+#: what the middle exits do, and how the teacher's load moves.
+ROUTING_HEADERS = {"s0_exit_pct": "stop at S0 (%)", "cascade_s0_exit_pct": "cascade: stop at S0 (%)",
+                   "middle_exit_pct": "stop at a middle exit (%)",
+                   "middle_sent_to_teacher_by_cascade_pct": "of those, cascade sent to T (%)",
+                   "middle_top1": "top-1 there", "middle_top1_cascade": "cascade top-1 there",
+                   "middle_macs_pct": "middle stages (% of T's MACs)", "teacher_pct": "reach T (%)",
+                   "cascade_teacher_pct": "cascade: reach T (%)", "teacher_spared_pct": "T spared (%)",
+                   "teacher_taken_on_pct": "T taken on (%)", "fixed_vs_cascade_pct": "right, cascade wrong (%)",
+                   "broken_vs_cascade_pct": "wrong, cascade right (%)", "budget_pct": "budget (%)"}
+MIDDLE_COLUMNS = ("middle_exit_pct", "middle_sent_to_teacher_by_cascade_pct", "middle_top1", "middle_top1_cascade",
+                  "middle_macs_pct")
+TEACHER_COLUMNS = ("teacher_pct", "cascade_teacher_pct", "teacher_spared_pct", "teacher_taken_on_pct",
+                   "fixed_vs_cascade_pct", "broken_vs_cascade_pct")
+
+
+def routing_tables(routing_means: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The routing means of :func:`chain_to_teacher_rows` (one row per regime and budget, columns of
+    :data:`ROUTING_COLUMNS`) as two page tables: the middle exits (:data:`MIDDLE_COLUMNS`) and the teacher's load
+    (:data:`TEACHER_COLUMNS`), with :data:`ROUTING_HEADERS`."""
+    def table(columns: Sequence[str]) -> pd.DataFrame:
+        shown = routing_means[[c for c in columns if c in routing_means.columns]].rename(columns=ROUTING_HEADERS)
+        return shown.rename_axis(index=[ROUTING_HEADERS.get(n, n) for n in shown.index.names])
+    return table(MIDDLE_COLUMNS), table(TEACHER_COLUMNS)
+
+
 def chain_to_teacher_records(rows: pd.DataFrame, teacher_macs: int, *, labels: Mapping[str, str],
                              mode: str = "per-stage") -> list[dict]:
     """Model entries (kind "chain-to-teacher") of :func:`chain_to_teacher_rows` in threshold mode ``mode``: one per

@@ -157,6 +157,15 @@ def readable(frame: pd.DataFrame, headers: Mapping[str, str] = HEADERS) -> pd.Da
     return renamed.rename_axis(index=[headers.get(n, n) if n is not None else None for n in renamed.index.names])
 
 
+def page_table(frame: pd.DataFrame, digits: int = 2, missing: str = "–") -> pd.DataFrame:
+    """``frame`` as a page shows it: readable headers (:func:`readable`), floats rounded to ``digits`` with no
+    "-0.0", and ``missing`` where a value does not exist (the spread of a single run, a baseline's energy)."""
+    frame = frame.copy()
+    numeric = frame.select_dtypes("float").columns
+    frame[numeric] = frame[numeric].round(digits) + 0.0  # -0.0 + 0.0 is 0.0
+    return readable(for_display(frame, digits=digits, missing=missing))
+
+
 def model_record(name: str, kind: str, *, stages: int, macs: float, teacher_macs: float, top1: Sequence[float],
                  seeds: Sequence[int], agreement_teacher: Sequence[float] | None = None) -> dict[str, Any]:
     """One entry of ``models``: the per-seed top-1 (and agreement) values averaged, MACs as % of the teacher's."""

@@ -363,7 +363,9 @@ def test_routing_says_what_the_middle_exit_stops_and_what_the_teacher_is_spared(
 
 
 def test_paired_verdicts_and_chain_to_teacher_records():
-    from reskd.regimes import CHAIN_TO_TEACHER, chain_at_cost_rows, chain_to_teacher_records, paired_verdicts
+    from reskd.regimes import (CHAIN_TO_TEACHER, MIDDLE_COLUMNS, ROUTING_COLUMNS, ROUTING_HEADERS, TEACHER_COLUMNS,
+                                chain_at_cost_rows, chain_to_teacher_records, paired_verdicts, routing_tables,
+                                verdicts_table)
     from reskd.report import paired_difference
     from reskd.results import validate
 
@@ -391,6 +393,16 @@ def test_paired_verdicts_and_chain_to_teacher_records():
         validate({**header, "models": [{k: v for k, v in records[0].items() if k != "regime"}]})
     assert chain_to_teacher_records(rows.assign(fits=[True, False, True]), 100, labels={}) == []
     assert paired_verdicts(rows.assign(fits=[True, False, True])).iloc[0]["verdict"].startswith("does not meet")
+    shown = verdicts_table(paired_verdicts(rows))
+    assert list(shown.index.names) == ["regime", "budget (%)"] and "seeds" not in shown and "fits" not in shown
+    assert shown.loc[("r", 18.04), "diff."] == pytest.approx(0.5) and shown.loc[("r", 18.04), "res-students"] == "1"
+    means = pd.DataFrame([{"regime": "r", "budget_pct": 18.04, **{c: float(i) for i, c in enumerate(ROUTING_COLUMNS)}}]
+                         ).set_index(["regime", "budget_pct"])
+    middle, load = routing_tables(means)
+    assert list(middle.columns) == [ROUTING_HEADERS[c] for c in MIDDLE_COLUMNS]
+    assert list(load.columns) == [ROUTING_HEADERS[c] for c in TEACHER_COLUMNS]
+    assert set(MIDDLE_COLUMNS) | set(TEACHER_COLUMNS) <= set(ROUTING_COLUMNS)
+    assert middle.loc[("r", 18.04), "top-1 there"] == ROUTING_COLUMNS.index("middle_top1")
     at_cost = chain_at_cost_rows(paired_verdicts(rows), 2e8)  # a teacher of 200 MMACs
     assert list(at_cost["ResKD"]) == ["r -> teacher (per-stage thresholds, 18.04% budget)"]
     assert at_cost["ResKD MMACs"].iloc[0] == pytest.approx(36.0) and at_cost["versus MMACs"].iloc[0] == pytest.approx(36.2)

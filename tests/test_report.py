@@ -401,3 +401,12 @@ def test_verdict_gaps_read_the_judged_model_against_s0_the_baselines_and_the_tea
     (tmp_path / "lengths" / "cifar10.json").write_text('{"cpu": {"gaps": []}}')
     with pytest.raises(ResultsError, match="teacher_epochs"):
         load_gaps("cifar10", tmp_path)
+
+
+def test_page_table_rounds_without_negative_zero_and_marks_what_does_not_exist():
+    frame = pd.DataFrame({"val_top1": [81.234, -0.001], "count": [3, 4], "std": [0.5, float("nan")]},
+                         index=pd.Index(["a", "b"], name="budget_pct"))
+    shown = R.page_table(frame)
+    assert list(shown.columns) == ["val top-1 (%)", "count", "std"] and shown.index.name == "budget (% of teacher)"
+    assert shown.loc["a", "val top-1 (%)"] == 81.23 and str(shown.loc["b", "val top-1 (%)"]) == "0.0"
+    assert shown.loc["b", "std"] == "–" and shown.loc["a", "count"] == 3
