@@ -270,7 +270,10 @@ if problem is None:
     regime_labels = {name: regimes.CIFAR_REGIMES[name].label(exp) for name in chain_regimes}
     for mode in ("per-stage", "shared"):
         stage_models += regimes.chain_to_teacher_records(chain_rows, teacher_macs, labels=regime_labels, mode=mode)
-    display(report.page_table(regimes.verdicts_table(chain_verdicts, index=("regime", "thresholds_mode", "budget_pct"))))
+    by_mode = {mode: part.drop(columns=["thresholds_mode"]) for mode, part in chain_verdicts.groupby("thresholds_mode")}
+    display(Markdown("**Per-stage thresholds**"), report.page_table(regimes.verdicts_table(by_mode["per-stage"])),
+            Markdown("**One threshold shared** by the stages"), report.page_table(regimes.verdicts_table(
+                by_mode["shared"][["regime", "budget_pct", "difference", "std. error", "verdict", "val difference"]])))
     per_stage_rows = chain_rows[chain_rows["thresholds_mode"] == "per-stage"]
     chain_routing = per_stage_rows.groupby(["regime", "budget_pct"], sort=False)[list(regimes.ROUTING_COLUMNS)].mean()
     middle_table, teacher_table = regimes.routing_tables(chain_routing)
