@@ -767,7 +767,7 @@ at_cost = pd.concat([at_cost, regimes.chain_at_cost_rows(at_paper, teacher_macs)
 # gets no verdict. The last two columns compare the res-students the
 # model may run with how many the growth rule above keeps for its regime.
 
-# %%
+# %% tags=["hide-input"]
 display(Markdown(f"**The rule**: {report.CHOICE_RULE}."))
 equal_cost = next(m for m in models if m["kind"] == "kd-equal-cost" and m["stages"] == 1)
 
@@ -967,7 +967,7 @@ display(Markdown(report.length_reading(lengths)))
 #
 # The findings, each computed from the run above (so a run with another profile or data set states its own numbers).
 
-# %%
+# %% tags=["hide-input"]
 def mean_gain(k: int) -> float:
     """Mean over seeds of the test top-1 that stage ``k`` adds to stage ``k - 1``."""
     return float(per_stage_mean.loc[k, "test_top1"] - per_stage_mean.loc[k - 1, "test_top1"])

@@ -43,7 +43,7 @@ KIND_STYLES: Mapping[str, KindStyle] = {
     "reskd-stage": KindStyle("^", _PALETTE[2], "ResKD, every stage"),
     "reskd-adaptive": KindStyle("v", _PALETTE[4], "ResKD, adaptive"),
     "cascade": KindStyle("D", _PALETTE[3], "cascade S0 -> teacher"),
-    "chain-to-teacher": KindStyle("P", _PALETTE[5], "S0 -> S0+S1 -> teacher"),
+    "chain-to-teacher": KindStyle("P", _PALETTE[9], "S0 -> S0+S1 -> teacher"),
 }
 
 
