@@ -69,6 +69,21 @@ def tiny_claims() -> list[str]:
     ]
 
 
+def answer_claims() -> list[str]:
+    cifar, tiny = _results("cifar10"), _results("tiny-imagenet")
+    judged = report.judged_at_budget(cifar, 18.04)
+    versus = {v["against"]: v for v in judged["versus"]}
+    equal, cascade = versus["equal-cost KD student"], versus["cascade to the teacher"]
+    return [
+        f"is {cifar['extra']['target']['drop']:.2f} points\nbelow the teacher on CIFAR-10",
+        f"{tiny['extra']['target']['drop']:.2f} points below it on Tiny-ImageNet",
+        f"that chain is {equal['difference']:.2f} points ahead of a wider KD student of the same cost (standard error "
+        f"{equal['std. error']:.2f})",
+        f"cascade from S0 to the teacher ({cascade['difference']:+.2f}, paired standard error "
+        f"{cascade['std. error']:.2f})",
+    ]
+
+
 def precision_claims() -> list[str]:
     parity = json.loads((ROOT / "benchmarks" / "results" / "parity-bf16.json").read_text())
     means = {(row["model"], row["split"]): row for row in parity["seed_means"]}
@@ -88,7 +103,7 @@ def cifar_claims() -> list[str]:
     return [f"resnet56 teacher {teacher['top1_mean']:.2f}% after 30 epochs"]
 
 
-@pytest.mark.parametrize("claims", [tiny_claims, precision_claims, cifar_claims])
+@pytest.mark.parametrize("claims", [answer_claims, tiny_claims, precision_claims, cifar_claims])
 def test_the_readme_quotes_the_results_files(claims):
     missing = [claim for claim in claims() if claim not in README]
     assert not missing, ("README.md no longer matches its results files; update these passages (recomputed from "
