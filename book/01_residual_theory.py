@@ -65,7 +65,7 @@ if "google.colab" in sys.modules:
 
     fetch_data("01_residual_theory")
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "hide-input"]
 # Defaults. A run through papermill (tools/run_book.py) puts the values it ran with in the next cell.
 profile = "smoke"  # "smoke" (CI, seconds), "cpu" (the real run on two CPU cores), "paper" (a GPU)
 data_root = None  # folder holding the data sets; None: $RESKD_DATA, else the project's data/

@@ -73,7 +73,7 @@ if "google.colab" in sys.modules:
 
     fetch_data("04_adaptive")
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "hide-input"]
 # Defaults. A run through papermill (tools/run_book.py) puts the values it ran with in the next cell.
 profile = "smoke"  # "smoke" (CI, seconds), "cpu" (the real run on two CPU cores), "paper" (a GPU)
 data_root = None  # folder holding the data sets; None: $RESKD_DATA, else the project's data/
@@ -770,8 +770,8 @@ judged = ((results.load_results(results_dir).get(DATASET) or {}).get("extra") or
 if judged.get("reskd"):  # the model chapter 2 holds to the paper's claim, by the book's one rule
     judged_model = next((m for m in results.load_results(results_dir)[DATASET]["models"]
                          if m["name"] == judged["reskd"]), None)
-    answer += (f" The ResKD model the book judges at {judged['max_pct_teacher']:g}% of the teacher's MACs (chapter 2: "
-               f"{report.CHOICE_RULE}) is {judged['reskd']}"
+    answer += (f" The ResKD model the book judges at {judged['max_pct_teacher']:g}% of the teacher's MACs (chapter 2, "
+               f"by its one rule on validation) is {judged['reskd']}"
                + (f", {judged_model['top1_mean']:.2f}% at {judged_model['pct_teacher']:.2f}%" if judged_model else "")
                + "; this chapter's main regime is chosen for another question, where an exit rule has something to "
                "decide.")
