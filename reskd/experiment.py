@@ -8,6 +8,7 @@ Studies around the method (ablation, growth, baselines) are in :mod:`reskd.studi
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -20,7 +21,8 @@ from torch import Tensor, nn
 
 from . import data as rdata
 from . import distributed
-from .runstore import SNAPSHOT, RunLockedError, run_dir, run_key, run_path, run_status
+from .runstore import (HISTORY, RETIRED, SNAPSHOT, SUMMARY, RetiredRunError, RunLockedError, is_retired, run_dir, run_key, run_path,
+                       run_status)
 
 from .adaptive import StagedOutputs, collect
 from .cache import TEACHER_CACHE_NAME, OutputCache
@@ -32,6 +34,11 @@ from .reskd import (RESIDUAL_LOSSES, FeatureHead, ResidualDistiller, ResKDEnsemb
                     zero_last_layer)
 from .train import FitResult, TrainConfig, fit, is_finished, predict
 from .utils import atomic_torch_save, progress, resolve_device, seed_everything, stable_hash, state_dict_hash
+
+def retired_result(folder: Path) -> FitResult:
+    """A retired run (:func:`reskd.runstore.retire`) as a result: its history and summary, and no model."""
+    return FitResult(None, pd.read_csv(folder / HISTORY), json.loads((folder / SUMMARY).read_text()))
+
 
 EVAL_BATCH_SIZE = 500
 RES_STUDENT_SEED_STRIDE = 1000  # res-student k of seed s draws its initial weights with seed s + 1000 k
@@ -236,12 +243,17 @@ class Experiment:
             if self.retrain or not is_finished(folder):  # a stand-in, so that the runs built on it can be listed
                 self.results[name], self.specs[name] = FitResult(distiller.student.cpu(), pd.DataFrame()), spec
                 return self.results[name]
+        if is_retired(folder) and not self.retrain:
+            reason = json.loads((folder / RETIRED).read_text()).get("reason", "")
+            raise RetiredRunError(f"the run {folder.name} was retired: its weights were dropped ({reason}); only its "
+                                  "history and summary remain. retrain=True trains it again.")
         if not self.train_missing and (self.retrain or not is_finished(folder)):
             raise MissingRunError(
                 f"the run {folder.name} is not trained (and train_missing=False). Train it in the background with "
                 f"`python -m reskd.cli {self.profile.dataset} {self.profile.name} <jobs>` (see the README), "
                 f"or pass train_missing=True to train it here.")
         folder = run_dir(spec, name, root=self.artifacts)
+        (folder / RETIRED).unlink(missing_ok=True)  # trained again: no longer retired
         result = fit(distiller, self.train_loader(config), config,
                      eval_loaders={"val": self.eval_loader("val"), "test": self.eval_loader("test")},
                      run_dir=folder, device=self.device, progress=self.progress, retrain=self.retrain,
@@ -353,6 +365,13 @@ class Experiment:
                                cache_root=self.output_cache, precision=config.precision)
             else:
                 raise ValueError(f"unknown ladder role {role!r}; choose 'teacher' or 'kd'.")
+            folder = run_path(spec, name, root=self.artifacts)
+            if is_retired(folder) and not self.retrain:  # a rung not chosen: its numbers stay, its weights went
+                if self.plan:
+                    self.planned.append({"role": spec["role"], **run_status(folder, spec)})
+                out[epochs] = retired_result(folder)
+                previous = config
+                continue
             out[epochs] = self.run(name, distiller, spec, config, fork_from=source)
             if self.plan and previous is not None and self.planned[-1]["state"] == "not started":
                 # a rung forks from the one before: its first epochs are that rung's stable phase, not trained again

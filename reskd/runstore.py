@@ -77,6 +77,40 @@ def is_finished(run_dir: str | os.PathLike) -> bool:
     return (run_dir / FINAL_MODEL).exists() and (run_dir / SUMMARY).exists()
 
 
+RETIRED = "retired.json"  # a finished run whose weights were dropped: its spec, history and summary stay
+
+
+def is_retired(run_dir: str | os.PathLike) -> bool:
+    """Whether ``run_dir`` holds a retired run (:func:`retire`): its numbers without its weights."""
+    run_dir = Path(run_dir)
+    return (run_dir / RETIRED).exists() and (run_dir / SUMMARY).exists()
+
+
+class RetiredRunError(RuntimeError):
+    """A run was asked for whose weights were dropped (:func:`retire`): only its history and summary remain."""
+
+
+def retire(run_dir: str | os.PathLike, reason: str) -> Path:
+    """Drop a finished run's weights (``model.pt``, and any ``checkpoint.pt`` or ``stable.pt``), keeping its spec,
+    history and summary, so that what it measured stays while its bytes leave the artifacts' cap: a length ladder's
+    rungs other than the chosen one, once the ladder is done. ``retired.json`` records ``reason``, the bytes
+    dropped and the weights' sha256. Returns that file; a run that is not finished (or is being trained) is refused."""
+    import hashlib
+
+    run_dir = Path(run_dir)
+    if not is_finished(run_dir):
+        raise ValueError(f"{run_dir} holds no finished run (no {FINAL_MODEL} beside {SUMMARY}): only a finished run's "
+                         "weights can be dropped.")
+    with folder_lock(run_dir, wait=False):
+        model = run_dir / FINAL_MODEL
+        info = {"reason": reason, "model_bytes": model.stat().st_size,
+                "model_sha256": hashlib.sha256(model.read_bytes()).hexdigest()}
+        atomic_json_dump(info, run_dir / RETIRED)
+        for name in (FINAL_MODEL, CHECKPOINT, SNAPSHOT):
+            (run_dir / name).unlink(missing_ok=True)
+    return run_dir / RETIRED
+
+
 def remove_temporary_files(run_dir: Path) -> None:
     """The temporary files of writes that a kill interrupted (only the lock holder writes them)."""
     for name in RUN_FILES:
@@ -120,7 +154,7 @@ def folder_lock(folder: str | os.PathLike, *, wait: bool = True, announce: bool 
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-RUN_STATES = ("finished", "training now", "interrupted", "not started")
+RUN_STATES = ("finished", "retired", "training now", "interrupted", "not started")
 
 
 def is_locked(folder: Path) -> bool:
@@ -148,6 +182,8 @@ def run_status(folder: Path, spec: Mapping[str, Any]) -> dict[str, Any]:
     history = pd.read_csv(folder / HISTORY) if (folder / HISTORY).exists() else pd.DataFrame()
     if is_finished(folder):
         state = "finished"
+    elif is_retired(folder):
+        state = "retired"
     elif folder.is_dir() and is_locked(folder):
         state = "training now"
     elif (folder / CHECKPOINT).exists():
@@ -225,7 +261,8 @@ def cost_table(dataset: str | None = None, *, root: str | os.PathLike | None = N
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m reskd.runstore [dataset] [--root PATH]``: the state of every run folder under the artifacts root."""
+    """``python -m reskd.runstore [dataset] [--root PATH] [--retire RUN_FOLDER --reason TEXT]``: the state of every run
+    folder under the artifacts root; with ``--retire``, drop a finished run's weights first (:func:`retire`)."""
     import argparse
 
     from .data import SPECS  # the data set names (imported here: the run store itself needs no torch)
@@ -235,7 +272,17 @@ def main(argv: list[str] | None = None) -> None:
                         help="list the runs of this data set only (default: all)")
     parser.add_argument("--root", default=None,
                         help=f"the artifacts root (default: ${ARTIFACTS_ENV}, else artifacts/ in the project)")
+    parser.add_argument("--retire", default=None, metavar="RUN_FOLDER",
+                        help="drop this finished run's weights, keeping its spec, history and summary")
+    parser.add_argument("--reason", default=None, help="why the run is retired (recorded; needed with --retire)")
     args = parser.parse_args(argv)
+    if args.retire is not None:
+        if not args.reason:
+            parser.error("--retire needs --reason (it is recorded beside the run's numbers)")
+        try:
+            print(f"retired: {retire(args.retire, args.reason)}")
+        except (ValueError, RunLockedError) as e:
+            raise SystemExit(f"cannot retire {args.retire}: {e}") from None
     root = artifacts_root(args.root)
     if not root.is_dir():
         raise SystemExit(f"no artifacts root at {root}: it {'is not a folder' if root.exists() else 'does not exist'}. "

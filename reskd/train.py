@@ -253,9 +253,10 @@ def evaluate_distiller(distiller: Distiller, loader, *, device: str | torch.devi
 
 @dataclass
 class FitResult:
-    """What :func:`fit` returns: the trained student (on CPU), its per-epoch history and final metrics."""
+    """What :func:`fit` returns: the trained student (on CPU; None for a retired run, whose weights were dropped),
+    its per-epoch history and final metrics."""
 
-    model: nn.Module
+    model: nn.Module | None
     history: pd.DataFrame
     summary: dict[str, Any] = field(default_factory=dict)
 

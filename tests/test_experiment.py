@@ -1,5 +1,6 @@
 """The glue the chapters call: profiles, the artifact store, ResKD stages, on a fixture CIFAR-10 (the ``exp``
 fixture of conftest.py; the studies around the method are tested in test_studies.py)."""
+import dataclasses
 from pathlib import Path
 
 import pandas as pd
@@ -367,3 +368,40 @@ def test_length_ladder_forks_each_rung_from_the_previous_stable_phase(exp, tmp_p
                         artifacts=tmp_path / "plan", device="cpu", progress=False, plan=True)
     plan.length_ladder("teacher")  # nothing trained: the 4- and 8-epoch rungs start where the rung before decays
     assert [row["epochs_done"] for row in plan.planned] == [0, 1, 2] and len(plan.plan_notes) == 2
+
+
+def test_a_retired_rung_keeps_its_numbers_and_refuses_to_load(exp, tmp_path, capsys):
+    """Retiring a ladder's rung drops its weights (out of the artifacts' cap) and keeps what it measured: the ladder
+    still reads its curve point without training it again, and asking for the run itself says what happened."""
+    import json
+
+    from reskd import report
+    from reskd.runstore import RETIRED, RetiredRunError, is_finished, is_retired, main as runstore_main, retire, run_status
+    from reskd.train import TrainConfig
+
+    wsd = TrainConfig(epochs=4, batch_size=16, lr=0.05, schedule="wsd", decay_fraction=0.5)
+    ladder = exp().profile.replace(teacher_train=wsd, teacher_lengths=(2, 4))
+    make = lambda **kw: E.Experiment(ladder, data_root=exp().data_root, artifacts=tmp_path / "ladder", device="cpu",  # noqa: E731
+                                     progress=False, **kw)
+    before = report.length_curve(make().length_ladder("teacher"))
+    short = next(p for p in (tmp_path / "ladder").rglob("spec.json") if json.loads(p.read_text())["train"]["epochs"] == 2).parent
+    with pytest.raises(ValueError, match="no finished run"):
+        retire(tmp_path, "not a run")
+    with pytest.raises(SystemExit):  # argparse's usage error: --retire needs --reason
+        runstore_main(["--retire", str(short)])
+    assert "--retire needs --reason" in capsys.readouterr().err
+    runstore_main(["--retire", str(short), "--reason", "a shorter rung than the one chosen", "--root",
+                   str(tmp_path / "ladder")])
+    assert is_retired(short) and not is_finished(short) and not (short / "model.pt").exists()
+    assert json.loads((short / RETIRED).read_text())["reason"] == "a shorter rung than the one chosen"
+    assert run_status(short, json.loads((short / "spec.json").read_text()))["state"] == "retired"
+    again = make().length_ladder("teacher")  # nothing trained: the retired rung is read, the longer one loaded
+    assert again[2].model is None and again[4].model is not None
+    pd.testing.assert_frame_equal(report.length_curve(again), before)
+    two = E.Experiment(ladder.replace(teacher_train=dataclasses.replace(wsd, epochs=2)), data_root=exp().data_root,
+                       artifacts=tmp_path / "ladder", device="cpu", progress=False)
+    with pytest.raises(RetiredRunError, match="was retired: its weights were dropped"):
+        two.teacher()  # the 2-epoch run itself, asked for directly
+    plan = make(plan=True)
+    plan.length_ladder("teacher")
+    assert [row["state"] for row in plan.planned] == ["retired", "finished"]
