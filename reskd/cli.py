@@ -13,9 +13,9 @@ from typing import Callable, Sequence
 
 import pandas as pd
 
-from . import distributed
+from . import distributed, report
 from .experiment import Experiment
-from .profiles import PROFILE_NAMES, PROFILES, get_profile
+from .profiles import LADDER_GAIN, PROFILE_NAMES, PROFILES, get_profile
 from .registry import Registry
 from .runstore import RUN_STATES
 from .regimes import CIFAR_REGIMES
@@ -36,14 +36,34 @@ def _teacher_cache(exp: Experiment, seeds: Sequence[int]) -> None:
     exp.warm_teacher_cache()
 
 
+def ladder_reading(runs: dict, role: str, gain: float = LADDER_GAIN) -> str:
+    """A finished ladder's curve (:func:`reskd.report.length_curve`) and the length its rule picks, or why none yet,
+    with what to do next: retire the other rungs' weights, or train a longer rung."""
+    curve = report.length_curve(runs)
+    chosen = report.chosen_length(curve, gain)
+    if chosen is None:
+        longest = int(curve["epochs"].max())
+        verdict = (f"no length qualifies yet (doubling still gains {gain} val points or more): add a "
+                   f"{2 * longest}-epoch rung to the profile's ladder; it forks from the {longest}-epoch rung")
+    else:
+        verdict = (f"the rule picks {chosen} epochs (doubling it gains under {gain} val points): set the profile's "
+                   f"{role} recipe to {chosen} epochs, then retire the other rungs' weights "
+                   "(python -m reskd.runstore --retire <run folder> --reason ...)")
+    return f"{role} ladder:\n{curve.to_string(index=False)}\n{verdict}"
+
+
 @JOBS.register("teacher-lengths", "the teacher at each length of the profile's ladder (converged: 30, 60, 120 epochs)")
 def _teacher_lengths(exp: Experiment, seeds: Sequence[int]) -> None:
-    exp.length_ladder("teacher")
+    runs = exp.length_ladder("teacher")
+    if not exp.plan:
+        print(ladder_reading(runs, "teacher"))
 
 
 @JOBS.register("kd-lengths", "the KD student S0 (first seed) at each length of the profile's ladder")
 def _kd_lengths(exp: Experiment, seeds: Sequence[int]) -> None:
-    exp.length_ladder("kd", seed=seeds[0])
+    runs = exp.length_ladder("kd", seed=seeds[0])
+    if not exp.plan:
+        print(ladder_reading(runs, "KD student"))
 
 
 @JOBS.register("scratch", "the students trained from scratch")

@@ -405,3 +405,8 @@ def test_a_retired_rung_keeps_its_numbers_and_refuses_to_load(exp, tmp_path, cap
     plan = make(plan=True)
     plan.length_ladder("teacher")
     assert [row["state"] for row in plan.planned] == ["retired", "finished"]
+    from reskd.cli import ladder_reading
+
+    reading = ladder_reading(again, "teacher", gain=100.0)  # any gain qualifies: the shorter length is picked
+    assert "the rule picks 2 epochs" in reading and "--retire" in reading
+    assert "add a 8-epoch rung" in ladder_reading(again, "teacher", gain=-100.0)  # no gain is small enough
