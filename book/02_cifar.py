@@ -820,20 +820,23 @@ for b in sorted(set(regimes.BUDGETS_PCT) | ({budget} if budget else set())):
            (plain(v) if k == "verdict" else v) for k, v in (vs_cascade or none).items()},
         ("res-students", "it may run"): judged[b]["used"],
         ("res-students", "the growth rule keeps"): judged[b]["kept"]})
-judged_table = pd.DataFrame(judged_rows)
-judged_table.columns = pd.MultiIndex.from_tuples(judged_table.columns)
-judged_table = (judged_table.set_index([("", "budget (% of teacher)")]).rename_axis("budget (% of teacher)")
-                .astype({("res-students", "the growth rule keeps"): "Int64"}))
-# two tables a text column wide: the models, then what they are held against
-judged_models = judged_table[["", "res-students"]]
-judged_models.columns = [b if a == "" else f"res-students {b}" for a, b in judged_models.columns]
-display(report.page_table(judged_models))
-paired_note = ("; against the cascade, a chain-to-teacher's s.e. is paired over seeds (the same $S_0$ and teacher)"
-               if any(j["vs_cascade"] and j["vs_cascade"]["s.e. from"] == "paired over seeds" for j in judged.values())
-               else "")
-display(Markdown(f"Each judged model against the baselines (test top-1 points{paired_note}):"),
-        report.page_table(judged_table[["against the equal-cost KD student", "against the cascade at that budget"]]
-                          .drop(columns=[("against the cascade at that budget", "s.e. from")])))
+if judged_rows:
+    judged_table = pd.DataFrame(judged_rows)
+    judged_table.columns = pd.MultiIndex.from_tuples(judged_table.columns)
+    judged_table = (judged_table.set_index([("", "budget (% of teacher)")]).rename_axis("budget (% of teacher)")
+                    .astype({("res-students", "the growth rule keeps"): "Int64"}))
+    # two tables a text column wide: the models, then what they are held against
+    judged_models = judged_table[["", "res-students"]]
+    judged_models.columns = [b if a == "" else f"res-students {b}" for a, b in judged_models.columns]
+    display(report.page_table(judged_models))
+    paired_note = ("; against the cascade, a chain-to-teacher's s.e. is paired over seeds (the same $S_0$ and teacher)"
+                   if any(j["vs_cascade"] and j["vs_cascade"]["s.e. from"] == "paired over seeds" for j in judged.values())
+                   else "")
+    display(Markdown(f"Each judged model against the baselines (test top-1 points{paired_note}):"),
+            report.page_table(judged_table[["against the equal-cost KD student", "against the cascade at that budget"]]
+                              .drop(columns=[("against the cascade at that budget", "s.e. from")])))
+else:  # e.g. a smoke run, whose chains meet no budget on val
+    display(Markdown("No ResKD entry was calibrated on validation to any of the budgets: nothing to judge."))
 chosen = judged.get(budget)
 chosen_name = chosen["model"]["name"] if chosen else None
 more_stages = [j for j in judged.values() if j["kept"] is not None and j["used"] > j["kept"]]
