@@ -375,6 +375,12 @@ COMPETITIVE_DROP = 1.0  # top-1 points below the teacher still read as "competit
 NOT_MET_ON_VAL = "does not meet the budget on val"
 
 
+def chain_to_teacher_name(regime: str, thresholds_mode: str, budget_pct: float) -> str:
+    """The name of a chain-to-teacher entry (:func:`reskd.regimes.chain_to_teacher_records`), by which its paired
+    verdict (:func:`reskd.regimes.paired_verdicts`) is found again."""
+    return f"{regime} -> teacher ({thresholds_mode} thresholds, {budget_pct:g}% budget)"
+
+
 def _paired_rows(verdicts: pd.DataFrame | Sequence[Mapping[str, Any]] | None) -> dict[str, dict[str, Any]]:
     """Paired chain-to-teacher verdicts (:func:`reskd.regimes.paired_verdicts` rows, as a frame or as records) by the
     name of the chain-to-teacher entry they judge; a missing standard error (one seed) as None."""
@@ -384,7 +390,7 @@ def _paired_rows(verdicts: pd.DataFrame | Sequence[Mapping[str, Any]] | None) ->
     out = {}
     for v in rows:
         se = v.get("std. error")
-        out[f"{v['regime']} -> teacher ({v['thresholds_mode']} thresholds, {v['budget_pct']:g}% budget)"] = {
+        out[chain_to_teacher_name(v["regime"], v["thresholds_mode"], v["budget_pct"])] = {
             **v, "std. error": None if se is None or (isinstance(se, float) and math.isnan(se)) else float(se)}
     return out
 
@@ -567,7 +573,8 @@ def verdict_gaps(record: Mapping[str, Any], budget_pct: float, *, z: float = NOI
         key = "equal_cost" if v["against"].startswith("equal-cost") else "cascade"
         se = v["std. error"]
         rows.append({"gap": key, "difference": -v["difference"], "std. error": se,
-                     "verdict": noise_verdict(-v["difference"], se, z=z)})
+                     "verdict": v["verdict"] if v["verdict"] == NOT_MET_ON_VAL
+                     else noise_verdict(-v["difference"], se, z=z)})
     n = len(chosen["seeds"])
     se = chosen["top1_std"] / math.sqrt(n) if n > 1 else None
     drop = -judged["gap"]

@@ -374,6 +374,9 @@ def test_verdict_gaps_read_the_judged_model_against_s0_the_baselines_and_the_tea
     assert gaps["cascade"]["std. error"] == pytest.approx(0.01) and gaps["cascade"]["verdict"] == "behind"
     assert gaps["teacher"]["difference"] == pytest.approx(3.0) and gaps["teacher"]["verdict"].endswith("target missed")
     assert verdict_gaps(record, 12.5) == []  # nothing calibrated to that budget
+    unmet = {**record, "extra": {**record["extra"], "chain_to_teacher": {"verdicts": [
+        {**record["extra"]["chain_to_teacher"]["verdicts"][0], "fits": False}]}}}
+    assert {g["gap"]: g for g in verdict_gaps(unmet, 18.04)}["cascade"]["verdict"] == "does not meet the budget on val"
     close = dict(chain, top1_mean=89.5)
     record["models"][-1] = close
     assert {g["gap"]: g for g in verdict_gaps(record, 18.04)}["teacher"]["verdict"].endswith("target met")
