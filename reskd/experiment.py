@@ -379,7 +379,7 @@ class Experiment:
                 self.plan_notes.append(f"{self.planned[-1]['run']} ({epochs} epochs) will fork from the "
                                        f"{previous.epochs}-epoch rung at epoch {previous.stable_epochs}.")
             previous = config
-            snapshot = run_path(spec, name, root=self.artifacts) / SNAPSHOT
+            snapshot = folder / SNAPSHOT
             if snapshot.exists() and not self.plan:
                 if source is not None:  # this rung has its own stable phase: the shorter one's is no longer needed
                     source.unlink(missing_ok=True)

@@ -26,7 +26,7 @@ from .experiment import Experiment, MissingRunError, ResKDRuns, stage_input
 from .metrics import correct, residual_energy, top1
 from .profiles import Arch, Profile
 from .registry import Registry
-from .report import model_record, paired_difference, reskd_records
+from .report import chain_to_teacher_name, model_record, paired_difference, reskd_records
 from .reskd import ResKDEnsemble
 from .studies import grow, reskd_runs
 from .theory import sample_energy
@@ -344,7 +344,7 @@ def chain_at_cost_rows(verdicts: pd.DataFrame, teacher_macs: float) -> pd.DataFr
     paired difference, its standard error and verdict, so that a chapter's comparisons at equal cost list them."""
     mmacs = teacher_macs / 1e8  # % of the teacher's MACs -> millions of MACs
     return pd.DataFrame([{
-        "ResKD": f"{v['regime']} -> teacher ({v['thresholds_mode']} thresholds, {v['budget_pct']:g}% budget)",
+        "ResKD": chain_to_teacher_name(v["regime"], v["thresholds_mode"], v["budget_pct"]),
         "ResKD MMACs": v["test % of teacher"] * mmacs, "ResKD top-1": v["chain-to-teacher test top-1"],
         "versus": f"cascade (adaptive, {v['budget_pct']:g}% budget), paired over seeds",
         "versus MMACs": v["cascade test % of teacher"] * mmacs, "versus top-1": v["cascade test top-1"],
@@ -409,7 +409,7 @@ def chain_to_teacher_records(rows: pd.DataFrame, teacher_macs: int, *, labels: M
     for (name, budget), part in rows[rows["thresholds_mode"] == mode].groupby(["regime", "budget_pct"], sort=False):
         if not part["fits"].all():
             continue
-        record = model_record(f"{name} -> teacher ({mode} thresholds, {budget:g}% budget)", CHAIN_TO_TEACHER,
+        record = model_record(chain_to_teacher_name(name, mode, budget), CHAIN_TO_TEACHER,
                               stages=int(part["chain_stages"].max()) + 1, macs=part["test_avg_macs"].mean(),
                               teacher_macs=teacher_macs, top1=list(part["test_top1"]), seeds=list(part["seed"]),
                               agreement_teacher=list(part["test_agreement_teacher"]))

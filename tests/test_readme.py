@@ -46,7 +46,7 @@ def tiny_claims() -> list[str]:
 
     cascades = [m(f"cascade (adaptive, {b} budget)") for b in ("48%", "53.59%", "60%")]
     paired = next(v for v in tiny["extra"]["chain_to_teacher"]["verdicts"]  # the chosen chain against the cascade
-                  if f"{v['regime']} -> teacher ({v['thresholds_mode']} thresholds, {v['budget_pct']:g}% budget)"
+                  if report.chain_to_teacher_name(v["regime"], v["thresholds_mode"], v["budget_pct"])
                   == target["reskd"])
     return [
         f"it reached {summary['final']['val_top1']:.2f}% val and {teacher['top1_mean']:.2f}% test top-1",
