@@ -93,7 +93,7 @@ import torch
 from IPython.display import Markdown, display
 
 from reskd import regimes, report, results
-from reskd.plots import KIND_STYLES, gaps_figure, kind_style
+from reskd.plots import KIND_LABELS, KIND_STYLES, gaps_figure, kind_style
 from reskd.adaptive import sweep
 from reskd.data import is_available
 from reskd.experiment import Experiment, MissingRunError
@@ -187,11 +187,8 @@ models += [report.logits_record(names[kind], kind, logits, labels, stages=1, mac
 
 
 def models_table(entries: list[dict]) -> pd.DataFrame:
-    """``entries`` as the chapter's table of models: stages as integers, and the spread of a single-seed entry
-    (the teacher) as "–", since it does not exist."""
-    frame = report.models_frame(entries)
-    frame.loc[[len(m["seeds"]) < 2 for m in entries], "± (std)"] = float("nan")
-    return report.page_table(frame.astype({"stages": int}))
+    """``entries`` as the page's table of models (kinds by their figure labels)."""
+    return report.models_table(entries, kind_labels=KIND_LABELS)
 
 
 models_table(models)
@@ -204,7 +201,6 @@ models_table(models)
 # a cosine learning rate that decays to zero over the last epochs, so some of the late rise is the decay itself.
 
 # %% tags=["hide-input"]
-LATE_FRACTION = 0.2  # "the end of a run": its last fifth of epochs
 curves = pd.concat(
     [exp.results[exp.teacher_name()].history.assign(model=f"teacher {config.teacher.label}", seed=0)]
     + [exp.results[f"kd-{config.student.label}-s{seed}"].history.assign(
@@ -216,14 +212,13 @@ for ax, (model, runs_of) in zip(axes, curves.groupby("model", sort=False)):
         ax.plot(run["epoch"], run["val_top1"], marker="o", ms=3, lw=1.3, label=f"val, seed {seed}")
         ax.plot(run["epoch"], run["train_top1"], ls="--", lw=1, color=ax.lines[-1].get_color(),
                 label=f"training batches, seed {seed}")
-        start = run["epoch"].max() * (1 - LATE_FRACTION)
-        before = run[run["epoch"] <= start]["val_top1"].iloc[-1]
+        late_epochs, gain = report.late_gain(run)  # the last fifth of its epochs (report.LATE_FRACTION)
         late.append({"model": model, "seed": seed, "epochs": int(run["epoch"].max()),
                      "val top-1 at the end (%)": run["val_top1"].iloc[-1],
-                     "gain over the last fifth (points)": run["val_top1"].iloc[-1] - before,
+                     "gain over the last fifth (points)": gain,
                      "gain over the last epoch (points)": run["val_top1"].iloc[-1] - run["val_top1"].iloc[-2],
                      "training-batch top-1 at the end (%)": run["train_top1"].iloc[-1]})
-    ax.axvspan(run["epoch"].max() * (1 - LATE_FRACTION), run["epoch"].max(), color="0.9", zorder=0)
+    ax.axvspan(run["epoch"].max() - late_epochs, run["epoch"].max(), color="0.9", zorder=0)
     ax.set_title(model)
     ax.set_xlabel("epoch (shaded: the last fifth)")
     ax.set_ylabel("top-1 (%)")
@@ -233,18 +228,17 @@ plt.show()
 late = pd.DataFrame(late)
 late_by_model = late.groupby("model", sort=False).mean(numeric_only=True)
 display(report.page_table(late.set_index(["model", "seed"])))
-FLAT = 0.5  # points of val top-1 over the last fifth of the epochs below which a curve counts as flattened
 display(Markdown(" ".join(
     f"Over the last fifth of its epochs, {model} gains {row['gain over the last fifth (points)']:+.2f} points of "
     f"validation top-1 (mean over its runs; {row['gain over the last epoch (points)'] + 0.0:+.2f} in the last epoch) "
     f"and ends at {row['training-batch top-1 at the end (%)']:.1f}% on its training batches against "
     f"{row['val top-1 at the end (%)']:.1f}% on validation: "
-    + ("**its curve had not flattened** when the schedule ended it." if row["gain over the last fifth (points)"] > FLAT
-       else "its curve had flattened.")
+    + ("**its curve had not flattened** when the schedule ended it."
+       if row["gain over the last fifth (points)"] >= report.FLAT_GAIN else "its curve had flattened.")
     for model, row in late_by_model.iterrows())
-    + f" (A curve counts as flattened when its last fifth adds under {FLAT} points. Part of a late gain comes with "
-    "the learning-rate decay, which any length ends with; only longer runs, the `converged` profile, can say what "
-    "more epochs would add.)"))
+    + f" (A curve counts as flattened when its last fifth adds under {report.FLAT_GAIN:g} points. Part of a late "
+    "gain comes with the learning-rate decay, which any length ends with; only longer runs, the `converged` profile, "
+    "can say what more epochs would add.)"))
 
 # %% [markdown]
 # <!-- reskd: stages -->
@@ -273,12 +267,17 @@ display(Markdown(" ".join(
 # %%
 ENERGY_COLUMNS = ["option", "added_mmacs", "val_gain", "test_gain", "train_energy_s0", "train_energy_change_pct",
                   "test_energy_s0", "test_energy_change_pct"]
-losses = ablate_losses(exp)
-runs = reskd_runs(exp)  # loss "auto": the validation winner of the table above
-print(f"S0 (KD student, seed 0): validation top-1 {losses['val_top1_s0'].iloc[0]:.2f}%, "
-      f"test top-1 {losses['test_top1_s0'].iloc[0]:.2f}%; gains below are in top-1 points")
-print(f"chosen on validation: loss {runs.loss!r}")
-report.page_table(losses[ENERGY_COLUMNS].set_index("option"))
+if "loss-ablation" in config.studies:
+    losses = ablate_losses(exp)
+    runs = reskd_runs(exp)  # loss "auto": the validation winner of the table above
+    print(f"S0 (KD student, seed 0): validation top-1 {losses['val_top1_s0'].iloc[0]:.2f}%, "
+          f"test top-1 {losses['test_top1_s0'].iloc[0]:.2f}%; gains below are in top-1 points")
+    print(f"chosen on validation: loss {runs.loss!r}")
+    display(report.page_table(losses[ENERGY_COLUMNS].set_index("option")))
+else:  # the profile names its loss (reskd.profiles.Profile.studies): nothing is ablated, nothing is chosen here
+    losses, runs = None, reskd_runs(exp)
+    display(Markdown(f"The `{config.name}` profile runs no loss ablation: it fixes the loss to `{runs.loss}`, the one "
+                     "the `cpu` profile's ablation chose on validation, so its runs go to the comparison itself."))
 
 # %% [markdown]
 # With the chosen loss, the other choices around the first res-student: its input (a light head on $S_0$'s last
@@ -288,19 +287,23 @@ report.page_table(losses[ENERGY_COLUMNS].set_index("option"))
 # architecture (the plain ensemble).
 
 # %%
-options = ablate(exp, other_options(config, runs.loss))
-ablation = pd.concat([losses[losses["loss"] == runs.loss], options], ignore_index=True)
-val_s0, test_s0 = ablation["val_top1_s0"].iloc[0], ablation["test_top1_s0"].iloc[0]
-pair = [config.student, config.res_students[0]]
-member_mmacs = model_cost(exp.student("kd", arch=config.res_students[0], seed=PLAIN_SEED_OFFSET),
-                          exp.input_size).macs / 1e6
-for weighting, how in (("equal", "averaged"), ("val", "weights fit on val")):
-    plain_pair = {split: plain_ensemble_logits(exp, pair, split, seed=0, weighting=weighting)
-                  for split in ("val", "test")}
-    ablation.loc[len(ablation), ["option", "added_mmacs", "val_gain", "test_gain"]] = [
-        f"plain ensemble: S0 + independent KD {config.res_students[0].label} ({how})", member_mmacs,
-        top1(*plain_pair["val"]) - val_s0, top1(*plain_pair["test"]) - test_s0]
-report.page_table(ablation[ENERGY_COLUMNS].set_index("option"))
+ablation = None
+if "options-ablation" in config.studies and losses is not None:
+    options = ablate(exp, other_options(config, runs.loss))
+    ablation = pd.concat([losses[losses["loss"] == runs.loss], options], ignore_index=True)
+    val_s0, test_s0 = ablation["val_top1_s0"].iloc[0], ablation["test_top1_s0"].iloc[0]
+    pair = [config.student, config.res_students[0]]
+    member_mmacs = model_cost(exp.student("kd", arch=config.res_students[0], seed=PLAIN_SEED_OFFSET),
+                              exp.input_size).macs / 1e6
+    for weighting, how in (("equal", "averaged"), ("val", "weights fit on val")):
+        plain_pair = {split: plain_ensemble_logits(exp, pair, split, seed=0, weighting=weighting)
+                      for split in ("val", "test")}
+        ablation.loc[len(ablation), ["option", "added_mmacs", "val_gain", "test_gain"]] = [
+            f"plain ensemble: S0 + independent KD {config.res_students[0].label} ({how})", member_mmacs,
+            top1(*plain_pair["val"]) - val_s0, top1(*plain_pair["test"]) - test_s0]
+    display(report.page_table(ablation[ENERGY_COLUMNS].set_index("option")))
+else:
+    display(Markdown(f"The `{config.name}` profile runs no ablation of these options (the `cpu` page has it)."))
 
 # %% [markdown]
 # ## Residual stages
@@ -385,7 +388,8 @@ stage_models.append(report.logits_record(
     macs=model_cost(equal[config.seeds[0]], exp.input_size).macs, teacher_macs=teacher_macs,
     teacher_logits=teacher_logits))
 archs = [config.student, *config.res_students]
-for weighting, how in (("equal", "averaged"), ("val", "weights fit on val")):
+for weighting, how in ((("equal", "averaged"), ("val", "weights fit on val"))
+                       if "plain-ensembles" in config.studies else ()):
     plain = {seed: plain_ensemble_logits(exp, archs, "test", seed=seed, weighting=weighting)[0]
              for seed in config.seeds}
     stage_models.append(report.logits_record(
@@ -398,7 +402,10 @@ for model in stage_models:  # every ResKD entry names its regime (the map below 
 equal_cost = next(m for m in stage_models if m["kind"] == "kd-equal-cost")
 display(Markdown(f"The equal-cost KD student is {config.student.label} at {config.equal_cost.width:g}x width "
                  f"({config.equal_cost.label}): {equal_cost['macs'] / 1e6:.1f} MMACs against the full chain's "
-                 f"{first.cumulative_macs[-1] / 1e6:.1f}."))
+                 f"{first.cumulative_macs[-1] / 1e6:.1f}."
+                 + ("" if "plain-ensembles" in config.studies else
+                    f" The `{config.name}` profile trains no plain ensemble: the wider student is its equal-cost "
+                    "baseline (the `cpu` page has both).")))
 
 # %% [markdown]
 # ### The cascade to the teacher
@@ -424,7 +431,6 @@ models_table(cascade_models)
 
 # %%
 models = models + stage_models
-table = report.models_frame(models)
 models_table(models)
 
 # %% [markdown]
@@ -954,7 +960,8 @@ print("target reached" if verdict["reached"] else f"target NOT reached: {verdict
 if config.name != "smoke" and budget is not None:  # a smoke run's numbers mean nothing: it records no column
     results.write_gaps(dataset, config.name, teacher_epochs=config.teacher_train.epochs,
                        student_epochs=config.student_train.epochs,
-                       gaps=report.verdict_gaps(record, budget, chain_verdicts=chain_verdicts), root=results_dir)
+                       gaps=report.verdict_gaps(record, budget, chain_verdicts=chain_verdicts),
+                       choices={"residual_loss": runs.loss, "judged_model": chosen_name}, root=results_dir)
 lengths = report.gaps_by_length(results.load_gaps(dataset, results_dir))
 if lengths.empty:
     display(Markdown("No profile outside smoke has recorded its gaps yet."))
@@ -1097,7 +1104,7 @@ extra = {"notes": config.notes, "train_images": len(exp.data.train), "test_image
               "pct_teacher": j["model"]["pct_teacher"], "res_students": j["used"], "growth_rule_keeps": j["kept"],
               "versus_equal_cost": j["vs_equal"], "versus_cascade": j["vs_cascade"]} for b, j in judged.items()]},
          "training_curves_end": report.frame_records(late),
-         "ablation": report.frame_records(ablation[ENERGY_COLUMNS]),
+         "ablation": None if ablation is None else report.frame_records(ablation[ENERGY_COLUMNS]),
          "per_stage": report.frame_records(per_stage_mean.reset_index()),
          "regime_map": {"seeds": list(regimes.SCREEN_SEEDS), "budgets_pct": list(regimes.BUDGETS_PCT),
                         "regimes": described, "not_trained": not_trained,

@@ -93,7 +93,7 @@ from reskd import regimes, report, results
 from reskd.experiment import Experiment
 from reskd.flops import model_cost
 from reskd.models import STEMS, create_model
-from reskd.plots import KIND_STYLES, kind_style
+from reskd.plots import KIND_LABELS, KIND_STYLES, kind_style
 from reskd.profiles import PAPER_PCT_TEACHER, find_profile, profile_banner
 
 sns.set_theme(style="whitegrid", context="notebook")
@@ -109,12 +109,8 @@ exp = (Experiment(config, data_root=data_root, device=device, retrain=retrain, t
 
 
 def models_table(entries: list[dict]) -> pd.DataFrame:
-    """Entries of ``models`` as a table: the kinds by their figure labels, and no spread for a single run."""
-    frame = report.models_frame(entries).set_index("model")
-    frame.loc[[len(m["seeds"]) < 2 for m in entries], "± (std)"] = math.nan  # one run: no spread exists
-    frame["kind"] = frame["kind"].map(lambda kind: kind_style(kind).label)
-    frame.insert(2, "seeds", [len(m["seeds"]) for m in entries])
-    return report.page_table(frame.rename(columns={"± (std)": "± (std over seeds)"}))
+    """``entries`` as the page's table of models (kinds by their figure labels)."""
+    return report.models_table(entries, kind_labels=KIND_LABELS)
 
 
 def find_data() -> str | None:
@@ -508,8 +504,6 @@ if problem is None:
                      f"profile `{profile}`)."))
 
 # %% tags=["hide-input"]
-LATE_SHARE = 0.2  # the last fifth of the epochs: how much val top-1 still rose there
-FLAT_GAIN = 0.5  # points of val top-1: a curve that gains less over its last fifth has flattened
 
 
 def learning_curves() -> pd.DataFrame:
@@ -526,13 +520,6 @@ def learning_curves() -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def late_gain(curve: pd.DataFrame) -> tuple[int, float]:
-    """The last ``LATE_SHARE`` of a curve's epochs (at least one) and the val top-1 it gained over them."""
-    n = max(1, round(LATE_SHARE * len(curve)))
-    values = curve.sort_values("epoch")["val_top1"].to_numpy()
-    return n, float(values[-1] - values[-1 - n]) if len(values) > n else float("nan")
-
-
 flattening = {}
 if problem is None:
     learning = learning_curves()
@@ -542,7 +529,7 @@ if problem is None:
         style = kind_style(curve["kind"].iloc[0])
         ax.plot(curve["epoch"], curve["val_top1"], color=style.color, ls=styles[i % len(styles)], lw=1.6,
                 marker=style.marker, markersize=4, label=name)
-        flattening[name] = late_gain(curve)
+        flattening[name] = report.late_gain(curve)  # the last fifth of its epochs
     ax.set_xlabel("epoch")
     ax.set_ylabel("val top-1 (%)")
     ax.set_title("val top-1 per epoch (the learning rate decays to zero at each run's last epoch)", fontsize=10)
@@ -554,7 +541,7 @@ if problem is None:
     s0_gains = [g for name, g in gains.items() if name != "teacher"]
     n_teacher = flattening.get("teacher", (0, math.nan))[0]
     n_s0 = next((n for name, (n, g) in flattening.items() if name != "teacher"), 0)
-    still = [name for name, g in gains.items() if g >= FLAT_GAIN]
+    still = [name for name, g in gains.items() if g >= report.FLAT_GAIN]
     if any(math.isnan(g) for g in gains.values()):  # a run of one epoch has no late gain
         display(Markdown("The runs are too short to say whether the curves flattened."))
     else:
@@ -562,7 +549,7 @@ if problem is None:
             f"Over its last {n_teacher} of {config.teacher_train.epochs} epochs the teacher's val top-1 rose "
             f"{gains.get('teacher', math.nan):.2f} points; over their last {n_s0} of {config.student_train.epochs} "
             f"epochs the KD students' rose {min(s0_gains):.2f} to {max(s0_gains):.2f}. Calling a curve flat when it "
-            f"gains less than {FLAT_GAIN:g} points over its last fifth, "
+            f"gains less than {report.FLAT_GAIN:g} points over its last fifth, "
             + (f"{'none' if len(still) == len(gains) else 'not all'} of them had flattened. Much of a "
                f"late rise is the schedule's decay of the learning rate to zero, which a longer schedule ends with "
                f"too, so the curves do not say how much more epochs would add; they do say that these models "

@@ -46,6 +46,9 @@ KIND_STYLES: Mapping[str, KindStyle] = {
     "chain-to-teacher": KindStyle("P", _PALETTE[9], "S0 -> S0+S1 -> teacher"),
 }
 
+#: Each kind's legend label, for tables (reskd.report.models_table's ``kind_labels``).
+KIND_LABELS: Mapping[str, str] = {kind: style.label for kind, style in KIND_STYLES.items()}
+
 
 def kind_style(kind: str) -> KindStyle:
     """The style of ``kind``; an unknown kind is an error that lists the known ones."""

@@ -45,6 +45,12 @@ class Arch:
         return {} if self.stem is None else {"stem": self.stem}
 
 
+#: The optional studies of the CIFAR chapter, each a section with runs of its own: the first res-student's loss
+#: ablation (which picks the residual loss on val when the profile leaves it "auto"), its other options (input, size,
+#: length), and the plain KD ensembles of the stages' architectures, an equal-cost baseline beside the wider student.
+CIFAR_STUDIES = ("loss-ablation", "options-ablation", "plain-ensembles")
+
+
 @dataclass(frozen=True)
 class Profile:
     """Every setting of one chapter's runs on one data set."""
@@ -77,7 +83,16 @@ class Profile:
     # what the data source of the committed runs (and so of the stored pages) is called, a part of
     # reskd.data.DataSplits.source (None: no committed runs); a chapter run on another source says its numbers differ
     stored_source: str | None = None
+    studies: tuple[str, ...] = CIFAR_STUDIES  # the optional studies its chapter runs (CIFAR_STUDIES)
     notes: str = ""
+
+    def __post_init__(self):
+        unknown = sorted(set(self.studies) - set(CIFAR_STUDIES))
+        if unknown:
+            raise ValueError(f"profile {self.name!r}: unknown studies {unknown}; choose among {list(CIFAR_STUDIES)}.")
+        if self.residual_loss == "auto" and "loss-ablation" not in self.studies:
+            raise ValueError(f"profile {self.name!r} leaves the residual loss to the ablation (\"auto\") but does not "
+                             "run it: add \"loss-ablation\" to its studies or name the loss (residual_loss=...).")
 
     def replace(self, **changes: Any) -> "Profile":
         return dataclasses.replace(self, **changes)
@@ -100,6 +115,12 @@ _CIFAR_PAPER = TrainConfig(epochs=240, batch_size=64, lr=0.05, schedule="multist
 _CIFAR_WSD = TrainConfig(epochs=120, batch_size=128, lr=0.1, schedule="wsd", warmup_epochs=1, decay_fraction=0.2,
                          weight_decay=5e-4)
 CIFAR_CONVERGED_LENGTHS = (30, 60, 120)
+# What the converged profile takes from the cpu profile's choices on val instead of training its studies again (their
+# runs at convergence would cost more than the comparison itself): the residual loss its ablation picked, and the
+# feature-head regime of the model its rule judged at the paper's budget, beside the paper's reading (light-image).
+# results/lengths/cifar10.json records both for the cpu profile; tests/test_profiles.py checks these against it.
+CIFAR_CPU_RESIDUAL_LOSS = "mse+ce"
+CIFAR_CONVERGED_REGIMES = ("light-image", "features-deep")
 LADDER_GAIN = 0.3  # points of val top-1: a length is long enough when doubling it gains less than this
 _SMOKE = TrainConfig(epochs=2, batch_size=64, lr=0.05, schedule="cosine", weight_decay=5e-4)
 _TINY_SMOKE = TrainConfig(epochs=1, batch_size=64, lr=0.05, schedule="cosine", weight_decay=5e-4)
@@ -128,7 +149,8 @@ def _cifar_profiles(dataset: str) -> dict[str, Profile]:
                        stored_source=JPEG_COPY,
                        notes="resnet56 teacher (30 epochs) and resnet8 students (15 epochs), on two CPU cores"),
         "converged": Profile("converged", dataset, Arch("resnet56"), Arch("resnet8"), res, _CIFAR_WSD, _CIFAR_WSD,
-                             equal_cost=Arch("resnet8", 1.35), regimes=CIFAR_CPU_REGIMES,
+                             equal_cost=Arch("resnet8", 1.35), regimes=CIFAR_CONVERGED_REGIMES,
+                             residual_loss=CIFAR_CPU_RESIDUAL_LOSS, studies=(),
                              teacher_lengths=CIFAR_CONVERGED_LENGTHS,
                              student_lengths=CIFAR_CONVERGED_LENGTHS, stored_source=JPEG_COPY,
                              notes="resnet56 teacher and resnet8 students trained until doubling the training "

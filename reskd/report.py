@@ -199,6 +199,20 @@ def models_frame(models: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
                                  "top1_mean": "top-1 (%)", "top1_std": "± (std)", "agreement_teacher": "agreement (%)"})
 
 
+def models_table(models: Sequence[Mapping[str, Any]], *, kind_labels: Mapping[str, str] | None = None
+                 ) -> pd.DataFrame:
+    """A chapter's ``models`` entries as its page shows them (:func:`page_table`), one row per model: its kind by
+    ``kind_labels`` (when given), how many seeds it averages, and "–" for the spread of a single run, which does not
+    exist."""
+    frame = models_frame(models).set_index("model")
+    frame.loc[[len(m["seeds"]) < 2 for m in models], "± (std)"] = math.nan
+    if kind_labels is not None:
+        frame["kind"] = frame["kind"].map(lambda kind: kind_labels.get(kind, kind))
+    frame.insert(2, "seeds", [len(m["seeds"]) for m in models])
+    frame = frame.astype({"stages": int}).rename(columns={"± (std)": "± (std over seeds)"})
+    return page_table(frame)
+
+
 BASELINE_KINDS = ("kd-equal-cost", "cascade")  # what a ResKD model must beat at no more than the target's cost
 
 
@@ -521,6 +535,22 @@ def adaptive_analysis(*, teacher_macs: float, teacher_top1: float, regimes: Mapp
                        "operating_point": dict(operating_point or {}), "baselines": dict(baselines or {}),
                        "wallclock": dict(wallclock),
                        "speedup_realized_over_macs": dict(speedup_realized_over_macs)})
+
+
+LATE_FRACTION = 0.2  # "the end of a run": the last fifth of its epochs
+FLAT_GAIN = 0.5  # points of val top-1: a curve that gains less than this over its last fifth has flattened
+
+
+def late_gain(history: pd.DataFrame, column: str = "val_top1", *,
+              fraction: float = LATE_FRACTION) -> tuple[int, float]:
+    """How much a run still gained at its end: the last ``fraction`` of its epochs (at least one) and what ``column``
+    rose over them, from the epoch before them to the last (NaN when the run is too short to have an epoch before).
+    Under a schedule that decays the learning rate at the end, part of that gain is the decay itself."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction}.")
+    values = history.sort_values("epoch")[column].to_numpy(dtype=float)
+    n = max(1, round(fraction * len(values)))
+    return n, float(values[-1] - values[-1 - n]) if len(values) > n else math.nan
 
 
 def length_curve(runs: Mapping[int, Any]) -> pd.DataFrame:

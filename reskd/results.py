@@ -220,19 +220,21 @@ GAPS_DIR = "lengths"  # <results>/lengths/<dataset>.json: each profile's verdict
 
 
 def write_gaps(dataset: str, profile: str, *, teacher_epochs: int, student_epochs: int, gaps: list[dict[str, Any]],
-               root: str | os.PathLike | None = None) -> Path:
+               choices: Mapping[str, Any] | None = None, root: str | os.PathLike | None = None) -> Path:
     """Record ``profile``'s verdict gaps (:func:`reskd.report.verdict_gaps`) for ``dataset`` beside those of the
-    other profiles already recorded (a chapter run in one profile keeps the others' entries), atomically."""
+    other profiles already recorded (a chapter run in one profile keeps the others' entries), atomically, with the
+    ``choices`` its run made on val (the residual loss, ...), which a profile trained later may take over instead of
+    training its studies again."""
     path = results_root(root) / GAPS_DIR / f"{dataset}.json"
     entries = load_gaps(dataset, root)
     entries[profile] = plain_json({"teacher_epochs": teacher_epochs, "student_epochs": student_epochs,
-                                   "gaps": gaps})
+                                   "gaps": gaps, "choices": dict(choices or {})})
     path.parent.mkdir(parents=True, exist_ok=True)
     return atomic_json_dump(entries, path)
 
 
 def load_gaps(dataset: str, root: str | os.PathLike | None = None) -> dict[str, dict[str, Any]]:
-    """``{profile: {"teacher_epochs", "student_epochs", "gaps"}}`` recorded for ``dataset`` (empty when none); a
+    """``{profile: {"teacher_epochs", "student_epochs", "gaps", "choices"}}`` recorded for ``dataset`` (empty when none); a
     malformed file raises, naming it."""
     path = results_root(root) / GAPS_DIR / f"{dataset}.json"
     if not path.exists():

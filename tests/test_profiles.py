@@ -5,8 +5,9 @@ from reskd.data import SPECS
 from reskd.flops import count_macs
 from reskd.models import create_model
 from reskd.regimes import CIFAR_REGIMES
-from reskd.profiles import (PAPER_PCT_TEACHER, PROFILE_NAMES, PROFILES, Arch, find_profile, get_profile,
-                            profile_banner)
+from reskd.profiles import (CIFAR_STUDIES, PAPER_PCT_TEACHER, PROFILE_NAMES, PROFILES, Arch, find_profile,
+                            get_profile, profile_banner)
+from reskd.results import load_gaps
 
 
 def test_every_profile_is_filed_under_its_own_data_set_and_name():
@@ -75,3 +76,23 @@ def test_the_banner_says_when_the_data_source_is_not_the_stored_pages():
     assert "another data source" not in profile_banner(get_profile("cifar10", "smoke"), "CIFAR-10 (torchvision x)")
     tiny = get_profile("tiny-imagenet", "cpu")
     assert "another data source" not in profile_banner(tiny, "Tiny-ImageNet-200 (tiny-imagenet-200.tar.gz)")
+
+
+def test_the_converged_profile_takes_its_fixed_choices_from_the_cpu_profiles_val():
+    # results/lengths/cifar10.json keeps what chapter 02 chose on val in each profile, whatever profile the stored
+    # page comes from; the converged profile trains none of the studies behind those choices again
+    cpu = load_gaps("cifar10")["cpu"]["choices"]
+    converged = get_profile("cifar10", "converged")
+    assert converged.residual_loss == cpu["residual_loss"]
+    judged_regime = cpu["judged_model"].split(" -> ")[0]  # "<regime> -> teacher (...)": a chain-to-teacher
+    assert judged_regime in CIFAR_REGIMES and set(converged.regimes) == {"light-image", judged_regime}
+    assert converged.studies == () and get_profile("cifar10", "cpu").studies == CIFAR_STUDIES
+
+
+def test_a_profile_must_run_the_ablation_it_leaves_its_loss_to():
+    cpu = get_profile("cifar10", "cpu")
+    with pytest.raises(ValueError, match="add \"loss-ablation\" to its studies or name the loss"):
+        cpu.replace(studies=())
+    assert cpu.replace(studies=(), residual_loss="mse").studies == ()
+    with pytest.raises(ValueError, match="unknown studies"):
+        cpu.replace(studies=("loss-ablation", "dropout"))

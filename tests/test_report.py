@@ -40,6 +40,16 @@ def test_models_frame_is_readable():
     assert frame.loc[0, "MMACs"] == 1.5
 
 
+def test_models_table_labels_kinds_counts_seeds_and_has_no_spread_for_one_run():
+    teacher = _model("teacher", "teacher", stages=0, seeds=[0], top1_std=0.0, agreement_teacher=None)
+    table = R.models_table([teacher, _model(top1_std=0.4)], kind_labels={"kd": "KD student (S0)"})
+    assert list(table.index) == ["teacher", "KD student"]
+    assert list(table["kind"]) == ["teacher", "KD student (S0)"]  # a kind without a label keeps its name
+    assert list(table["seeds"]) == [1, 2]
+    assert list(table["± (std over seeds)"]) == ["–", 0.4]  # one run has no spread: not a 0.0 that reads as one
+    assert list(table["stages"]) == [0, 1]
+
+
 def test_for_display_rounds_and_marks_what_is_missing():
     frame = pd.DataFrame({"top1": [81.2345, 80.0], "std": [0.1234, float("nan")]})
     shown = R.for_display(frame, digits=1, missing="–")
@@ -383,9 +393,11 @@ def test_verdict_gaps_read_the_judged_model_against_s0_the_baselines_and_the_tea
 
     write_gaps("cifar10", "converged", teacher_epochs=120, student_epochs=120, gaps=verdict_gaps(record, 18.04),
                root=tmp_path)
-    write_gaps("cifar10", "cpu", teacher_epochs=30, student_epochs=15, gaps=[], root=tmp_path)  # keeps converged's
+    write_gaps("cifar10", "cpu", teacher_epochs=30, student_epochs=15, gaps=[], choices={"residual_loss": "mse"},
+               root=tmp_path)  # keeps converged's
     entries = load_gaps("cifar10", tmp_path)
     assert set(entries) == {"cpu", "converged"}
+    assert entries["cpu"]["choices"] == {"residual_loss": "mse"} and entries["converged"]["choices"] == {}
     side = gaps_by_length(entries)
     assert list(side["profile"].unique()) == ["converged"]  # cpu recorded no gaps
     assert side["gap_name"].iloc[0] == "ResKD over its KD S0"
@@ -413,3 +425,14 @@ def test_page_table_rounds_without_negative_zero_and_marks_what_does_not_exist()
     assert list(shown.columns) == ["val top-1 (%)", "count", "std"] and shown.index.name == "budget (% of teacher)"
     assert shown.loc["a", "val top-1 (%)"] == 81.23 and str(shown.loc["b", "val top-1 (%)"]) == "0.0"
     assert shown.loc["b", "std"] == "–" and shown.loc["a", "count"] == 3
+
+
+def test_late_gain_reads_the_last_fifth_of_a_run_in_either_order():
+    history = pd.DataFrame({"epoch": range(1, 11), "val_top1": [10, 20, 30, 40, 50, 60, 70, 80, 84, 85.5]})
+    assert R.late_gain(history) == (2, pytest.approx(85.5 - 80))  # the last fifth of 10 epochs: 2, from epoch 8
+    assert R.late_gain(history.iloc[::-1]) == (2, pytest.approx(5.5))  # rows out of order: epochs decide
+    assert R.late_gain(history, fraction=0.5) == (5, pytest.approx(85.5 - 50))
+    n, gain = R.late_gain(history.head(1))  # one epoch has no epoch before its last fifth
+    assert n == 1 and math.isnan(gain)
+    with pytest.raises(ValueError, match="fraction"):
+        R.late_gain(history, fraction=1.0)
