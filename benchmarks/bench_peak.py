@@ -14,9 +14,14 @@ computes gradients of inputs and of weights), and a MAC is 2 FLOPs, so the achie
   what a well-blocked kernel gets on this machine. Where it exceeds the nominal peak, the cores run above the clock
   the kernel reports (boost), and the attainable peak is the one to read.
 
+A feature head (``feature_head``, ``feature_head3``: a res-student of the feature regimes) is timed on what it reads,
+the last feature map of the KD student S0 (resnet8), and its MACs are its own: S0's forward pass, which the head's
+training also runs, is the cost of S0, not of the head.
+
 Nothing is trained for real and no data is read. Run from the repository root, alone on the machine:
 
-    python benchmarks/bench_peak.py [--models resnet56 resnet8 resnet8x1.35 resnet8x0.5] [--out benchmarks/out/peak.json]
+    python benchmarks/bench_peak.py [--models resnet56 resnet8 resnet8x1.35 resnet8x0.5 feature_head3]
+                                    [--out benchmarks/out/peak.json]
 """
 from __future__ import annotations
 
@@ -28,8 +33,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from reskd.experiment import FEATURE_HEAD_BASE_CHANNELS, FEATURE_HEADS
 from reskd.flops import count_macs
 from reskd.models import create_model
+from reskd.reskd import FeatureHead
 from reskd.utils import cpuinfo_field, machine_info
 
 INPUT_SIZE = (3, 32, 32)
@@ -62,10 +69,11 @@ def matmul_gflops(repeats: int = 10) -> float:
     return 2 * MATMUL_SIZE**3 / best / 1e9
 
 
-def train_images_per_s(model: torch.nn.Module, batch_size: int, steps: int) -> float:
+def train_images_per_s(model: torch.nn.Module, batch_size: int, steps: int,
+                       input_size: tuple[int, ...] = INPUT_SIZE) -> float:
     """Best-of-two mean images/s of ``steps`` SGD steps on a synthetic batch (channels_last), after a warm-up."""
     model = model.to(memory_format=torch.channels_last).train()
-    images = torch.randn(batch_size, *INPUT_SIZE).contiguous(memory_format=torch.channels_last)
+    images = torch.randn(batch_size, *input_size).contiguous(memory_format=torch.channels_last)
     labels = torch.randint(0, 10, (batch_size,))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
 
@@ -89,9 +97,26 @@ def parse_model(label: str) -> tuple[str, float]:
     return name, float(width) if width else 1.0
 
 
+S0 = "resnet8"  # the KD student whose last feature map a feature head reads
+
+
+def build(label: str) -> tuple[torch.nn.Module, tuple[int, ...]]:
+    """The model ``label`` names and the input it is timed on: the image, or S0's last feature map for a head."""
+    name, width = parse_model(label)
+    if name not in FEATURE_HEADS:
+        return create_model(name, 10, width=width), INPUT_SIZE
+    s0 = create_model(S0, 10).eval()
+    with torch.no_grad():
+        feature_map = s0.forward_features(torch.zeros(1, *INPUT_SIZE))[-1]
+    head = FeatureHead(feature_map.shape[1], 10, channels=max(1, round(FEATURE_HEAD_BASE_CHANNELS * width)),
+                       blocks=FEATURE_HEADS[name])
+    return head, tuple(feature_map.shape[1:])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["resnet56", "resnet8", "resnet8x1.35", "resnet8x0.5"])
+    parser.add_argument("--models", nargs="+",
+                        default=["resnet56", "resnet8", "resnet8x1.35", "resnet8x0.5", "feature_head3"])
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--out", default="benchmarks/out/peak.json")
@@ -101,12 +126,11 @@ def main() -> None:
     nominal, attainable = nominal_peak(threads), matmul_gflops()
     rows = []
     for label in args.models:
-        name, width = parse_model(label)
-        model = create_model(name, 10, width=width)
-        macs = count_macs(model, INPUT_SIZE)
-        ips = train_images_per_s(model, args.batch_size, args.steps)
+        model, input_size = build(label)
+        macs = count_macs(model, input_size)
+        ips = train_images_per_s(model, args.batch_size, args.steps, input_size)
         gflops = ips * macs * TRAIN_STEP_MACS * FLOPS_PER_MAC / 1e9
-        rows.append({"model": label, "mmacs": macs / 1e6, "train_images_per_s": ips, "achieved_gflops": gflops,
+        rows.append({"model": label, "input": list(input_size), "mmacs": macs / 1e6, "train_images_per_s": ips, "achieved_gflops": gflops,
                      "pct_nominal_peak": 100 * gflops / nominal["gflops"],
                      "pct_attainable_peak": 100 * gflops / attainable})
         print(f"{label:>14}: {macs / 1e6:7.1f} MMACs, {ips:7.0f} images/s, {gflops:6.1f} GFLOP/s = "

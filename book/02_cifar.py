@@ -93,13 +93,13 @@ import torch
 from IPython.display import Markdown, display
 
 from reskd import regimes, report, results
-from reskd.plots import KIND_LABELS, KIND_STYLES, gaps_figure, kind_style
+from reskd.plots import KIND_LABELS, KIND_STYLES, gaps_figure, kind_style, ladder_figure
 from reskd.adaptive import sweep
 from reskd.data import is_available
 from reskd.experiment import Experiment, MissingRunError
 from reskd.flops import model_cost
 from reskd.metrics import correct, top1
-from reskd.profiles import PAPER_PCT_TEACHER, get_profile, profile_banner
+from reskd.profiles import LADDER_GAIN, PAPER_PCT_TEACHER, get_profile, profile_banner
 from reskd.studies import (PLAIN_SEED_OFFSET, ablate, ablate_losses, other_options, plain_ensemble_logits,
                            reskd_runs, stage_records)
 
@@ -143,12 +143,15 @@ if dataset in LITERATURE_TOP1:
         "points more. Two differences are thought to cost that gap. **The data**: this book reads a JPEG copy of the "
         "data set (quality about 75), whose compression removes fine detail that the original's lossless images "
         "keep; the book does not have the original here, so what the JPEG copy costs is **not measured**. **The "
-        f"schedule**: {epochs_t} epochs for the teacher and {epochs_s} for the students and res-students, where the "
-        f"literature trains for {LITERATURE_EPOCHS}. A `converged` profile, the same {config.teacher.label} trained by "
-        "a ladder of lengths, each twice the last, until doubling no longer pays on validation, is training now and "
-        "will measure what the short schedule costs; it has no numbers yet. Every comparison in this chapter is "
-        "between models trained on the same data with the same schedule; whether longer training changes their "
-        "order is not known yet.")
+        + (f"schedule**: {epochs_t} epochs for the teacher and {epochs_s} for the students and res-students, the "
+           f"lengths the ladder below chose on validation (the literature trains for {LITERATURE_EPOCHS}): longer "
+           "runs of this recipe no longer pay, so what is left of the gap is the data and the recipe, not the length."
+           if config.teacher_lengths else
+           f"schedule**: {epochs_t} epochs for the teacher and {epochs_s} for the students and res-students, where the "
+           f"literature trains for {LITERATURE_EPOCHS}. The `converged` profile trains the same {config.teacher.label} "
+           "by a ladder of lengths, each twice the last, until doubling no longer pays on validation; the section *Does "
+           "the verdict depend on training length?* below sets its verdict beside this one's once it is trained. "
+           "Every comparison in this chapter is between models trained on the same data with the same schedule."))
 else:
     field = (f"Our teacher, {config.teacher.label} trained for {epochs_t} epochs, reaches {teacher_test_top1:.2f}% "
              f"test top-1 on {exp.data.spec.display_name}; the book quotes no literature figure for it.")
@@ -197,8 +200,10 @@ models_table(models)
 # ### Training curves
 #
 # Validation top-1 after every epoch of the teacher and of the KD student $S_0$ (every seed), beside their top-1 on
-# the (augmented) training batches: a curve still rising at its end is a model the schedule stopped early. Both use
-# a cosine learning rate that decays to zero over the last epochs, so some of the late rise is the decay itself.
+# the (augmented) training batches: a curve still rising at its end is a model the schedule stopped early. The
+# learning rate decays to zero at the end of every run (cosine in the `cpu` profile; held, then decayed linearly over
+# the last fifth in `converged`), so some of the late rise is the decay itself. A profile with a length ladder
+# (`converged`) shows it below the curves: each length trained, and the one its rule picks on validation.
 
 # %% tags=["hide-input"]
 curves = pd.concat(
@@ -237,8 +242,27 @@ display(Markdown(" ".join(
        if row["gain over the last fifth (points)"] >= report.FLAT_GAIN else "its curve had flattened.")
     for model, row in late_by_model.iterrows())
     + f" (A curve counts as flattened when its last fifth adds under {report.FLAT_GAIN:g} points. Part of a late "
-    "gain comes with the learning-rate decay, which any length ends with; only longer runs, the `converged` profile, "
-    "can say what more epochs would add.)"))
+    "gain comes with the learning-rate decay, which any length ends with; "
+    + ("under this profile's schedule the last fifth is the decay itself, so the ladder below, not these curves, says "
+       "what more epochs add.)" if config.teacher_lengths else
+       "only longer runs, the `converged` profile, can say what more epochs would add.)")))
+
+# %% tags=["hide-input"]
+if config.teacher_lengths:  # a length ladder (converged): each length trained, the rule's pick, the recipe checked
+    ladders = {"teacher": exp.length_ladder("teacher"), "KD student S0 (seed 0)": exp.length_ladder("kd")}
+    ladder_curves = {title: report.length_curve(runs) for title, runs in ladders.items()}
+    picks = {title: report.chosen_length(curve, LADDER_GAIN) for title, curve in ladder_curves.items()}
+    ladder_figure(ladders, picks)
+    plt.show()
+    display(report.page_table(pd.concat(ladder_curves, names=["model", "row"]).droplevel("row")
+                              .set_index("epochs", append=True).rename(columns={"own_hours": "hours (own epochs)"})))
+    display(Markdown(" ".join(report.ladder_sentence(title, curve, LADDER_GAIN)
+                              for title, curve in ladder_curves.items())))
+    for title, recipe in (("teacher", config.teacher_train), ("KD student S0 (seed 0)", config.student_train)):
+        if picks[title] != recipe.epochs:  # the page says its lengths are the ladder's: they must be
+            raise ValueError(f"the {config.name!r} profile trains the {title} for {recipe.epochs} epochs but its "
+                             f"ladder picks {picks[title]}: set the recipe's epochs in reskd/profiles.py to the pick "
+                             "(or train the longer rung the ladder asks for) and run the chapter again.")
 
 # %% [markdown]
 # <!-- reskd: stages -->

@@ -351,6 +351,7 @@ class Experiment:
         if base.schedule != "wsd":
             raise ValueError(f"a length ladder needs the wsd schedule, whose runs share their stable phase; the "
                              f"{role} recipe of profile {p.name!r} uses {base.schedule!r}.")
+        own = self.teacher_spec(seed) if role == "teacher" else self.student_spec("kd", seed=seed)
         out, source, previous = {}, None, None
         for epochs in lengths:
             config = dataclasses.replace(base, epochs=epochs)
@@ -372,7 +373,14 @@ class Experiment:
                 out[epochs] = retired_result(folder)
                 previous = config
                 continue
+            registered = (self.results.get(name), self.specs.get(name))
             out[epochs] = self.run(name, distiller, spec, config, fork_from=source)
+            if spec != own and not self.plan:  # a rung of another length shares the run's name: it must not stand in
+                # for the profile's own run (its recipe's length) in this experiment's results and training table
+                if registered[1] is None:
+                    self.results.pop(name, None), self.specs.pop(name, None)
+                else:
+                    self.results[name], self.specs[name] = registered
             if self.plan and previous is not None and self.planned[-1]["state"] == "not started":
                 # a rung forks from the one before: its first epochs are that rung's stable phase, not trained again
                 self.planned[-1]["epochs_done"] = previous.stable_epochs

@@ -77,3 +77,30 @@ def gaps_figure(frame: pd.DataFrame, *, z: float = 2.0) -> Figure:
     axes[0][0].set_ylabel(f"points of test top-1 (bars: {z:g} s.e.)")
     fig.tight_layout()
     return fig
+
+
+def ladder_figure(ladders: Mapping[str, Mapping[int, Any]], chosen: Mapping[str, int | None]) -> Figure:
+    """A length ladder per panel (``ladders``: ``{title: {epochs: FitResult}}``, as
+    :meth:`reskd.experiment.Experiment.length_ladder` returns): each rung's val top-1 per epoch, from the epoch it
+    forked at (the epochs before are its shorter rung's), its last epoch marked and labelled; the rung the ladder rule
+    picks (``chosen[title]``; None: none yet) drawn bold."""
+    fig, axes = plt.subplots(1, len(ladders), figsize=(5.5 * len(ladders), 3.8), squeeze=False)
+    for ax, (title, runs) in zip(axes[0], ladders.items()):
+        for i, (epochs, result) in enumerate(sorted(runs.items())):
+            history = result.history.sort_values("epoch")
+            start = result.summary.get("forked_from", {}).get("epoch", 0)
+            own = history[history["epoch"] >= start] if start else history  # from the fork point, so lines join
+            bold = epochs == chosen.get(title)
+            color = _PALETTE[i % len(_PALETTE)]
+            ax.plot(own["epoch"], own["val_top1"], color=color, lw=2.4 if bold else 1.2,
+                    label=f"{epochs} epochs" + (" (the rule's pick)" if bold else ""))
+            last = history.iloc[-1]
+            ax.plot([last["epoch"]], [last["val_top1"]], marker="o", color=color, ms=6)
+            ax.annotate(f"{last['val_top1']:.2f}", (last["epoch"], last["val_top1"]), textcoords="offset points",
+                        xytext=(-8, 6), ha="right", fontsize=8, color=color)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("val top-1 (%)")
+        ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig

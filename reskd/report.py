@@ -578,6 +578,23 @@ def chosen_length(curve: pd.DataFrame, gain: float) -> int | None:
     return None
 
 
+def ladder_sentence(title: str, curve: pd.DataFrame, gain: float) -> str:
+    """A ladder's curve (:func:`length_curve`) in words: val top-1 at each length, what each doubling added, and the
+    length the rule (:func:`chosen_length`) picks, or that none qualifies yet."""
+    curve = curve.sort_values("epochs")
+    steps = []
+    for i, row in enumerate(curve.itertuples()):
+        step = f"{row.val_top1:.2f}% after {row.epochs} epochs"
+        if i and curve["epochs"].iloc[i - 1] * 2 == row.epochs:
+            step += f" ({row.val_top1 - curve['val_top1'].iloc[i - 1]:+.2f} for doubling)"
+        steps.append(step)
+    chosen = chosen_length(curve, gain)
+    rule = f"the shortest length whose doubling gains under {gain:g} points"
+    return (f"{title}: val top-1 " + ", ".join(steps) + "; "
+            + (f"the rule ({rule}) picks **{chosen} epochs**." if chosen is not None else
+               f"no length qualifies yet under the rule ({rule}): a longer rung is needed."))
+
+
 #: The gaps the book's conclusion rests on, each a difference of test top-1 (points) at the paper's budget.
 GAP_NAMES = {"over_s0": "ResKD over its KD S0", "equal_cost": "equal-cost KD student over ResKD",
              "cascade": "cascade over ResKD", "teacher": "teacher over ResKD"}

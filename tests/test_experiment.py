@@ -346,9 +346,17 @@ def test_length_ladder_forks_each_rung_from_the_previous_stable_phase(exp, tmp_p
 
     wsd = TrainConfig(epochs=4, batch_size=16, lr=0.05, schedule="wsd", decay_fraction=0.5)
     ladder = exp().profile.replace(teacher_train=wsd, teacher_lengths=(2, 4))
-    runs = E.Experiment(ladder, data_root=exp().data_root, artifacts=tmp_path / "ladder", device="cpu",
-                        progress=False).length_ladder("teacher")
+    trained = E.Experiment(ladder, data_root=exp().data_root, artifacts=tmp_path / "ladder", device="cpu",
+                           progress=False)
+    runs = trained.length_ladder("teacher")
     assert sorted(runs) == [2, 4] and runs[4].summary["forked_from"]["epoch"] == 1
+    # the rungs share the teacher's name; only the profile's own length (4) stands for the teacher in the results
+    assert [(row["role"], row["epochs"]) for _, row in trained.training_table().iterrows()] == [("teacher", 4)]
+    chose_short = E.Experiment(ladder.replace(teacher_train=dataclasses.replace(wsd, epochs=2)),
+                               data_root=exp().data_root, artifacts=tmp_path / "ladder", device="cpu", progress=False)
+    chose_short.teacher()
+    chose_short.length_ladder("teacher")  # loads both rungs; the 4-epoch one must not replace the chosen 2-epoch one
+    assert list(chose_short.training_table()["epochs"]) == [2]
     longest = E.Experiment(ladder, data_root=exp().data_root, artifacts=tmp_path / "ladder").teacher_path()
     assert list((tmp_path / "ladder").rglob("stable.pt")) == [longest / "stable.pt"]  # the shorter rung's is gone
     alone = E.Experiment(ladder, data_root=exp().data_root, artifacts=tmp_path / "alone", device="cpu",

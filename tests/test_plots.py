@@ -31,3 +31,26 @@ def test_the_gaps_figure_draws_one_panel_per_gap_with_every_profile():
     assert labels == ["cpu", "converged"]
     line = fig.axes[0].lines[0]
     assert list(line.get_xdata()) == [30, 120] and list(line.get_ydata()) == [0.3, 0.3]
+
+
+def test_the_ladder_figure_draws_each_rung_from_its_fork_and_bolds_the_pick():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import pandas as pd
+
+    from reskd.plots import ladder_figure
+    from reskd.train import FitResult
+
+    def rung(epochs: int, fork: int | None) -> FitResult:
+        history = pd.DataFrame({"epoch": range(1, epochs + 1), "val_top1": [50 + e * 30 / epochs
+                                                                            for e in range(1, epochs + 1)]})
+        return FitResult(None, history, {"forked_from": {"epoch": fork}} if fork else {})
+
+    fig = ladder_figure({"teacher": {30: rung(30, None), 60: rung(60, 24)}}, {"teacher": 30})
+    ax = fig.axes[0]
+    curves = [line for line in ax.lines if len(line.get_xdata()) > 1]
+    assert [line.get_xdata()[0] for line in curves] == [1, 24]  # the 60-epoch rung starts where it forked
+    assert [line.get_linewidth() for line in curves] == [2.4, 1.2]
+    assert [t.get_text() for t in ax.texts] == ["80.00", "80.00"]
+    assert ax.get_legend().get_texts()[0].get_text() == "30 epochs (the rule's pick)"

@@ -436,3 +436,13 @@ def test_late_gain_reads_the_last_fifth_of_a_run_in_either_order():
     assert n == 1 and math.isnan(gain)
     with pytest.raises(ValueError, match="fraction"):
         R.late_gain(history, fraction=1.0)
+
+
+def test_ladder_sentence_says_what_each_doubling_added_and_what_the_rule_picks():
+    curve = pd.DataFrame({"epochs": [60, 30, 120], "val_top1": [89.5, 88.0, 89.7]})
+    assert R.ladder_sentence("teacher", curve, 0.3) == (
+        "teacher: val top-1 88.00% after 30 epochs, 89.50% after 60 epochs (+1.50 for doubling), 89.70% after 120 "
+        "epochs (+0.20 for doubling); the rule (the shortest length whose doubling gains under 0.3 points) picks "
+        "**60 epochs**.")
+    assert R.ladder_sentence("teacher", curve.assign(val_top1=[89.5, 88.0, 90.0]), 0.3).endswith(
+        "a longer rung is needed.")
