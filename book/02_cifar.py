@@ -52,7 +52,8 @@ if "google.colab" in sys.modules:
 
 # %% tags=["parameters", "hide-input"]
 # Defaults. A run through papermill (tools/run_book.py) puts the values it ran with in the next cell.
-profile = "smoke"  # "smoke" (CI, seconds), "cpu" (the real run on two CPU cores), "paper" (a GPU)
+profile = "smoke"  # "smoke" (CI, seconds), "cpu" (two CPU cores, short schedules), "converged" (CIFAR-10
+# trained until longer training no longer pays: tens of hours on two cores), "paper" (a GPU)
 dataset = "cifar10"  # "cifar10" or "cifar100" (CIFAR-100 needs its data under the data root, or download)
 download = False  # True: let torchvision fetch the data set into the data root when it is missing
 data_root = None  # folder holding the data sets; None: $RESKD_DATA, else the project's data/

@@ -39,8 +39,8 @@
 #
 # ```{note}
 # A line under *Setup* says which profile produced the outputs stored in this page. The `smoke` profile (tiny
-# models trained for seconds, what CI runs) only shows that the chapter runs; the `cpu` profile uses the trained
-# CIFAR-10 models.
+# models trained for seconds, what CI runs) only shows that the chapter runs; the `cpu` profile uses the CIFAR-10
+# models of short schedules, the `converged` profile those trained until longer training no longer paid.
 # ```
 #
 # **What is the paper's and what is ours.** The paper {cite}`li2021reskd` proposes a *sample-adaptive* inference
@@ -75,7 +75,8 @@ if "google.colab" in sys.modules:
 
 # %% tags=["parameters", "hide-input"]
 # Defaults. A run through papermill (tools/run_book.py) puts the values it ran with in the next cell.
-profile = "smoke"  # "smoke" (CI, seconds), "cpu" (the real run on two CPU cores), "paper" (a GPU)
+profile = "smoke"  # "smoke" (CI, seconds), "cpu" (two CPU cores, short schedules), "converged" (CIFAR-10
+# trained until longer training no longer pays: tens of hours on two cores), "paper" (a GPU)
 data_root = None  # folder holding the data sets; None: $RESKD_DATA, else the project's data/
 seeds = None  # student seeds, e.g. [0, 1, 2]; None: the profile's
 retrain = False  # True: train again even where finished runs exist
