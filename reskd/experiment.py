@@ -378,7 +378,7 @@ class Experiment:
             if spec != own and not self.plan:  # a rung of another length shares the run's name: it must not stand in
                 # for the profile's own run (its recipe's length) in this experiment's results and training table
                 if registered[1] is None:
-                    self.results.pop(name, None), self.specs.pop(name, None)
+                    del self.results[name], self.specs[name]
                 else:
                     self.results[name], self.specs[name] = registered
             if self.plan and previous is not None and self.planned[-1]["state"] == "not started":

@@ -234,8 +234,8 @@ def write_gaps(dataset: str, profile: str, *, teacher_epochs: int, student_epoch
 
 
 def load_gaps(dataset: str, root: str | os.PathLike | None = None) -> dict[str, dict[str, Any]]:
-    """``{profile: {"teacher_epochs", "student_epochs", "gaps", "choices"}}`` recorded for ``dataset`` (empty when none); a
-    malformed file raises, naming it."""
+    """``{profile: {"teacher_epochs", "student_epochs", "gaps", "choices"}}`` recorded for ``dataset`` (empty when
+    none); a malformed file raises, naming it."""
     path = results_root(root) / GAPS_DIR / f"{dataset}.json"
     if not path.exists():
         return {}
