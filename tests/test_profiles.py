@@ -1,4 +1,6 @@
 """Profiles: every data set's settings in one table, and the paper's reference numbers."""
+from pathlib import Path
+
 import pytest
 
 from reskd.data import SPECS
@@ -81,7 +83,7 @@ def test_the_banner_says_when_the_data_source_is_not_the_stored_pages():
 def test_the_converged_profile_takes_its_fixed_choices_from_the_cpu_profiles_val():
     # results/lengths/cifar10.json keeps what chapter 02 chose on val in each profile, whatever profile the stored
     # page comes from; the converged profile trains none of the studies behind those choices again
-    cpu = load_gaps("cifar10")["cpu"]["choices"]
+    cpu = load_gaps("cifar10", Path(__file__).resolve().parents[1] / "results")["cpu"]["choices"]  # the committed
     converged = get_profile("cifar10", "converged")
     assert converged.residual_loss == cpu["residual_loss"]
     judged_regime = cpu["judged_model"].split(" -> ")[0]  # "<regime> -> teacher (...)": a chain-to-teacher
