@@ -33,10 +33,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from reskd.experiment import FEATURE_HEAD_BASE_CHANNELS, FEATURE_HEADS
+from reskd.experiment import FEATURE_HEADS, feature_head
 from reskd.flops import count_macs
 from reskd.models import create_model
-from reskd.reskd import FeatureHead
+from reskd.profiles import Arch
+from reskd.reskd import ResKDEnsemble
 from reskd.utils import cpuinfo_field, machine_info
 
 INPUT_SIZE = (3, 32, 32)
@@ -105,12 +106,8 @@ def build(label: str) -> tuple[torch.nn.Module, tuple[int, ...]]:
     name, width = parse_model(label)
     if name not in FEATURE_HEADS:
         return create_model(name, 10, width=width), INPUT_SIZE
-    s0 = create_model(S0, 10).eval()
-    with torch.no_grad():
-        feature_map = s0.forward_features(torch.zeros(1, *INPUT_SIZE))[-1]
-    head = FeatureHead(feature_map.shape[1], 10, channels=max(1, round(FEATURE_HEAD_BASE_CHANNELS * width)),
-                       blocks=FEATURE_HEADS[name])
-    return head, tuple(feature_map.shape[1:])
+    shape = ResKDEnsemble(create_model(S0, 10)).feature_shape(INPUT_SIZE)  # S0's last feature map, (C, H, W)
+    return feature_head(Arch(name, width), shape[0], 10), shape
 
 
 def main() -> None:
@@ -130,7 +127,8 @@ def main() -> None:
         macs = count_macs(model, input_size)
         ips = train_images_per_s(model, args.batch_size, args.steps, input_size)
         gflops = ips * macs * TRAIN_STEP_MACS * FLOPS_PER_MAC / 1e9
-        rows.append({"model": label, "input": list(input_size), "mmacs": macs / 1e6, "train_images_per_s": ips, "achieved_gflops": gflops,
+        rows.append({"model": label, "input": list(input_size), "mmacs": macs / 1e6, "train_images_per_s": ips,
+                     "achieved_gflops": gflops,
                      "pct_nominal_peak": 100 * gflops / nominal["gflops"],
                      "pct_attainable_peak": 100 * gflops / attainable})
         print(f"{label:>14}: {macs / 1e6:7.1f} MMACs, {ips:7.0f} images/s, {gflops:6.1f} GFLOP/s = "

@@ -462,6 +462,13 @@ FEATURE_HEAD_BASE_CHANNELS = 64
 FEATURE_HEADS = {FEATURE_HEAD: 1, "feature_head3": 3}
 
 
+def feature_head(arch: Arch, in_channels: int, num_classes: int) -> FeatureHead:
+    """The :class:`FeatureHead` a feature-head architecture names (:data:`FEATURE_HEADS`), on a feature map of
+    ``in_channels`` channels: ``round(64 * width)`` channels a block."""
+    return FeatureHead(in_channels, num_classes, channels=max(1, round(FEATURE_HEAD_BASE_CHANNELS * arch.width)),
+                       blocks=FEATURE_HEADS[arch.name])
+
+
 def stage_input(arch: Arch) -> str:
     """What a res-student of architecture ``arch`` reads: ``"features"`` for a feature head, else ``"image"``."""
     return "features" if arch.name in FEATURE_HEADS else "image"
@@ -495,9 +502,7 @@ class ResKDRuns:
         if arch.name not in FEATURE_HEADS:
             return self.exp.build(arch, seed)
         seed_everything(seed)
-        channels = max(1, round(FEATURE_HEAD_BASE_CHANNELS * arch.width))
-        return FeatureHead(s0.feature_channels[self.feature_index], self.exp.num_classes, channels=channels,
-                           blocks=FEATURE_HEADS[arch.name])
+        return feature_head(arch, s0.feature_channels[self.feature_index], self.exp.num_classes)
 
     def ensemble(self, res_archs: Sequence[Arch], seed: int = 0) -> ResKDEnsemble:
         """S0 (the KD student of ``seed``) plus res-students ``res_archs``, each trained on the residual of the
