@@ -314,7 +314,7 @@ else:  # the profile names its loss (reskd.profiles.Profile.studies): nothing is
 
 # %%
 ablation = None
-if "options-ablation" in config.studies and losses is not None:
+if "options-ablation" in config.studies:  # Profile checks that it comes with the loss ablation
     options = ablate(exp, other_options(config, runs.loss))
     ablation = pd.concat([losses[losses["loss"] == runs.loss], options], ignore_index=True)
     val_s0, test_s0 = ablation["val_top1_s0"].iloc[0], ablation["test_top1_s0"].iloc[0]
@@ -987,7 +987,8 @@ if config.name != "smoke" and budget is not None:  # a smoke run's numbers mean 
     results.write_gaps(dataset, config.name, teacher_epochs=config.teacher_train.epochs,
                        student_epochs=config.student_train.epochs,
                        gaps=report.verdict_gaps(record, budget, chain_verdicts=chain_verdicts),
-                       choices={"residual_loss": runs.loss, "judged_model": chosen_name}, root=results_dir)
+                       choices={"residual_loss": runs.loss, "judged_model": chosen_name,
+                                "judged_regime": chosen["model"].get("regime_name") if chosen else None}, root=results_dir)
 lengths = report.gaps_by_length(results.load_gaps(dataset, results_dir))
 if lengths.empty:
     display(Markdown("No profile outside smoke has recorded its gaps yet."))

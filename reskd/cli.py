@@ -147,17 +147,19 @@ def run_jobs(exp: Experiment, jobs: Sequence[str], seeds: Sequence[int] | None =
 def plan_table(exp: Experiment) -> pd.DataFrame:
     """The runs an :class:`Experiment` with ``plan=True`` was asked for, each once (the first job that asked for it),
     with its state, epochs done and planned, hours so far (see :func:`reskd.runstore.run_status`), and an estimate of
-    the hours left: the epochs left at the mean epoch time of the run itself, else of its other seeds (empty where
-    none is timed yet; measured where they ran)."""
-    columns = ["job", "run", "state", "epochs_done", "epochs", "val_top1", "hours"]
+    the hours left: the epochs left at the median epoch time of the run itself (its mean where no median was
+    recorded), else the mean of its other seeds' (empty where none is timed yet; measured where they ran)."""
+    columns = ["job", "run", "state", "epochs_done", "epochs", "val_top1", "hours", "epoch_hours"]
     table = pd.DataFrame(exp.planned, columns=columns).drop_duplicates("run").reset_index(drop=True)
     family = table["run"].str.replace(r"-s\d+-[0-9a-f]+$", "", regex=True)  # the run's name without seed and key
     done = table["epochs_done"].where(table["job"] != "teacher-cache", 0)
-    per_epoch = (table["hours"] / done).where((done > 0) & (table["hours"] > 0))  # a fork's inherited epochs: untimed
+    timed = (done > 0) & (table["hours"] > 0)  # a fork's inherited epochs alone: untimed
+    mean = table["hours"] / done
+    per_epoch = pd.to_numeric(table["epoch_hours"], errors="coerce").fillna(mean).where(timed)
     per_epoch = per_epoch.fillna(per_epoch.groupby(family).transform("mean"))
     table["hours_left"] = (table["epochs"] - table["epochs_done"]).clip(lower=0) * per_epoch
     table.loc[table["epochs_done"] >= table["epochs"], "hours_left"] = 0.0
-    return table
+    return table.drop(columns="epoch_hours")
 
 
 def plan_summary(table: pd.DataFrame) -> str:

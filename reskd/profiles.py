@@ -93,6 +93,10 @@ class Profile:
         if self.residual_loss == "auto" and "loss-ablation" not in self.studies:
             raise ValueError(f"profile {self.name!r} leaves the residual loss to the ablation (\"auto\") but does not "
                              "run it: add \"loss-ablation\" to its studies or name the loss (residual_loss=...).")
+        if "options-ablation" in self.studies and "loss-ablation" not in self.studies:
+            raise ValueError(f"profile {self.name!r} ablates the first res-student's options without the loss "
+                             "ablation they start from: add \"loss-ablation\" to its studies or drop "
+                             "\"options-ablation\".")
 
     def replace(self, **changes: Any) -> "Profile":
         return dataclasses.replace(self, **changes)

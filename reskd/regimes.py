@@ -404,7 +404,7 @@ def chain_to_teacher_records(rows: pd.DataFrame, teacher_macs: int, *, labels: M
                              mode: str = "per-stage") -> list[dict]:
     """Model entries (kind "chain-to-teacher") of :func:`chain_to_teacher_rows` in threshold mode ``mode``: one per
     regime and budget met on val by every seed, with the regime's description (``labels``), the budget, the mean
-    val top-1, and the stages a sample may run (the chain's and the teacher)."""
+    val top-1, the stages a sample may run (the chain's and the teacher) and the regime's name."""
     records = []
     for (name, budget), part in rows[rows["thresholds_mode"] == mode].groupby(["regime", "budget_pct"], sort=False):
         if not part["fits"].all():
@@ -414,7 +414,7 @@ def chain_to_teacher_records(rows: pd.DataFrame, teacher_macs: int, *, labels: M
                               teacher_macs=teacher_macs, top1=list(part["test_top1"]), seeds=list(part["seed"]),
                               agreement_teacher=list(part["test_agreement_teacher"]))
         record.update(budget_pct=float(budget), val_top1_mean=float(part["val_top1"].mean()),
-                      regime=labels.get(name, name))
+                      regime=labels.get(name, name), regime_name=name)
         records.append(record)
     return records
 
@@ -525,7 +525,7 @@ def budget_records(frame: pd.DataFrame, teacher_macs: int, *, kind: str, labels:
                    budgets_pct: Sequence[float] = BUDGETS_PCT) -> list[dict]:
     """Model entries of the results file from :func:`regime_budgets` / :func:`cascade_budgets` rows: one per regime
     and budget (top-1 over the seeds, mean realised test MACs), of ``kind`` ("reskd-adaptive" or "cascade"), with a
-    ``regime`` field from ``labels`` (regime name to description) when given. A budget that some seed's policy does
+    ``regime_name`` field and a ``regime`` field from ``labels`` (regime name to description) when given. A budget that some seed's policy does
     not meet on val (``fits``: its first stage alone costs more) gives no entry: it was never at that budget."""
     records = []
     static = frame[frame["policy"].str.startswith("static")]
@@ -540,6 +540,7 @@ def budget_records(frame: pd.DataFrame, teacher_macs: int, *, kind: str, labels:
                               agreement_teacher=list(rows["test_agreement_teacher"]))
         record["budget_pct"] = float(budget)
         record["val_top1_mean"] = float(rows["val_top1"].mean())
+        record["regime_name"] = name
         if labels and name in labels:
             record["regime"] = labels[name]
         records.append(record)

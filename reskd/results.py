@@ -37,7 +37,9 @@ RESULTS_ENV = "RESKD_RESULTS"  # where results files go when no root is given (t
 #: val to a budget (it names its ``regime`` and carries ``budget_pct``)
 MODEL_KINDS = ("teacher", "scratch", "kd", "kd-equal-cost", "reskd-stage", "reskd-adaptive", "cascade",
                "chain-to-teacher")
-OPTIONAL_TEXT = ("regime",)  # optional text fields of a model entry (a string when present)
+#: optional text fields of a model entry (a string when present): ``regime``, a regime's description, and
+#: ``regime_name``, its name in :data:`reskd.regimes.CIFAR_REGIMES` (what a later profile may take over)
+OPTIONAL_TEXT = ("regime", "regime_name")
 #: optional number fields of a model entry: ``budget_pct``, the budget of mean MACs (% of the teacher's) an adaptive
 #: policy was calibrated to on the validation split (its realised test cost, ``pct_teacher``, may differ a little),
 #: and ``val_top1_mean``, its top-1 on the validation split (mean over seeds: what a choice among entries may read)

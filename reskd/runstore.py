@@ -175,8 +175,9 @@ def run_folders(dataset: str | None = None, *, root: str | os.PathLike | None = 
 
 def run_status(folder: Path, spec: Mapping[str, Any]) -> dict[str, Any]:
     """Where the run of ``spec`` in ``folder`` (which need not exist yet) stands: its state (one of
-    :data:`RUN_STATES`), epochs done of the epochs planned, the last epoch's validation top-1, and the hours its
-    epochs took so far."""
+    :data:`RUN_STATES`), epochs done of the epochs planned, the last epoch's validation top-1, the hours its
+    epochs took so far, and the median hours of one epoch (``epoch_hours``: what an epoch takes when the run is not
+    slowed by other work on the cores, which inflates the mean; None before the first epoch)."""
     import pandas as pd
 
     history = pd.read_csv(folder / HISTORY) if (folder / HISTORY).exists() else pd.DataFrame()
@@ -193,7 +194,8 @@ def run_status(folder: Path, spec: Mapping[str, Any]) -> dict[str, Any]:
     return {"dataset": folder.parent.name, "run": folder.name, "state": state, "epochs_done": len(history),
             "epochs": spec.get("train", {}).get("epochs"),
             "val_top1": history["val_top1"].iloc[-1] if "val_top1" in history else None,
-            "hours": history["epoch_s"].sum() / 3600 if "epoch_s" in history else 0.0}
+            "hours": history["epoch_s"].sum() / 3600 if "epoch_s" in history else 0.0,
+            "epoch_hours": history["epoch_s"].median() / 3600 if "epoch_s" in history and len(history) else None}
 
 
 RUN_STATUS_COLUMNS = ["dataset", "run", "state", "epochs_done", "epochs", "val_top1", "hours"]

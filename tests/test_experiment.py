@@ -317,6 +317,9 @@ def test_a_plan_estimates_the_hours_left_from_the_run_or_its_other_seeds():
     assert pd.isna(table["scratch-r8-s0-dd44"])  # nothing of it timed
     summary = cli.plan_summary(cli.plan_table(SimpleNamespace(planned=rows)))
     assert summary.endswith("; 28 training epochs left (about 4.9 hours plus 1 run not timed yet)")
+    # epochs of 0.2, 0.2, 0.2, 0.4, 0.4 h (the last two slowed by other work on the cores): the median, not the mean
+    slowed = [{**rows[1], "epochs_done": 5, "hours": 1.4, "epoch_hours": 0.2}]
+    assert cli.plan_table(SimpleNamespace(planned=slowed))["hours_left"].iloc[0] == pytest.approx(5 * 0.2)
     rungs = [{"job": "teacher-lengths", "run": "teacher-r56-s0-aa11", "state": "training now", "epochs_done": 10,
               "epochs": 30, "hours": 1.0},  # a ladder: the next rung will fork at epoch 24 and has run nothing
              {"job": "teacher-lengths", "run": "teacher-r56-s0-bb22", "state": "not started", "epochs_done": 24,

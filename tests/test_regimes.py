@@ -318,6 +318,7 @@ def test_regime_records_name_each_regime_and_skip_s0_alone(exp):
     assert [r["name"] for r in static] == ["chain: S0..S1"] and static[0]["stages"] == 2  # S0 alone is the KD student
     adaptive = [r for r in records if r["kind"] == "reskd-adaptive"]
     assert {r["budget_pct"] for r in adaptive} <= {50.0, 200.0} and 200.0 in {r["budget_pct"] for r in adaptive}
+    assert {r["regime_name"] for r in adaptive} == {PROFILE_CHAIN}  # the name a later profile may take over
     assert all(r["regime"] == chain.label(exp) for r in records)
     assert set(rows["regime"]) == {PROFILE_CHAIN} and set(rows["seed"]) == {0}
     results.validate({"chapter": "c", "dataset": "cifar10", "data_source": "fixture", "profile": "smoke",
@@ -384,7 +385,7 @@ def test_paired_verdicts_and_chain_to_teacher_records():
     assert verdict["res-students before T"] == "1"
     records = chain_to_teacher_records(rows, 100, labels={"r": "a regime"})
     assert len(records) == 1 and records[0]["kind"] == CHAIN_TO_TEACHER and records[0]["stages"] == 3
-    assert records[0]["regime"] == "a regime" and records[0]["budget_pct"] == 18.04
+    assert records[0]["regime"] == "a regime" and records[0]["regime_name"] == "r" and records[0]["budget_pct"] == 18.04
     assert records[0]["val_top1_mean"] == 81.0
     header = {"chapter": "02_cifar", "dataset": "cifar10", "data_source": "fixture", "profile": "smoke",
               "device": "cpu"}

@@ -156,3 +156,16 @@ def test_the_listing_answers_as_a_module(tmp_path):
     env = {**os.environ, "RESKD_ARTIFACTS": str(tmp_path / "empty")}
     done = subprocess.run([sys.executable, "-m", "reskd.runstore"], capture_output=True, text=True, env=env)
     assert done.returncode == 1 and f"no artifacts root at {tmp_path / 'empty'}" in done.stderr
+
+
+def test_run_status_times_an_epoch_by_its_median(tmp_path):
+    # an epoch slowed by other work on the cores (the third) moves the hours so far, not the typical epoch
+    from reskd.runstore import run_status
+
+    folder = tmp_path / "toy" / "kd-r8-s0-aa11"
+    folder.mkdir(parents=True)
+    (folder / "history.csv").write_text("epoch,val_top1,epoch_s\n1,10.0,360\n2,20.0,360\n3,30.0,1080\n")
+    status = run_status(folder, {"train": {"epochs": 10}})
+    assert (status["epochs_done"], status["epochs"], status["val_top1"]) == (3, 10, 30.0)
+    assert status["hours"] == pytest.approx(0.5) and status["epoch_hours"] == pytest.approx(0.1)
+    assert run_status(tmp_path / "toy" / "kd-r8-s1-bb22", {"train": {"epochs": 10}})["epoch_hours"] is None
