@@ -258,7 +258,7 @@ if config.teacher_lengths:  # a length ladder (converged): each length trained, 
     display(report.page_table(pd.concat(ladder_curves, names=["model", "row"]).droplevel("row")
                               .astype({"forked_at": "Int64"}).set_index("epochs", append=True)
                               .rename(columns={"own_hours": "hours (own epochs)", "forked_at": "forked at epoch"})))
-    display(Markdown(" ".join(report.ladder_sentence(title, curve, LADDER_GAIN)
+    display(Markdown(" ".join(report.ladder_sentence(title, curve, LADDER_GAIN, val_size=len(exp.data.val))
                               for title, curve in ladder_curves.items())))
     for title, recipe in (("teacher", config.teacher_train), ("KD student S0 (seed 0)", config.student_train)):
         if picks[title] != recipe.epochs:  # the page says its lengths are the ladder's: they must be

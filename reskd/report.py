@@ -578,9 +578,18 @@ def chosen_length(curve: pd.DataFrame, gain: float) -> int | None:
     return None
 
 
-def ladder_sentence(title: str, curve: pd.DataFrame, gain: float) -> str:
+def top1_std_error(top1: float, n: int) -> float:
+    """The binomial standard error (points) of a top-1 of ``top1`` % measured on ``n`` images."""
+    p = top1 / 100.0
+    return 100.0 * math.sqrt(p * (1.0 - p) / n)
+
+
+def ladder_sentence(title: str, curve: pd.DataFrame, gain: float, *, val_size: int | None = None) -> str:
     """A ladder's curve (:func:`length_curve`) in words: val top-1 at each length, what each doubling added, and the
-    length the rule (:func:`chosen_length`) picks, or that none qualifies yet."""
+    length the rule (:func:`chosen_length`) picks, or that none qualifies yet. With ``val_size`` (the validation
+    images), it adds the noise the rule's threshold sits in: the binomial standard error of the longest rung's val
+    top-1, and that of a doubling's gain if the two rungs erred independently (an upper bound: both are measured on
+    the same images, and a longer rung keeps most of the shorter one's answers)."""
     curve = curve.sort_values("epochs")
     steps = []
     for i, row in enumerate(curve.itertuples()):
@@ -590,9 +599,16 @@ def ladder_sentence(title: str, curve: pd.DataFrame, gain: float) -> str:
         steps.append(step)
     chosen = chosen_length(curve, gain)
     rule = f"the shortest length whose doubling gains under {gain:g} points"
-    return (f"{title}: val top-1 " + ", ".join(steps) + "; "
-            + (f"the rule ({rule}) picks **{chosen} epochs**." if chosen is not None else
-               f"no length qualifies yet under the rule ({rule}): a longer rung is needed."))
+    sentence = (f"{title}: val top-1 " + ", ".join(steps) + "; "
+                + (f"the rule ({rule}) picks **{chosen} epochs**." if chosen is not None else
+                   f"no length qualifies yet under the rule ({rule}): a longer rung is needed."))
+    if val_size:
+        se = top1_std_error(float(curve["val_top1"].iloc[-1]), val_size)
+        sentence += (f" (On {val_size:,} validation images one top-1 near {curve['val_top1'].iloc[-1]:.0f}% has a "
+                     f"binomial standard error of {se:.2f} points, and a doubling's gain at most "
+                     f"{math.sqrt(2.0) * se:.2f}: the {gain:g}-point threshold reads one seed's curve, not a "
+                     "significant difference.)")
+    return sentence
 
 
 #: The gaps the book's conclusion rests on, each a difference of test top-1 (points) at the paper's budget.
