@@ -118,6 +118,8 @@ _CIFAR_PAPER = TrainConfig(epochs=240, batch_size=64, lr=0.05, schedule="multist
 # gains under 0.3 points of val top-1); until the ladder is trained they are the longest rung, provisional.
 _CIFAR_WSD = TrainConfig(epochs=120, batch_size=128, lr=0.1, schedule="wsd", warmup_epochs=1, decay_fraction=0.2,
                          weight_decay=5e-4)
+_CIFAR_TEACHER_WSD = dataclasses.replace(_CIFAR_WSD, epochs=120)  # the teacher's ladder pick (provisional)
+_CIFAR_STUDENT_WSD = dataclasses.replace(_CIFAR_WSD, epochs=120)  # the KD student's ladder pick (provisional)
 CIFAR_CONVERGED_LENGTHS = (30, 60, 120)
 # What the converged profile takes from the cpu profile's choices on val instead of training its studies again (their
 # runs at convergence would cost more than the comparison itself): the residual loss its ablation picked, and the
@@ -152,7 +154,8 @@ def _cifar_profiles(dataset: str) -> dict[str, Profile]:
                        equal_cost=Arch("resnet8", 1.35), regimes=CIFAR_CPU_REGIMES,
                        stored_source=JPEG_COPY,
                        notes="resnet56 teacher (30 epochs) and resnet8 students (15 epochs), on two CPU cores"),
-        "converged": Profile("converged", dataset, Arch("resnet56"), Arch("resnet8"), res, _CIFAR_WSD, _CIFAR_WSD,
+        "converged": Profile("converged", dataset, Arch("resnet56"), Arch("resnet8"), res, _CIFAR_TEACHER_WSD,
+                             _CIFAR_STUDENT_WSD,
                              equal_cost=Arch("resnet8", 1.35), regimes=CIFAR_CONVERGED_REGIMES,
                              residual_loss=CIFAR_CPU_RESIDUAL_LOSS, studies=(),
                              teacher_lengths=CIFAR_CONVERGED_LENGTHS,
