@@ -231,10 +231,11 @@ class Experiment:
                 **({"distributed": processes} if processes else {})}
 
     def run(self, name: str, distiller: Distiller, spec: dict[str, Any], config: TrainConfig, *,
-            fork_from: Path | None = None) -> FitResult:
+            fork_from: Path | None = None, release_fork: bool = False) -> FitResult:
         """Train (or load, or resume) one run described by ``spec``; a run this experiment already has is handed out
         again, not loaded (nor, with ``retrain``, trained) a second time. ``fork_from``: the ``stable.pt`` of a
-        shorter run of the same wsd recipe to start from (:func:`reskd.train.fit`)."""
+        shorter run of the same wsd recipe to start from, deleted once this run has its own with ``release_fork``
+        (:func:`reskd.train.fit`)."""
         if self.specs.get(name) == spec:
             return self.results[name]
         folder = run_path(spec, name, root=self.artifacts)
@@ -257,7 +258,7 @@ class Experiment:
         result = fit(distiller, self.train_loader(config), config,
                      eval_loaders={"val": self.eval_loader("val"), "test": self.eval_loader("test")},
                      run_dir=folder, device=self.device, progress=self.progress, retrain=self.retrain,
-                     run_info=spec, fork_from=fork_from)
+                     run_info=spec, fork_from=fork_from, release_fork=release_fork)
         self.results[name], self.specs[name] = result, spec
         return result
 
@@ -341,8 +342,8 @@ class Experiment:
         """``role`` ("teacher", or "kd" for the KD student S0) trained for each of ``lengths`` epochs (default: the
         profile's ``teacher_lengths`` / ``student_lengths``), shortest first; each run forks from the stable phase of
         the longest finished run before it (:func:`reskd.train.fit`), so the ladder costs its longest rung plus the
-        decays of the others. A rung's ``stable.pt`` is removed once the next rung has finished; the longest rung's
-        stays, for a longer rung to come. Returns each length's run."""
+        decays of the others. A rung's ``stable.pt`` is removed once the next rung has written its own (so the
+        committed training state holds one snapshot at a time); the longest rung's stays, for a longer rung to come. Returns each length's run."""
         p = self.profile
         lengths = sorted(lengths or (p.teacher_lengths if role == "teacher" else p.student_lengths))
         if not lengths:
@@ -374,7 +375,7 @@ class Experiment:
                 previous = config
                 continue
             registered = (self.results.get(name), self.specs.get(name))
-            out[epochs] = self.run(name, distiller, spec, config, fork_from=source)
+            out[epochs] = self.run(name, distiller, spec, config, fork_from=source, release_fork=True)
             if spec != own and not self.plan:  # a rung of another length shares the run's name: it must not stand in
                 # for the profile's own run (its recipe's length) in this experiment's results and training table
                 if registered[1] is None:

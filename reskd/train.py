@@ -348,7 +348,7 @@ def _lay_out_for_cpu(student: nn.Module, config: TrainConfig) -> None:
 def fit(distiller: Distiller, train_loader, config: TrainConfig, *, eval_loaders: Mapping[str, Any] | None = None,
         run_dir: str | os.PathLike | None = None, device: str | torch.device | None = "auto",
         progress: bool = True, retrain: bool = False, run_info: Mapping[str, Any] | None = None,
-        fork_from: str | os.PathLike | None = None) -> FitResult:
+        fork_from: str | os.PathLike | None = None, release_fork: bool = False) -> FitResult:
     """Train ``distiller.student`` on ``train_loader`` (a ``reskd.data.Loader``) for ``config.epochs`` epochs.
 
     ``eval_loaders`` (e.g. ``{"val": ..., "test": ...}``) are evaluated after every epoch; their top-1 goes to the
@@ -360,7 +360,9 @@ def fit(distiller: Distiller, train_loader, config: TrainConfig, *, eval_loaders
     file, of a run that differs from this one only in its number of epochs, at an epoch no later than this run's
     stable phase ends) starts a run that has no checkpoint of its own from there instead of from scratch: up to that
     epoch the two runs follow the same trajectory, so the result is that of training from scratch (bit for bit on
-    the same machine and thread count) for the epochs that remain. The summary records the fork.
+    the same machine and thread count) for the epochs that remain. The summary records the fork. With
+    ``release_fork``, the ``fork_from`` file is deleted once this run has a ``stable.pt`` of its own (it resumes from
+    its own checkpoints, and a longer run forks from its snapshot): a length ladder keeps one snapshot at a time.
     """
     device = resolve_device(device)
     eval_loaders = dict(eval_loaders or {})
@@ -402,6 +404,13 @@ def fit(distiller: Distiller, train_loader, config: TrainConfig, *, eval_loaders
         scheduler = make_scheduler(optimizer, config, len(train_loader))
         history, start_epoch, forked = _resume(run_dir, student, optimizer, scheduler, identity, config,
                                                None if fork_from is None else Path(fork_from))  # on every rank
+        release = release_fork and fork_from is not None and run_dir is not None and main
+
+        def release_spent_fork() -> None:  # this run's own stable phase is on disk: the file it forked from is spent
+            if release and (run_dir / SNAPSHOT).exists():
+                Path(fork_from).unlink(missing_ok=True)
+
+        release_spent_fork()  # a run resumed past its stable phase
         wrapped = distributed.wrap_student(student, device)  # DDP for several ranks: only the student
         frozen_logits: dict[Any, tuple[Tensor, Tensor]] = {}  # a frozen addend's evaluation logits, per loader
 
@@ -423,6 +432,7 @@ def fit(distiller: Distiller, train_loader, config: TrainConfig, *, eval_loaders
                 snapshot = config.schedule == "wsd" and epoch + 1 == config.stable_epochs < config.epochs
                 _write_checkpoint(run_dir, student, optimizer, scheduler, epoch, history, identity, forked,
                                   snapshot=snapshot)
+                release_spent_fork()
             distributed.barrier()
         result = _finish(student, config, history, eval_loaders, identity, run_dir if main else None,
                          machine={**machine_info(device), "train_samples": len(train_loader.data)}, forked=forked)

@@ -463,6 +463,18 @@ def test_fork_from_a_shorter_wsd_run_equals_training_from_scratch(tmp_path):
     shutil.copy(tmp_path / "scratch" / "stable.pt", late)  # taken after epoch 3
     with pytest.raises(CheckpointError, match="past the end"):
         run(short, "past", fork_from=late)
+    # release_fork: the file forked from is kept until this run has a stable.pt of its own, then deleted
+    spent = tmp_path / "spent.pt"
+    shutil.copy(snapshot, spent)
+    torch.manual_seed(0)
+    with pytest.raises(KeyboardInterrupt):  # killed in its first epoch, the one that ends its stable phase
+        fit(_StopAfter(TinyNet(), stop_at=2), train, long, eval_loaders={"test": test}, run_dir=tmp_path / "released",
+            device="cpu", progress=False, run_info={"role": "teacher", "train": long.to_dict()}, fork_from=spent,
+            release_fork=True)
+    assert spent.exists() and not (tmp_path / "released" / "stable.pt").exists()
+    released = run(long, "released", fork_from=spent, release_fork=True)
+    assert not spent.exists() and (tmp_path / "released" / "stable.pt").exists()
+    assert _same_weights(scratch.model, released.model)
 
 
 def test_checkpoint_is_plain_tensors_and_foreign_pickles_do_not_run(tmp_path):
