@@ -195,7 +195,9 @@ def models_table(entries: list[dict]) -> pd.DataFrame:
     return report.models_table(entries, kind_labels=KIND_LABELS)
 
 
-models_table(models)
+display(models_table(models))
+if config.accuracy_targets:  # converged: the accuracy its teacher and KD student were to reach
+    display(Markdown(report.targets_reading(models, config.accuracy_targets)))
 
 # %% [markdown]
 # ### Training curves

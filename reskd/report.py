@@ -578,6 +578,23 @@ def chosen_length(curve: pd.DataFrame, gain: float) -> int | None:
     return None
 
 
+def targets_reading(models: Sequence[Mapping[str, Any]], targets: Sequence[tuple[str, float]]) -> str:
+    """Whether each of a profile's accuracy ``targets`` (``(kind, test top-1 %)`` pairs) is reached by the first
+    model entry of that kind (its mean over seeds), as a sentence."""
+    parts = []
+    for kind, target in targets:
+        model = next((m for m in models if m["kind"] == kind), None)
+        if model is None:
+            raise ValueError(f"no model entry of kind {kind!r} to hold to its target of {target:g}%; the entries "
+                             f"have kinds {sorted({m['kind'] for m in models})}.")
+        seeds = len(model.get("seeds") or [0])
+        got, gap = model["top1_mean"], model["top1_mean"] - target
+        parts.append(f"{model['name']} {got:.2f}%" + (f" (mean of {seeds} seeds)" if seeds > 1 else "")
+                     + f" against {target:g}%: " + (f"**reached** ({gap:+.2f})" if gap >= 0 else
+                                                    f"**missed** by {-gap:.2f} points"))
+    return "Test top-1 against the targets fixed before this profile's runs: " + "; ".join(parts) + "."
+
+
 def top1_std_error(top1: float, n: int) -> float:
     """The binomial standard error (points) of a top-1 of ``top1`` % measured on ``n`` images."""
     p = top1 / 100.0

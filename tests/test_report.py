@@ -438,6 +438,16 @@ def test_late_gain_reads_the_last_fifth_of_a_run_in_either_order():
         R.late_gain(history, fraction=1.0)
 
 
+def test_targets_reading_says_which_target_each_model_reached():
+    models = [{"name": "teacher r56", "kind": "teacher", "top1_mean": 90.25, "seeds": [0]},
+              {"name": "student r8 (KD)", "kind": "kd", "top1_mean": 83.5, "seeds": [0, 1, 2]}]
+    assert R.targets_reading(models, (("teacher", 90.0), ("kd", 84.0))) == (
+        "Test top-1 against the targets fixed before this profile's runs: teacher r56 90.25% against 90%: **reached** "
+        "(+0.25); student r8 (KD) 83.50% (mean of 3 seeds) against 84%: **missed** by 0.50 points.")
+    with pytest.raises(ValueError, match="no model entry of kind 'scratch'"):
+        R.targets_reading(models, (("scratch", 80.0),))
+
+
 def test_ladder_sentence_says_what_each_doubling_added_and_what_the_rule_picks():
     curve = pd.DataFrame({"epochs": [60, 30, 120], "val_top1": [89.5, 88.0, 89.7]})
     assert R.ladder_sentence("teacher", curve, 0.3) == (
