@@ -9,6 +9,8 @@ Data-parallel over several processes (:mod:`reskd.distributed`), the same comman
 """
 from __future__ import annotations
 
+import sys
+import time
 from typing import Callable, Sequence
 
 import pandas as pd
@@ -20,6 +22,9 @@ from .registry import Registry
 from .runstore import RUN_STATES
 from .regimes import CIFAR_REGIMES
 from .studies import ablate, learnability, other_options, plain_members, reskd_runs
+from .train import TrainingPaused
+
+PAUSED_EXIT = 3  # the exit status of a command that paused at --hours (not finished: run it again to resume)
 
 Job = Callable[[Experiment, Sequence[int]], None]
 #: What each job trains (or loads) for the given seeds; adding a job is one :data:`JOBS` definition.
@@ -211,6 +216,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--retrain", action="store_true")
     parser.add_argument("--plan", action="store_true",
                         help="train nothing: list every run the jobs need, with its state and epochs done")
+    parser.add_argument("--hours", type=float, default=None,
+                        help="pause after about this many hours, at the end of the last epoch that fits (nothing "
+                             f"is lost; the same command resumes); exit status {PAUSED_EXIT} when paused")
     parser.add_argument("--precision", choices=["fp32", "bf16", "auto"], default=None,
                         help="train (and evaluate) in this precision instead of the profile's; part of every run's "
                              "key, so the chapters find these runs only with the same setting")
@@ -219,8 +227,14 @@ def main(argv: list[str] | None = None) -> None:
     try:
         exp = Experiment(get_profile(args.dataset, args.profile), data_root=args.data_root, device=args.device,
                          retrain=args.retrain, precision=args.precision, plan=args.plan,
-                         progress=distributed.is_main())
-        run_jobs(exp, args.jobs, args.seeds)
+                         progress=distributed.is_main(),
+                         pause_at=None if args.hours is None else time.time() + 3600 * args.hours)
+        try:
+            run_jobs(exp, args.jobs, args.seeds)
+        except TrainingPaused as paused:
+            if distributed.is_main():
+                print(f"{paused} (python -m reskd.cli {' '.join(argv if argv is not None else sys.argv[1:])})")
+            raise SystemExit(PAUSED_EXIT)
         if args.plan and distributed.is_main():
             table = plan_table(exp)
             with pd.option_context("display.max_rows", None, "display.width", 200, "display.precision", 2):

@@ -146,6 +146,7 @@ class Experiment:
     train_missing: bool = True  # False: a run that is not finished raises MissingRunError instead of training
     precision: str | None = None  # overrides the profile's recipes' precision ("fp32", "bf16", "auto")
     plan: bool = False  # True: train nothing; list each run asked for in `planned`, a missing one handed out untrained
+    pause_at: float | None = None  # a time.time() at which training pauses at an epoch boundary (reskd.train.fit)
     results: dict[str, FitResult] = field(default_factory=dict)
     planned: list[dict[str, Any]] = field(default_factory=list)  # with plan=True: runstore.run_status of each run
     plan_notes: list[str] = field(default_factory=list)  # with plan=True: what the plan could not know
@@ -258,7 +259,7 @@ class Experiment:
         result = fit(distiller, self.train_loader(config), config,
                      eval_loaders={"val": self.eval_loader("val"), "test": self.eval_loader("test")},
                      run_dir=folder, device=self.device, progress=self.progress, retrain=self.retrain,
-                     run_info=spec, fork_from=fork_from, release_fork=release_fork)
+                     run_info=spec, fork_from=fork_from, release_fork=release_fork, pause_at=self.pause_at)
         self.results[name], self.specs[name] = result, spec
         return result
 

@@ -25,6 +25,7 @@ import dataclasses
 import json
 import os
 import pickle
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,11 @@ SCHEDULES: Registry[Schedule] = Registry("schedule")
 
 class CheckpointError(RuntimeError):
     """A checkpoint or trained artifact that cannot be read or does not belong to this run."""
+
+
+class TrainingPaused(Exception):
+    """Training stopped at an epoch boundary because the next epoch would end after ``fit``'s ``pause_at``; the
+    run's checkpoint holds every epoch done, and running it again resumes it."""
 
 
 @dataclass(frozen=True)
@@ -348,7 +354,8 @@ def _lay_out_for_cpu(student: nn.Module, config: TrainConfig) -> None:
 def fit(distiller: Distiller, train_loader, config: TrainConfig, *, eval_loaders: Mapping[str, Any] | None = None,
         run_dir: str | os.PathLike | None = None, device: str | torch.device | None = "auto",
         progress: bool = True, retrain: bool = False, run_info: Mapping[str, Any] | None = None,
-        fork_from: str | os.PathLike | None = None, release_fork: bool = False) -> FitResult:
+        fork_from: str | os.PathLike | None = None, release_fork: bool = False,
+        pause_at: float | None = None) -> FitResult:
     """Train ``distiller.student`` on ``train_loader`` (a ``reskd.data.Loader``) for ``config.epochs`` epochs.
 
     ``eval_loaders`` (e.g. ``{"val": ..., "test": ...}``) are evaluated after every epoch; their top-1 goes to the
@@ -363,10 +370,17 @@ def fit(distiller: Distiller, train_loader, config: TrainConfig, *, eval_loaders
     the same machine and thread count) for the epochs that remain. The summary records the fork. With
     ``release_fork``, the ``fork_from`` file is deleted once this run has a ``stable.pt`` of its own (it resumes from
     its own checkpoints, and a longer run forks from its snapshot): a length ladder keeps one snapshot at a time.
+
+    ``pause_at`` (a ``time.time()``; needs a ``run_dir``) ends a session's share of a long run cleanly: after each
+    epoch's checkpoint, when another epoch (as long as the median epoch so far) would end after it, training stops
+    with :class:`TrainingPaused`, losing no work; running it again resumes.
     """
     device = resolve_device(device)
     eval_loaders = dict(eval_loaders or {})
     run_dir = Path(run_dir) if run_dir is not None else None
+    if pause_at is not None and run_dir is None:
+        raise ValueError("pause_at needs a run_dir: a paused run resumes from its checkpoint, which only a run "
+                         "folder keeps.")
     if getattr(train_loader, "world_size", 1) != distributed.world_size():
         raise ValueError(f"the training loader is split over {getattr(train_loader, 'world_size', 1)} process(es) but "
                          f"{distributed.world_size()} are training; build it with reskd.data.Loader(..., "
@@ -411,6 +425,8 @@ def fit(distiller: Distiller, train_loader, config: TrainConfig, *, eval_loaders
                 Path(fork_from).unlink(missing_ok=True)
 
         release_spent_fork()  # a run resumed past its stable phase
+        if start_epoch < config.epochs:  # resumed or forked: its epochs so far tell whether another one fits
+            _pause_if_late(pause_at, history, config)
         wrapped = distributed.wrap_student(student, device)  # DDP for several ranks: only the student
         frozen_logits: dict[Any, tuple[Tensor, Tensor]] = {}  # a frozen addend's evaluation logits, per loader
 
@@ -434,6 +450,8 @@ def fit(distiller: Distiller, train_loader, config: TrainConfig, *, eval_loaders
                                   snapshot=snapshot)
                 release_spent_fork()
             distributed.barrier()
+            if epoch + 1 < config.epochs:
+                _pause_if_late(pause_at, history, config)
         result = _finish(student, config, history, eval_loaders, identity, run_dir if main else None,
                          machine={**machine_info(device), "train_samples": len(train_loader.data)}, forked=forked)
         distributed.barrier()
@@ -484,6 +502,20 @@ def _without_length(identity: Mapping[str, Any]) -> dict[str, Any]:
     identity.get("config", {}).pop("epochs", None)
     identity.get("run_info", {}).get("train", {}).pop("epochs", None)
     return identity
+
+
+def _pause_if_late(pause_at: float | None, history: list[dict[str, Any]], config: TrainConfig) -> None:
+    """Raise :class:`TrainingPaused` when another epoch, as long as the median one in ``history``, would end after
+    ``pause_at`` (on every rank alike); nothing when no pause is set or no epoch has been timed yet."""
+    timed = [row["epoch_s"] for row in history if "epoch_s" in row]
+    if pause_at is None or not timed:
+        return
+    typical = statistics.median(timed)
+    late = torch.tensor([float(time.time() + typical > pause_at)])
+    if distributed.all_reduce_tensor(late, op="max").item():  # every rank stops at the same epoch
+        raise TrainingPaused(f"paused after epoch {len(history)} of {config.epochs} (another epoch, about "
+                             f"{typical / 60:.1f} min, would end after the pause time); its checkpoint is written: "
+                             "run it again to resume.")
 
 
 def _check_fork(path: Path, ckpt: Mapping[str, Any], identity: dict[str, Any], config: TrainConfig) -> None:

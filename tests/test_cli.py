@@ -36,3 +36,26 @@ def test_negative_seeds_are_refused_before_anything_runs(capsys, seeds):
     assert "is not a seed: give ints >= 0" in capsys.readouterr().err
     with pytest.raises(ValueError, match="seeds must be a non-empty list of ints >= 0"):
         cli.run_jobs(None, ["kd"], [-1])
+
+
+def test_hours_pauses_the_jobs_and_exits_with_its_own_status(monkeypatch, capsys):
+    import time
+
+    from reskd.train import TrainingPaused
+
+    made = {}
+
+    def fake_experiment(profile, **kw):
+        made.update(kw)
+        return object()
+
+    def pause(exp, jobs, seeds):
+        raise TrainingPaused("paused after epoch 3 of 10")
+
+    monkeypatch.setattr(cli, "Experiment", fake_experiment)
+    monkeypatch.setattr(cli, "run_jobs", pause)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["cifar10", "smoke", "teacher", "--hours", "1.5"])
+    assert exit_.value.code == cli.PAUSED_EXIT != 0  # a paused command is not a finished one
+    assert made["pause_at"] == pytest.approx(time.time() + 1.5 * 3600, abs=60)
+    assert "paused after epoch 3 of 10 (python -m reskd.cli cifar10 smoke teacher --hours 1.5)" in capsys.readouterr().out

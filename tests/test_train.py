@@ -520,6 +520,27 @@ def test_old_checkpoint_is_refused_then_converted(tmp_path):
     assert _same_weights(whole.model, resumed.model)
 
 
+def test_pause_at_stops_at_an_epoch_boundary_and_the_run_resumes(tmp_path):
+    """With a pause time already past, fit stops after its first epoch with TrainingPaused, its checkpoint written;
+    run again without one, it ends with the weights of an uninterrupted run. A pause needs a run folder."""
+    train, _ = loaders()
+    config = TrainConfig(epochs=3, **FAST)
+    torch.manual_seed(0)
+    whole = fit(CE(TinyNet()), train, config, run_dir=tmp_path / "whole", device="cpu", progress=False)
+    torch.manual_seed(0)
+    with pytest.raises(train_module.TrainingPaused, match="paused after epoch 1 of 3"):
+        fit(CE(TinyNet()), train, config, run_dir=tmp_path / "paused", device="cpu", progress=False,
+            pause_at=time.time())
+    assert (tmp_path / "paused" / "checkpoint.pt").exists() and not (tmp_path / "paused" / "model.pt").exists()
+    with pytest.raises(train_module.TrainingPaused, match="paused after epoch 1 of 3"):  # resumed past its time
+        fit(CE(TinyNet()), train, config, run_dir=tmp_path / "paused", device="cpu", progress=False,
+            pause_at=time.time())
+    resumed = fit(CE(TinyNet()), train, config, run_dir=tmp_path / "paused", device="cpu", progress=False)
+    assert _same_weights(whole.model, resumed.model) and len(resumed.history) == 3
+    with pytest.raises(ValueError, match="pause_at needs a run_dir"):
+        fit(CE(TinyNet()), train, config, device="cpu", progress=False, pause_at=time.time())
+
+
 class _StopAfter(CE):
     """CE that raises KeyboardInterrupt at its ``stop_at``-th batch (a kill between checkpoints)."""
 
