@@ -111,6 +111,42 @@ def retire(run_dir: str | os.PathLike, reason: str) -> Path:
     return run_dir / RETIRED
 
 
+HALVED = "halved.json"  # a finished run whose weights are stored in float16 (half_weights)
+
+
+def half_weights(run_dir: str | os.PathLike) -> Path:
+    """Store a finished run's weights (``model.pt``) in float16, halving its bytes under the artifacts' cap; loading
+    turns them back into float32 (:func:`reskd.train.load_run`), so the model is its fp32 weights rounded to fp16.
+    For runs where no reported number changes: re-execute the chapters that read them and compare their results
+    files (README). ``halved.json`` records the fp32 file's bytes and sha256. A run already halved is left as it is;
+    one with a value outside float16's range, unfinished, or being trained is refused."""
+    import hashlib
+
+    import torch
+
+    from .utils import atomic_torch_save
+
+    run_dir = Path(run_dir)
+    if not is_finished(run_dir):
+        raise ValueError(f"{run_dir} holds no finished run (no {FINAL_MODEL} beside {SUMMARY}): only a finished run's "
+                         "weights can be stored in float16.")
+    with folder_lock(run_dir, wait=False):
+        if (run_dir / HALVED).exists():
+            return run_dir / HALVED
+        model = run_dir / FINAL_MODEL
+        data = model.read_bytes()
+        state = torch.load(model, map_location="cpu", weights_only=True)
+        halved = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+        overflow = [k for k, v in halved.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if overflow:
+            raise ValueError(f"{model}: {len(overflow)} tensor(s) leave float16's range (e.g. {overflow[0]}); keep "
+                             "this run in float32.")
+        info = {"fp32_bytes": len(data), "fp32_sha256": hashlib.sha256(data).hexdigest()}
+        atomic_json_dump(info, run_dir / HALVED)  # first: a kill between the two writes leaves a run that loads
+        atomic_torch_save(halved, model)
+    return run_dir / HALVED
+
+
 def remove_temporary_files(run_dir: Path) -> None:
     """The temporary files of writes that a kill interrupted (only the lock holder writes them)."""
     for name in RUN_FILES:
@@ -263,8 +299,9 @@ def cost_table(dataset: str | None = None, *, root: str | os.PathLike | None = N
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m reskd.runstore [dataset] [--root PATH] [--retire RUN_FOLDER --reason TEXT]``: the state of every run
-    folder under the artifacts root; with ``--retire``, drop a finished run's weights first (:func:`retire`)."""
+    """``python -m reskd.runstore [dataset] [--root PATH] [--retire RUN --reason TEXT] [--half RUN ...]``: the state
+    of every run folder under the artifacts root; with ``--retire``, drop a finished run's weights first
+    (:func:`retire`); with ``--half``, store finished runs' weights in float16 first (:func:`half_weights`)."""
     import argparse
 
     from .data import SPECS  # the data set names (imported here: the run store itself needs no torch)
@@ -277,7 +314,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--retire", default=None, metavar="RUN_FOLDER",
                         help="drop this finished run's weights, keeping its spec, history and summary")
     parser.add_argument("--reason", default=None, help="why the run is retired (recorded; needed with --retire)")
+    parser.add_argument("--half", nargs="+", default=None, metavar="RUN_FOLDER",
+                        help="store these finished runs' weights in float16 (half the bytes; check the chapters' "
+                             "numbers after)")
     args = parser.parse_args(argv)
+    for folder in args.half or ():
+        try:
+            print(f"float16: {half_weights(folder)}")
+        except (ValueError, RunLockedError) as e:
+            raise SystemExit(f"cannot store {folder} in float16: {e}") from None
     if args.retire is not None:
         if not args.reason:
             parser.error("--retire needs --reason (it is recorded beside the run's numbers)")
