@@ -43,7 +43,7 @@ from .metrics import top1  # noqa: F401 (re-exported: reskd.train.top1)
 from .precision import autocast, resolve_precision
 from .registry import Registry
 from .runstore import (CHECKPOINT, FINAL_MODEL, HISTORY, SNAPSHOT, SUMMARY, folder_lock, is_finished,  # noqa: F401
-                       remove_temporary_files)
+                       remove_temporary_files, unpack_state)
 from .utils import (MIN_CHANNELS_LAST_CHANNELS, atomic_json_dump, atomic_torch_save, atomic_write,  # noqa: F401
                     machine_info, memory_format_for, model_memory_format, model_num_classes, resolve_device, rng_state,
                     set_rng_state)
@@ -649,7 +649,7 @@ def load_run(run_dir: str | os.PathLike, student: nn.Module, identity: Mapping[s
         resume = " from its checkpoint" if (run_dir / CHECKPOINT).exists() else ""
         raise CheckpointError(f"{run_dir} holds no finished run (it lacks {FINAL_MODEL} or {SUMMARY}, written when "
                               f"training ends); run fit with this run_dir to finish it{resume}.")
-    readers = {FINAL_MODEL: lambda path: torch.load(path, map_location="cpu", weights_only=True),
+    readers = {FINAL_MODEL: lambda path: unpack_state(torch.load(path, map_location="cpu", weights_only=True)),
                SUMMARY: lambda path: json.loads(path.read_text()), HISTORY: pd.read_csv}
     loaded = {}
     for name, read in readers.items():

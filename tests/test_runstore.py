@@ -171,36 +171,41 @@ def test_run_status_times_an_epoch_by_its_median(tmp_path):
     assert run_status(tmp_path / "toy" / "kd-r8-s1-bb22", {"train": {"epochs": 10}})["epoch_hours"] is None
 
 
-def test_half_weights_stores_a_run_in_float16_and_it_loads_as_the_rounded_weights(tmp_path, capsys):
+def test_pack_weights_is_lossless_and_the_run_loads_bit_for_bit(tmp_path, capsys):
     import torch
 
     from helpers import TinyNet, tiny_images, tiny_spec
     from reskd.data import Loader
     from reskd.distill import CE
-    from reskd.runstore import HALVED, half_weights, main
+    from reskd.models import create_model
+    from reskd.runstore import PACKED, main, pack_state, pack_weights, retire, unpack_state
     from reskd.train import TrainConfig, fit, load_run
 
     folder = tmp_path / "toy" / "run"
     torch.manual_seed(0)
     trained = fit(CE(TinyNet()), Loader(tiny_images(64), tiny_spec(), 16, train=True),
                   TrainConfig(epochs=1, batch_size=16, lr=0.05), run_dir=folder, device="cpu", progress=False).model
-    fp32_bytes = (folder / "model.pt").stat().st_size
-    main(["--half", str(folder), "--root", str(tmp_path)])
-    assert "float16:" in capsys.readouterr().out
-    info = json.loads((folder / HALVED).read_text())
-    assert info["fp32_bytes"] == fp32_bytes and len(info["fp32_sha256"]) == 64
-    assert (folder / "model.pt").stat().st_size < fp32_bytes  # the tensors' bytes halve (this net is mostly pickle)
-    stored = torch.load(folder / "model.pt", weights_only=True)
-    assert {v.dtype for v in stored.values() if v.is_floating_point()} == {torch.float16}
+    before = (folder / "model.pt").read_bytes()
+    main(["--pack", str(folder), "--root", str(tmp_path)])
+    assert f"packed: {folder} (" in capsys.readouterr().out
+    info = json.loads((folder / PACKED).read_text())
+    assert info["bytes_before"] == len(before) and info["bytes_after"] == (folder / "model.pt").stat().st_size
+    stored = torch.load(folder / "model.pt", weights_only=True)  # still a plain-tensor file: nothing to unpickle
+    assert stored["format"] == "reskd-packed-v1" and stored["data"].dtype == torch.uint8
     loaded = load_run(folder, TinyNet()).model
-    for (name, a), b in zip(trained.state_dict().items(), loaded.state_dict().values()):
-        assert b.dtype == a.dtype and torch.equal(b, a.half().to(a.dtype) if a.is_floating_point() else a), name
-    assert half_weights(folder) == folder / HALVED and json.loads((folder / HALVED).read_text()) == info  # no-op
+    assert all(torch.equal(a, b) and a.dtype == b.dtype
+               for a, b in zip(trained.state_dict().values(), loaded.state_dict().values()))
+    assert pack_weights(folder) == folder / PACKED and json.loads((folder / PACKED).read_text()) == info  # no-op
+    # a real network: fewer bytes, the same tensors (integer buffers included), the same order
+    state = create_model("resnet8", 10).state_dict()
+    packed = pack_state(state)
+    assert packed["data"].numel() < 0.95 * sum(v.numel() * v.element_size() for v in state.values()
+                                                if v.is_floating_point())
+    again = unpack_state(packed)
+    assert list(again) == list(state) and all(torch.equal(again[k], v) and again[k].dtype == v.dtype
+                                              for k, v in state.items())
+    assert unpack_state(state) == state  # a state that is not packed comes back as it is
     with pytest.raises(ValueError, match="no finished run"):
-        half_weights(tmp_path)
-    big = tmp_path / "toy" / "big"
-    shutil.copytree(folder, big)
-    (big / HALVED).unlink()
-    torch.save({k: v.float() * 1e6 if v.is_floating_point() else v for k, v in stored.items()}, big / "model.pt")
-    with pytest.raises(SystemExit, match="leave float16's range"):
-        main(["--half", str(big), "--root", str(tmp_path)])
+        pack_weights(tmp_path)
+    retire(folder, "packed runs retire like any other")
+    assert not (folder / "model.pt").exists()
