@@ -29,6 +29,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -70,9 +71,10 @@ def matmul_gflops(repeats: int = 10) -> float:
     return 2 * MATMUL_SIZE**3 / best / 1e9
 
 
-def train_images_per_s(model: torch.nn.Module, batch_size: int, steps: int,
-                       input_size: tuple[int, ...] = INPUT_SIZE) -> float:
-    """Best-of-two mean images/s of ``steps`` SGD steps on a synthetic batch (channels_last), after a warm-up."""
+def sgd_step(model: torch.nn.Module, batch_size: int,
+             input_size: tuple[int, ...] = INPUT_SIZE) -> Callable[[], None]:
+    """One SGD step (forward, cross-entropy, backward, update) of ``model`` on a fixed synthetic batch, laid out
+    ``channels_last`` as the trainer lays out its batches."""
     model = model.to(memory_format=torch.channels_last).train()
     images = torch.randn(batch_size, *input_size).contiguous(memory_format=torch.channels_last)
     labels = torch.randint(0, 10, (batch_size,))
@@ -83,6 +85,13 @@ def train_images_per_s(model: torch.nn.Module, batch_size: int, steps: int,
         F.cross_entropy(model(images), labels).backward()
         optimizer.step()
 
+    return step
+
+
+def train_images_per_s(model: torch.nn.Module, batch_size: int, steps: int,
+                       input_size: tuple[int, ...] = INPUT_SIZE) -> float:
+    """Best-of-two mean images/s of ``steps`` SGD steps on a synthetic batch (channels_last), after a warm-up."""
+    step = sgd_step(model, batch_size, input_size)
     step()
     best = float("inf")
     for _ in range(2):

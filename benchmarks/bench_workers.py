@@ -28,23 +28,13 @@ DEFAULT_MODELS = ["resnet56", "resnet8", "resnet8x1.35", "resnet8x0.5", "feature
 def worker(label: str, batch_size: int, seconds: float) -> float:
     """Images/s of training steps of ``label`` over ``seconds`` (after two warm-up steps), in this process."""
     import torch
-    import torch.nn.functional as F
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_peak import build
+    from bench_peak import build, sgd_step
 
     torch.manual_seed(0)
     model, input_size = build(label)
-    model = model.to(memory_format=torch.channels_last).train()
-    images = torch.randn(batch_size, *input_size).contiguous(memory_format=torch.channels_last)
-    labels = torch.randint(0, 10, (batch_size,))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(model(images), labels).backward()
-        optimizer.step()
-
+    step = sgd_step(model, batch_size, input_size)
     for _ in range(2):
         step()
     steps, start = 0, time.perf_counter()

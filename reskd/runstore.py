@@ -163,12 +163,13 @@ PACKED = "packed.json"  # a finished run whose model.pt is packed (pack_weights)
 
 
 def pack_weights(run_dir: str | os.PathLike) -> Path:
-    """Store a finished run's ``model.pt`` packed (:func:`pack_state`: lossless, about 16% fewer bytes on this
+    """Store a finished run's ``model.pt`` packed (:func:`pack_state`: lossless, about 17% fewer bytes on this
     book's ResNets), so the run takes less of the artifacts' cap and every number read from it stays the same;
     :func:`reskd.train.load_run` unpacks it. ``packed.json`` records the bytes and sha256 of the file before and
     after. The packed state is checked to unpack to the same tensors before it replaces the file. A run already
     packed is left as it is; one unfinished or being trained is refused."""
     import hashlib
+    import io
 
     import torch
 
@@ -183,7 +184,7 @@ def pack_weights(run_dir: str | os.PathLike) -> Path:
             return run_dir / PACKED
         model = run_dir / FINAL_MODEL
         before = model.read_bytes()
-        state = torch.load(model, map_location="cpu", weights_only=True)
+        state = torch.load(io.BytesIO(before), map_location="cpu", weights_only=True)  # the bytes just read
         packed = pack_state(state)
         again = unpack_state(packed)
         if list(again) != list(state) or not all(torch.equal(again[k], v) and again[k].dtype == v.dtype
