@@ -51,18 +51,18 @@ def rounded_to_half(model: nn.Module) -> dict[str, torch.Tensor]:
 def compare(exp: Experiment, model: nn.Module) -> list[dict]:
     """Per split: images, predictions that change with float16 weights, and top-1 (%) before and after."""
     stored = {k: v.clone() for k, v in model.state_dict().items()}
+    predicted = {}
+    for weights, state in (("fp32", stored), ("fp16", rounded_to_half(model))):
+        model.load_state_dict(state)  # each state loaded once, for every split
+        predicted[weights] = {split: predict(model, exp.eval_loader(split), device=exp.device) for split in SPLITS}
+    model.load_state_dict(stored)
     rows = []
     for split in SPLITS:
-        loader = exp.eval_loader(split)
-        model.load_state_dict(stored)
-        full, labels = predict(model, loader, device=exp.device)
-        model.load_state_dict(rounded_to_half(model))
-        half, _ = predict(model, loader, device=exp.device)
+        (full, labels), (half, _) = predicted["fp32"][split], predicted["fp16"][split]
         rows.append({"split": split, "images": len(labels),
                      "flipped": int((full.argmax(1) != half.argmax(1)).sum()),
                      "top1_fp32_weights": top1(full, labels), "top1_fp16_weights": top1(half, labels),
                      "max_abs_logit_change": float((full - half).abs().max())})
-    model.load_state_dict(stored)
     return rows
 
 
