@@ -285,13 +285,15 @@ class Experiment:
         student recipe is one view) and store them in the output cache that every KD student and res-student reads.
 
         Views already cached are skipped, and a view another process is computing right now is left to it, so two
-        workers calling this split the views between them. Returns the number of views computed by this call (with
+        workers calling this split the views between them. By default the views go last to first: a student trained
+        beside this call fills its views on the fly from the first, so the two meet once instead of racing for the
+        same views. Returns the number of views computed by this call (with
         ``plan``: none; one row in :attr:`planned` says how many views are stored, each view counted as an epoch)."""
         p = self.profile
         loader = self.train_loader(p.student_train, sharded=False)  # data-parallel, the ranks split the views
         cache = OutputCache(self.teacher(), self.output_cache, name=TEACHER_CACHE_NAME,
                             precision=p.student_train.precision)
-        views = list(range(p.student_train.epochs) if epochs is None else epochs)
+        views = list(reversed(range(p.student_train.epochs)) if epochs is None else epochs)
         if self.plan:
             keys = [loader.view_key(epoch) for epoch in views]
             stored = sum(cache.is_stored(key, len(loader.data)) for key in keys)

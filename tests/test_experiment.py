@@ -201,6 +201,23 @@ def test_training_table_reports_last_and_best_epoch_and_time(exp):
     assert (table["train_hours"] > 0).all()
 
 
+def test_warm_teacher_cache_goes_from_the_last_view_to_the_first(exp, monkeypatch):
+    """A student trained beside the warmer fills its views from the first: the warmer starts at the other end."""
+    from reskd.data import Loader
+
+    e = exp()
+    e.profile = e.profile.replace(student_train=dataclasses.replace(e.profile.student_train, epochs=3))
+    order: list[int] = []
+    set_epoch = Loader.set_epoch
+    monkeypatch.setattr(Loader, "set_epoch", lambda self, epoch: (order.append(epoch), set_epoch(self, epoch))[1])
+    e.teacher()
+    order.clear()
+    assert e.warm_teacher_cache() == 3
+    assert order == [2, 1, 0]
+    order.clear()
+    assert e.warm_teacher_cache(epochs=[0, 1]) == 0 and order == []  # stored views are skipped
+
+
 def test_warm_teacher_cache_fills_the_students_views_and_skips_locked_ones(exp):
     from reskd.cache import TEACHER_CACHE_NAME, OutputCache
 
