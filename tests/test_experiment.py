@@ -209,7 +209,12 @@ def test_warm_teacher_cache_goes_from_the_last_view_to_the_first(exp, monkeypatc
     e.profile = e.profile.replace(student_train=dataclasses.replace(e.profile.student_train, epochs=3))
     order: list[int] = []
     set_epoch = Loader.set_epoch
-    monkeypatch.setattr(Loader, "set_epoch", lambda self, epoch: (order.append(epoch), set_epoch(self, epoch))[1])
+
+    def recorded_set_epoch(self, epoch: int) -> None:
+        order.append(epoch)
+        set_epoch(self, epoch)
+
+    monkeypatch.setattr(Loader, "set_epoch", recorded_set_epoch)
     e.teacher()
     order.clear()
     assert e.warm_teacher_cache() == 3
