@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from reskd import report
+from reskd.profiles import get_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -103,7 +104,46 @@ def cifar_claims() -> list[str]:
     return [f"resnet56 teacher {teacher['top1_mean']:.2f}% after 30 epochs"]
 
 
-@pytest.mark.parametrize("claims", [answer_claims, tiny_claims, precision_claims, cifar_claims])
+def _ladder(prefix: str, **spec_match) -> dict[int, tuple[str, dict]]:
+    """The converged profile's length ladder of one model (seed 0, wsd schedule) under artifacts/cifar10, by length:
+    each finished rung's folder name and summary (a retired rung keeps its summary)."""
+    rungs = {}
+    for spec_file in (ROOT / "artifacts" / "cifar10").glob(f"{prefix}-s0-*/spec.json"):
+        spec, summary = json.loads(spec_file.read_text()), spec_file.with_name("summary.json")
+        if (spec["train"]["schedule"] == "wsd" and summary.exists()
+                and all(spec.get(key) == value for key, value in spec_match.items())):
+            rungs[spec["train"]["epochs"]] = spec_file.parent.name, json.loads(summary.read_text())
+    return rungs
+
+
+def converged_claims() -> list[str]:
+    teacher = _ladder("teacher-resnet56")
+    chosen_teacher = teacher[get_profile("cifar10", "converged").teacher_train.epochs][0]
+    kd = _ladder("kd-resnet8", teacher=chosen_teacher.rsplit("-", 1)[1])
+    assert len(teacher) >= 3 and len(kd) >= 3, "the converged ladders' rungs are missing from artifacts/cifar10"
+
+    def rows(rungs: dict[int, tuple[str, dict]]) -> list[str]:
+        lengths = sorted(rungs)
+        out = []
+        for shorter, epochs in zip([None, *lengths], lengths):
+            summary = rungs[epochs][1]
+            trained = ("from scratch" if "forked_from" not in summary else
+                       f"forked from the {shorter}-epoch rung at epoch {summary['forked_from']['epoch']}")
+            out.append(f"| {epochs} epochs | {trained} | {summary['final']['val_top1']:.2f} | "
+                       f"{summary['final']['test_top1']:.2f} |")
+        return out
+
+    val = lambda rungs, epochs: rungs[epochs][1]["final"]["val_top1"]  # noqa: E731
+    return [
+        *rows(teacher), *rows(kd),
+        f"retired: doubling it gained {val(teacher, 60) - val(teacher, 30):+.2f} val points",
+        f"doubling 60 to 120 epochs gained {val(teacher, 120) - val(teacher, 60):+.2f} val points",
+        f"Doubling 30 to 60 epochs gained {val(kd, 60) - val(kd, 30):+.2f} val points and 60 to 120 "
+        f"{val(kd, 120) - val(kd, 60):+.2f}",
+    ]
+
+
+@pytest.mark.parametrize("claims", [answer_claims, tiny_claims, precision_claims, cifar_claims, converged_claims])
 def test_the_readme_quotes_the_results_files(claims):
     missing = [claim for claim in claims() if claim not in README]
     assert not missing, ("README.md no longer matches its results files; update these passages (recomputed from "
