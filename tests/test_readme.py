@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from reskd import report
+from reskd import report, runstore
 from reskd.profiles import get_profile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,25 +104,26 @@ def cifar_claims() -> list[str]:
     return [f"resnet56 teacher {teacher['top1_mean']:.2f}% after 30 epochs"]
 
 
-def _ladder(prefix: str, **spec_match) -> dict[int, tuple[str, dict]]:
-    """The converged profile's length ladder of one model (seed 0, wsd schedule) under artifacts/cifar10, by length:
-    each finished rung's folder name and summary (a retired rung keeps its summary)."""
+def _ladder(**spec_match) -> dict[int, tuple[dict, dict]]:
+    """The converged profile's length ladder of one model (seed 0, wsd schedule, the spec entries ``spec_match``)
+    among the committed CIFAR-10 runs, by length: each finished or retired rung's spec and summary."""
     rungs = {}
-    for spec_file in (ROOT / "artifacts" / "cifar10").glob(f"{prefix}-s0-*/spec.json"):
-        spec, summary = json.loads(spec_file.read_text()), spec_file.with_name("summary.json")
-        if (spec["train"]["schedule"] == "wsd" and summary.exists()
-                and all(spec.get(key) == value for key, value in spec_match.items())):
-            rungs[spec["train"]["epochs"]] = spec_file.parent.name, json.loads(summary.read_text())
+    for folder in runstore.run_folders("cifar10", root=ROOT / "artifacts"):
+        spec = runstore.read_spec(folder) or {}
+        if (spec.get("seed") == 0 and spec.get("train", {}).get("schedule") == "wsd"
+                and all(spec.get(key) == value for key, value in spec_match.items())
+                and (runstore.is_finished(folder) or runstore.is_retired(folder))):
+            rungs[spec["train"]["epochs"]] = spec, json.loads((folder / runstore.SUMMARY).read_text())
     return rungs
 
 
 def converged_claims() -> list[str]:
-    teacher = _ladder("teacher-resnet56")
+    teacher = _ladder(role="teacher", arch="resnet56")
     chosen_teacher = teacher[get_profile("cifar10", "converged").teacher_train.epochs][0]
-    kd = _ladder("kd-resnet8", teacher=chosen_teacher.rsplit("-", 1)[1])
+    kd = _ladder(role="kd", arch="resnet8", width=1.0, teacher=runstore.run_key(chosen_teacher))
     assert len(teacher) >= 3 and len(kd) >= 3, "the converged ladders' rungs are missing from artifacts/cifar10"
 
-    def rows(rungs: dict[int, tuple[str, dict]]) -> list[str]:
+    def rows(rungs: dict[int, tuple[dict, dict]]) -> list[str]:
         lengths = sorted(rungs)
         out = []
         for shorter, epochs in zip([None, *lengths], lengths):
