@@ -22,7 +22,7 @@ from .registry import Registry
 from .runstore import RUN_STATES
 from .regimes import CIFAR_REGIMES
 from .studies import ablate, learnability, other_options, plain_members, reskd_runs
-from .train import TrainingPaused
+from .train import TrainingPaused, TurnOver
 
 PAUSED_EXIT = 3  # the exit status of a command that paused at --hours (not finished: run it again to resume)
 
@@ -149,6 +149,44 @@ def run_jobs(exp: Experiment, jobs: Sequence[str], seeds: Sequence[int] | None =
             row.setdefault("job", job)
 
 
+def run_round_robin(exp: Experiment, jobs: Sequence[str], seeds: Sequence[int] | None = None,
+                    turn: int = 1) -> int:
+    """Train the runs behind ``jobs`` for ``seeds`` in rounds: in each round every (job, seed) in turn trains its next
+    unfinished run for ``turn`` epochs (a run asked for by several jobs, e.g. an S0 that several regimes build on,
+    trains once per round). A run whose inputs are not trained yet (a res-student before its S0) waits for them.
+    Runs that read the teacher's outputs on the same training views (every KD student and res-student of a profile:
+    one augmentation stream) advance together, so each view is computed once in a session; trained one after the
+    other, every run would compute the views it needs again on a machine whose cache is empty. Returns the number of
+    rounds; :class:`~reskd.train.TrainingPaused` (``pause_at``) ends it at an epoch boundary, losing nothing."""
+    if isinstance(turn, bool) or not isinstance(turn, int) or turn < 1:
+        raise ValueError(f"turn must be a number of epochs >= 1, got {turn!r}.")
+    if "teacher-cache" in jobs:
+        raise ValueError("teacher-cache computes every view in one go, so it has no turns: run it as a worker of its "
+                         "own, or leave it out (the runs compute the views they need, once per round).")
+    if exp.retrain:
+        raise ValueError("retrain=True cannot go round-robin: every turn would start its run again. Retrain the "
+                         "runs without --round-robin.")
+    unknown = sorted(set(jobs) - set(JOBS))
+    if unknown:
+        raise ValueError(f"unknown job(s) {unknown}; choose from {', '.join(JOBS)}.")
+    seeds = list(seeds) if seeds is not None else list(exp.profile.seeds)
+    pending = [(job, seed) for job in jobs for seed in seeds]
+    exp.turn, rounds = turn, 0
+    try:
+        while pending:
+            exp.new_round()
+            waiting = []
+            for job, seed in pending:
+                try:
+                    run_jobs(exp, [job], [seed])
+                except TurnOver:
+                    waiting.append((job, seed))
+            pending, rounds = waiting, rounds + 1
+    finally:
+        exp.turn = None
+    return rounds
+
+
 def plan_table(exp: Experiment) -> pd.DataFrame:
     """The runs an :class:`Experiment` with ``plan=True`` was asked for, each once (the first job that asked for it),
     with its state, epochs done and planned, hours so far (see :func:`reskd.runstore.run_status`), and an estimate of
@@ -219,6 +257,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hours", type=float, default=None,
                         help="pause after about this many hours, at the end of the last epoch that fits (nothing "
                              f"is lost; the same command resumes); exit status {PAUSED_EXIT} when paused")
+    parser.add_argument("--round-robin", type=int, default=None, metavar="EPOCHS",
+                        help="train the runs in rounds, each unfinished run EPOCHS epochs per round, so that the "
+                             "runs reading the teacher's outputs on the same views compute each view once "
+                             "(see run_round_robin)")
     parser.add_argument("--precision", choices=["fp32", "bf16", "auto"], default=None,
                         help="train (and evaluate) in this precision instead of the profile's; part of every run's "
                              "key, so the chapters find these runs only with the same setting")
@@ -230,7 +272,10 @@ def main(argv: list[str] | None = None) -> None:
                          progress=distributed.is_main(),
                          pause_at=None if args.hours is None else time.time() + 3600 * args.hours)
         try:
-            run_jobs(exp, args.jobs, args.seeds)
+            if args.round_robin is not None and not args.plan:
+                run_round_robin(exp, args.jobs, args.seeds, args.round_robin)
+            else:
+                run_jobs(exp, args.jobs, args.seeds)
         except TrainingPaused as paused:
             if distributed.is_main():
                 print(f"{paused} (python -m reskd.cli {' '.join(argv if argv is not None else sys.argv[1:])})")

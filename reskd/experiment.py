@@ -32,7 +32,7 @@ from .models import create_model
 from .profiles import Arch, Profile
 from .reskd import (RESIDUAL_LOSSES, FeatureHead, ResidualDistiller, ResKDEnsemble, cumulative_sums,
                     zero_last_layer)
-from .train import FitResult, TrainConfig, fit, is_finished, predict
+from .train import FitResult, TrainConfig, TurnOver, fit, is_finished, predict
 from .utils import atomic_torch_save, progress, resolve_device, seed_everything, stable_hash, state_dict_hash
 
 def retired_result(folder: Path) -> FitResult:
@@ -147,12 +147,14 @@ class Experiment:
     precision: str | None = None  # overrides the profile's recipes' precision ("fp32", "bf16", "auto")
     plan: bool = False  # True: train nothing; list each run asked for in `planned`, a missing one handed out untrained
     pause_at: float | None = None  # a time.time() at which training pauses at an epoch boundary (reskd.train.fit)
+    turn: int | None = None  # epochs a run trains per turn of a round-robin (reskd.cli.run_round_robin); None: all
     results: dict[str, FitResult] = field(default_factory=dict)
     planned: list[dict[str, Any]] = field(default_factory=list)  # with plan=True: runstore.run_status of each run
     plan_notes: list[str] = field(default_factory=list)  # with plan=True: what the plan could not know
     specs: dict[str, dict[str, Any]] = field(default_factory=dict)
     _teachers: dict[int, nn.Module] = field(default_factory=dict, repr=False)
     _teacher_logits: dict[str, Tensor] = field(default_factory=dict, repr=False)
+    _turns_taken: set[str] = field(default_factory=set, repr=False)  # runs that had their turn in this round
 
     def __post_init__(self):
         self.device = resolve_device(self.device)
@@ -254,14 +256,22 @@ class Experiment:
                 f"the run {folder.name} is not trained (and train_missing=False). Train it in the background with "
                 f"`python -m reskd.cli {self.profile.dataset} {self.profile.name} <jobs>` (see the README), "
                 f"or pass train_missing=True to train it here.")
+        if self.turn is not None and name in self._turns_taken and not is_finished(folder):
+            raise TurnOver(f"{name} had its turn in this round; it trains again in the next one.")
         folder = run_dir(spec, name, root=self.artifacts)
         (folder / RETIRED).unlink(missing_ok=True)  # trained again: no longer retired
+        self._turns_taken.add(name)
         result = fit(distiller, self.train_loader(config), config,
                      eval_loaders={"val": self.eval_loader("val"), "test": self.eval_loader("test")},
                      run_dir=folder, device=self.device, progress=self.progress, retrain=self.retrain,
-                     run_info=spec, fork_from=fork_from, release_fork=release_fork, pause_at=self.pause_at)
+                     run_info=spec, fork_from=fork_from, release_fork=release_fork, pause_at=self.pause_at,
+                     turn=self.turn)
         self.results[name], self.specs[name] = result, spec
         return result
+
+    def new_round(self) -> None:
+        """Start a new round of a round-robin (:attr:`turn`): every unfinished run may train one more turn."""
+        self._turns_taken.clear()
 
     def training_table(self) -> pd.DataFrame:
         """One row per run this experiment trained or loaded: its role, architecture, seed, epochs, the validation

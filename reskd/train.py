@@ -63,6 +63,11 @@ class TrainingPaused(Exception):
     run's checkpoint holds every epoch done, and running it again resumes it."""
 
 
+class TurnOver(TrainingPaused):
+    """Training stopped at an epoch boundary because this call trained the ``turn`` epochs ``fit`` was given (a turn
+    of a round-robin over several runs, :func:`reskd.cli.run_round_robin`); running it again resumes it."""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a training run besides the model, the data and the loss (torchdistill-style)."""
@@ -355,7 +360,7 @@ def fit(distiller: Distiller, train_loader, config: TrainConfig, *, eval_loaders
         run_dir: str | os.PathLike | None = None, device: str | torch.device | None = "auto",
         progress: bool = True, retrain: bool = False, run_info: Mapping[str, Any] | None = None,
         fork_from: str | os.PathLike | None = None, release_fork: bool = False,
-        pause_at: float | None = None) -> FitResult:
+        pause_at: float | None = None, turn: int | None = None) -> FitResult:
     """Train ``distiller.student`` on ``train_loader`` (a ``reskd.data.Loader``) for ``config.epochs`` epochs.
 
     ``eval_loaders`` (e.g. ``{"val": ..., "test": ...}``) are evaluated after every epoch; their top-1 goes to the
@@ -373,7 +378,8 @@ def fit(distiller: Distiller, train_loader, config: TrainConfig, *, eval_loaders
 
     ``pause_at`` (a ``time.time()``; needs a ``run_dir``) ends a session's share of a long run cleanly: after each
     epoch's checkpoint, when another epoch (as long as the median epoch so far) would end after it, training stops
-    with :class:`TrainingPaused`, losing no work; running it again resumes.
+    with :class:`TrainingPaused`, losing no work; running it again resumes. ``turn`` (epochs, >= 1) stops this
+    call the same way, with :class:`TurnOver`, once it has trained that many epochs (the last one ends the run).
     """
     device = resolve_device(device)
     eval_loaders = dict(eval_loaders or {})
@@ -381,6 +387,9 @@ def fit(distiller: Distiller, train_loader, config: TrainConfig, *, eval_loaders
     if pause_at is not None and run_dir is None:
         raise ValueError("pause_at needs a run_dir: a paused run resumes from its checkpoint, which only a run "
                          "folder keeps.")
+    if turn is not None and (run_dir is None or isinstance(turn, bool) or not isinstance(turn, int) or turn < 1):
+        raise ValueError(f"turn must be a number of epochs >= 1 with a run_dir (a run resumes from its checkpoint, "
+                         f"which only a run folder keeps), got turn={turn!r}, run_dir={run_dir}.")
     if getattr(train_loader, "world_size", 1) != distributed.world_size():
         raise ValueError(f"the training loader is split over {getattr(train_loader, 'world_size', 1)} process(es) but "
                          f"{distributed.world_size()} are training; build it with reskd.data.Loader(..., "
@@ -451,6 +460,9 @@ def fit(distiller: Distiller, train_loader, config: TrainConfig, *, eval_loaders
                 release_spent_fork()
             distributed.barrier()
             if epoch + 1 < config.epochs:
+                if turn is not None and epoch + 1 - start_epoch >= turn:
+                    raise TurnOver(f"paused after epoch {epoch + 1} of {config.epochs}: this turn's {turn} "
+                                   f"epoch{'' if turn == 1 else 's'} are trained; run it again to resume.")
                 _pause_if_late(pause_at, history, config)
         result = _finish(student, config, history, eval_loaders, identity, run_dir if main else None,
                          machine={**machine_info(device), "train_samples": len(train_loader.data)}, forked=forked)

@@ -59,3 +59,54 @@ def test_hours_pauses_the_jobs_and_exits_with_its_own_status(monkeypatch, capsys
     assert exit_.value.code == cli.PAUSED_EXIT != 0  # a paused command is not a finished one
     assert made["pause_at"] == pytest.approx(time.time() + 1.5 * 3600, abs=60)
     assert "paused after epoch 3 of 10 (python -m reskd.cli cifar10 smoke teacher --hours 1.5)" in capsys.readouterr().out
+
+
+
+def test_round_robin_advances_the_runs_together_and_ends_with_the_runs_of_one_go(exp, monkeypatch):
+    """Round-robin, turn 1: the KD student S0 trains one epoch a round; the res-student S1, built on S0, waits for it,
+    then trains one epoch a round (3 + 2 more rounds); a run asked for by two jobs (S0, by kd and by reskd) trains once
+    a round. The runs end with the weights of the same jobs run one after the other."""
+    import dataclasses
+
+    import torch
+
+    from reskd import experiment as E
+
+    base = exp()
+    three = base.profile.replace(student_train=dataclasses.replace(base.profile.student_train, epochs=3),
+                                 residual_loss="mse+ce", studies=())  # as in converged: no loss ablation first
+    make = lambda folder: E.Experiment(three, data_root=base.data_root, artifacts=base.artifacts.parent / folder,  # noqa: E731
+                                       device="cpu", progress=False)
+    calls = []
+    real_fit = E.fit
+
+    def fit(distiller, loader, config, *, run_dir, **kw):
+        calls.append((run_dir.name.split("-")[0], kw["turn"]))
+        return real_fit(distiller, loader, config, run_dir=run_dir, **kw)
+
+    monkeypatch.setattr(E, "fit", fit)
+    turns = make("turns")
+    assert cli.run_round_robin(turns, ["kd", "reskd"], [0], turn=1) == 5
+    assert turns.turn is None  # the experiment trains whole runs again afterwards
+    assert [role for role, _ in calls] == ["teacher", "kd", "kd", "kd", "res1", "res1", "res1"]
+    assert {turn for _, turn in calls} == {1}
+    monkeypatch.setattr(E, "fit", real_fit)
+    whole = make("whole")
+    cli.run_jobs(whole, ["kd", "reskd"], [0])
+    assert sorted(turns.results) == sorted(whole.results)
+    for name, result in whole.results.items():
+        assert len(result.history) == len(turns.results[name].history)
+        assert all(torch.equal(a, b) for a, b in zip(result.model.state_dict().values(),
+                                                     turns.results[name].model.state_dict().values())), name
+
+
+def test_round_robin_refuses_what_has_no_turns(exp):
+    e = exp()
+    with pytest.raises(ValueError, match="turn must be a number of epochs >= 1"):
+        cli.run_round_robin(e, ["kd"], [0], turn=0)
+    with pytest.raises(ValueError, match="teacher-cache computes every view in one go"):
+        cli.run_round_robin(e, ["teacher-cache", "kd"], [0])
+    with pytest.raises(ValueError, match=r"unknown job\(s\) \['distill'\]"):
+        cli.run_round_robin(e, ["distill"], [0])
+    with pytest.raises(ValueError, match="retrain=True cannot go round-robin"):
+        cli.run_round_robin(exp(retrain=True), ["kd"], [0])

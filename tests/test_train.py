@@ -541,6 +541,27 @@ def test_pause_at_stops_at_an_epoch_boundary_and_the_run_resumes(tmp_path):
         fit(CE(TinyNet()), train, config, device="cpu", progress=False, pause_at=time.time())
 
 
+def test_a_turn_trains_that_many_epochs_and_the_run_resumes_bit_for_bit(tmp_path):
+    """fit(turn=2) trains two epochs a call and stops with TurnOver (a TrainingPaused), its checkpoint written; the
+    calls together end with the weights of an uninterrupted run. The last call ends the run, not a turn."""
+    train, _ = loaders()
+    config = TrainConfig(epochs=5, **FAST)
+    torch.manual_seed(0)
+    whole = fit(CE(TinyNet()), train, config, run_dir=tmp_path / "whole", device="cpu", progress=False)
+    torch.manual_seed(0)
+    for done in (2, 4):
+        with pytest.raises(train_module.TurnOver, match=f"paused after epoch {done} of 5: this turn's 2 epochs"):
+            fit(CE(TinyNet()), train, config, run_dir=tmp_path / "turns", device="cpu", progress=False, turn=2)
+        assert not (tmp_path / "turns" / "model.pt").exists()
+    last = fit(CE(TinyNet()), train, config, run_dir=tmp_path / "turns", device="cpu", progress=False, turn=2)
+    assert _same_weights(whole.model, last.model) and len(last.history) == 5
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="turn must be a number of epochs >= 1"):
+            fit(CE(TinyNet()), train, config, run_dir=tmp_path / "bad", device="cpu", progress=False, turn=bad)
+    with pytest.raises(ValueError, match="turn must be a number of epochs >= 1 with a run_dir"):
+        fit(CE(TinyNet()), train, config, device="cpu", progress=False, turn=1)
+
+
 class _StopAfter(CE):
     """CE that raises KeyboardInterrupt at its ``stop_at``-th batch (a kill between checkpoints)."""
 
