@@ -254,13 +254,15 @@ display(Markdown(" ".join(
 if config.teacher_lengths:  # a length ladder (converged): each length trained, the rule's pick, the recipe checked
     ladders = {"teacher": exp.length_ladder("teacher"), "KD student S0 (seed 0)": exp.length_ladder("kd")}
     ladder_curves = {title: report.length_curve(runs) for title, runs in ladders.items()}
-    picks = {title: report.chosen_length(curve, LADDER_GAIN) for title, curve in ladder_curves.items()}
+    picks = {title: report.chosen_length(curve, LADDER_GAIN, config.length_cap)
+             for title, curve in ladder_curves.items()}
     ladder_figure(ladders, picks)
     plt.show()
     display(report.page_table(pd.concat(ladder_curves, names=["model", "row"]).droplevel("row")
                               .astype({"forked_at": "Int64"}).set_index("epochs", append=True)
                               .rename(columns={"own_hours": "hours (own epochs)", "forked_at": "forked at epoch"})))
-    display(Markdown(" ".join(report.ladder_sentence(title, curve, LADDER_GAIN, val_size=len(exp.data.val))
+    display(Markdown(" ".join(report.ladder_sentence(title, curve, LADDER_GAIN, val_size=len(exp.data.val),
+                                                     cap=config.length_cap)
                               for title, curve in ladder_curves.items())))
     for title, recipe in (("teacher", config.teacher_train), ("KD student S0 (seed 0)", config.student_train)):
         if picks[title] != recipe.epochs:  # the page says its lengths are the ladder's: they must be

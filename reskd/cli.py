@@ -41,19 +41,21 @@ def _teacher_cache(exp: Experiment, seeds: Sequence[int]) -> None:
     exp.warm_teacher_cache()
 
 
-def ladder_reading(runs: dict, role: str, gain: float = LADDER_GAIN) -> str:
-    """A finished ladder's curve (:func:`reskd.report.length_curve`) and the length its rule picks, or why none yet,
-    with what to do next: retire the other rungs' weights, or train a longer rung."""
+def ladder_reading(runs: dict, role: str, gain: float = LADDER_GAIN, cap: int | None = None) -> str:
+    """A finished ladder's curve (:func:`reskd.report.length_curve`) and the length its rule picks within the
+    profile's budget ``cap`` (``Profile.length_cap``), or why none yet, with what to do next: retire the other rungs'
+    weights, or train a longer rung."""
     curve = report.length_curve(runs)
-    chosen = report.chosen_length(curve, gain)
+    chosen = report.chosen_length(curve, gain, cap)
     if chosen is None:
         longest = int(curve["epochs"].max())
         verdict = (f"no length qualifies yet (doubling still gains {gain} val points or more): add a "
                    f"{2 * longest}-epoch rung to the profile's ladder; it forks from the {longest}-epoch rung")
     else:
-        verdict = (f"the rule picks {chosen} epochs (doubling it gains under {gain} val points): set the profile's "
-                   f"{role} recipe to {chosen} epochs, then retire the other rungs' weights "
-                   "(python -m reskd.runstore --retire <run folder> --reason ...)")
+        why = (f"no length up to the profile's cap qualifies under the rule, so the cap sets it"
+               if report.length_capped(curve, gain, cap) else f"doubling it gains under {gain} val points")
+        verdict = (f"the profile trains {chosen} epochs ({why}): set the profile's {role} recipe to {chosen} epochs, "
+                   "then retire the other rungs' weights (python -m reskd.runstore --retire <run folder> --reason ...)")
     return f"{role} ladder:\n{curve.to_string(index=False)}\n{verdict}"
 
 
@@ -61,14 +63,14 @@ def ladder_reading(runs: dict, role: str, gain: float = LADDER_GAIN) -> str:
 def _teacher_lengths(exp: Experiment, seeds: Sequence[int]) -> None:
     runs = exp.length_ladder("teacher")
     if not exp.plan:
-        print(ladder_reading(runs, "teacher"))
+        print(ladder_reading(runs, "teacher", cap=exp.profile.length_cap))
 
 
 @JOBS.register("kd-lengths", "the KD student S0 (first seed) at each length of the profile's ladder")
 def _kd_lengths(exp: Experiment, seeds: Sequence[int]) -> None:
     runs = exp.length_ladder("kd", seed=seeds[0])
     if not exp.plan:
-        print(ladder_reading(runs, "KD student"))
+        print(ladder_reading(runs, "KD student", cap=exp.profile.length_cap))
 
 
 @JOBS.register("scratch", "the students trained from scratch")

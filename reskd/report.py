@@ -568,14 +568,22 @@ def length_curve(runs: Mapping[int, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def chosen_length(curve: pd.DataFrame, gain: float) -> int | None:
+def chosen_length(curve: pd.DataFrame, gain: float, cap: int | None = None) -> int | None:
     """The ladder rule: the shortest length whose doubling is in ``curve`` and gains under ``gain`` points of val
-    top-1; None when no rung qualifies yet (train a longer one)."""
+    top-1; None when no rung qualifies yet (train a longer one). With ``cap`` (a profile's budget,
+    ``Profile.length_cap``): a length no longer than the cap, so the cap itself, once trained, when the rule picks
+    nothing up to it or a longer length (:func:`length_capped` tells which)."""
     val = dict(zip(curve["epochs"], curve["val_top1"]))
-    for epochs in sorted(val):
-        if 2 * epochs in val and val[2 * epochs] - val[epochs] < gain:
-            return int(epochs)
-    return None
+    rule = next((int(epochs) for epochs in sorted(val) if 2 * epochs in val and val[2 * epochs] - val[epochs] < gain),
+                None)
+    if cap is None or (rule is not None and rule <= cap):
+        return rule
+    return int(cap) if cap in val else None
+
+
+def length_capped(curve: pd.DataFrame, gain: float, cap: int | None) -> bool:
+    """Whether the ladder's pick is its budget's ``cap`` and not the rule's (the model was still gaining there)."""
+    return cap is not None and chosen_length(curve, gain, cap) != chosen_length(curve, gain)
 
 
 def targets_reading(models: Sequence[Mapping[str, Any]], targets: Sequence[tuple[str, float]]) -> str:
@@ -601,9 +609,10 @@ def top1_std_error(top1: float, n: int) -> float:
     return 100.0 * math.sqrt(p * (1.0 - p) / n)
 
 
-def ladder_sentence(title: str, curve: pd.DataFrame, gain: float, *, val_size: int | None = None) -> str:
+def ladder_sentence(title: str, curve: pd.DataFrame, gain: float, *, val_size: int | None = None,
+                    cap: int | None = None) -> str:
     """A ladder's curve (:func:`length_curve`) in words: val top-1 at each length, what each doubling added, and the
-    length the rule (:func:`chosen_length`) picks, or that none qualifies yet. With ``val_size`` (the validation
+    length the rule (:func:`chosen_length`, within the budget's ``cap``) picks, or that none qualifies yet. With ``val_size`` (the validation
     images), it adds the noise the rule's threshold sits in: the binomial standard error of the longest rung's val
     top-1, and that of a doubling's gain if the two rungs erred independently (an upper bound: both are measured on
     the same images, and a longer rung keeps most of the shorter one's answers)."""
@@ -614,11 +623,19 @@ def ladder_sentence(title: str, curve: pd.DataFrame, gain: float, *, val_size: i
         if i and curve["epochs"].iloc[i - 1] * 2 == row.epochs:
             step += f" ({row.val_top1 - curve['val_top1'].iloc[i - 1]:+.2f} for doubling)"
         steps.append(step)
-    chosen = chosen_length(curve, gain)
+    chosen = chosen_length(curve, gain, cap)
     rule = f"the shortest length whose doubling gains under {gain:g} points"
-    sentence = (f"{title}: val top-1 " + ", ".join(steps) + "; "
-                + (f"the rule ({rule}) picks **{chosen} epochs**." if chosen is not None else
-                   f"no length qualifies yet under the rule ({rule}): a longer rung is needed."))
+    if length_capped(curve, gain, cap):
+        doubled = curve.set_index("epochs")["val_top1"]
+        still = (f", where doubling it still gained {doubled[2 * chosen] - doubled[chosen]:+.2f}"
+                 if 2 * chosen in doubled else "")
+        verdict = (f"no length up to {chosen} epochs qualifies under the rule ({rule}), so the profile's budget "
+                   f"sets the length: **{chosen} epochs, its cap**{still}; the model was still gaining.")
+    elif chosen is not None:
+        verdict = f"the rule ({rule}) picks **{chosen} epochs**."
+    else:
+        verdict = f"no length qualifies yet under the rule ({rule}): a longer rung is needed."
+    sentence = f"{title}: val top-1 " + ", ".join(steps) + "; " + verdict
     if val_size:
         se = top1_std_error(float(curve["val_top1"].iloc[-1]), val_size)
         sentence += (f" (On {val_size:,} validation images one top-1 near {curve['val_top1'].iloc[-1]:.0f}% has a "

@@ -395,6 +395,11 @@ def test_length_ladder_forks_each_rung_from_the_previous_stable_phase(exp, tmp_p
     fake = pd.DataFrame({"epochs": [30, 60, 120], "val_top1": [88.0, 89.5, 89.7]})
     assert report.chosen_length(fake, 0.3) == 60
     assert report.chosen_length(fake.assign(val_top1=[88.0, 89.5, 90.0]), 0.3) is None
+    still = fake.assign(val_top1=[88.0, 89.5, 90.0])  # every doubling gains 0.3 or more
+    assert report.chosen_length(still, 0.3, cap=60) == 60 and report.length_capped(still, 0.3, 60)
+    assert report.chosen_length(fake, 0.3, cap=120) == 60 and not report.length_capped(fake, 0.3, 120)  # rule first
+    assert report.chosen_length(fake, 0.3, cap=30) == 30 and report.length_capped(fake, 0.3, 30)  # rule's 60 > cap
+    assert report.chosen_length(still.iloc[:2], 0.3, cap=120) is None  # the cap's rung is not trained yet
     with pytest.raises(ValueError, match="wsd"):
         exp().length_ladder("teacher", lengths=(1, 2))
     plan = E.Experiment(ladder.replace(teacher_lengths=(2, 4, 8)), data_root=exp().data_root,
@@ -441,5 +446,7 @@ def test_a_retired_rung_keeps_its_numbers_and_refuses_to_load(exp, tmp_path, cap
     from reskd.cli import ladder_reading
 
     reading = ladder_reading(again, "teacher", gain=100.0)  # any gain qualifies: the shorter length is picked
-    assert "the rule picks 2 epochs" in reading and "--retire" in reading
+    assert "the profile trains 2 epochs (doubling it gains under 100.0" in reading and "--retire" in reading
     assert "add a 8-epoch rung" in ladder_reading(again, "teacher", gain=-100.0)  # no gain is small enough
+    capped = ladder_reading(again, "teacher", gain=-100.0, cap=4)  # the budget stops the ladder at 4 epochs
+    assert "the profile trains 4 epochs (no length up to the profile's cap qualifies" in capped

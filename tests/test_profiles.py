@@ -101,3 +101,11 @@ def test_a_profile_must_run_the_ablation_it_leaves_its_loss_to():
     assert cpu.replace(studies=("plain-ensembles",), residual_loss="mse").studies == ("plain-ensembles",)
     with pytest.raises(ValueError, match="unknown studies"):
         cpu.replace(studies=("loss-ablation", "dropout"))
+
+
+def test_a_length_cap_is_a_rung_of_the_ladders():
+    converged = get_profile("cifar10", "converged")
+    assert converged.length_cap in converged.student_lengths
+    assert converged.student_train.epochs <= converged.length_cap and converged.teacher_train.epochs <= converged.length_cap
+    with pytest.raises(ValueError, match="its length cap 100 is no rung of its ladders"):
+        converged.replace(length_cap=100)

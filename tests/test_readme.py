@@ -139,8 +139,10 @@ def converged_claims() -> list[str]:
         *rows(teacher), *rows(kd),
         f"retired: doubling it gained {val(teacher, 60) - val(teacher, 30):+.2f} val points",
         f"doubling 60 to 120 epochs gained {val(teacher, 120) - val(teacher, 60):+.2f} val points",
-        f"Doubling 30 to 60 epochs gained {val(kd, 60) - val(kd, 30):+.2f} val points and 60 to 120 "
-        f"{val(kd, 120) - val(kd, 60):+.2f}",
+        f"Doubling 30 to 60 epochs gained {val(kd, 60) - val(kd, 30):+.2f} val points, 60 to 120 "
+        f"{val(kd, 120) - val(kd, 60):+.2f} and 120 to 240 {val(kd, 240) - val(kd, 120):+.2f}",
+        f"one doubling short of a length that still added {val(kd, 240) - val(kd, 120):.2f} val points to S0",
+        f"caps every length at **{get_profile('cifar10', 'converged').length_cap} epochs**",
     ]
 
 

@@ -456,6 +456,10 @@ def test_ladder_sentence_says_what_each_doubling_added_and_what_the_rule_picks()
         "**60 epochs**.")
     assert R.ladder_sentence("teacher", curve.assign(val_top1=[89.5, 88.0, 90.0]), 0.3).endswith(
         "a longer rung is needed.")
+    assert R.ladder_sentence("S0", curve.assign(val_top1=[89.5, 88.0, 90.0]), 0.3, cap=60).endswith(
+        "no length up to 60 epochs qualifies under the rule (the shortest length whose doubling gains under 0.3 "
+        "points), so the profile's budget sets the length: **60 epochs, its cap**, where doubling it still gained "
+        "+0.50; the model was still gaining.")
     noisy = R.ladder_sentence("teacher", curve, 0.3, val_size=5000)  # sqrt(0.897 * 0.103 / 5000) = 0.43 points
     assert "binomial standard error of 0.43 points, and a doubling's gain at most 0.61" in noisy
     assert R.top1_std_error(50.0, 100) == pytest.approx(5.0)
