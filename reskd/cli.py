@@ -52,7 +52,7 @@ def ladder_reading(runs: dict, role: str, gain: float = LADDER_GAIN, cap: int | 
         verdict = (f"no length qualifies yet (doubling still gains {gain} val points or more): add a "
                    f"{2 * longest}-epoch rung to the profile's ladder; it forks from the {longest}-epoch rung")
     else:
-        why = (f"no length up to the profile's cap qualifies under the rule, so the cap sets it"
+        why = ("no length up to the profile's cap qualifies under the rule, so the cap sets it"
                if report.length_capped(curve, gain, cap) else f"doubling it gains under {gain} val points")
         verdict = (f"the profile trains {chosen} epochs ({why}): set the profile's {role} recipe to {chosen} epochs, "
                    "then retire the other rungs' weights (python -m reskd.runstore --retire <run folder> --reason ...)")
@@ -134,12 +134,17 @@ for _name in CIFAR_REGIMES:  # one job per regime of the map: regime:<name>
                                      f"{CIFAR_REGIMES.description(_name)}")(_regime_job(_name))
 
 
-def run_jobs(exp: Experiment, jobs: Sequence[str], seeds: Sequence[int] | None = None) -> None:
-    """Train (or load) the runs behind ``jobs`` (see :data:`JOBS`) for ``seeds`` (default: the profile's), in the
-    order given; every run is resumable, so an interrupted call picks up where it stopped."""
+def _check_jobs(jobs: Sequence[str]) -> None:
+    """That every name in ``jobs`` is a job of :data:`JOBS` (before anything runs)."""
     unknown = sorted(set(jobs) - set(JOBS))
     if unknown:
         raise ValueError(f"unknown job(s) {unknown}; choose from {', '.join(JOBS)}.")
+
+
+def run_jobs(exp: Experiment, jobs: Sequence[str], seeds: Sequence[int] | None = None) -> None:
+    """Train (or load) the runs behind ``jobs`` (see :data:`JOBS`) for ``seeds`` (default: the profile's), in the
+    order given; every run is resumable, so an interrupted call picks up where it stopped."""
+    _check_jobs(jobs)
     seeds = list(seeds) if seeds is not None else list(exp.profile.seeds)
     bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int) or s < 0]
     if bad or not seeds:
@@ -168,9 +173,7 @@ def run_round_robin(exp: Experiment, jobs: Sequence[str], seeds: Sequence[int] |
     if exp.retrain:
         raise ValueError("retrain=True cannot go round-robin: every turn would start its run again. Retrain the "
                          "runs without --round-robin.")
-    unknown = sorted(set(jobs) - set(JOBS))
-    if unknown:
-        raise ValueError(f"unknown job(s) {unknown}; choose from {', '.join(JOBS)}.")
+    _check_jobs(jobs)
     seeds = list(seeds) if seeds is not None else list(exp.profile.seeds)
     pending = [(job, seed) for job in jobs for seed in seeds]
     exp.turn, rounds = turn, 0

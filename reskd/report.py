@@ -612,10 +612,10 @@ def top1_std_error(top1: float, n: int) -> float:
 def ladder_sentence(title: str, curve: pd.DataFrame, gain: float, *, val_size: int | None = None,
                     cap: int | None = None) -> str:
     """A ladder's curve (:func:`length_curve`) in words: val top-1 at each length, what each doubling added, and the
-    length the rule (:func:`chosen_length`, within the budget's ``cap``) picks, or that none qualifies yet. With ``val_size`` (the validation
-    images), it adds the noise the rule's threshold sits in: the binomial standard error of the longest rung's val
-    top-1, and that of a doubling's gain if the two rungs erred independently (an upper bound: both are measured on
-    the same images, and a longer rung keeps most of the shorter one's answers)."""
+    length the rule (:func:`chosen_length`, within the budget's ``cap``) picks, or that none qualifies yet. With
+    ``val_size`` (the validation images), it adds the noise the rule's threshold sits in: the binomial standard error
+    of the longest rung's val top-1, and that of a doubling's gain if the two rungs erred independently (an upper
+    bound: both are measured on the same images, and a longer rung keeps most of the shorter one's answers)."""
     curve = curve.sort_values("epochs")
     steps = []
     for i, row in enumerate(curve.itertuples()):

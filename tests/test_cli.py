@@ -61,7 +61,6 @@ def test_hours_pauses_the_jobs_and_exits_with_its_own_status(monkeypatch, capsys
     assert "paused after epoch 3 of 10 (python -m reskd.cli cifar10 smoke teacher --hours 1.5)" in capsys.readouterr().out
 
 
-
 def test_round_robin_advances_the_runs_together_and_ends_with_the_runs_of_one_go(exp, monkeypatch):
     """Round-robin, turn 1: the KD student S0 trains one epoch a round; the res-student S1, built on S0, waits for it,
     then trains one epoch a round (3 + 2 more rounds); a run asked for by two jobs (S0, by kd and by reskd) trains once
@@ -75,8 +74,11 @@ def test_round_robin_advances_the_runs_together_and_ends_with_the_runs_of_one_go
     base = exp()
     three = base.profile.replace(student_train=dataclasses.replace(base.profile.student_train, epochs=3),
                                  residual_loss="mse+ce", studies=())  # as in converged: no loss ablation first
-    make = lambda folder: E.Experiment(three, data_root=base.data_root, artifacts=base.artifacts.parent / folder,  # noqa: E731
-                                       device="cpu", progress=False)
+
+    def make(folder: str) -> E.Experiment:
+        return E.Experiment(three, data_root=base.data_root, artifacts=base.artifacts.parent / folder, device="cpu",
+                            progress=False)
+
     calls = []
     real_fit = E.fit
 
