@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,12 +95,33 @@ class OutputCache:
         loader yields (a loader that drops its last partial batch never yields some samples of a view)."""
         return self._load(view_key, num_samples) is not None
 
-    def view_lock(self, view_key: str, *, wait: bool = True):
+    def view_lock(self, view_key: str, *, wait: bool = True, announce: bool = True):
         """An exclusive lock on one view (see :func:`reskd.runstore.folder_lock`), so that two processes filling the
         cache split the views between them instead of computing the same ones."""
         if self.root is None:
             return contextlib.nullcontext()
-        return folder_lock(self.root / "locks" / stable_hash(view_key), wait=wait)
+        return folder_lock(self.root / "locks" / stable_hash(view_key), wait=wait, announce=announce)
+
+    @contextlib.contextmanager
+    def claim(self, view_key: str, num_samples: int) -> Iterator[None]:
+        """Hold the view's lock while this process computes the view's outputs (a training epoch on it), so that
+        another process needing the same view waits for them and then reads them instead of computing them again.
+
+        A view another process is computing is waited for here: its outputs are usually ready within an epoch, and
+        computing them twice costs the machine the teacher's work twice. Once they are stored the lock is let go at
+        once; if the other process stopped without storing them, this one keeps the lock and computes them. A view
+        already stored, or a cache kept in memory only, claims nothing."""
+        if self.root is None or self.is_stored(view_key, num_samples):
+            yield
+            return
+        with contextlib.ExitStack() as held:
+            if self.view_busy(view_key):
+                print(f"{self.model_key}: another process is computing the outputs of this view; waiting for them "
+                      "...", flush=True)
+            held.enter_context(self.view_lock(view_key, announce=False))
+            if self.is_stored(view_key, num_samples):  # the other process stored them meanwhile
+                held.close()
+            yield
 
     def view_busy(self, view_key: str) -> bool:
         """Whether another process holds the lock of this view (it is computing it now)."""

@@ -1,12 +1,14 @@
 """Distillers: one class per training objective, in the spirit of mdistiller.
 
 A distiller wraps the trainable ``student`` (and any frozen models it learns from) and defines the training loss;
-``reskd.train.fit`` only calls :meth:`Distiller.loss` and :meth:`Distiller.end_epoch`. At inference a distiller is the
-student: ``distiller(x) == distiller.student(x)``.
+``reskd.train.fit`` only calls :meth:`Distiller.loss`, :meth:`Distiller.claim_view` and :meth:`Distiller.end_epoch`.
+At inference a distiller is the student: ``distiller(x) == distiller.student(x)``.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch.nn.functional as F
@@ -79,8 +81,25 @@ class Distiller(nn.Module):
         epoch (the sum is the same numbers as evaluating :meth:`eval_model`)."""
         return None
 
+    def output_caches(self) -> list[OutputCache]:
+        """The caches of frozen models' outputs that the loss reads (the teacher's, earlier stages'), in the order
+        their views are claimed (:meth:`claim_view`); none by default."""
+        return []
+
+    @contextlib.contextmanager
+    def claim_view(self, view: View) -> Iterator[None]:
+        """Held by the training loop around an epoch on ``view``: each output cache's claim on the view
+        (:meth:`reskd.cache.OutputCache.claim`), so that processes training on the same views at once compute each
+        frozen model's outputs on a view once, and the others wait for them."""
+        with contextlib.ExitStack() as claims:
+            for cache in self.output_caches():
+                claims.enter_context(cache.claim(view.key, view.num_samples))
+            yield
+
     def end_epoch(self) -> None:
-        """Called after every training epoch (e.g. to write output caches to disk)."""
+        """Called after every training epoch: the output caches write the outputs they computed to disk."""
+        for cache in self.output_caches():
+            cache.flush()
 
 
 class CE(Distiller):
@@ -122,8 +141,8 @@ class KD(Distiller):
         return logits, {"ce": self.ce_weight * F.cross_entropy(logits, y),
                         "kd": self.kd_weight * kd_loss(logits, teacher_logits, self.temperature)}
 
-    def end_epoch(self) -> None:
-        self.teacher_outputs.flush()
+    def output_caches(self) -> list[OutputCache]:
+        return [self.teacher_outputs]
 
 
 class Regress(Distiller):
@@ -150,5 +169,5 @@ class Regress(Distiller):
             return logits, {"mse": F.mse_loss(centered(logits), centered(target))}
         return logits, {"mse": F.mse_loss(logits, target)}
 
-    def end_epoch(self) -> None:
-        self.target_outputs.flush()
+    def output_caches(self) -> list[OutputCache]:
+        return [self.target_outputs]

@@ -553,27 +553,31 @@ def _train_epoch(distiller: Distiller, train_loader, optimizer: torch.optim.Opti
     distiller.train()
     sums: dict[str, float] = {}
     correct = seen = 0
-    batches = progress_bar(train_loader, desc=f"epoch {epoch + 1}", leave=False, enabled=progress)
-    for x, y, index in batches:
-        x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-        y = y.to(device, non_blocking=True)
-        with autocast(precision, device):
-            logits, losses = distiller.loss(x, y, index, view)
-            loss = sum(losses.values())
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"the loss became {loss.item()} at epoch {epoch + 1}; lower the learning "
-                                     f"rate (now {scheduler.get_last_lr()[0]:.4g}).")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        n = len(y)
-        seen += n
-        correct += (logits.detach().argmax(1) == y).sum().item()
-        for k, v in losses.items():
-            sums[k] = sums.get(k, 0.0) + v.item() * n
-        batches.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-    distiller.end_epoch()
+    # one process claims a view whose outputs it computes, and others on the same view wait for them; the ranks of a
+    # data-parallel run compute their slices of every view together, so they claim nothing (each would wait for all)
+    claim = distiller.claim_view(view) if distributed.world_size() == 1 else contextlib.nullcontext()
+    with claim:
+        batches = progress_bar(train_loader, desc=f"epoch {epoch + 1}", leave=False, enabled=progress)
+        for x, y, index in batches:
+            x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+            y = y.to(device, non_blocking=True)
+            with autocast(precision, device):
+                logits, losses = distiller.loss(x, y, index, view)
+                loss = sum(losses.values())
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"the loss became {loss.item()} at epoch {epoch + 1}; lower the learning "
+                                         f"rate (now {scheduler.get_last_lr()[0]:.4g}).")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            n = len(y)
+            seen += n
+            correct += (logits.detach().argmax(1) == y).sum().item()
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + v.item() * n
+            batches.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        distiller.end_epoch()
     totals = distributed.all_reduce_sums({**sums, "correct": correct, "seen": seen})  # every rank's samples
     correct, seen = totals.pop("correct"), totals.pop("seen")
     sums = totals

@@ -1,6 +1,8 @@
+import threading
+
 import torch
 
-from reskd.cache import OutputCache
+from reskd.cache import TEACHER_CACHE_NAME, OutputCache
 from reskd.data import Loader
 from reskd.distill import KD
 from reskd.train import TrainConfig, fit
@@ -83,3 +85,81 @@ def test_warm_cache_gives_same_training_as_cold(tmp_path):
     assert warm_calls == 0 and warm_stats.hit_rate == 1.0
     for k in cold_state:
         assert torch.equal(cold_state[k], warm_state[k]), k
+
+
+def test_a_claim_holds_a_view_while_it_is_computed_and_nothing_once_it_is_stored(tmp_path):
+    model = TinyNet()
+    x, idx = torch.randn(4, 3, 8, 8), torch.arange(4)
+    cache, observer = OutputCache(model, tmp_path), OutputCache(model, tmp_path)  # e.g. two processes
+    with cache.claim("v", 4):
+        assert observer.view_busy("v")
+        cache(x, idx, "v", 4)
+        cache.flush()
+    assert not observer.view_busy("v") and observer.is_stored("v", 4)
+    with cache.claim("v", 4):
+        assert not observer.view_busy("v")
+    with OutputCache(model, None).claim("v", 4):  # in memory only: no lock to take
+        pass
+
+
+def test_a_claim_waits_for_a_view_another_worker_computes_and_then_reads_it(tmp_path):
+    model = TinyNet()
+    calls = counting(model)
+    x, idx = torch.randn(4, 3, 8, 8), torch.arange(4)
+    worker, waiter = OutputCache(model, tmp_path), OutputCache(model, tmp_path)
+    locked, events = threading.Event(), []
+
+    def compute():
+        with worker.view_lock("v"):
+            locked.set()
+            worker(x, idx, "v", 4)
+            worker.flush()
+            events.append("stored")
+
+    thread = threading.Thread(target=compute)
+    thread.start()
+    locked.wait()
+    with waiter.claim("v", 4):  # the worker holds the view's lock: this waits for it
+        events.append("claimed")
+        assert not worker.view_busy("v")  # the stored view is not held while it is read
+        out = waiter(torch.zeros_like(x), idx, "v", 4)
+    thread.join()
+    assert events == ["stored", "claimed"]
+    assert calls["n"] == 4 and waiter.stats.misses == 0 and waiter.stats.hits == 4
+    torch.testing.assert_close(out, model(x).half().float())
+
+
+def test_a_claim_on_a_view_its_worker_left_unfinished_computes_it(tmp_path):
+    model = TinyNet()
+    x, idx = torch.randn(4, 3, 8, 8), torch.arange(4)
+    worker, waiter = OutputCache(model, tmp_path), OutputCache(model, tmp_path)
+    locked = threading.Event()
+
+    def give_up():
+        with worker.view_lock("v"):
+            locked.set()
+
+    thread = threading.Thread(target=give_up)
+    thread.start()
+    locked.wait()
+    with waiter.claim("v", 4):
+        assert worker.view_busy("v")  # nothing was stored: this claim keeps the lock and computes
+        waiter(x, idx, "v", 4)
+        waiter.flush()
+    thread.join()
+    assert waiter.stats.misses == 4 and worker.is_stored("v", 4)
+
+
+def test_a_training_epoch_claims_the_view_whose_teacher_outputs_it_computes(tmp_path):
+    """Another process training on the same view (another seed, a res-student) waits for these outputs."""
+    data = tiny_images(32)
+    teacher = TinyNet(width=16)
+    loader = Loader(data, tiny_spec(), 16, train=True)
+    observer = OutputCache(teacher, tmp_path, name=TEACHER_CACHE_NAME)
+    key = loader.view_key(0)
+    claimed = []
+    teacher.register_forward_hook(lambda module, inputs, output: claimed.append(observer.view_busy(key)))
+    fit(KD(TinyNet(), teacher, cache_root=tmp_path), loader, TrainConfig(epochs=1, batch_size=16, lr=0.05),
+        device="cpu", progress=False)
+    assert claimed == [True, True]  # both batches of the epoch were computed under the view's lock
+    assert not observer.view_busy(key) and observer.is_stored(key, len(data))
