@@ -322,8 +322,9 @@ def read_spec(folder: Path) -> dict[str, Any] | None:
 def cost_table(dataset: str | None = None, *, root: str | os.PathLike | None = None,
                train_samples: int | None = None):
     """What every finished run cost, from its own files: epochs, precision, batch size, wall-clock hours (the sum of
-    ``epoch_s`` in its history: training plus the per-epoch evaluation, as measured where it ran), training images per
-    second, and the CPU (or GPU) and thread count it finished on. Runs trained before the summary recorded the machine
+    ``epoch_s`` in its history: training plus the per-epoch evaluation, as measured where it ran, less the
+    ``view_wait_s`` its epochs spent waiting for another worker's teacher outputs), training images per second, and
+    the CPU (or GPU) and thread count it finished on. Runs trained before the summary recorded the machine
     and the training-set size show them empty; ``train_samples`` fills in that size."""
     import pandas as pd
 
@@ -337,7 +338,8 @@ def cost_table(dataset: str | None = None, *, root: str | os.PathLike | None = N
         summary = json.loads((folder / SUMMARY).read_text()) if (folder / SUMMARY).exists() else {}
         machine = summary.get("machine", {})
         train = spec.get("train", {})
-        seconds = pd.read_csv(folder / HISTORY)["epoch_s"].sum()
+        history = pd.read_csv(folder / HISTORY)
+        seconds = history["epoch_s"].sum() - (history["view_wait_s"].sum() if "view_wait_s" in history else 0.0)
         n = machine.get("train_samples") or train_samples
         epochs = train.get("epochs")
         rows.append({"dataset": folder.parent.name, "run": folder.name, "role": spec.get("role"),

@@ -356,6 +356,11 @@ def _lay_out_for_cpu(student: nn.Module, config: TrainConfig) -> None:
     student.to("cpu", memory_format=memory_format_for(student, torch.device("cpu"), config.channels_last))
 
 
+#: History columns that time an epoch where it ran (wall-clock; the wait for another process's outputs): they differ
+#: between runs that are otherwise bit for bit the same.
+TIMING_COLUMNS = ("epoch_s", "view_wait_s")
+
+
 def fit(distiller: Distiller, train_loader, config: TrainConfig, *, eval_loaders: Mapping[str, Any] | None = None,
         run_dir: str | os.PathLike | None = None, device: str | torch.device | None = "auto",
         progress: bool = True, retrain: bool = False, run_info: Mapping[str, Any] | None = None,
@@ -364,7 +369,9 @@ def fit(distiller: Distiller, train_loader, config: TrainConfig, *, eval_loaders
     """Train ``distiller.student`` on ``train_loader`` (a ``reskd.data.Loader``) for ``config.epochs`` epochs.
 
     ``eval_loaders`` (e.g. ``{"val": ..., "test": ...}``) are evaluated after every epoch; their top-1 goes to the
-    history as ``<name>_top1``. With a ``run_dir`` the run is checkpointed every epoch and resumed when re-run;
+    history as ``<name>_top1``; ``epoch_s`` is an epoch's wall-clock (training and evaluation), ``view_wait_s`` the
+    part of it spent waiting for another process to compute the frozen models' outputs on the epoch's view (see
+    :meth:`reskd.distill.Distiller.claim_view`). With a ``run_dir`` the run is checkpointed every epoch and resumed when re-run;
     ``retrain=True`` discards what is there. ``run_info`` (JSON) is stored with the run and must match on resume.
     A process that finds the run being trained by another one waits for it and then loads the result.
 
@@ -546,8 +553,9 @@ def _train_epoch(distiller: Distiller, train_loader, optimizer: torch.optim.Opti
                  device: torch.device, memory_format: torch.memory_format, progress: bool,
                  precision: str = "fp32") -> dict[str, Any]:
     """One pass over ``train_loader`` (its augmentation seeded by ``epoch``), stepping the optimiser and the
-    schedule every batch, the forward pass and the loss in ``precision`` (weights and gradients stay fp32); returns the epoch's history row so far: epoch, learning rate, training loss (and each
-    loss term) and top-1."""
+    schedule every batch, the forward pass and the loss in ``precision`` (weights and gradients stay fp32); returns
+    the epoch's history row so far: epoch, learning rate, training loss (and each loss term), top-1, and the seconds
+    spent waiting for another process's outputs on the view."""
     train_loader.set_epoch(epoch)
     view = _loader_view(train_loader, epoch)
     distiller.train()
@@ -556,7 +564,9 @@ def _train_epoch(distiller: Distiller, train_loader, optimizer: torch.optim.Opti
     # one process claims a view whose outputs it computes, and others on the same view wait for them; the ranks of a
     # data-parallel run compute their slices of every view together, so they claim nothing (each would wait for all)
     claim = distiller.claim_view(view) if distributed.world_size() == 1 else contextlib.nullcontext()
+    claimed_at = time.perf_counter()
     with claim:
+        waited = time.perf_counter() - claimed_at
         batches = progress_bar(train_loader, desc=f"epoch {epoch + 1}", leave=False, enabled=progress)
         for x, y, index in batches:
             x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
@@ -585,6 +595,7 @@ def _train_epoch(distiller: Distiller, train_loader, optimizer: torch.optim.Opti
                            "train_loss": sum(sums.values()) / max(seen, 1),
                            "train_top1": 100.0 * correct / max(seen, 1)}
     row.update({f"train_{k}": v / max(seen, 1) for k, v in sums.items()})
+    row["view_wait_s"] = waited  # spent waiting for outputs another process was computing (part of epoch_s)
     return row
 
 

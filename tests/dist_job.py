@@ -21,7 +21,7 @@ from reskd import distributed
 from reskd.data import SPECS, Loader, load_dataset
 from reskd.distill import KD
 from reskd.models import create_model
-from reskd.train import TrainConfig, fit
+from reskd.train import TIMING_COLUMNS, TrainConfig, fit
 
 SPEC = dataclasses.replace(SPECS["imagenet"], num_classes=4, image_size=36, crop_size=32, val_size=8,
                            train_per_class=None, test_per_class=None)
@@ -66,7 +66,8 @@ def main() -> None:
     result = fit(KD(student, teacher, cache_root=args.cache / "outputs"), train, CONFIG, eval_loaders={"val": val},
                  run_dir=args.run_dir, device="cpu", progress=False)
     args.out.mkdir(parents=True, exist_ok=True)
-    torch.save({"state": result.model.state_dict(), "initial": initial, "history": result.history.drop(columns="epoch_s").to_dict("list"),
+    history = result.history.drop(columns=list(TIMING_COLUMNS)).to_dict("list")
+    torch.save({"state": result.model.state_dict(), "initial": initial, "history": history,
                 "identity": result.summary["identity"]}, args.out / f"rank{rank}.pt")
     distributed.shutdown()
 

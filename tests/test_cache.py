@@ -1,4 +1,6 @@
+import copy
 import threading
+import time
 
 import torch
 
@@ -163,3 +165,43 @@ def test_a_training_epoch_claims_the_view_whose_teacher_outputs_it_computes(tmp_
         device="cpu", progress=False)
     assert claimed == [True, True]  # both batches of the epoch were computed under the view's lock
     assert not observer.view_busy(key) and observer.is_stored(key, len(data))
+
+
+def test_a_training_epoch_waits_for_a_view_another_worker_computes_and_records_the_wait(tmp_path, monkeypatch):
+    data = tiny_images(32)
+    teacher = TinyNet(width=16)
+    other_teacher = copy.deepcopy(teacher)  # the same weights in another worker: the same cache entries
+    calls = counting(teacher)
+    loader = Loader(data, tiny_spec(), 16, train=True)
+    key, worker = loader.view_key(0), OutputCache(other_teacher, tmp_path, name=TEACHER_CACHE_NAME)
+    locked, waiting, hold_s = threading.Event(), threading.Event(), 0.2
+    busy = OutputCache.view_busy
+
+    def seen_busy(self, view_key):  # the training's claim found the view taken: it is about to wait
+        answer = busy(self, view_key)
+        if answer:
+            waiting.set()
+        return answer
+
+    monkeypatch.setattr(OutputCache, "view_busy", seen_busy)
+
+    def compute():
+        other = Loader(data, tiny_spec(), 16, train=True)
+        other.set_epoch(0)
+        with worker.view_lock(key):
+            locked.set()
+            waiting.wait()
+            time.sleep(hold_s)
+            for x, _, index in other:
+                worker(x, index, key, len(data))
+            worker.flush()
+
+    thread = threading.Thread(target=compute)
+    thread.start()
+    locked.wait()
+    result = fit(KD(TinyNet(), teacher, cache_root=tmp_path), loader, TrainConfig(epochs=1, batch_size=16, lr=0.05),
+                 device="cpu", progress=False)
+    thread.join()
+    assert calls["n"] == 0  # every teacher output of the epoch came from the other worker
+    assert result.history["view_wait_s"].iloc[0] >= hold_s
+    assert result.history["epoch_s"].iloc[0] >= result.history["view_wait_s"].iloc[0]

@@ -90,6 +90,7 @@ def test_folder_lock_excludes_a_second_process(tmp_path):
 
 
 def test_cost_table_reads_each_finished_run_and_its_machine(tmp_path):
+    import pandas as pd
     from helpers import TinyNet, tiny_images, tiny_spec
     from reskd.data import Loader
     from reskd.distill import CE
@@ -107,6 +108,13 @@ def test_cost_table_reads_each_finished_run_and_its_machine(tmp_path):
     row = table.iloc[0]
     assert row["epochs"] == 2 and row["precision"] == "fp32" and row["threads"] >= 1 and row["hours"] > 0
     assert row["images_per_s"] > 0  # 64 images x 2 epochs over the summed epoch times
+    history = pd.read_csv(folder / "history.csv")  # the time an epoch waited for another worker is not its cost
+    history["epoch_s"], history["view_wait_s"] = [30.0, 50.0], [20.0, 0.0]
+    history.to_csv(folder / "history.csv", index=False)
+    row = cost_table("toy", root=tmp_path).iloc[0]
+    assert row["hours"] == pytest.approx(60.0 / 3600) and row["images_per_s"] == pytest.approx(64 * 2 / 60.0)
+    history.drop(columns="view_wait_s").to_csv(folder / "history.csv", index=False)  # a run from before the column
+    assert cost_table("toy", root=tmp_path).iloc[0]["hours"] == pytest.approx(80.0 / 3600)
 
 
 def test_the_listing_names_an_empty_or_missing_root(tmp_path, capsys):
