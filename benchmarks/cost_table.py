@@ -1,7 +1,8 @@
 """What a profile's runs cost, recomputed from the committed run folders (``reskd.runstore.cost_table``): one Markdown
 row per architecture and role, with the number of runs, wall-clock per run (training plus the per-epoch evaluation,
-less any wait for another worker's teacher outputs), training images per second, precision, and the CPU and threads the runs finished on ("not recorded" for runs trained
-before the summary kept them). Run from the repository root; paste the output into the README:
+less any wait for another worker's teacher outputs), training images per second, precision, and the CPU and threads
+the runs finished on ("not recorded" for runs trained before the summary kept them). Run from the repository root;
+paste the output into the README:
 
     python benchmarks/cost_table.py cifar10 --epochs 15 30 --batch-size 128 --train-samples 45000
 """

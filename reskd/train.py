@@ -371,9 +371,9 @@ def fit(distiller: Distiller, train_loader, config: TrainConfig, *, eval_loaders
     ``eval_loaders`` (e.g. ``{"val": ..., "test": ...}``) are evaluated after every epoch; their top-1 goes to the
     history as ``<name>_top1``; ``epoch_s`` is an epoch's wall-clock (training and evaluation), ``view_wait_s`` the
     part of it spent waiting for another process to compute the frozen models' outputs on the epoch's view (see
-    :meth:`reskd.distill.Distiller.claim_view`). With a ``run_dir`` the run is checkpointed every epoch and resumed when re-run;
-    ``retrain=True`` discards what is there. ``run_info`` (JSON) is stored with the run and must match on resume.
-    A process that finds the run being trained by another one waits for it and then loads the result.
+    :meth:`reskd.distill.Distiller.claim_view`). With a ``run_dir`` the run is checkpointed every epoch and resumed
+    when re-run; ``retrain=True`` discards what is there. ``run_info`` (JSON) is stored with the run and must match on
+    resume. A process that finds the run being trained by another one waits for it and then loads the result.
 
     A ``wsd`` run also keeps its checkpoint at the end of its stable phase (``stable.pt``). ``fork_from`` (such a
     file, of a run that differs from this one only in its number of epochs, at an epoch no later than this run's
